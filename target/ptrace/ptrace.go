@@ -1,0 +1,1088 @@
+// Package ptrace is the native target: one Linux x86-64 process debugged
+// with ptrace from a single locked OS thread.
+package ptrace
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/rseqdbg/rseqdbg/target"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	ptraceGetRseqConfiguration = 0x420f
+	addrNoRandomize            = 0x0040000
+	// offsetof(struct user, u_debugreg) on x86-64.
+	debugRegOffset = 848
+	siKernel       = 0x80
+	trapTrace      = 2
+	trapHwbkpt     = 4
+	ntX86Xstate    = 0x202
+	xsaveMax       = 4096
+)
+
+// LaunchOptions describe a program to start under the debugger.
+type LaunchOptions struct {
+	Path string
+	Args []string // argv[1:]
+	Env  []string // nil: the debugger's environment
+	Dir  string
+	// Stdin, Stdout, Stderr default to the debugger's own.
+	Stdin, Stdout, Stderr *os.File
+	// KeepASLR leaves address-space randomization on (gdb turns it off).
+	KeepASLR bool
+}
+
+type threadState struct {
+	tid int
+	// running: resumed and not yet seen stopped.
+	running bool
+	// sigstopPending: we sent a SIGSTOP that has not been reported yet; it
+	// is swallowed when it shows up.
+	sigstopPending bool
+	// pending is a stop that arrived while stopping the others; it is
+	// reported before anything resumes.
+	pending *target.Event
+	last    target.Action
+	// stepping remembers that the last resume was a single-step, for
+	// classifying the SIGTRAP.
+	stepping bool
+}
+
+// Process is a traced process. Every method except Interrupt must be called
+// inside Do.
+type Process struct {
+	pid      int
+	exe      string
+	launched bool
+	threads  map[int]*threadState
+	order    []int
+	bps      map[uint64]*breakpoint
+	mem      *os.File
+	exited   bool
+	queued   []target.Event
+	debugReg [8]uint64
+
+	work       chan func()
+	done       chan struct{}
+	running    atomic.Bool
+	interrupt  atomic.Bool
+	signalTid  atomic.Int64
+	defaultAct target.Action
+}
+
+type breakpoint struct {
+	orig  byte
+	count int
+}
+
+var _ target.Target = (*Process)(nil)
+
+func newProcess() *Process {
+	p := &Process{
+		threads: map[int]*threadState{},
+		bps:     map[uint64]*breakpoint{},
+		work:    make(chan func()),
+		done:    make(chan struct{}),
+	}
+	go p.serve()
+	return p
+}
+
+// serve owns the tracer thread: ptrace requests are only valid from the
+// thread that attached, so every call funnels through here.
+func (p *Process) serve() {
+	runtime.LockOSThread()
+	// Never unlock: the thread dies with the goroutine, taking its tracer
+	// identity with it, rather than being reused by an unrelated goroutine.
+	for f := range p.work {
+		f()
+	}
+	close(p.done)
+}
+
+// Do runs f on the tracer thread.
+func (p *Process) Do(f func()) {
+	ch := make(chan struct{})
+	p.work <- func() { defer close(ch); f() }
+	<-ch
+}
+
+// Close ends the tracer thread. The process must be killed or detached.
+func (p *Process) Close() {
+	close(p.work)
+	<-p.done
+	if p.mem != nil {
+		p.mem.Close()
+	}
+}
+
+// Launch starts a program stopped at its first instruction (the dynamic
+// linker's entry for a dynamic executable), as gdbserver does.
+func Launch(opts LaunchOptions) (*Process, error) {
+	p := newProcess()
+	var err error
+	p.Do(func() { err = p.launch(opts) })
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Process) launch(opts LaunchOptions) error {
+	path := opts.Path
+	if !strings.Contains(path, "/") {
+		if lp, err := lookPath(path); err == nil {
+			path = lp
+		}
+	}
+	files := []uintptr{0, 1, 2}
+	for i, f := range []*os.File{opts.Stdin, opts.Stdout, opts.Stderr} {
+		if f != nil {
+			files[i] = f.Fd()
+		}
+	}
+	env := opts.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	attr := &syscall.ProcAttr{
+		Dir:   opts.Dir,
+		Env:   env,
+		Files: files,
+		Sys:   &syscall.SysProcAttr{Ptrace: true, Setpgid: true},
+	}
+	if !opts.KeepASLR {
+		// The child inherits the forking thread's personality; restore ours
+		// right after.
+		old, _, errno := syscall.RawSyscall(syscall.SYS_PERSONALITY, 0xffffffff, 0, 0)
+		if errno == 0 {
+			syscall.RawSyscall(syscall.SYS_PERSONALITY, old|addrNoRandomize, 0, 0)
+			defer syscall.RawSyscall(syscall.SYS_PERSONALITY, old, 0, 0)
+		}
+	}
+	pid, err := syscall.ForkExec(path, append([]string{opts.Path}, opts.Args...), attr)
+	if err != nil {
+		return fmt.Errorf("starting %s: %w", opts.Path, err)
+	}
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(pid, &ws, unix.WALL, nil); err != nil {
+		return fmt.Errorf("waiting for %s to start: %w", opts.Path, err)
+	}
+	if !ws.Stopped() {
+		return fmt.Errorf("%s did not stop at exec (status %#x)", opts.Path, uint32(ws))
+	}
+	p.pid, p.launched = pid, true
+	if err := p.setOptions(pid, true); err != nil {
+		unix.Kill(pid, unix.SIGKILL)
+		return err
+	}
+	p.addThread(pid)
+	return p.openMem()
+}
+
+// Attach stops and traces every thread of a running process.
+func Attach(pid int) (*Process, error) {
+	p := newProcess()
+	var err error
+	p.Do(func() { err = p.attach(pid) })
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Process) attach(pid int) error {
+	p.pid = pid
+	// Threads can be created while we attach: list until nothing is new.
+	for round := 0; ; round++ {
+		tids, err := listTasks(pid)
+		if err != nil {
+			return fmt.Errorf("attaching to %d: %w", pid, err)
+		}
+		added := false
+		for _, tid := range tids {
+			if _, ok := p.threads[tid]; ok {
+				continue
+			}
+			if err := unix.PtraceAttach(tid); err != nil {
+				if tid == pid {
+					return fmt.Errorf("attaching to %d: %w", pid, err)
+				}
+				continue // the thread exited meanwhile
+			}
+			if err := p.waitAttachStop(tid); err != nil {
+				continue
+			}
+			if err := p.setOptions(tid, false); err != nil {
+				return err
+			}
+			p.addThread(tid)
+			added = true
+		}
+		if !added || round > 100 {
+			break
+		}
+	}
+	return p.openMem()
+}
+
+// waitAttachStop waits for the SIGSTOP of PTRACE_ATTACH; other signals that
+// arrive first are re-queued to the thread so none is lost.
+func (p *Process) waitAttachStop(tid int) error {
+	for {
+		var ws unix.WaitStatus
+		if _, err := unix.Wait4(tid, &ws, unix.WALL, nil); err != nil {
+			return err
+		}
+		if ws.Exited() || ws.Signaled() {
+			return target.ErrExited
+		}
+		if ws.Stopped() && ws.StopSignal() == unix.SIGSTOP {
+			return nil
+		}
+		if ws.Stopped() {
+			unix.PtraceCont(tid, int(ws.StopSignal()))
+		}
+	}
+}
+
+func (p *Process) setOptions(tid int, launched bool) error {
+	opts := unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEEXEC
+	if launched {
+		opts |= unix.PTRACE_O_EXITKILL
+	}
+	if err := unix.PtraceSetOptions(tid, opts); err != nil {
+		return fmt.Errorf("setting ptrace options of %d: %w", tid, err)
+	}
+	return nil
+}
+
+func (p *Process) openMem() error {
+	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", p.pid), os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("opening memory of %d: %w", p.pid, err)
+	}
+	p.mem = f
+	p.exe, _ = os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid))
+	return nil
+}
+
+func (p *Process) addThread(tid int) *threadState {
+	t := &threadState{tid: tid}
+	p.threads[tid] = t
+	p.order = append(p.order, tid)
+	for i, v := range p.debugReg {
+		if v != 0 && i != 6 {
+			pokeUser(tid, debugRegOffset+8*i, v)
+		}
+	}
+	return t
+}
+
+func (p *Process) removeThread(tid int) {
+	delete(p.threads, tid)
+	for i, t := range p.order {
+		if t == tid {
+			p.order = append(p.order[:i], p.order[i+1:]...)
+			break
+		}
+	}
+}
+
+func (p *Process) Pid() int         { return p.pid }
+func (p *Process) ExecPath() string { return p.exe }
+
+// Launched reports whether the debugger started the process.
+func (p *Process) Launched() bool { return p.launched }
+
+func (p *Process) Threads() []int { return append([]int(nil), p.order...) }
+
+func (p *Process) Regs(tid int) (target.Regs, error) {
+	var r unix.PtraceRegs
+	if err := unix.PtraceGetRegs(tid, &r); err != nil {
+		return target.Regs{}, fmt.Errorf("reading registers of %d: %w", tid, err)
+	}
+	return target.Regs{
+		R15: r.R15, R14: r.R14, R13: r.R13, R12: r.R12, Rbp: r.Rbp, Rbx: r.Rbx,
+		R11: r.R11, R10: r.R10, R9: r.R9, R8: r.R8, Rax: r.Rax, Rcx: r.Rcx,
+		Rdx: r.Rdx, Rsi: r.Rsi, Rdi: r.Rdi, OrigRax: r.Orig_rax, Rip: r.Rip,
+		Cs: r.Cs, Eflags: r.Eflags, Rsp: r.Rsp, Ss: r.Ss, FsBase: r.Fs_base,
+		GsBase: r.Gs_base, Ds: r.Ds, Es: r.Es, Fs: r.Fs, Gs: r.Gs,
+	}, nil
+}
+
+func (p *Process) SetRegs(tid int, g target.Regs) error {
+	r := unix.PtraceRegs{
+		R15: g.R15, R14: g.R14, R13: g.R13, R12: g.R12, Rbp: g.Rbp, Rbx: g.Rbx,
+		R11: g.R11, R10: g.R10, R9: g.R9, R8: g.R8, Rax: g.Rax, Rcx: g.Rcx,
+		Rdx: g.Rdx, Rsi: g.Rsi, Rdi: g.Rdi, Orig_rax: g.OrigRax, Rip: g.Rip,
+		Cs: g.Cs, Eflags: g.Eflags, Rsp: g.Rsp, Ss: g.Ss, Fs_base: g.FsBase,
+		Gs_base: g.GsBase, Ds: g.Ds, Es: g.Es, Fs: g.Fs, Gs: g.Gs,
+	}
+	if err := unix.PtraceSetRegs(tid, &r); err != nil {
+		return fmt.Errorf("writing registers of %d: %w", tid, err)
+	}
+	return nil
+}
+
+func (p *Process) FPRegs(tid int) ([]byte, error) {
+	buf := make([]byte, xsaveMax)
+	iov := unix.Iovec{Base: &buf[0], Len: uint64(len(buf))}
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_GETREGSET, uintptr(tid), ntX86Xstate, uintptr(unsafe.Pointer(&iov)), 0, 0)
+	if errno != 0 {
+		return nil, fmt.Errorf("reading vector registers of %d: %w", tid, errno)
+	}
+	return buf[:iov.Len], nil
+}
+
+func (p *Process) SetFPRegs(tid int, xsave []byte) error {
+	if len(xsave) == 0 {
+		return errors.New("empty xsave area")
+	}
+	iov := unix.Iovec{Base: &xsave[0], Len: uint64(len(xsave))}
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SETREGSET, uintptr(tid), ntX86Xstate, uintptr(unsafe.Pointer(&iov)), 0, 0)
+	if errno != 0 {
+		return fmt.Errorf("writing vector registers of %d: %w", tid, errno)
+	}
+	return nil
+}
+
+// ReadMemory reads through /proc/pid/mem: one pread for the common case,
+// page by page only when part of the range is unreadable.
+func (p *Process) ReadMemory(addr uint64, buf []byte) (int, error) {
+	if p.exited {
+		return 0, target.ErrExited
+	}
+	n, err := p.mem.ReadAt(buf, int64(addr))
+	if err != nil && n < len(buf) {
+		n = p.readPartial(addr, buf)
+		if n == 0 {
+			return 0, fmt.Errorf("reading memory at %#x: %w", addr, err)
+		}
+	}
+	for a, bp := range p.bps {
+		if a >= addr && a < addr+uint64(n) {
+			buf[a-addr] = bp.orig
+		}
+	}
+	return n, nil
+}
+
+func (p *Process) readPartial(addr uint64, buf []byte) int {
+	total := 0
+	for total < len(buf) {
+		a := addr + uint64(total)
+		chunk := int(4096 - a%4096)
+		if chunk > len(buf)-total {
+			chunk = len(buf) - total
+		}
+		n, _ := p.mem.ReadAt(buf[total:total+chunk], int64(a))
+		total += n
+		if n < chunk {
+			break
+		}
+	}
+	return total
+}
+
+func (p *Process) WriteMemory(addr uint64, data []byte) (int, error) {
+	if p.exited {
+		return 0, target.ErrExited
+	}
+	buf := data
+	for a, bp := range p.bps {
+		if a >= addr && a < addr+uint64(len(data)) {
+			if &buf[0] == &data[0] {
+				buf = append([]byte(nil), data...)
+			}
+			bp.orig = data[a-addr]
+			buf[a-addr] = 0xcc
+		}
+	}
+	n, err := p.mem.WriteAt(buf, int64(addr))
+	if err != nil {
+		return n, fmt.Errorf("writing memory at %#x: %w", addr, err)
+	}
+	return n, nil
+}
+
+func (p *Process) InsertBreakpoint(addr uint64) error {
+	if bp, ok := p.bps[addr]; ok {
+		bp.count++
+		return nil
+	}
+	var orig [1]byte
+	if _, err := p.mem.ReadAt(orig[:], int64(addr)); err != nil {
+		return fmt.Errorf("inserting breakpoint at %#x: %w", addr, err)
+	}
+	if _, err := p.mem.WriteAt([]byte{0xcc}, int64(addr)); err != nil {
+		return fmt.Errorf("inserting breakpoint at %#x: %w", addr, err)
+	}
+	p.bps[addr] = &breakpoint{orig: orig[0], count: 1}
+	return nil
+}
+
+func (p *Process) RemoveBreakpoint(addr uint64) error {
+	bp, ok := p.bps[addr]
+	if !ok {
+		return nil
+	}
+	if bp.count--; bp.count > 0 {
+		return nil
+	}
+	delete(p.bps, addr)
+	if p.exited {
+		return nil
+	}
+	if _, err := p.mem.WriteAt([]byte{bp.orig}, int64(addr)); err != nil {
+		return fmt.Errorf("removing breakpoint at %#x: %w", addr, err)
+	}
+	return nil
+}
+
+func (p *Process) BreakpointAt(addr uint64) bool { _, ok := p.bps[addr]; return ok }
+
+// Breakpoints lists the addresses holding an int3 of ours.
+func (p *Process) Breakpoints() []uint64 {
+	out := make([]uint64, 0, len(p.bps))
+	for a := range p.bps {
+		out = append(out, a)
+	}
+	return out
+}
+
+// removeAllBreakpoints restores every original byte regardless of counts.
+func (p *Process) removeAllBreakpoints() {
+	for a, bp := range p.bps {
+		if !p.exited {
+			p.mem.WriteAt([]byte{bp.orig}, int64(a))
+		}
+		delete(p.bps, a)
+	}
+}
+
+// Resume starts the threads. A thread that already has an event waiting
+// (collected while the others were being stopped) is reported by the next
+// Wait without anything being resumed, so no event is lost or reordered.
+func (p *Process) Resume(actions map[int]target.Action, def target.Action) error {
+	if p.exited {
+		return target.ErrExited
+	}
+	p.defaultAct = def
+	for _, tid := range p.order {
+		t := p.threads[tid]
+		act, ok := actions[tid]
+		if !ok {
+			act = def
+		}
+		if t.pending != nil && act.Kind != target.Stay {
+			ev := *t.pending
+			t.pending = nil
+			p.queued = append(p.queued, ev)
+			return nil
+		}
+	}
+	first := 0
+	for _, tid := range p.order {
+		t := p.threads[tid]
+		act, ok := actions[tid]
+		if !ok {
+			act = def
+		}
+		if act.Kind == target.Stay {
+			continue
+		}
+		if err := p.resumeThread(t, act); err != nil {
+			if errors.Is(err, unix.ESRCH) {
+				continue // it is exiting; wait will report it
+			}
+			return err
+		}
+		if first == 0 {
+			first = tid
+		}
+	}
+	if first == 0 {
+		return errors.New("resume: no thread to run")
+	}
+	p.signalTid.Store(int64(first))
+	p.running.Store(true)
+	return nil
+}
+
+func (p *Process) resumeThread(t *threadState, act target.Action) error {
+	var err error
+	t.last = act
+	t.stepping = act.Kind == target.Step
+	if t.stepping {
+		err = ptraceRequest(unix.PTRACE_SINGLESTEP, t.tid, act.Sig)
+	} else {
+		err = unix.PtraceCont(t.tid, act.Sig)
+	}
+	if err != nil {
+		return fmt.Errorf("resuming thread %d: %w", t.tid, err)
+	}
+	t.running = true
+	return nil
+}
+
+// Interrupt stops a running process; the stop is reported by Wait with
+// Async set. Safe from any goroutine.
+func (p *Process) Interrupt() {
+	if !p.running.Load() {
+		return
+	}
+	p.interrupt.Store(true)
+	tid := int(p.signalTid.Load())
+	if tid == 0 {
+		tid = p.pid
+	}
+	unix.Tgkill(p.pid, tid, unix.SIGSTOP)
+}
+
+func (p *Process) anyRunning() bool {
+	for _, t := range p.threads {
+		if t.running {
+			return true
+		}
+	}
+	return false
+}
+
+// Wait returns the next event with every thread stopped.
+func (p *Process) Wait() (target.Event, error) {
+	ev, err := p.wait()
+	p.running.Store(false)
+	return ev, err
+}
+
+func (p *Process) wait() (target.Event, error) {
+	if len(p.queued) > 0 {
+		ev := p.queued[0]
+		p.queued = p.queued[1:]
+		return ev, nil
+	}
+	if p.exited {
+		return target.Event{}, target.ErrExited
+	}
+	for {
+		if !p.anyRunning() {
+			return target.Event{}, errors.New("wait: no thread is running")
+		}
+		var ws unix.WaitStatus
+		tid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOTHREAD, nil)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			if err == unix.ECHILD {
+				p.exited = true
+				return target.Event{Kind: target.EventSignaled, Sig: int(unix.SIGKILL)}, nil
+			}
+			return target.Event{}, fmt.Errorf("waiting for %d: %w", p.pid, err)
+		}
+		ev, report := p.handleStatus(tid, ws, false)
+		if !report {
+			continue
+		}
+		if ev.Kind == target.EventExited || ev.Kind == target.EventSignaled {
+			return ev, nil
+		}
+		if ev.Kind == target.EventThreadExited {
+			if p.anyRunning() {
+				continue
+			}
+			return ev, nil
+		}
+		if tid == int(p.signalTid.Load()) && p.interrupt.Swap(false) {
+			// Our interrupt lost the race with this event: its SIGSTOP is
+			// still queued on this thread and must be swallowed later.
+			if t := p.threads[tid]; t != nil {
+				t.sigstopPending = true
+			}
+		}
+		if err := p.stopAll(); err != nil {
+			return ev, err
+		}
+		// Any interrupt SIGSTOP on another thread merged with the one
+		// stopAll sent and was consumed there.
+		p.interrupt.Store(false)
+		return ev, nil
+	}
+}
+
+// handleStatus digests one wait status. report says whether it is an event
+// for the caller; otherwise the thread was resumed again or bookkeeping was
+// done. During stopAll (stopping), stops are recorded instead of resumed.
+func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (target.Event, bool) {
+	t := p.threads[tid]
+	switch {
+	case ws.Exited() || ws.Signaled():
+		if tid == p.pid || len(p.threads) <= 1 {
+			p.exited = true
+			p.removeAllBreakpoints()
+			if t != nil {
+				p.removeThread(tid)
+			}
+			for _, o := range p.threads {
+				o.running = false
+			}
+			if ws.Exited() {
+				return target.Event{Kind: target.EventExited, Tid: tid, Code: ws.ExitStatus()}, true
+			}
+			return target.Event{Kind: target.EventSignaled, Tid: tid, Sig: int(ws.Signal())}, true
+		}
+		if t != nil {
+			p.removeThread(tid)
+		}
+		return target.Event{Kind: target.EventThreadExited, Tid: tid}, true
+	case !ws.Stopped():
+		return target.Event{}, false
+	}
+	if t == nil {
+		// A new thread whose initial stop arrived before its parent's clone
+		// event: it is traced and stopped; keep it so.
+		nt := p.addThread(tid)
+		if ws.StopSignal() == unix.SIGSTOP {
+			return target.Event{}, false
+		}
+		nt.pending = &target.Event{Kind: target.EventStop, Tid: tid, Sig: int(ws.StopSignal())}
+		return target.Event{}, false
+	}
+	t.running = false
+	sig := ws.StopSignal()
+	if sig == unix.SIGTRAP && ws.TrapCause() > 0 {
+		switch ws.TrapCause() {
+		case unix.PTRACE_EVENT_CLONE:
+			msg, err := unix.PtraceGetEventMsg(tid)
+			if err == nil {
+				p.newThread(int(msg), t, stopping)
+			}
+		case unix.PTRACE_EVENT_EXEC:
+			return p.handleExec(tid), true
+		}
+		if !stopping {
+			p.resumeThread(t, t.last)
+		}
+		return target.Event{}, false
+	}
+	if sig == unix.SIGSTOP {
+		if t.sigstopPending {
+			t.sigstopPending = false
+			if !stopping {
+				if p.interrupt.Swap(false) {
+					return target.Event{Kind: target.EventStop, Tid: tid, Sig: int(unix.SIGSTOP), Async: true}, true
+				}
+				p.resumeThread(t, t.last)
+			}
+			return target.Event{}, false
+		}
+		if p.interrupt.Swap(false) {
+			ev := target.Event{Kind: target.EventStop, Tid: tid, Sig: int(unix.SIGSTOP), Async: true}
+			if stopping {
+				t.pending = &ev
+				return target.Event{}, false
+			}
+			return ev, true
+		}
+	}
+	ev := p.classify(t, sig)
+	if stopping {
+		if ev.Trap == target.TrapBreakpoint {
+			// Cancel it, as gdbserver does: the PC is already rewound, so
+			// the thread executes the int3 again if it is still there.
+			return target.Event{}, false
+		}
+		t.pending = &ev
+		return target.Event{}, false
+	}
+	return ev, true
+}
+
+func (p *Process) newThread(tid int, parent *threadState, stopping bool) {
+	nt, known := p.threads[tid]
+	if !known {
+		// Its initial SIGSTOP is still to come.
+		nt = p.addThread(tid)
+		nt.running = true
+		nt.sigstopPending = true
+		var ws unix.WaitStatus
+		if _, err := unix.Wait4(tid, &ws, unix.WALL, nil); err == nil && ws.Stopped() {
+			nt.running = false
+			nt.sigstopPending = ws.StopSignal() != unix.SIGSTOP
+		} else if err == nil {
+			p.removeThread(tid)
+			return
+		}
+	}
+	// The new thread runs when its parent is running freely with the
+	// others; during a solo step or region run it stays stopped.
+	if !stopping && parent.last.Kind == target.Continue && p.defaultAct.Kind == target.Continue {
+		p.resumeThread(nt, target.Action{Kind: target.Continue})
+	}
+}
+
+func (p *Process) handleExec(tid int) target.Event {
+	// Every other thread is gone and the old image with our breakpoints.
+	for k := range p.bps {
+		delete(p.bps, k)
+	}
+	for _, o := range p.order {
+		if o != p.pid {
+			delete(p.threads, o)
+		}
+	}
+	p.order = []int{p.pid}
+	if tid != p.pid {
+		delete(p.threads, tid)
+	}
+	p.threads[p.pid] = &threadState{tid: p.pid}
+	if p.mem != nil {
+		p.mem.Close()
+	}
+	p.openMem()
+	return target.Event{Kind: target.EventExec, Tid: p.pid, Sig: int(unix.SIGTRAP)}
+}
+
+func (p *Process) classify(t *threadState, sig unix.Signal) target.Event {
+	ev := target.Event{Kind: target.EventStop, Tid: t.tid, Sig: int(sig)}
+	if sig != unix.SIGTRAP {
+		return ev
+	}
+	info, err := getSiginfo(t.tid)
+	code := int32(0)
+	if err == nil {
+		code = info.Code
+	}
+	switch {
+	case code == siKernel:
+		regs, err := p.Regs(t.tid)
+		if err == nil && p.BreakpointAt(regs.Rip-1) {
+			regs.Rip--
+			p.SetRegs(t.tid, regs)
+			ev.Trap, ev.Addr = target.TrapBreakpoint, regs.Rip
+			return ev
+		}
+		ev.Trap = target.TrapOther
+	case code == trapHwbkpt || code == trapTrace || code == 1:
+		dr6, _ := peekUser(t.tid, debugRegOffset+8*6)
+		if dr6&0xf != 0 {
+			ev.Trap = target.TrapWatch
+			for i := 0; i < 4; i++ {
+				if dr6&(1<<i) != 0 {
+					ev.Addr = p.debugReg[i]
+				}
+			}
+			pokeUser(t.tid, debugRegOffset+8*6, 0)
+		} else if t.stepping || dr6&0x4000 != 0 {
+			ev.Trap = target.TrapStep
+		} else {
+			ev.Trap = target.TrapOther
+		}
+	case t.stepping && err != nil:
+		ev.Trap = target.TrapStep
+	default:
+		ev.Trap = target.TrapOther
+	}
+	return ev
+}
+
+// stopAll brings every running thread to a stop, keeping what they report
+// for later.
+func (p *Process) stopAll() error {
+	for _, t := range p.threads {
+		if t.running && !t.sigstopPending {
+			if err := unix.Tgkill(p.pid, t.tid, unix.SIGSTOP); err == nil {
+				t.sigstopPending = true
+			}
+		}
+	}
+	for p.anyRunning() {
+		var ws unix.WaitStatus
+		tid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOTHREAD, nil)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			if err == unix.ECHILD {
+				for _, t := range p.threads {
+					t.running = false
+				}
+				return nil
+			}
+			return fmt.Errorf("stopping threads of %d: %w", p.pid, err)
+		}
+		ev, report := p.handleStatus(tid, ws, true)
+		if report && (ev.Kind == target.EventExited || ev.Kind == target.EventSignaled) {
+			p.queued = append(p.queued, ev)
+			return nil
+		}
+		if report && ev.Kind == target.EventExec {
+			p.queued = append(p.queued, ev)
+		}
+	}
+	return nil
+}
+
+// ptraceRequest issues a resume-style request whose data is a signal.
+func ptraceRequest(req int, tid int, sig int) error {
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), 0, uintptr(sig), 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+type siginfo struct {
+	Signo int32
+	Errno int32
+	Code  int32
+	_     [128 - 12]byte
+}
+
+func getSiginfo(tid int) (siginfo, error) {
+	var si siginfo
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_GETSIGINFO, uintptr(tid), 0, uintptr(unsafe.Pointer(&si)), 0, 0)
+	if errno != 0 {
+		return si, errno
+	}
+	return si, nil
+}
+
+func peekUser(tid int, off int) (uint64, error) {
+	var v uint64
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_PEEKUSR, uintptr(tid), uintptr(off), uintptr(unsafe.Pointer(&v)), 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return v, nil
+}
+
+func pokeUser(tid int, off int, v uint64) error {
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_POKEUSR, uintptr(tid), uintptr(off), uintptr(v), 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// SetDebugReg writes a debug register in every thread (new threads get it
+// when they appear: debug registers are not inherited across clone).
+func (p *Process) SetDebugReg(n int, value uint64) error {
+	if n < 0 || n > 7 || n == 4 || n == 5 {
+		return fmt.Errorf("no debug register %d", n)
+	}
+	for _, tid := range p.order {
+		if err := pokeUser(tid, debugRegOffset+8*n, value); err != nil {
+			return fmt.Errorf("writing debug register %d of %d: %w", n, tid, err)
+		}
+	}
+	p.debugReg[n] = value
+	return nil
+}
+
+func (p *Process) DebugStatus(tid int) (uint64, error) {
+	return peekUser(tid, debugRegOffset+8*6)
+}
+
+func (p *Process) Auxv() ([]byte, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/auxv", p.pid))
+	if err != nil {
+		return nil, fmt.Errorf("reading auxv of %d: %w", p.pid, err)
+	}
+	return b, nil
+}
+
+func (p *Process) Maps() ([]target.Mapping, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", p.pid))
+	if err != nil {
+		return nil, fmt.Errorf("reading maps of %d: %w", p.pid, err)
+	}
+	defer f.Close()
+	return parseMaps(f)
+}
+
+func parseMaps(f *os.File) ([]target.Mapping, error) {
+	var out []target.Mapping
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		lo, hi, ok := strings.Cut(fields[0], "-")
+		if !ok {
+			continue
+		}
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		off, err3 := strconv.ParseUint(fields[2], 16, 64)
+		if err1 != nil || err2 != nil || err3 != nil {
+			continue
+		}
+		m := target.Mapping{Start: start, End: end, Perms: fields[1], Offset: off}
+		if len(fields) >= 6 {
+			m.Path = strings.Join(fields[5:], " ")
+		}
+		out = append(out, m)
+	}
+	return out, sc.Err()
+}
+
+// RseqArea asks the kernel where the thread registered its struct rseq.
+func (p *Process) RseqArea(tid int) (target.RseqArea, error) {
+	var conf struct {
+		Addr      uint64
+		Size      uint32
+		Signature uint32
+		Flags     uint32
+		Pad       uint32
+	}
+	r, _, errno := unix.Syscall6(unix.SYS_PTRACE, ptraceGetRseqConfiguration, uintptr(tid), unsafe.Sizeof(conf), uintptr(unsafe.Pointer(&conf)), 0, 0)
+	if errno != 0 {
+		return target.RseqArea{}, fmt.Errorf("reading rseq configuration of %d: %w", tid, errno)
+	}
+	if r < 16 || conf.Addr == 0 {
+		return target.RseqArea{}, nil
+	}
+	if conf.Flags != 0 {
+		slog.Debug("rseq registration has flags", "tid", tid, "flags", conf.Flags)
+	}
+	return target.RseqArea{Addr: conf.Addr, Size: conf.Size, Signature: conf.Signature, Flags: conf.Flags, Known: true}, nil
+}
+
+// Kill ends the process and reaps it.
+func (p *Process) Kill() error {
+	if p.exited {
+		return nil
+	}
+	p.bps = map[uint64]*breakpoint{}
+	if err := unix.Kill(p.pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
+		return fmt.Errorf("killing %d: %w", p.pid, err)
+	}
+	for len(p.threads) > 0 {
+		var ws unix.WaitStatus
+		tid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOTHREAD, nil)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			break
+		}
+		if ws.Exited() || ws.Signaled() {
+			p.removeThread(tid)
+			if tid == p.pid {
+				break
+			}
+		}
+	}
+	p.exited = true
+	p.running.Store(false)
+	return nil
+}
+
+// Detach removes every breakpoint and debug register and lets the threads
+// run on, delivering any signal they were stopped with.
+func (p *Process) Detach() error {
+	if p.exited {
+		return nil
+	}
+	p.removeAllBreakpoints()
+	for i := range p.debugReg {
+		if p.debugReg[i] != 0 && i != 6 {
+			p.SetDebugReg(i, 0)
+		}
+	}
+	var firstErr error
+	for _, tid := range p.order {
+		t := p.threads[tid]
+		sig := 0
+		if t.pending != nil && t.pending.Sig != int(unix.SIGSTOP) && t.pending.Sig != int(unix.SIGTRAP) {
+			sig = t.pending.Sig
+		}
+		if t.sigstopPending {
+			// Swallow our SIGSTOP first, or the thread stays stopped after
+			// we let go of it.
+			p.drainSigstop(t)
+		}
+		if err := ptraceRequest(unix.PTRACE_DETACH, tid, sig); err != nil && err != unix.ESRCH && firstErr == nil {
+			firstErr = fmt.Errorf("detaching from %d: %w", tid, err)
+		}
+	}
+	p.exited = true
+	return firstErr
+}
+
+func (p *Process) drainSigstop(t *threadState) {
+	if err := unix.PtraceCont(t.tid, 0); err != nil {
+		return
+	}
+	// Bounded: if our bookkeeping were wrong, no SIGSTOP would come, and a
+	// detach must not hang on it.
+	for i := 0; i < 200; i++ {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(t.tid, &ws, unix.WALL|unix.WNOHANG, nil)
+		if err != nil {
+			return
+		}
+		if got == 0 {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if !ws.Stopped() {
+			return
+		}
+		if ws.StopSignal() == unix.SIGSTOP {
+			t.sigstopPending = false
+			return
+		}
+		unix.PtraceCont(t.tid, int(ws.StopSignal()))
+	}
+}
+
+func listTasks(pid int) ([]int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int, 0, len(ents))
+	for _, e := range ents {
+		if n, err := strconv.Atoi(e.Name()); err == nil {
+			out = append(out, n)
+		}
+	}
+	// Leader first.
+	for i, t := range out {
+		if t == pid {
+			out[0], out[i] = out[i], out[0]
+		}
+	}
+	return out, nil
+}
+
+func lookPath(name string) (string, error) {
+	for _, dir := range strings.Split(os.Getenv("PATH"), ":") {
+		if dir == "" {
+			dir = "."
+		}
+		path := dir + "/" + name
+		if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() && st.Mode()&0111 != 0 {
+			return path, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found in PATH", name)
+}

@@ -1,0 +1,136 @@
+package ptrace
+
+import (
+	"debug/elf"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/rseqdbg/rseqdbg/target"
+)
+
+// buildC compiles a small C program for the test.
+func buildC(t *testing.T, src string, flags ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	c := filepath.Join(dir, "p.c")
+	if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "p")
+	args := append([]string{"-g", "-O0", "-o", out, c}, flags...)
+	if b, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+		t.Skipf("gcc unavailable: %v\n%s", err, b)
+	}
+	return out
+}
+
+const threadsSrc = `
+#include <pthread.h>
+#include <stdio.h>
+volatile long counter;
+void *work(void *a) { for (int i = 0; i < 100000; i++) counter++; return 0; }
+int marker(void) { return 7; }
+int main(void) {
+	pthread_t t[4];
+	for (int i = 0; i < 4; i++) pthread_create(&t[i], 0, work, 0);
+	for (int i = 0; i < 4; i++) pthread_join(t[i], 0);
+	marker();
+	return 3;
+}
+`
+
+func symbol(t *testing.T, path, name string) uint64 {
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, _ := f.Symbols()
+	for _, s := range syms {
+		if s.Name == name {
+			return s.Value
+		}
+	}
+	t.Fatalf("no symbol %s", name)
+	return 0
+}
+
+func TestLaunchBreakpointThreadsExit(t *testing.T) {
+	prog := buildC(t, threadsSrc, "-pthread", "-no-pie")
+	p, err := Launch(LaunchOptions{Path: prog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	marker := symbol(t, prog, "marker")
+	p.Do(func() {
+		// A few single-steps from the entry point.
+		for i := 0; i < 10; i++ {
+			before, _ := p.Regs(p.Pid())
+			if err := p.Resume(nil, target.Action{Kind: target.Step}); err != nil {
+				t.Fatal(err)
+			}
+			ev, err := p.Wait()
+			if err != nil || ev.Trap != target.TrapStep {
+				t.Fatalf("step %d: %v %v", i, ev, err)
+			}
+			after, _ := p.Regs(p.Pid())
+			if after.Rip == before.Rip {
+				t.Fatalf("step did not move: %#x", after.Rip)
+			}
+		}
+		if err := p.InsertBreakpoint(marker); err != nil {
+			t.Fatal(err)
+		}
+		var b [1]byte
+		p.ReadMemory(marker, b[:])
+		if b[0] == 0xcc {
+			t.Fatalf("breakpoint byte visible through ReadMemory")
+		}
+		if err := p.Resume(nil, target.Action{Kind: target.Continue}); err != nil {
+			t.Fatal(err)
+		}
+		ev, err := p.Wait()
+		if err != nil || ev.Trap != target.TrapBreakpoint || ev.Addr != marker {
+			t.Fatalf("want breakpoint at %#x, got %v %+v", marker, err, ev)
+		}
+		r, _ := p.Regs(ev.Tid)
+		if r.Rip != marker {
+			t.Fatalf("pc %#x not rewound to %#x", r.Rip, marker)
+		}
+		if len(p.Threads()) != 1 {
+			t.Errorf("threads after join: %v", p.Threads())
+		}
+		p.RemoveBreakpoint(marker)
+		p.Resume(nil, target.Action{Kind: target.Continue})
+		ev, err = p.Wait()
+		if err != nil || ev.Kind != target.EventExited || ev.Code != 3 {
+			t.Fatalf("want exit 3, got %v %+v", err, ev)
+		}
+	})
+}
+
+func TestRseqArea(t *testing.T) {
+	prog := buildC(t, "int main(void){return 0;}")
+	p, err := Launch(LaunchOptions{Path: prog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.Do(func() {
+		defer p.Kill()
+		// Before the dynamic linker ran no area is registered; run to main.
+		f, _ := elf.Open(prog)
+		defer f.Close()
+		auxv, _ := p.Auxv()
+		if len(auxv) == 0 {
+			t.Fatal("no auxv")
+		}
+		_, err := p.RseqArea(p.Pid())
+		if err != nil {
+			t.Fatalf("PTRACE_GET_RSEQ_CONFIGURATION: %v", err)
+		}
+	})
+}

@@ -1,0 +1,178 @@
+// Package target is one debugged process as the core sees it: threads,
+// registers, memory, software breakpoints as bytes, resume and wait, auxv and
+// the thread's rseq area. Native ptrace and remote stubs implement it; nothing
+// here knows about rseq regions or DWARF.
+package target
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Regs are the x86-64 general registers in the kernel's user_regs_struct
+// order, so the ptrace implementation can copy them without translation.
+type Regs struct {
+	R15, R14, R13, R12, Rbp, Rbx, R11, R10, R9, R8 uint64
+	Rax, Rcx, Rdx, Rsi, Rdi, OrigRax               uint64
+	Rip, Cs, Eflags, Rsp, Ss                       uint64
+	FsBase, GsBase                                 uint64
+	Ds, Es, Fs, Gs                                 uint64
+}
+
+// ActionKind says what a thread does when the target resumes.
+type ActionKind uint8
+
+const (
+	// Stay keeps the thread stopped.
+	Stay ActionKind = iota
+	// Continue runs the thread freely.
+	Continue
+	// Step executes one instruction (hardware single-step).
+	Step
+)
+
+// Action is one thread's part of a resume: what to do and which signal to
+// deliver (0 for none).
+type Action struct {
+	Kind ActionKind
+	Sig  int
+}
+
+// EventKind classifies what Wait reports.
+type EventKind uint8
+
+const (
+	// EventStop: a thread stopped with a signal (SIGTRAP for breakpoints,
+	// single-steps and watchpoints; SIGSTOP for interrupts).
+	EventStop EventKind = iota + 1
+	// EventExited: the process exited normally (Code).
+	EventExited
+	// EventSignaled: the process was killed by a signal (Sig).
+	EventSignaled
+	// EventThreadExited: one thread (not the whole process) ended.
+	EventThreadExited
+	// EventThreadCreated: a new thread exists (Tid is the new thread); it is
+	// stopped like the others.
+	EventThreadCreated
+	// EventExec: the process executed a new program; every breakpoint is gone.
+	EventExec
+)
+
+// TrapKind refines an EventStop with SIGTRAP.
+type TrapKind uint8
+
+const (
+	TrapNone TrapKind = iota
+	// TrapBreakpoint: the thread executed an int3 that this target inserted;
+	// its PC has already been rewound to the breakpoint address.
+	TrapBreakpoint
+	// TrapStep: a hardware single-step completed.
+	TrapStep
+	// TrapWatch: a debug-register watchpoint or hardware breakpoint fired.
+	TrapWatch
+	// TrapOther: a SIGTRAP not caused by the debugger (the program's own int3,
+	// a kill(SIGTRAP)). It is the program's signal.
+	TrapOther
+)
+
+// Event is one thing Wait reports. In all-stop operation every thread is
+// stopped when Wait returns an event for a live process.
+type Event struct {
+	Kind  EventKind
+	Tid   int
+	Sig   int
+	Trap  TrapKind
+	Code  int    // exit code for EventExited
+	Addr  uint64 // breakpoint or watched address when known
+	Async bool   // the stop came from Interrupt
+}
+
+func (e Event) String() string {
+	switch e.Kind {
+	case EventStop:
+		return fmt.Sprintf("thread %d stopped by signal %d (trap %d)", e.Tid, e.Sig, e.Trap)
+	case EventExited:
+		return fmt.Sprintf("process exited with code %d", e.Code)
+	case EventSignaled:
+		return fmt.Sprintf("process killed by signal %d", e.Sig)
+	case EventThreadExited:
+		return fmt.Sprintf("thread %d exited", e.Tid)
+	case EventThreadCreated:
+		return fmt.Sprintf("thread %d created", e.Tid)
+	case EventExec:
+		return fmt.Sprintf("thread %d executed a new program", e.Tid)
+	}
+	return "unknown event"
+}
+
+// RseqArea is where a thread's struct rseq lives and how it registered.
+type RseqArea struct {
+	Addr      uint64
+	Size      uint32
+	Signature uint32
+	Flags     uint32
+	// Known is false when the thread registered no area (or the target cannot
+	// tell, e.g. qemu-user); Addr is then meaningless.
+	Known bool
+}
+
+// Mapping is one line of the process's memory map.
+type Mapping struct {
+	Start, End uint64
+	Perms      string // "r-xp"
+	Offset     uint64
+	Path       string
+}
+
+// Exec reports whether the mapping is executable.
+func (m Mapping) Exec() bool { return len(m.Perms) > 2 && m.Perms[2] == 'x' }
+
+// ErrExited is returned by operations on a process that is gone.
+var ErrExited = errors.New("process has exited")
+
+// Target is one debugged process in all-stop mode. Its methods are not safe
+// for concurrent use, and the native implementation requires every call but
+// Interrupt to run inside Do, on the thread that traces the process.
+type Target interface {
+	// Do runs f on the target's tracer thread and waits for it.
+	Do(f func())
+	Pid() int
+	// Threads lists the live threads, leader first.
+	Threads() []int
+	Regs(tid int) (Regs, error)
+	SetRegs(tid int, r Regs) error
+	// FPRegs returns the XSAVE area (legacy FXSAVE layout in its first 512
+	// bytes) and SetFPRegs writes it back.
+	FPRegs(tid int) ([]byte, error)
+	SetFPRegs(tid int, xsave []byte) error
+	// ReadMemory reads as much of [addr, addr+len(buf)) as is readable and
+	// returns the count; inserted breakpoints are hidden.
+	ReadMemory(addr uint64, buf []byte) (int, error)
+	// WriteMemory writes data, keeping inserted breakpoints in place.
+	WriteMemory(addr uint64, data []byte) (int, error)
+	// InsertBreakpoint puts an int3 at addr; it nests (a count per address).
+	InsertBreakpoint(addr uint64) error
+	// RemoveBreakpoint undoes one InsertBreakpoint.
+	RemoveBreakpoint(addr uint64) error
+	// BreakpointAt reports whether an int3 of ours is at addr.
+	BreakpointAt(addr uint64) bool
+	// Resume starts threads; actions maps tid to its action, others get def.
+	Resume(actions map[int]Action, def Action) error
+	// Wait blocks until an event; all threads are stopped again before a stop
+	// event is returned.
+	Wait() (Event, error)
+	// Interrupt asks a running target to stop; safe from any goroutine.
+	Interrupt()
+	// SetDebugReg writes debug register n (0-7) of every thread.
+	SetDebugReg(n int, value uint64) error
+	// DebugStatus reads DR6 of a thread.
+	DebugStatus(tid int) (uint64, error)
+	Auxv() ([]byte, error)
+	Maps() ([]Mapping, error)
+	RseqArea(tid int) (RseqArea, error)
+	// ExecPath is the path of the program the process runs.
+	ExecPath() string
+	Kill() error
+	// Detach removes every breakpoint and lets the process run on.
+	Detach() error
+}
