@@ -1,0 +1,34 @@
+# The two set-up commands of the README: `make example` and `make test`.
+GO ?= go
+
+.PHONY: build fixtures example test fuzz bench clean
+
+build:
+	$(GO) build -o rseqdbg ./cmd/rseqdbg
+
+fixtures:
+	$(MAKE) -C tests/fixtures
+
+# Step through a critical section of a bundled example, headless.
+example: build fixtures
+	./rseqdbg run -ex 'break inc_full' -ex continue -ex 'stepi 12' -ex bt \
+	  -ex 'info regions' -ex 'delete' --continue -- tests/fixtures/build/full_tables 2 1000
+
+test: build fixtures
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+	$(MAKE) fuzz
+
+# Short fuzz runs of the input decoders: they must not panic.
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test ./regions -run '^$$' -fuzz '^FuzzLoadELF$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./regions -run '^$$' -fuzz '^FuzzDecodeRegion$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./gdbproto -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME)
+
+bench: build fixtures
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./tests/ ./regions/
+
+clean:
+	rm -f rseqdbg
+	$(MAKE) -C tests/fixtures clean

@@ -1,0 +1,162 @@
+// Command rseqdbg debugs programs that use restartable sequences: a GDB
+// remote server, a DAP server and headless scripted stepping over one core
+// that never stops a thread inside a critical section.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/rseqdbg/rseqdbg/headless"
+	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/target/ptrace"
+	"github.com/spf13/cobra"
+)
+
+// exitError carries a process exit code through cobra.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func main() {
+	root := rootCommand()
+	if err := root.Execute(); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "rseqdbg:", err)
+		os.Exit(2)
+	}
+}
+
+func rootCommand() *cobra.Command {
+	var verbose bool
+	root := &cobra.Command{
+		Use:           "rseqdbg",
+		Short:         "Debug programs that use Linux restartable sequences",
+		Long:          "rseqdbg steps through rseq critical sections, vDSO functions and other restartable regions atomically, so stepping reaches the commit instead of aborting forever.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+			level := slog.LevelWarn
+			if verbose {
+				level = slog.LevelDebug
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+		},
+	}
+	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debugging detail to stderr")
+	root.AddCommand(runCommand(), regionsCommand())
+	return root
+}
+
+func runCommand() *cobra.Command {
+	var (
+		jsonOut   bool
+		cmds      []string
+		files     []string
+		attach    int
+		keepGoing bool
+		cwd       string
+		aslr      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "run [flags] (-- PROG ARGS... | --attach PID)",
+		Short: "Run gdb-like commands headless against a program",
+		Long: `Starts PROG stopped at its first instruction (or attaches to PID), runs the
+commands given with -ex and -x in order, then kills a launched program,
+detaches from an attached one, or with --continue lets it run to its end.
+
+Commands: break LOC [if COND], tbreak, delete [N], continue [N], stepi [N],
+nexti [N], step [N], next [N], finish, bt, info regions|threads|registers [REG]|
+breakpoints|stats, thread N, print $REG, x/NFU ADDR (F: x d u i; U: b h w g),
+kill, echo TEXT, quit. LOC is FUNCTION, FILE:LINE or *ADDR.`,
+		Example: `  rseqdbg run -ex 'break inc_full' -ex continue -ex 'stepi 50' -- ./full_tables 1 100
+  rseqdbg run --json -x script.gdb --continue -- ./prog`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (attach == 0) == (len(args) == 0) {
+				return errors.New("give a program after -- or --attach PID (one of them)")
+			}
+			opts := headless.Options{JSON: jsonOut}
+			var s *headless.Session
+			var err error
+			if attach != 0 {
+				s, err = headless.Attach(attach, opts)
+			} else {
+				s, err = headless.Launch(ptrace.LaunchOptions{Path: args[0], Args: args[1:], Dir: cwd, KeepASLR: aslr}, opts)
+			}
+			if err != nil {
+				return err
+			}
+			script := cmds
+			for _, f := range files {
+				b, err := os.ReadFile(f)
+				if err != nil {
+					s.Close(false)
+					return fmt.Errorf("reading command file: %w", err)
+				}
+				script = append(script, strings.Split(string(b), "\n")...)
+			}
+			for _, line := range script {
+				line = strings.TrimSpace(line)
+				if line == "" || strings.HasPrefix(line, "#") {
+					continue
+				}
+				if err := s.Exec(line); err != nil {
+					break
+				}
+			}
+			code := s.Close(keepGoing)
+			if keepGoing && code != 0 {
+				return exitError{code}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print one JSON object per event")
+	cmd.Flags().StringArrayVarP(&cmds, "ex", "e", nil, "run a command (repeatable)")
+	cmd.Flags().StringArrayVarP(&files, "command", "x", nil, "run commands from a file (repeatable)")
+	cmd.Flags().IntVar(&attach, "attach", 0, "attach to a running process")
+	cmd.Flags().BoolVar(&keepGoing, "continue", false, "after the commands, let the program run to its end and exit with its code")
+	cmd.Flags().StringVar(&cwd, "cwd", "", "working directory of the program")
+	cmd.Flags().BoolVar(&aslr, "aslr", false, "leave address-space randomization on")
+	return cmd
+}
+
+func regionsCommand() *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "regions PROG|LIB...",
+		Short: "List the restartable regions an ELF object publishes, with exits and warnings",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var objs []*regions.Object
+			var failed error
+			for _, path := range args {
+				obj, err := regions.LoadFile(path, 0)
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "rseqdbg: %v\n", err)
+					failed = exitError{1}
+					continue
+				}
+				objs = append(objs, obj)
+			}
+			var err error
+			if jsonOut {
+				err = regions.WriteJSON(os.Stdout, objs)
+			} else {
+				err = regions.WriteText(os.Stdout, objs)
+			}
+			if err != nil {
+				return err
+			}
+			return failed
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
+}

@@ -1,0 +1,554 @@
+// Package stepper implements the stepping contract of DESIGN.md: instruction
+// steps, range steps and continues that never stop a thread inside a
+// restartable region, the region step-over for threads stopped inside one,
+// and the stop reasons front ends report. It drives a target.Target and asks
+// regions where the regions are.
+package stepper
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/target"
+	"golang.org/x/sys/unix"
+)
+
+// StopKind classifies a Stop.
+type StopKind uint8
+
+const (
+	// StopStep: an instruction step or range step finished.
+	StopStep StopKind = iota + 1
+	// StopBreakpoint: a user breakpoint was hit.
+	StopBreakpoint
+	// StopWatch: a hardware watchpoint or breakpoint fired.
+	StopWatch
+	// StopSignal: the thread received a signal the policy says to stop for.
+	StopSignal
+	// StopInterrupt: Interrupt (gdb's ^C, DAP pause) stopped the target.
+	StopInterrupt
+	// StopExited: the process exited (Code).
+	StopExited
+	// StopKilled: the process died of a signal (Sig).
+	StopKilled
+	// StopThreadExited: the only running thread exited.
+	StopThreadExited
+	// StopExec: the process executed a new program.
+	StopExec
+	// StopLibrary: the dynamic linker changed the object list and the client
+	// asked to hear of it.
+	StopLibrary
+)
+
+func (k StopKind) String() string {
+	return [...]string{"", "step", "breakpoint", "watchpoint", "signal", "interrupt", "exited", "killed", "thread-exited", "exec", "library"}[k]
+}
+
+// Outcome is how a region run ended.
+type Outcome uint8
+
+const (
+	Committed Outcome = iota + 1
+	Aborted
+	ExitedAtPoint // an exit point from __rseq_exit_point_array
+	ExitedBranch  // a decoded branch out of the region
+	Returned      // a vDSO function returned
+	Interrupted   // the run budget ran out, or a stop happened inside
+)
+
+func (o Outcome) String() string {
+	return [...]string{"", "commit", "abort", "exit-point", "branch-exit", "return", "interrupted"}[o]
+}
+
+// Crossing records one region run: which region, and how it ended.
+type Crossing struct {
+	Region  *regions.Region
+	Outcome Outcome
+	At      uint64
+	Aborts  int // aborts seen during a step-over pass before it ended
+}
+
+// Stop is what a resumption ends with.
+type Stop struct {
+	Kind       StopKind
+	Tid        int
+	PC         uint64
+	Sig        int
+	Code       int
+	Breakpoint *Breakpoint
+	WatchAddr  uint64
+	Crossed    []Crossing
+	// Inside is set when the thread stopped inside a critical section: the
+	// kernel will abort it when the thread resumes (contract point 3).
+	Inside *regions.Region
+}
+
+// Breakpoint is a user breakpoint. Conditions are the front end's business.
+type Breakpoint struct {
+	ID   int
+	Addr uint64
+	Hits int
+}
+
+// Stats are the counters `monitor rseq stats` and rseqStats show.
+type Stats struct {
+	SingleSteps   int
+	RegionRuns    int
+	Commits       int
+	Aborts        int
+	ExitPoints    int
+	Interrupted   int
+	SignalsInRuns int
+	Discovered    int
+	// StepsInside counts hardware steps started inside a critical section.
+	// The contract says never; it is counted so tests can prove it.
+	StepsInside int
+}
+
+// Options tune the engine.
+type Options struct {
+	// RunBudget bounds a region run that may leave through an unknown exit
+	// and a step-over pass that keeps aborting.
+	RunBudget time.Duration
+	// VDSO makes vDSO functions regions (on by default).
+	NoVDSO bool
+	// ReportLibraries turns dynamic-linker events into StopLibrary.
+	ReportLibraries bool
+}
+
+// Engine is the stepping core over one target. Its methods must be called
+// inside Do.
+type Engine struct {
+	t      target.Target
+	idx    *regions.Index
+	opts   Options
+	objs   map[string]*regions.Object
+	order  []string
+	bps    map[int]*Breakpoint
+	byAddr map[uint64][]*Breakpoint
+	nextID int
+
+	insns    map[uint64]regions.Insn
+	flows    map[[2]uint64]*flow
+	rseq     map[int]target.RseqArea
+	auxv     map[uint64]uint64
+	dlBreak  uint64
+	vdsoBase uint64
+	policy   SignalPolicy
+	stats    Stats
+	// passCrossing is the crossing of the last region pass, for the stop
+	// that follows it.
+	passCrossing []Crossing
+	// reported are threads whose breakpoint stop was reported at this PC:
+	// resuming them must step over the int3 instead of trapping again.
+	reported map[int]uint64
+	exited   bool
+	warnings []string
+}
+
+// New builds the engine: it reads auxv, loads the executable's and the
+// vDSO's regions, and arms the dynamic linker breakpoint that keeps the
+// region index current as objects load.
+func New(t target.Target, opts Options) (*Engine, error) {
+	if opts.RunBudget == 0 {
+		opts.RunBudget = 200 * time.Millisecond
+	}
+	e := &Engine{
+		t: t, idx: regions.NewIndex(), opts: opts,
+		objs: map[string]*regions.Object{}, bps: map[int]*Breakpoint{},
+		byAddr: map[uint64][]*Breakpoint{}, insns: map[uint64]regions.Insn{},
+		rseq: map[int]target.RseqArea{}, policy: DefaultSignalPolicy(),
+		reported: map[int]uint64{},
+	}
+	var err error
+	t.Do(func() { err = e.load() })
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Do runs f where the engine's methods may be called.
+func (e *Engine) Do(f func()) { e.t.Do(f) }
+
+// Target is the target the engine drives.
+func (e *Engine) Target() target.Target { return e.t }
+
+// Index is the region index.
+func (e *Engine) Index() *regions.Index { return e.idx }
+
+// Stats returns the counters.
+func (e *Engine) Stats() Stats { return e.stats }
+
+// Warnings returns what loading regions found suspicious.
+func (e *Engine) Warnings() []string { return e.warnings }
+
+// Objects lists the loaded objects, executable first.
+func (e *Engine) Objects() []*regions.Object {
+	out := make([]*regions.Object, 0, len(e.order))
+	for _, k := range e.order {
+		out = append(out, e.objs[k])
+	}
+	return out
+}
+
+// Auxv returns the parsed auxiliary vector.
+func (e *Engine) Auxv() map[uint64]uint64 { return e.auxv }
+
+func (e *Engine) read(addr uint64, buf []byte) (int, error) { return e.t.ReadMemory(addr, buf) }
+
+func (e *Engine) load() error {
+	raw, err := e.t.Auxv()
+	if err != nil {
+		return err
+	}
+	e.auxv = regions.ParseAuxv(raw)
+	exe := e.t.ExecPath()
+	if exe != "" {
+		f, err := elf.Open(exe)
+		if err != nil {
+			return fmt.Errorf("opening executable %s: %w", exe, err)
+		}
+		bias := regions.ExecBias(e.auxv, f)
+		interp := interpreter(f)
+		f.Close()
+		e.addObject(exe, bias)
+		if base := e.auxv[regions.AtBase]; interp != "" && base != 0 {
+			if addr, err := regions.DynamicLinkerBreakpoint(interp, base); err == nil {
+				if err := e.t.InsertBreakpoint(addr); err == nil {
+					e.dlBreak = addr
+				}
+			} else {
+				e.warn(fmt.Sprintf("no dynamic linker breakpoint: %v", err))
+			}
+		}
+	}
+	if !e.opts.NoVDSO {
+		e.loadVDSO()
+	}
+	// Attached processes already have their libraries.
+	e.refreshLinkMap()
+	return nil
+}
+
+func (e *Engine) warn(s string) {
+	e.warnings = append(e.warnings, s)
+	slog.Debug("regions", "warning", s)
+}
+
+func interpreter(f *elf.File) string {
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			b := make([]byte, p.Filesz)
+			if _, err := p.ReadAt(b, 0); err == nil {
+				for i, c := range b {
+					if c == 0 {
+						return string(b[:i])
+					}
+				}
+			}
+		}
+	}
+	return ""
+}
+
+func (e *Engine) addObject(path string, bias uint64) {
+	if _, ok := e.objs[path]; ok {
+		return
+	}
+	obj, err := regions.LoadFile(path, bias)
+	if err != nil {
+		e.warn(fmt.Sprintf("%s: %v", path, err))
+		obj = &regions.Object{Path: path, Bias: bias}
+	}
+	e.objs[path] = obj
+	e.order = append(e.order, path)
+	for _, w := range obj.Warnings {
+		e.warn(fmt.Sprintf("%s: %s", path, w))
+	}
+	for _, w := range e.idx.SetObject(path, obj.Regions) {
+		e.warn(w)
+	}
+	clear(e.insns)
+	clear(e.flows)
+}
+
+func (e *Engine) loadVDSO() {
+	base := e.auxv[regions.AtSysinfoEhdr]
+	if base == 0 {
+		return
+	}
+	maps, err := e.t.Maps()
+	size := uint64(0)
+	if err == nil {
+		for _, m := range maps {
+			if m.Start == base {
+				size = m.End - m.Start
+			}
+		}
+	}
+	if size == 0 || size > 1<<20 {
+		size = 2 * 4096
+	}
+	img := make([]byte, size)
+	n, err := e.t.ReadMemory(base, img)
+	if err != nil || n == 0 {
+		e.warn(fmt.Sprintf("reading the vDSO at %#x: %v", base, err))
+		return
+	}
+	obj, err := regions.LoadVDSO(img[:n], base)
+	if err != nil {
+		e.warn(fmt.Sprintf("vDSO: %v", err))
+		return
+	}
+	e.vdsoBase = base
+	e.objs["[vdso]"] = obj
+	e.order = append(e.order, "[vdso]")
+	e.idx.SetObject("[vdso]", obj.Regions)
+}
+
+// refreshLinkMap loads objects the dynamic linker added and drops those it
+// removed.
+func (e *Engine) refreshLinkMap() {
+	exe := e.t.ExecPath()
+	obj := e.objs[exe]
+	if obj == nil {
+		return
+	}
+	rd, err := regions.FindRDebug(e.read, exe, obj.Bias)
+	if err != nil {
+		return
+	}
+	list, err := regions.LinkMap(e.read, rd)
+	if err != nil {
+		e.warn(fmt.Sprintf("reading the link map: %v", err))
+		return
+	}
+	seen := map[string]bool{exe: true, "[vdso]": true}
+	for _, lo := range list {
+		if lo.Name == "" || lo.Name[0] != '/' {
+			continue
+		}
+		seen[lo.Name] = true
+		e.addObject(lo.Name, lo.Bias)
+	}
+	for i := 0; i < len(e.order); i++ {
+		k := e.order[i]
+		if !seen[k] {
+			e.idx.RemoveObject(k)
+			delete(e.objs, k)
+			e.order = append(e.order[:i], e.order[i+1:]...)
+			i--
+			clear(e.insns)
+			clear(e.flows)
+		}
+	}
+}
+
+// SetOptions changes options at run time (vDSO stepping on or off).
+func (e *Engine) SetVDSO(on bool) {
+	e.opts.NoVDSO = !on
+	if on && e.objs["[vdso]"] == nil {
+		e.loadVDSO()
+	} else if !on && e.objs["[vdso]"] != nil {
+		e.idx.RemoveObject("[vdso]")
+		delete(e.objs, "[vdso]")
+		for i, k := range e.order {
+			if k == "[vdso]" {
+				e.order = append(e.order[:i], e.order[i+1:]...)
+				break
+			}
+		}
+	}
+}
+
+// VDSO reports whether vDSO functions are stepped as regions.
+func (e *Engine) VDSO() bool { return !e.opts.NoVDSO }
+
+// Declare adds a user-declared region.
+func (e *Engine) Declare(name string, start, end uint64) (*regions.Region, error) {
+	r, err := regions.Declared(name, start, end, e.read)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range e.idx.Add("declared", r) {
+		e.warn(w)
+	}
+	clear(e.insns)
+	clear(e.flows)
+	return r, nil
+}
+
+// SetBreakpoint adds a user breakpoint.
+func (e *Engine) SetBreakpoint(addr uint64) (*Breakpoint, error) {
+	if err := e.t.InsertBreakpoint(addr); err != nil {
+		return nil, err
+	}
+	e.nextID++
+	bp := &Breakpoint{ID: e.nextID, Addr: addr}
+	e.bps[bp.ID] = bp
+	e.byAddr[addr] = append(e.byAddr[addr], bp)
+	return bp, nil
+}
+
+// ClearBreakpoint removes a user breakpoint.
+func (e *Engine) ClearBreakpoint(id int) error {
+	bp, ok := e.bps[id]
+	if !ok {
+		return fmt.Errorf("no breakpoint %d", id)
+	}
+	delete(e.bps, id)
+	list := e.byAddr[bp.Addr]
+	for i, b := range list {
+		if b == bp {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(e.byAddr, bp.Addr)
+	} else {
+		e.byAddr[bp.Addr] = list
+	}
+	if e.exited {
+		return nil
+	}
+	return e.t.RemoveBreakpoint(bp.Addr)
+}
+
+// Breakpoints lists user breakpoints by id.
+func (e *Engine) Breakpoints() []*Breakpoint {
+	out := make([]*Breakpoint, 0, len(e.bps))
+	for id := 1; id <= e.nextID; id++ {
+		if bp, ok := e.bps[id]; ok {
+			out = append(out, bp)
+		}
+	}
+	return out
+}
+
+// ClearAll removes every user breakpoint (disconnect, detach).
+func (e *Engine) ClearAll() {
+	for id := range e.bps {
+		e.ClearBreakpoint(id)
+	}
+}
+
+// WriteMemory writes target memory and forgets decoded instructions there.
+func (e *Engine) WriteMemory(addr uint64, data []byte) (int, error) {
+	clear(e.insns)
+	clear(e.flows)
+	return e.t.WriteMemory(addr, data)
+}
+
+// Exited reports whether the process is gone.
+func (e *Engine) Exited() bool { return e.exited }
+
+// RseqArea returns a thread's rseq area, cached once known.
+func (e *Engine) RseqArea(tid int) target.RseqArea {
+	if a, ok := e.rseq[tid]; ok {
+		return a
+	}
+	a, err := e.t.RseqArea(tid)
+	if err != nil || !a.Known {
+		return target.RseqArea{}
+	}
+	e.rseq[tid] = a
+	return a
+}
+
+// RseqCS reads the thread's rseq_cs field.
+func (e *Engine) RseqCS(tid int) (uint64, error) {
+	a := e.RseqArea(tid)
+	if !a.Known {
+		return 0, errors.New("no rseq area registered")
+	}
+	var b [8]byte
+	if _, err := e.t.ReadMemory(a.Addr+8, b[:]); err != nil {
+		return 0, fmt.Errorf("reading rseq area of %d: %w", tid, err)
+	}
+	return le64(b[:]), nil
+}
+
+func le64(b []byte) uint64 {
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+}
+
+// decode returns the instruction at pc, cached.
+func (e *Engine) decode(pc uint64) (regions.Insn, error) {
+	if in, ok := e.insns[pc]; ok {
+		return in, nil
+	}
+	var code [16]byte
+	n, err := e.t.ReadMemory(pc, code[:])
+	if n == 0 {
+		return regions.Insn{}, fmt.Errorf("reading code at %#x: %w", pc, err)
+	}
+	in, err := regions.Decode(code[:n], pc)
+	if err != nil {
+		return regions.Insn{}, err
+	}
+	if len(e.insns) > 1<<20 {
+		clear(e.insns)
+		clear(e.flows)
+	}
+	e.insns[pc] = in
+	return in, nil
+}
+
+// RegionAt returns the region holding pc, or nil.
+func (e *Engine) RegionAt(pc uint64) *regions.Region { return e.idx.Lookup(pc) }
+
+// insideCS returns the critical section pc lies in.
+func (e *Engine) insideCS(pc uint64) *regions.Region {
+	if r := e.idx.Lookup(pc); r != nil && r.Kind == regions.KindCriticalSection {
+		return r
+	}
+	return nil
+}
+
+// Kill ends the process.
+func (e *Engine) Kill() error {
+	e.exited = true
+	return e.t.Kill()
+}
+
+// Detach removes every breakpoint, ours included, and lets the process go.
+func (e *Engine) Detach() error {
+	e.ClearAll()
+	if e.dlBreak != 0 {
+		e.t.RemoveBreakpoint(e.dlBreak)
+		e.dlBreak = 0
+	}
+	e.exited = true
+	return e.t.Detach()
+}
+
+// SignalPolicy says, per signal, whether a stop is reported and whether the
+// signal reaches the program.
+type SignalPolicy struct {
+	NoStop [65]bool
+	NoPass [65]bool
+}
+
+// DefaultSignalPolicy is gdb's default table.
+func DefaultSignalPolicy() SignalPolicy {
+	var p SignalPolicy
+	for _, s := range []unix.Signal{unix.SIGALRM, unix.SIGURG, unix.SIGCHLD, unix.SIGWINCH, unix.SIGIO, unix.SIGVTALRM, unix.SIGPROF} {
+		p.NoStop[s] = true
+	}
+	p.NoPass[unix.SIGINT] = true
+	p.NoPass[unix.SIGTRAP] = true
+	return p
+}
+
+// SetSignalPolicy replaces the policy.
+func (e *Engine) SetSignalPolicy(p SignalPolicy) { e.policy = p }
+
+// Policy returns the current signal policy.
+func (e *Engine) Policy() SignalPolicy { return e.policy }

@@ -1,0 +1,180 @@
+package stepper
+
+import (
+	"bytes"
+	"debug/elf"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/rseqdbg/rseqdbg/target"
+	"github.com/rseqdbg/rseqdbg/target/ptrace"
+	"golang.org/x/sys/unix"
+)
+
+func fixtures(t testing.TB) string {
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "..", "tests", "fixtures")
+	if out, err := exec.Command("make", "-C", dir).CombinedOutput(); err != nil {
+		t.Skipf("fixtures do not build here: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "build")
+}
+
+func launch(t testing.TB, prog string, args ...string) (*ptrace.Process, *Engine) {
+	t.Helper()
+	p, err := ptrace.Launch(ptrace.LaunchOptions{Path: prog, Args: args, Stdout: devnull(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.Do(func() { p.Kill() })
+		p.Close()
+	})
+	return p, e
+}
+
+func devnull(t testing.TB) *os.File {
+	f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func symbolAddr(t testing.TB, path, name string, bias uint64) uint64 {
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, _ := f.Symbols()
+	for _, s := range syms {
+		if s.Name == name {
+			return s.Value + bias
+		}
+	}
+	t.Fatalf("no symbol %s in %s", name, path)
+	return 0
+}
+
+func (e *Engine) biasOf(path string) uint64 {
+	for _, o := range e.Objects() {
+		if o.Path == path {
+			return o.Bias
+		}
+	}
+	return 0
+}
+
+// A target SIGKILLed while a range step runs natively: a clear stop, no
+// panic, no error about breakpoints.
+func TestKilledDuringRangeStep(t *testing.T) {
+	dir := fixtures(t)
+	prog := filepath.Join(dir, "loop_next")
+	p, e := launch(t, prog, "2000000000")
+	e.Do(func() {
+		mainAddr := symbolAddr(t, prog, "main", e.biasOf(p.ExecPath()))
+		if _, err := e.SetBreakpoint(mainAddr); err != nil {
+			t.Fatal(err)
+		}
+		st, err := e.Continue(p.Pid(), nil)
+		if err != nil || st.Kind != StopBreakpoint {
+			t.Fatalf("continue to main: %v %+v", err, st)
+		}
+		e.ClearAll()
+		time.AfterFunc(300*time.Millisecond, func() { unix.Kill(p.Pid(), unix.SIGKILL) })
+		// The whole of main is one range: the loop runs natively.
+		st, err = e.RangeStep(p.Pid(), mainAddr, mainAddr+4096, 0, OthersRun, true)
+		if err != nil {
+			t.Fatalf("range step on a killed target: %v", err)
+		}
+		if st.Kind != StopKilled || st.Sig != int(unix.SIGKILL) {
+			t.Fatalf("want killed by SIGKILL, got %+v", st)
+		}
+		if _, err := e.StepInstruction(p.Pid(), 0, OthersStay); err != target.ErrExited {
+			t.Fatalf("step after death: %v", err)
+		}
+	})
+}
+
+// Detaching leaves no int3 of ours in the target's memory.
+func TestDetachRestoresMemory(t *testing.T) {
+	dir := fixtures(t)
+	prog := filepath.Join(dir, "full_tables")
+	cmd := exec.Command(prog, "2", "2000000000")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	time.Sleep(100 * time.Millisecond)
+	p, err := ptrace.Attach(cmd.Process.Pid)
+	if err != nil {
+		t.Skipf("cannot attach here: %v", err)
+	}
+	defer p.Close()
+	e, err := New(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text []byte
+	var lo uint64
+	e.Do(func() {
+		r := e.Index().All()
+		if len(r) == 0 {
+			t.Fatal("no regions found in the attached process")
+		}
+		lo = r[0].Start - 64
+		text = make([]byte, 256)
+		p.ReadMemory(lo, text)
+		for _, reg := range r {
+			if reg.Kind != 0 && reg.Start > lo && reg.Start < lo+256 {
+				e.SetBreakpoint(reg.Start)
+			}
+		}
+		fn := symbolAddr(t, prog, "inc_full", e.biasOf(p.ExecPath()))
+		e.SetBreakpoint(fn)
+		st, err := e.Continue(p.Pid(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Step a few instructions so temporary breakpoints come and go.
+		for i := 0; i < 20; i++ {
+			if _, err := e.StepInstruction(st.Tid, 0, OthersStay); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.Detach(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// Read the memory as an outsider.
+	mem, err := os.ReadFile(fmt.Sprintf("/proc/%d/mem", cmd.Process.Pid))
+	_ = mem
+	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", cmd.Process.Pid))
+	if err != nil {
+		t.Skipf("cannot read /proc/pid/mem: %v", err)
+	}
+	defer f.Close()
+	got := make([]byte, len(text))
+	if _, err := f.ReadAt(got, int64(lo)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, text) {
+		t.Fatalf("memory differs after detach:\n%x\n%x", got, text)
+	}
+	// And the process still runs.
+	time.Sleep(50 * time.Millisecond)
+	if err := cmd.Process.Signal(unix.Signal(0)); err != nil {
+		t.Fatalf("process gone after detach: %v", err)
+	}
+}

@@ -1,0 +1,932 @@
+package stepper
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/target"
+	"golang.org/x/sys/unix"
+)
+
+// Others says what the threads other than the stepped one do meanwhile.
+type Others uint8
+
+const (
+	// OthersStay keeps them stopped (scheduler locking).
+	OthersStay Others = iota
+	// OthersRun lets them run (gdb's default all-stop behaviour).
+	OthersRun
+)
+
+func (o Others) action() target.Action {
+	if o == OthersRun {
+		return target.Action{Kind: target.Continue}
+	}
+	return target.Action{Kind: target.Stay}
+}
+
+// exitSet is the set of addresses a run waits for.
+type exitSet []uint64
+
+func (s exitSet) has(a uint64) bool {
+	for _, x := range s {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *exitSet) add(a uint64) {
+	if a != 0 && !s.has(a) {
+		*s = append(*s, a)
+	}
+}
+
+// runResult is how runToExits ended.
+type runResult struct {
+	stop   *Stop  // a reportable stop other than reaching an exit
+	at     uint64 // exit reached (stop == nil)
+	budget bool   // the budget ran out
+}
+
+// runToExits is the one primitive: put temporary breakpoints on exits,
+// continue tid (others as given) and wait until tid reaches one of them.
+// Breakpoints at exits are never placed inside a critical section.
+func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budget time.Duration, inRegion bool) (runResult, error) {
+	var inserted []uint64
+	defer func() {
+		for _, a := range inserted {
+			e.t.RemoveBreakpoint(a)
+		}
+	}()
+	for _, a := range exits {
+		if r := e.insideCS(a); r != nil {
+			continue
+		}
+		if err := e.t.InsertBreakpoint(a); err != nil {
+			continue // unmapped exit: it cannot be reached either
+		}
+		inserted = append(inserted, a)
+	}
+	var timer *time.Timer
+	var expired bool
+	if budget > 0 {
+		timer = time.AfterFunc(budget, func() { e.t.Interrupt() })
+		defer timer.Stop()
+	}
+	for {
+		if err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Continue, Sig: sig}}, others.action()); err != nil {
+			return runResult{}, err
+		}
+		sig = 0
+		ev, err := e.t.Wait()
+		if err != nil {
+			return runResult{}, err
+		}
+		if st := e.terminal(ev); st != nil {
+			return runResult{stop: st}, nil
+		}
+		if ev.Kind != target.EventStop {
+			continue
+		}
+		if ev.Async && budget > 0 && !expired {
+			// Our own budget interrupt.
+			expired = true
+			return runResult{budget: true, stop: &Stop{Kind: StopInterrupt, Tid: ev.Tid}}, nil
+		}
+		if ev.Trap == target.TrapBreakpoint {
+			internal := e.internalBreakpoint(ev.Addr)
+			user := e.byAddr[ev.Addr]
+			if ev.Tid == tid && exits.has(ev.Addr) {
+				if len(user) > 0 && !inRegion {
+					// Both an exit and a user breakpoint: the user's stop.
+					return runResult{stop: e.breakpointStop(ev)}, nil
+				}
+				return runResult{at: ev.Addr}, nil
+			}
+			if len(user) > 0 {
+				return runResult{stop: e.breakpointStop(ev)}, nil
+			}
+			if internal {
+				e.refreshLinkMap()
+				if e.opts.ReportLibraries {
+					return runResult{stop: &Stop{Kind: StopLibrary, Tid: ev.Tid, PC: ev.Addr}}, nil
+				}
+			}
+			// Another thread's temporary breakpoint or our internal one:
+			// step that thread past it and go on.
+			if err := e.stepOverOwn(ev.Tid); err != nil {
+				return runResult{}, err
+			}
+			continue
+		}
+		if ev.Sig != int(unix.SIGTRAP) && ev.Sig != int(unix.SIGSTOP) && e.policy.NoStop[ev.Sig] {
+			if ev.Tid == tid && inRegion {
+				e.stats.SignalsInRuns++
+			}
+			if e.policy.NoPass[ev.Sig] {
+				continue
+			}
+			// Pass it on resume: the kernel aborts the section if inside.
+			if ev.Tid == tid {
+				sig = ev.Sig
+			} else if err := e.deliverTo(ev.Tid, ev.Sig); err != nil {
+				return runResult{}, err
+			}
+			continue
+		}
+		return runResult{stop: e.eventStop(ev)}, nil
+	}
+}
+
+// deliverTo hands a pending signal to a thread other than the one being
+// run, by resuming it alone with the signal until it is back in user code.
+// Delivery happens in the resume itself; stepping once is enough for the
+// handler frame to be set up.
+func (e *Engine) deliverTo(tid, sig int) error {
+	if err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Step, Sig: sig}}, target.Action{Kind: target.Stay}); err != nil {
+		return err
+	}
+	ev, err := e.t.Wait()
+	if err != nil {
+		return err
+	}
+	if st := e.terminal(ev); st != nil {
+		return fmt.Errorf("process ended while delivering signal %d", sig)
+	}
+	return nil
+}
+
+func (e *Engine) internalBreakpoint(addr uint64) bool { return addr != 0 && addr == e.dlBreak }
+
+// terminal converts process-ending events into stops.
+func (e *Engine) terminal(ev target.Event) *Stop {
+	switch ev.Kind {
+	case target.EventExited:
+		e.exited = true
+		return &Stop{Kind: StopExited, Tid: ev.Tid, Code: ev.Code}
+	case target.EventSignaled:
+		e.exited = true
+		return &Stop{Kind: StopKilled, Tid: ev.Tid, Sig: ev.Sig}
+	case target.EventThreadExited:
+		delete(e.rseq, ev.Tid)
+		return &Stop{Kind: StopThreadExited, Tid: ev.Tid}
+	case target.EventExec:
+		e.objs = map[string]*regions.Object{}
+		e.order = nil
+		e.idx = regions.NewIndex()
+		e.bps = map[int]*Breakpoint{}
+		e.byAddr = map[uint64][]*Breakpoint{}
+		clear(e.insns)
+		clear(e.rseq)
+		e.dlBreak = 0
+		e.load()
+		return &Stop{Kind: StopExec, Tid: ev.Tid}
+	}
+	return nil
+}
+
+func (e *Engine) breakpointStop(ev target.Event) *Stop {
+	st := &Stop{Kind: StopBreakpoint, Tid: ev.Tid, PC: ev.Addr, Sig: int(unix.SIGTRAP)}
+	if list := e.byAddr[ev.Addr]; len(list) > 0 {
+		st.Breakpoint = list[0]
+		for _, b := range list {
+			b.Hits++
+		}
+	}
+	return st
+}
+
+func (e *Engine) eventStop(ev target.Event) *Stop {
+	st := &Stop{Tid: ev.Tid, Sig: ev.Sig}
+	switch {
+	case ev.Async:
+		st.Kind = StopInterrupt
+	case ev.Trap == target.TrapBreakpoint:
+		return e.breakpointStop(ev)
+	case ev.Trap == target.TrapWatch:
+		st.Kind, st.WatchAddr = StopWatch, ev.Addr
+	case ev.Trap == target.TrapStep:
+		st.Kind = StopStep
+	default:
+		st.Kind = StopSignal
+	}
+	return st
+}
+
+// finish fills the PC and the inside-region note of a stop.
+func (e *Engine) finish(st *Stop) *Stop {
+	if st.Kind == StopExited || st.Kind == StopKilled || st.Kind == StopThreadExited || e.exited {
+		return st
+	}
+	if r, err := e.t.Regs(st.Tid); err == nil {
+		st.PC = r.Rip
+		st.Inside = e.insideCS(r.Rip)
+	}
+	return st
+}
+
+// stepOverOwn moves a thread off an int3 of ours: out of memory, one
+// hardware step with every other thread stopped, back in. The instruction
+// there is never inside a critical section (we never put one there except
+// for user breakpoints, which go through the region pass instead).
+func (e *Engine) stepOverOwn(tid int) error {
+	r, err := e.t.Regs(tid)
+	if err != nil {
+		return err
+	}
+	pc := r.Rip
+	removed := 0
+	for e.t.BreakpointAt(pc) {
+		if err := e.t.RemoveBreakpoint(pc); err != nil {
+			return err
+		}
+		removed++
+	}
+	defer func() {
+		for i := 0; i < removed; i++ {
+			e.t.InsertBreakpoint(pc)
+		}
+	}()
+	if err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Step}}, target.Action{Kind: target.Stay}); err != nil {
+		return err
+	}
+	ev, err := e.t.Wait()
+	if err != nil {
+		return err
+	}
+	if st := e.terminal(ev); st != nil {
+		return fmt.Errorf("process ended while stepping over a breakpoint: %v", st.Kind)
+	}
+	e.stats.SingleSteps++
+	return nil
+}
+
+// entering reports the region control would enter if the instruction at pc
+// executed now, and that instruction's successors. It also discovers a
+// section with no table when the instruction stores its descriptor into
+// the thread's rseq_cs.
+func (e *Engine) entering(tid int, regs *target.Regs) (*regions.Region, regions.Insn, [2]uint64, int, error) {
+	var succ [2]uint64
+	in, err := e.decode(regs.Rip)
+	if err != nil {
+		return nil, in, succ, 0, err
+	}
+	if in.Inst.Op == 0 {
+		return nil, in, succ, 0, nil
+	}
+	list := regions.Successors(in, regs, e.read)
+	n := copy(succ[:], list)
+	if in.Kind == regions.FlowSeq {
+		e.discover(tid, in, regs)
+	}
+	cur := e.idx.Lookup(regs.Rip)
+	for _, s := range succ[:n] {
+		if r := e.idx.Lookup(s); r != nil && r != cur {
+			if r.Kind == regions.KindVDSO && e.opts.NoVDSO {
+				continue
+			}
+			// Entering a section at its start or by a jump from outside;
+			// a vDSO function only by its entry (calls and tail calls).
+			if r.Kind == regions.KindVDSO && s != r.Start {
+				continue
+			}
+			return r, in, succ, n, nil
+		}
+	}
+	return nil, in, succ, n, nil
+}
+
+// discover handles a store into the thread's rseq_cs of a descriptor that
+// no table listed.
+func (e *Engine) discover(tid int, in regions.Insn, regs *target.Regs) {
+	addr, value, ok := regions.StoreTo(in, regs)
+	if !ok || value == 0 {
+		return
+	}
+	area := e.RseqArea(tid)
+	if !area.Known || addr != area.Addr+8 {
+		return
+	}
+	var b [32]byte
+	if n, _ := e.t.ReadMemory(value, b[:]); n != 32 {
+		return
+	}
+	d, err := regions.ParseDescriptor(b[:])
+	if err != nil {
+		return
+	}
+	if r := e.idx.Lookup(d.StartIP); r != nil {
+		return
+	}
+	r, err := regions.RegionFromDescriptor(d, value, e.read, "runtime")
+	if err != nil {
+		e.warn(fmt.Sprintf("descriptor at %#x stored by %#x: %v", value, in.Addr, err))
+		return
+	}
+	for _, w := range e.idx.Add("runtime", r) {
+		e.warn(w)
+	}
+	e.stats.Discovered++
+}
+
+// regionExits are the places a run through r waits for.
+func (e *Engine) regionExits(r *regions.Region, regs *target.Regs, in regions.Insn) exitSet {
+	var exits exitSet
+	switch r.Kind {
+	case regions.KindVDSO:
+		// Entered by a call: its return address; by a jump: the address at
+		// the top of the stack.
+		if in.Kind == regions.FlowCall || in.Kind == regions.FlowIndirectCall {
+			exits.add(in.Next())
+		} else if v, ok := readU64(e.read, regs.Rsp); ok {
+			exits.add(v)
+		}
+	default:
+		for _, x := range r.Exits {
+			exits.add(x.Addr)
+		}
+		exits.add(r.End)
+		exits.add(r.Abort)
+	}
+	return exits
+}
+
+func readU64(read regions.MemReader, addr uint64) (uint64, bool) {
+	var b [8]byte
+	if n, err := read(addr, b[:]); err != nil || n != 8 {
+		return 0, false
+	}
+	return le64(b[:]), true
+}
+
+func (e *Engine) outcome(r *regions.Region, at uint64) Outcome {
+	switch {
+	case r.Kind == regions.KindVDSO:
+		return Returned
+	case at == r.End:
+		return Committed
+	case at == r.Abort:
+		return Aborted
+	}
+	if k, ok := r.ExitKindAt(at); ok && k == regions.ExitPoint {
+		return ExitedAtPoint
+	}
+	return ExitedBranch
+}
+
+func (e *Engine) count(o Outcome) {
+	switch o {
+	case Committed:
+		e.stats.Commits++
+	case Aborted:
+		e.stats.Aborts++
+	case ExitedAtPoint, ExitedBranch:
+		e.stats.ExitPoints++
+	case Interrupted:
+		e.stats.Interrupted++
+	}
+}
+
+// StepInstruction is contract point 1: one instruction, or a whole region
+// run natively when the instruction enters one. From inside a critical
+// section it is the region pass (point 4).
+func (e *Engine) StepInstruction(tid int, sig int, others Others) (*Stop, error) {
+	if e.exited {
+		return nil, target.ErrExited
+	}
+	regs, err := e.t.Regs(tid)
+	if err != nil {
+		return nil, err
+	}
+	if r := e.insideCS(regs.Rip); r != nil {
+		st, err := e.pass(tid, sig, r, &regs, true)
+		if err != nil || st != nil {
+			return e.finishErr(st, err)
+		}
+		return e.finish(&Stop{Kind: StopStep, Tid: tid, Crossed: e.lastCrossed()}), nil
+	}
+	r, in, succ, n, err := e.entering(tid, &regs)
+	if err != nil {
+		return nil, err
+	}
+	if r != nil {
+		exits := e.regionExits(r, &regs, in)
+		for _, s := range succ[:n] {
+			if !r.Contains(s) {
+				exits.add(s)
+			}
+		}
+		return e.regionRun(tid, sig, r, exits, false)
+	}
+	return e.hardwareStep(tid, sig, regs.Rip, others)
+}
+
+func (e *Engine) finishErr(st *Stop, err error) (*Stop, error) {
+	if err != nil {
+		return nil, err
+	}
+	return e.finish(st), nil
+}
+
+// hardwareStep is a plain single-step, lifting an int3 of ours at pc.
+func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop, error) {
+	if e.insideCS(pc) != nil {
+		e.stats.StepsInside++
+	}
+	removed := 0
+	for e.t.BreakpointAt(pc) {
+		if err := e.t.RemoveBreakpoint(pc); err != nil {
+			return nil, err
+		}
+		removed++
+	}
+	if removed > 0 {
+		// With the int3 lifted, other threads must not run past it.
+		others = OthersStay
+	}
+	err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Step, Sig: sig}}, others.action())
+	var ev target.Event
+	if err == nil {
+		ev, err = e.t.Wait()
+	}
+	for i := 0; i < removed && !e.exited; i++ {
+		e.t.InsertBreakpoint(pc)
+	}
+	if err != nil {
+		return nil, err
+	}
+	e.stats.SingleSteps++
+	if st := e.terminal(ev); st != nil {
+		return st, nil
+	}
+	st := e.eventStop(ev)
+	if ev.Kind == target.EventStop && ev.Tid == tid && ev.Trap == target.TrapStep {
+		st.Kind = StopStep
+	}
+	if ev.Trap == target.TrapBreakpoint && e.internalBreakpoint(ev.Addr) && len(e.byAddr[ev.Addr]) == 0 {
+		// Another thread hit the dynamic linker breakpoint meanwhile.
+		e.refreshLinkMap()
+		if err := e.stepOverOwn(ev.Tid); err != nil {
+			return nil, err
+		}
+		st = &Stop{Kind: StopStep, Tid: tid}
+	}
+	if e.internalBreakpoint(pc) && ev.Tid == tid {
+		e.refreshLinkMap()
+	}
+	return e.finish(st), nil
+}
+
+// regionRun runs tid natively through region r until one of exits.
+func (e *Engine) regionRun(tid, sig int, r *regions.Region, exits exitSet, untilCommit bool) (*Stop, error) {
+	e.stats.RegionRuns++
+	// An int3 of ours where the run starts would trap at once; the thread
+	// runs alone, so lifting it for the run hides it from nobody else.
+	if regs, err := e.t.Regs(tid); err == nil {
+		from := regs.Rip
+		removed := 0
+		for e.t.BreakpointAt(from) && !exits.has(from) {
+			e.t.RemoveBreakpoint(from)
+			removed++
+		}
+		defer func() {
+			for i := 0; i < removed && !e.exited; i++ {
+				e.t.InsertBreakpoint(from)
+			}
+		}()
+	}
+	budget := time.Duration(0)
+	if len(r.Indirect) > 0 || untilCommit {
+		budget = e.opts.RunBudget
+	}
+	crossing := Crossing{Region: r}
+	for {
+		res, err := e.runToExits(tid, sig, exits, OthersStay, budget, true)
+		sig = 0
+		if err != nil {
+			return nil, err
+		}
+		if res.stop != nil {
+			if res.budget {
+				crossing.Outcome = Interrupted
+				e.count(Interrupted)
+				return e.finish(&Stop{Kind: StopStep, Tid: tid, Crossed: []Crossing{crossing}}), nil
+			}
+			st := res.stop
+			if st.Kind != StopExited && st.Kind != StopKilled {
+				crossing.Outcome = Interrupted
+				st.Crossed = []Crossing{crossing}
+			}
+			return e.finish(st), nil
+		}
+		o := e.outcome(r, res.at)
+		if !exits.has(res.at) || (res.at != r.Abort && o == Aborted) {
+			o = ExitedBranch
+		}
+		e.count(o)
+		crossing.Outcome, crossing.At = o, res.at
+		if o == Aborted && untilCommit {
+			crossing.Aborts++
+			continue
+		}
+		return e.finish(&Stop{Kind: StopStep, Tid: tid, Crossed: []Crossing{crossing}}), nil
+	}
+}
+
+// lastCrossed carries the crossing of the most recent pass.
+func (e *Engine) lastCrossed() []Crossing { c := e.passCrossing; e.passCrossing = nil; return c }
+
+// pass is contract point 4: tid stopped inside critical section r. Rewind
+// to the descriptor store when nothing of r has run; lift r's breakpoints;
+// run alone until r commits or leaves by a non-abort exit (aborts retry),
+// within the budget; re-arm. It returns a stop only when something
+// reportable ended the pass early.
+func (e *Engine) pass(tid, sig int, r *regions.Region, regs *target.Regs, _ bool) (*Stop, error) {
+	if regs.Rip == r.Start {
+		if store, ok := e.storeBefore(tid, r, regs); ok {
+			regs.Rip = store
+			if err := e.t.SetRegs(tid, *regs); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var lifted []uint64
+	for a := range e.byAddr {
+		if r.Contains(a) {
+			for e.t.BreakpointAt(a) {
+				e.t.RemoveBreakpoint(a)
+				lifted = append(lifted, a)
+			}
+		}
+	}
+	defer func() {
+		if e.exited {
+			return
+		}
+		for _, a := range lifted {
+			e.t.InsertBreakpoint(a)
+		}
+	}()
+	exits := e.regionExits(r, regs, regions.Insn{})
+	st, err := e.regionRun(tid, sig, r, exits, true)
+	if err != nil {
+		return nil, err
+	}
+	e.passCrossing = st.Crossed
+	if st.Kind == StopStep {
+		return nil, nil
+	}
+	return st, nil
+}
+
+// storeBefore finds the instruction right before r's start that stores r's
+// descriptor into the thread's rseq_cs (the ABI's canonical shape).
+func (e *Engine) storeBefore(tid int, r *regions.Region, regs *target.Regs) (uint64, bool) {
+	area := e.RseqArea(tid)
+	var code [16]byte
+	if n, _ := e.t.ReadMemory(r.Start-16, code[:]); n != 16 {
+		return 0, false
+	}
+	for k := 2; k <= 15; k++ {
+		in, err := regions.Decode(code[16-k:], r.Start-uint64(k))
+		if err != nil || in.Len != k {
+			continue
+		}
+		addr, value, ok := regions.StoreTo(in, regs)
+		if !ok {
+			continue
+		}
+		if area.Known && addr != area.Addr+8 {
+			continue
+		}
+		if r.Descriptor != 0 && value != r.Descriptor {
+			continue
+		}
+		return in.Addr, true
+	}
+	return 0, false
+}
+
+// Continue resumes every thread (contract points 4 and 5): threads stopped
+// inside a critical section or on a breakpoint they reported are first
+// moved past it, then all run until something is reportable. sigs holds
+// the signal each thread is to receive.
+func (e *Engine) Continue(tid int, sigs map[int]int) (*Stop, error) {
+	if e.exited {
+		return nil, target.ErrExited
+	}
+	var crossed []Crossing
+	movers := []int{tid}
+	for th := range e.reported {
+		if th != tid {
+			movers = append(movers, th)
+		}
+	}
+	for _, th := range movers {
+		st, err := e.moveOff(th, sigs[th])
+		if err != nil {
+			return nil, err
+		}
+		if st != nil {
+			if st.Kind != StopStep {
+				return st, nil
+			}
+			delete(sigs, th)
+			crossed = append(crossed, st.Crossed...)
+		}
+	}
+	clear(e.reported)
+	for {
+		actions := map[int]target.Action{}
+		for th, s := range sigs {
+			actions[th] = target.Action{Kind: target.Continue, Sig: s}
+		}
+		if err := e.t.Resume(actions, target.Action{Kind: target.Continue}); err != nil {
+			return nil, err
+		}
+		sigs = nil
+		ev, err := e.t.Wait()
+		if err != nil {
+			return nil, err
+		}
+		if st := e.terminal(ev); st != nil {
+			if st.Kind == StopThreadExited {
+				continue
+			}
+			st.Crossed = crossed
+			return st, nil
+		}
+		if ev.Kind != target.EventStop {
+			continue
+		}
+		if ev.Trap == target.TrapBreakpoint && len(e.byAddr[ev.Addr]) == 0 {
+			if e.internalBreakpoint(ev.Addr) {
+				e.refreshLinkMap()
+				if e.opts.ReportLibraries {
+					e.reported[ev.Tid] = ev.Addr
+					return e.finish(&Stop{Kind: StopLibrary, Tid: ev.Tid, PC: ev.Addr, Crossed: crossed}), nil
+				}
+			}
+			if err := e.stepOverOwn(ev.Tid); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if !ev.Async && ev.Trap == target.TrapNone && ev.Sig != int(unix.SIGSTOP) && e.policy.NoStop[ev.Sig] {
+			if !e.policy.NoPass[ev.Sig] {
+				sigs = map[int]int{ev.Tid: ev.Sig}
+			}
+			continue
+		}
+		st := e.eventStop(ev)
+		if st.Kind == StopBreakpoint {
+			e.reported[ev.Tid] = ev.Addr
+		}
+		st.Crossed = crossed
+		return e.finish(st), nil
+	}
+}
+
+// moveOff gets a thread off an int3 of ours or out of a critical section
+// before it runs with the others. It returns nil when nothing was needed.
+func (e *Engine) moveOff(tid, sig int) (*Stop, error) {
+	regs, err := e.t.Regs(tid)
+	if err != nil {
+		return nil, nil // the thread is gone
+	}
+	if r := e.insideCS(regs.Rip); r != nil {
+		st, err := e.pass(tid, sig, r, &regs, false)
+		if err != nil || st != nil {
+			return e.finishErr(st, err)
+		}
+		return &Stop{Kind: StopStep, Tid: tid, Crossed: e.lastCrossed()}, nil
+	}
+	if e.t.BreakpointAt(regs.Rip) {
+		return e.StepInstruction(tid, sig, OthersStay)
+	}
+	return nil, nil
+}
+
+// Reported notes that a stop of tid at pc was shown to the user, so a later
+// resume steps over the breakpoint there (front ends that report stops the
+// engine did not produce, such as a breakpoint hit in another thread).
+func (e *Engine) Reported(tid int, pc uint64) { e.reported[tid] = pc }
+
+// RangeStep is contract point 2: step tid until its PC leaves [lo, hi) or
+// something reportable happens, running natively between the places where
+// control can leave the range. Critical sections inside run atomically and
+// retry through aborts, so a line holding one ends on its commit path.
+// stepOverCalls runs called functions to their return (DAP and headless
+// `next`); without it a call's target is a place the range is left (gdb's
+// vCont;r).
+func (e *Engine) RangeStep(tid int, lo, hi uint64, sig int, others Others, stepOverCalls bool) (*Stop, error) {
+	if e.exited {
+		return nil, target.ErrExited
+	}
+	var crossed []Crossing
+	first := true
+	for {
+		regs, err := e.t.Regs(tid)
+		if err != nil {
+			return nil, err
+		}
+		pc := regs.Rip
+		if !first && (pc < lo || pc >= hi) {
+			return e.finish(&Stop{Kind: StopStep, Tid: tid, Crossed: crossed}), nil
+		}
+		first = false
+		if r := e.insideCS(pc); r != nil {
+			st, err := e.pass(tid, sig, r, &regs, true)
+			sig = 0
+			if err != nil {
+				return nil, err
+			}
+			crossed = append(crossed, e.lastCrossed()...)
+			if st != nil {
+				st.Crossed = append(crossed, st.Crossed...)
+				return e.finish(st), nil
+			}
+			continue
+		}
+		r, in, succ, n, err := e.entering(tid, &regs)
+		if err != nil {
+			return nil, err
+		}
+		if r != nil {
+			exits := e.regionExits(r, &regs, in)
+			for _, s := range succ[:n] {
+				if !r.Contains(s) {
+					exits.add(s)
+				}
+			}
+			st, err := e.regionRun(tid, sig, r, exits, r.Kind == regions.KindCriticalSection)
+			sig = 0
+			if err != nil {
+				return nil, err
+			}
+			crossed = append(crossed, st.Crossed...)
+			if st.Kind != StopStep {
+				st.Crossed = crossed
+				return st, nil
+			}
+			continue
+		}
+		if stepOverCalls && (in.Kind == regions.FlowCall || in.Kind == regions.FlowIndirectCall) {
+			st, err := e.runToReturn(tid, sig, in.Next(), regs.Rsp, others)
+			sig = 0
+			if err != nil {
+				return nil, err
+			}
+			if st != nil {
+				st.Crossed = append(crossed, st.Crossed...)
+				return e.finish(st), nil
+			}
+			continue
+		}
+		flow := e.rangeFlow(lo, hi)
+		if flow == nil || flow.stopAt.has(pc) || e.t.BreakpointAt(pc) {
+			st, err := e.hardwareStep(tid, sig, pc, others)
+			sig = 0
+			if err != nil {
+				return nil, err
+			}
+			if st.Kind != StopStep {
+				st.Crossed = crossed
+				return st, nil
+			}
+			continue
+		}
+		res, err := e.runToExits(tid, sig, flow.exits, others, 0, false)
+		sig = 0
+		if err != nil {
+			return nil, err
+		}
+		if res.stop != nil {
+			if res.stop.Kind == StopBreakpoint {
+				e.reported[res.stop.Tid] = res.stop.PC
+			}
+			res.stop.Crossed = crossed
+			return e.finish(res.stop), nil
+		}
+	}
+}
+
+// runToReturn runs until the call at hand returns to ret with the stack
+// back where it was (recursion hits the same address deeper first).
+func (e *Engine) runToReturn(tid, sig int, ret, rspAtCall uint64, others Others) (*Stop, error) {
+	for {
+		res, err := e.runToExits(tid, sig, exitSet{ret}, others, 0, false)
+		sig = 0
+		if err != nil {
+			return nil, err
+		}
+		if res.stop != nil {
+			if res.stop.Kind == StopBreakpoint {
+				e.reported[res.stop.Tid] = res.stop.PC
+			}
+			return res.stop, nil
+		}
+		regs, err := e.t.Regs(tid)
+		if err != nil {
+			return nil, err
+		}
+		if regs.Rsp >= rspAtCall {
+			return nil, nil
+		}
+		if err := e.stepOverOwn(tid); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// StepOut runs tid until the current function returns to ret with the
+// stack pointer at or above cfa (gdb's finish).
+func (e *Engine) StepOut(tid int, ret, cfa uint64, others Others) (*Stop, error) {
+	if e.exited {
+		return nil, target.ErrExited
+	}
+	if st, err := e.moveOff(tid, 0); err != nil || (st != nil && st.Kind != StopStep) {
+		return st, err
+	}
+	st, err := e.runToReturn(tid, 0, ret, cfa, others)
+	if err != nil || st != nil {
+		return e.finishErr(st, err)
+	}
+	return e.finish(&Stop{Kind: StopStep, Tid: tid}), nil
+}
+
+// flow is a decoded step range: where a native run through it must stop.
+type flow struct {
+	exits  exitSet // where control leaves the range, plus stopAt
+	stopAt exitSet // instructions inside that must be single-stepped
+}
+
+// rangeFlow decodes [lo, hi) once. Direct branch and call targets outside
+// the range and the fall-through end are exits; indirect branches, calls,
+// returns and instructions that enter a region get a breakpoint on
+// themselves. nil means the range cannot be decoded: single-step it.
+func (e *Engine) rangeFlow(lo, hi uint64) *flow {
+	key := [2]uint64{lo, hi}
+	if f, ok := e.flows[key]; ok {
+		return f
+	}
+	if hi <= lo || hi-lo > 1<<16 {
+		return nil
+	}
+	code := make([]byte, hi-lo+16)
+	n, _ := e.t.ReadMemory(lo, code)
+	if uint64(n) < hi-lo {
+		return nil
+	}
+	f := &flow{}
+	for pc := lo; pc < hi; {
+		in, err := regions.Decode(code[pc-lo:n], pc)
+		if err != nil || in.Len == 0 {
+			return nil
+		}
+		switch in.Kind {
+		case regions.FlowJump, regions.FlowCondJump:
+			if in.Target < lo || in.Target >= hi || e.idx.Lookup(in.Target) != nil {
+				f.stopAt.add(pc)
+			}
+		case regions.FlowCall, regions.FlowIndirectCall, regions.FlowIndirectJump, regions.FlowRet, regions.FlowTrap:
+			f.stopAt.add(pc)
+		}
+		if r := e.idx.Lookup(in.Next()); r != nil && !r.Contains(pc) {
+			f.stopAt.add(pc)
+		}
+		pc = in.Next()
+		if pc >= hi {
+			f.exits.add(pc)
+		}
+	}
+	for _, a := range f.stopAt {
+		if e.insideCS(a) == nil {
+			f.exits.add(a)
+		}
+	}
+	if e.flows == nil {
+		e.flows = map[[2]uint64]*flow{}
+	}
+	e.flows[key] = f
+	return f
+}
+
+// RunTo runs until tid reaches addr (a temporary breakpoint), others as
+// given.
+func (e *Engine) RunTo(tid int, addr uint64, others Others) (*Stop, error) {
+	if e.exited {
+		return nil, target.ErrExited
+	}
+	if st, err := e.moveOff(tid, 0); err != nil || (st != nil && st.Kind != StopStep) {
+		return st, err
+	}
+	st, err := e.runToReturn(tid, 0, addr, 0, others)
+	if err != nil || st != nil {
+		return e.finishErr(st, err)
+	}
+	return e.finish(&Stop{Kind: StopStep, Tid: tid}), nil
+}
