@@ -1040,4 +1040,3 @@ func (s *Session) disassemble(addr uint64, n int) error {
 	s.emit(map[string]any{"event": "disassembly", "instructions": list}, strings.TrimRight(b.String(), "\n"))
 	return nil
 }
-

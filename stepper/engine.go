@@ -218,6 +218,9 @@ func (e *Engine) load() error {
 		f.Close()
 		e.addObject(exe, bias)
 		if base := e.auxv[regions.AtBase]; interp != "" && base != 0 {
+			// The dynamic linker is linked at 0; it is in the link map only
+			// once it ran, but its code runs from the first instruction.
+			e.addObject(interp, base)
 			if addr, err := regions.DynamicLinkerBreakpoint(interp, base); err == nil {
 				if err := e.t.InsertBreakpoint(addr); err == nil {
 					e.dlBreak = addr

@@ -87,7 +87,9 @@ func (u *Unwinder) add(name string, f *elf.File, bias uint64) (err error) {
 	}
 	if s := f.Section(".eh_frame"); s != nil {
 		if data, err := s.Data(); err == nil {
-			fdes, err := frame.Parse(data, binary.LittleEndian, bias, 8, s.Addr+bias)
+			// Parse adds staticBase to pc-relative addresses computed from the
+			// link-time section address.
+			fdes, err := frame.Parse(data, binary.LittleEndian, bias, 8, s.Addr)
 			if err == nil {
 				o.fdes = fdes
 			}
