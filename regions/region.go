@@ -113,7 +113,7 @@ func (r *Region) sortExits() {
 
 // Descriptor is a struct rseq_cs.
 type Descriptor struct {
-	Version, Flags                      uint32
+	Version, Flags                     uint32
 	StartIP, PostCommitOffset, AbortIP uint64
 }
 
