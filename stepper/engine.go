@@ -369,6 +369,12 @@ func (e *Engine) SetVDSO(on bool) {
 	}
 }
 
+// SetReportLibraries turns StopLibrary on or off at run time. A front end
+// that resolves pending breakpoints wants it while continuing, but not while
+// range stepping, where a stop deep inside dlopen could not be resumed as
+// the same step.
+func (e *Engine) SetReportLibraries(on bool) { e.opts.ReportLibraries = on }
+
 // VDSO reports whether vDSO functions are stepped as regions.
 func (e *Engine) VDSO() bool { return !e.opts.NoVDSO }
 
