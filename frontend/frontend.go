@@ -182,7 +182,9 @@ func (c *Core) NextInstruction(tid int, others stepper.Others) (*stepper.Stop, e
 // GNUSyntax renders an instruction in AT&T syntax with symbolic targets.
 func GNUSyntax(in regions.Insn, syms *symbols.Table) string {
 	return x86asm.GNUSyntax(in.Inst, in.Addr, func(addr uint64) (string, uint64) {
-		if f, ok := syms.Func(addr); ok {
+		// Sizeless symbols (_fini) would otherwise claim every address
+		// after them, data included.
+		if f, ok := syms.Func(addr); ok && (addr < f.Hi || addr == f.Lo) {
 			return f.Name, f.Lo
 		}
 		return "", 0
