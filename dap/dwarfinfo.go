@@ -98,6 +98,16 @@ func (d *debugInfo) sync(objs []*regions.Object) {
 	d.objs = keep
 }
 
+// objectOf returns the object mapped at pc without loading its DWARF.
+func (d *debugInfo) objectOf(pc uint64) *dobj {
+	for _, o := range d.objs {
+		if pc >= o.lo && pc < o.hi {
+			return o
+		}
+	}
+	return nil
+}
+
 func (d *debugInfo) objectAt(pc uint64) *dobj {
 	for _, o := range d.objs {
 		if pc >= o.lo && pc < o.hi {

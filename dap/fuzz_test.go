@@ -2,8 +2,8 @@ package dap
 
 import (
 	"io"
-	"strings"
 	"log/slog"
+	"strings"
 	"testing"
 )
 

@@ -355,6 +355,8 @@ func (s *Server) onConfigurationDone(r *dap.ConfigurationDoneRequest) (dap.Respo
 	}
 	if !ss.entry {
 		ss.resume(runContinue, "", func() (*stepper.Stop, error) { return ss.continueRun(ss.cur) })
+		// No continue request started this run, so say it.
+		s.send(&dap.ContinuedEvent{Event: event("continued"), Body: dap.ContinuedEventBody{ThreadId: ss.proc.Pid(), AllThreadsContinued: true}})
 		return nil, errLater
 	}
 	var mainAt uint64

@@ -86,27 +86,26 @@ const maxBadHeaders = 64
 // stream. A launched program is killed and an attached one detached if the
 // client goes away without saying what to do.
 func (s *Server) Serve() error {
-	workerDone := make(chan struct{})
-	go func() {
-		defer close(workerDone)
-		s.worker()
-	}()
 	readErr := make(chan error, 1)
 	go func() { readErr <- s.readLoop() }()
-	var err error
-	select {
-	case <-s.quit:
-	case err = <-readErr:
-	}
-	close(s.queue)
-	<-workerDone
+	s.worker()
 	if ss := s.sess.Load(); ss != nil {
 		ss.close()
 	}
-	return err
+	select {
+	case err := <-readErr:
+		return err
+	default:
+		// Still blocked reading after a disconnect; the caller closes the
+		// stream.
+		return nil
+	}
 }
 
+// readLoop decodes messages and queues them for the worker; it is the only
+// sender on the queue and closes it when the input ends.
 func (s *Server) readLoop() error {
+	defer close(s.queue)
 	bad := 0
 	for {
 		raw, err := dap.ReadBaseMessage(s.r)
@@ -135,17 +134,16 @@ func (s *Server) readLoop() error {
 			s.send(fail)
 			continue
 		}
-		select {
-		case <-s.quit:
-			return nil
-		default:
-		}
 		if req.GetRequest().Command == "pause" {
 			// Handled here, not queued, so it never waits behind anything.
 			s.handle(incoming{req, raw})
 			continue
 		}
-		s.queue <- incoming{req, raw}
+		select {
+		case s.queue <- incoming{req, raw}:
+		case <-s.quit:
+			return nil
+		}
 	}
 }
 
@@ -193,9 +191,20 @@ type incoming struct {
 	raw []byte
 }
 
+// worker handles requests in order until a disconnect is answered or the
+// input ends and the queue is drained (a disconnect sent just before the
+// client closed the stream is still honoured).
 func (s *Server) worker() {
-	for req := range s.queue {
-		s.handle(req)
+	for {
+		select {
+		case in, ok := <-s.queue:
+			if !ok {
+				return
+			}
+			s.handle(in)
+		case <-s.quit:
+			return
+		}
 	}
 }
 

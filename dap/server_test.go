@@ -226,8 +226,19 @@ func TestPauseStopsAllThreads(t *testing.T) {
 		if state != "t" {
 			t.Errorf("thread %d is in state %q, want t (traced stop)", th.Id, state)
 		}
-		if fs := c.frames(th.Id); len(fs) == 0 {
+		fs := c.frames(th.Id)
+		if len(fs) == 0 {
 			t.Errorf("thread %d has no frames", th.Id)
+		}
+		if th.Id == pe.Body.SystemProcessId {
+			// The main thread waits in pthread_join, called from main.
+			names := ""
+			for _, f := range fs {
+				names += f.Name + " "
+			}
+			if !strings.Contains(names, "fixture_main ") || !strings.Contains(names, "main ") {
+				t.Errorf("main thread stack: %s", names)
+			}
 		}
 	}
 	c.call("disconnect", map[string]any{"terminateDebuggee": true})

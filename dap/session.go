@@ -244,6 +244,7 @@ func (ss *session) resume(kind runKind, reason string, body func() (*stepper.Sto
 		var exited bool
 		err := ss.do(func() {
 			ss.invalidate()
+			ss.lastHits = nil
 			st, err := body()
 			// Requests queued during the run see the stop; one of them may
 			// have ended the process (disconnect, terminate) and said so.
@@ -334,6 +335,12 @@ func (ss *session) stopEvents(st *stepper.Stop, reason string) ([]dap.Message, b
 	case stepper.StopBreakpoint:
 		b.Reason = "breakpoint"
 		b.HitBreakpointIds = ss.lastHits
+		if b.HitBreakpointIds == nil {
+			// A stop no filter saw (the run to main): every breakpoint here.
+			for _, u := range ss.bps.at(st.PC) {
+				b.HitBreakpointIds = append(b.HitBreakpointIds, u.id)
+			}
+		}
 		if k := ss.bps.kindOf(b.HitBreakpointIds); k != "" {
 			b.Reason = k
 		}

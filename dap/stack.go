@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/google/go-dap"
@@ -91,6 +92,9 @@ func (ss *session) stackFrame(f *frame) dap.StackFrame {
 	name := fmt.Sprintf("%#x", f.pc)
 	if fn, ok := ss.core.Syms.Func(f.lookup); ok {
 		name = fn.Name
+	} else if o := ss.dbg.objectOf(f.pc); o != nil {
+		// Stripped code (libc's local functions): at least say where.
+		name = fmt.Sprintf("%s+%#x", filepath.Base(o.path), f.pc-o.lo)
 	}
 	if l, ok := ss.core.Syms.LineAt(f.lookup); ok {
 		sf.Source = sourceOf(l.File)

@@ -19,22 +19,22 @@ const (
 // step lets them run; otherwise they would trap on it again at once.
 // Continue does this itself.
 func (ss *session) moveOthersOff(tid int, others stepper.Others) error {
-	if others == stepper.OthersRun {
-		for th, pc := range ss.atBreakpoint {
-			if th == tid {
-				continue
-			}
-			r, err := ss.proc.Regs(th)
-			if err != nil || r.Rip != pc {
-				continue
-			}
-			if _, err := ss.eng.StepInstruction(th, ss.pendingSig[th], stepper.OthersStay); err != nil {
-				return fmt.Errorf("moving thread %d off its breakpoint: %w", th, err)
-			}
-			delete(ss.pendingSig, th)
-		}
+	// The stepped thread itself is moved off by the engine.
+	delete(ss.atBreakpoint, tid)
+	if others != stepper.OthersRun {
+		return nil // they stay where they are, and keep their note
 	}
-	clear(ss.atBreakpoint)
+	for th, pc := range ss.atBreakpoint {
+		delete(ss.atBreakpoint, th)
+		r, err := ss.proc.Regs(th)
+		if err != nil || r.Rip != pc {
+			continue
+		}
+		if _, err := ss.eng.StepInstruction(th, ss.pendingSig[th], stepper.OthersStay); err != nil {
+			return fmt.Errorf("moving thread %d off its breakpoint: %w", th, err)
+		}
+		delete(ss.pendingSig, th)
+	}
 	return nil
 }
 
