@@ -444,7 +444,7 @@ func (ss *session) logMessage(msg string, tid int) string {
 		}
 		v, err := ss.eval(p.expr, fr)
 		if err != nil {
-			fmt.Fprintf(&b, "<%v>", err)
+			fmt.Fprintf(&b, "<%s: %v>", p.src, err)
 			continue
 		}
 		b.WriteString(ss.format(v, false))

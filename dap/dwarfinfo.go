@@ -11,18 +11,14 @@ import (
 	"github.com/go-delve/delve/pkg/dwarf/loclist"
 	"github.com/go-delve/delve/pkg/dwarf/op"
 	"github.com/rseqdbg/rseqdbg/regions"
-	"github.com/rseqdbg/rseqdbg/symbols"
 )
 
 // debugInfo is the DWARF of the loaded objects for variables: scopes,
 // types and locations. The line tables stay in symbols. It is used on the
 // ptrace thread only.
 type debugInfo struct {
-	syms *symbols.Table
 	objs []*dobj
 }
-
-func newDebugInfo(syms *symbols.Table) *debugInfo { return &debugInfo{syms: syms} }
 
 // dobj is one object's debug information, parsed lazily.
 type dobj struct {

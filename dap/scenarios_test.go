@@ -1,6 +1,7 @@
 package dap
 
 import (
+	"encoding/base64"
 	"strings"
 	"testing"
 
@@ -157,9 +158,46 @@ func TestBreakpointWhileRunning(t *testing.T) {
 	if got := c.evaluate(fs[0].Id, "t->early").Result; got != "42" {
 		t.Errorf("t->early = %q after setVariable", got)
 	}
+	// writeMemory through the address evaluate gives for &t->early.
+	addr := c.evaluate(fs[0].Id, "&t->early").MemoryReference
+	w := c.call("writeMemory", map[string]any{"memoryReference": addr, "data": base64.StdEncoding.EncodeToString([]byte{5, 0, 0, 0, 0, 0, 0, 0})}).(*dap.WriteMemoryResponse)
+	if w.Body.BytesWritten != 8 {
+		t.Errorf("writeMemory wrote %d bytes", w.Body.BytesWritten)
+	}
+	if got := c.evaluate(fs[0].Id, "t->early").Result; got != "5" {
+		t.Errorf("t->early = %q after writeMemory", got)
+	}
 	c.call("terminate", nil)
 	if code := c.waitExit(); code == 0 {
 		t.Errorf("terminated program exited with 0")
+	}
+	c.call("disconnect", nil)
+}
+
+// TestStepIntoVDSO steps instructions into clock_gettime: the vDSO function
+// runs natively to its return, in one step.
+func TestStepIntoVDSO(t *testing.T) {
+	c := newClient(t, Options{})
+	line := markerLine(t, "vdso_clock.c", "VDSO-CALL")
+	c.launch(map[string]any{"program": fixture("vdso_clock"), "args": []string{"1", "10"}})
+	// The second call: the first goes through the dynamic linker's lazy
+	// binding.
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": fixture("../vdso_clock.c")}, "breakpoints": []map[string]any{{"line": line, "hitCondition": "2"}}})
+	c.call("configurationDone", nil)
+	st := c.stopped()
+	tid := st.Body.ThreadId
+	returned := false
+	for i := 0; i < 200 && !returned; i++ {
+		c.call("stepIn", map[string]any{"threadId": tid, "granularity": "instruction"})
+		st = c.stopped()
+		returned = strings.HasPrefix(st.Body.Description, "vDSO function")
+		if testing.Verbose() {
+			fs := c.frames(tid)
+			t.Logf("%s %s %q", fs[0].InstructionPointerReference, fs[0].Name, st.Body.Description)
+		}
+	}
+	if !returned {
+		t.Fatalf("no vDSO crossing in 200 instruction steps (last stop %+v)", st.Body)
 	}
 	c.call("disconnect", nil)
 }

@@ -77,9 +77,8 @@ func newSession(srv *Server, proc *ptrace.Process, eng *stepper.Engine, launched
 	ss := &session{
 		srv: srv, log: srv.log, proc: proc, eng: eng, core: frontend.New(eng), launched: launched, program: program,
 		bps: newBreakpoints(), frames: map[int][]*frame{}, pendingSig: map[int]int{},
-		atBreakpoint: map[int]uint64{}, known: map[int]bool{},
+		atBreakpoint: map[int]uint64{}, known: map[int]bool{}, dbg: &debugInfo{},
 	}
-	ss.dbg = newDebugInfo(ss.core.Syms)
 	return ss
 }
 
@@ -250,6 +249,12 @@ func (ss *session) resume(kind runKind, reason string, body func() (*stepper.Sto
 			// have ended the process (disconnect, terminate) and said so.
 			ss.runJobs()
 			if err != nil && !ss.eng.Exited() {
+				if processGone(ss.proc.Pid()) {
+					// Killed from outside mid-operation: the engine saw the
+					// threads vanish as errors rather than as an exit.
+					events = ss.endEvents(128 + 9)
+					return
+				}
 				events = append(events, ss.errorStop(err))
 				return
 			}
@@ -636,4 +641,18 @@ func (ss *session) close() {
 		ss.log.Warn("dap: a run did not end; leaving the tracer open")
 	}
 	ss.waitOutput()
+}
+
+// processGone reports a process that no longer runs: reaped, or a zombie
+// nobody has waited for yet.
+func processGone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	return b[i+2] == 'Z' || b[i+2] == 'X'
 }
