@@ -96,7 +96,8 @@ func (ss *session) disassemble(addr uint64, instrOffset, count int) []dap.Disass
 		if f, ok := ss.core.Syms.Func(start); ok && addr-f.Lo < 1<<16 {
 			start = f.Lo
 		}
-		before = ss.decodeFrom(start, addr, maxInstructions)
+		// Every instruction is at least a byte: this reaches addr.
+		before = ss.decodeFrom(start, addr, int(addr-start)+1)
 	}
 	after := ss.decodeFrom(addr, 0, max(0, instrOffset+count))
 	all := append(before, after...)
