@@ -70,6 +70,12 @@ type client struct {
 func newClient(t *testing.T, opts Options) *client {
 	t.Helper()
 	a, b := net.Pipe()
+	return newClientOver(t, opts, a, b)
+}
+
+// newClientOver serves on b and talks through a.
+func newClientOver(t *testing.T, opts Options, a, b net.Conn) *client {
+	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}

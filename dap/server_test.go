@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/binary"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -395,4 +396,41 @@ func TestStdioStyleStreams(t *testing.T) {
 	case <-time.After(timeout):
 		t.Fatal("server did not end at EOF")
 	}
+}
+
+// TestTCP runs a short session over a TCP connection, as with
+// `rseqdbg dap --listen`.
+func TestTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- conn
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	c := newClientOver(t, Options{}, a, b)
+	c.launch(map[string]any{"program": fixture("legacy_table"), "args": []string{"2", "500"}})
+	c.call("configurationDone", nil)
+	if code := c.waitExit(); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+	if !strings.Contains(c.out(), "RESULT total=1000 expected=1000") {
+		t.Errorf("output %q", c.out())
+	}
+	c.call("disconnect", nil)
 }

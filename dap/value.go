@@ -346,10 +346,10 @@ func (ss *session) formatDepth(v *value, hex bool, depth int) string {
 		if u == 0 {
 			return "0x0"
 		}
-		if _, ok := x.Type.(*dwarf.FuncType); ok || x.Type == nil {
-			if fn, ok := ss.core.Syms.Func(u); ok {
+		switch x.Type.(type) {
+		case nil, *dwarf.FuncType, *dwarf.VoidType:
+			if _, ok := ss.core.Syms.Func(u); ok {
 				s += " <" + ss.core.Syms.Describe(u) + ">"
-				_ = fn
 			}
 			return s
 		}
