@@ -349,8 +349,8 @@ func (o *dobj) locExpr(e *dwarf.Entry, c *cuInfo, lpc uint64) ([]byte, error) {
 		return o.findLoc(int(off), c, lpc)
 	case dwarf.ClassLocList:
 		// DW_FORM_loclistx: an index into the unit's offset table.
-		idx, _ := f.Val.(int64)
-		base, _ := c.entry.Val(dwarf.AttrLoclistsBase).(int64)
+		idx := asInt(f.Val)
+		base := asInt(c.entry.Val(dwarf.AttrLoclistsBase))
 		at := base + 4*idx
 		if o.loclists == nil || base <= 0 || idx < 0 || at+4 > int64(len(o.loclistsData)) {
 			return nil, fmt.Errorf("location list index %d out of range", idx)
@@ -671,4 +671,16 @@ func (ss *session) localsOf(f *frame, args bool) ([]*value, error) {
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// asInt reads an attribute value that debug/dwarf returns as int64 or
+// uint64 depending on its form.
+func asInt(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case uint64:
+		return int64(x)
+	}
+	return -1
 }

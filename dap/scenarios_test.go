@@ -201,3 +201,27 @@ func TestStepIntoVDSO(t *testing.T) {
 	}
 	c.call("disconnect", nil)
 }
+
+// TestClangLocals reads locals of the clang-built lld_tables, whose DWARF
+// uses location list indexes and address tables.
+func TestClangLocals(t *testing.T) {
+	c := newClient(t, Options{})
+	line := markerLine(t, "full_tables.c", "RSEQ-LINE")
+	c.launch(map[string]any{"program": fixture("lld_tables"), "args": []string{"1", "50"}})
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": fixture("../full_tables.c")}, "breakpoints": []map[string]any{{"line": line, "hitCondition": "3"}}})
+	c.call("configurationDone", nil)
+	st := c.stopped()
+	fs := c.frames(st.Body.ThreadId)
+	locals := c.variables(c.scope(fs[0].Id, "Locals"))
+	if iv, ok := find(locals, "i"); !ok || iv.Value != "4" {
+		t.Errorf("i in the third inline iteration: %+v (locals %+v)", iv, locals)
+	}
+	if got := c.evaluate(fs[0].Id, "t->iterations").Result; got != "50" {
+		t.Errorf("t->iterations = %q", got)
+	}
+	c.call("next", map[string]any{"threadId": st.Body.ThreadId})
+	if st = c.stopped(); st.Body.Description != "critical section committed" {
+		t.Errorf("next: %+v", st.Body)
+	}
+	c.call("disconnect", nil)
+}
