@@ -447,7 +447,12 @@ func (ss *session) rseqDescription(st *stepper.Stop) (string, string) {
 	case stepper.ExitedAtPoint, stepper.ExitedBranch:
 		return "critical section left without committing", text
 	case stepper.Interrupted:
-		return "critical section run interrupted: it aborts on resume", text
+		// The run ended on another stop (a breakpoint on the retry path,
+		// a pause); the thread is not inside, or that was said above.
+		if c.Aborts > 0 {
+			return "critical section aborted by the kernel", text
+		}
+		return "critical section run interrupted", text
 	}
 	return "", text
 }
