@@ -39,10 +39,18 @@ type Session struct {
 	mu       sync.Mutex // serializes output with the program's forwarded output
 	out      io.Writer
 	conds    map[int]*condition
+	pending  []pendingBreak
 	ignore   map[int]int
 	launched bool
 	pipes    sync.WaitGroup
 	done     bool
+}
+
+// pendingBreak is a location in code not loaded yet (gdb's pending
+// breakpoint): it is resolved when the dynamic linker loads objects.
+type pendingBreak struct {
+	loc  string
+	cond *condition
 }
 
 // Launch starts the program stopped at its first instruction.
@@ -412,8 +420,36 @@ func (s *Session) breakCmd(arg string) error {
 	}
 	addrs, err := s.resolve(loc)
 	if err != nil {
-		return err
+		if strings.HasPrefix(loc, "*") {
+			return err
+		}
+		s.pending = append(s.pending, pendingBreak{loc: loc, cond: cond})
+		s.eng.SetReportLibraries(true)
+		s.emit(map[string]any{"event": "breakpoint", "pending": loc},
+			fmt.Sprintf("Breakpoint pending on %s (%v): it is set when a library that has it loads", loc, err))
+		return nil
 	}
+	return s.setBreakpoints(addrs, cond)
+}
+
+// resolvePending sets the pending breakpoints that newly loaded code has.
+func (s *Session) resolvePending() {
+	kept := s.pending[:0]
+	for _, p := range s.pending {
+		addrs, err := s.resolve(p.loc)
+		if err != nil {
+			kept = append(kept, p)
+			continue
+		}
+		if err := s.setBreakpoints(addrs, p.cond); err != nil {
+			s.errorf("%s: %v", p.loc, err)
+		}
+	}
+	s.pending = kept
+	s.eng.SetReportLibraries(len(s.pending) > 0)
+}
+
+func (s *Session) setBreakpoints(addrs []uint64, cond *condition) error {
 	for _, a := range addrs {
 		bp, err := s.eng.SetBreakpoint(a)
 		if err != nil {
@@ -483,6 +519,12 @@ func (s *Session) continueCmd(arg string) error {
 			return err
 		}
 		crossed = append(crossed, st.Crossed...)
+		if st.Kind == stepper.StopLibrary {
+			s.syncObjects()
+			s.resolvePending()
+			s.cur = st.Tid
+			continue
+		}
 		if st.Kind == stepper.StopBreakpoint && st.Breakpoint != nil && !s.shouldStop(st) {
 			s.cur = st.Tid
 			continue

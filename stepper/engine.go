@@ -369,6 +369,10 @@ func (e *Engine) SetVDSO(on bool) {
 	}
 }
 
+// SetReportLibraries makes Continue stop with StopLibrary when the dynamic
+// linker changes the object list (for breakpoints pending on a library).
+func (e *Engine) SetReportLibraries(on bool) { e.opts.ReportLibraries = on }
+
 // VDSO reports whether vDSO functions are stepped as regions.
 func (e *Engine) VDSO() bool { return !e.opts.NoVDSO }
 
