@@ -429,6 +429,9 @@ func (e *Engine) StepInstruction(tid int, sig int, others Others) (*Stop, error)
 		}
 		return e.regionRun(tid, sig, r, exits, false)
 	}
+	if in.Kind == regions.FlowSyscall {
+		e.forgetUnregistered(tid)
+	}
 	return e.hardwareStep(tid, sig, regs.Rip, others)
 }
 
@@ -463,6 +466,7 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 			e.t.InsertBreakpoint(pc)
 		}
 	}()
+	// Registers are cached by the target while the thread is stopped.
 	regs0, err := e.t.Regs(tid)
 	if err != nil {
 		return nil, err
@@ -506,6 +510,10 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 		st := e.eventStop(ev)
 		if ev.Kind == target.EventStop && ev.Tid == tid && ev.Trap == target.TrapStep {
 			st.Kind = StopStep
+			if in, err := e.decode(pc); err == nil && in.Kind == regions.FlowTrap && in.Inst.Op == x86asm.INT {
+				// The program's own int3: its SIGTRAP, not our step.
+				st.Kind = StopSignal
+			}
 		}
 		if ev.Trap == target.TrapBreakpoint && e.internalBreakpoint(ev.Addr) && len(e.byAddr[ev.Addr]) == 0 {
 			// Another thread hit the dynamic linker breakpoint meanwhile.
@@ -719,6 +727,11 @@ func (e *Engine) Continue(tid int, sigs map[int]int) (*Stop, error) {
 		}
 	}
 	clear(e.reported)
+	for th, a := range e.rseq {
+		if !a.Known {
+			delete(e.rseq, th)
+		}
+	}
 	for {
 		actions := map[int]target.Action{}
 		for th, s := range sigs {
