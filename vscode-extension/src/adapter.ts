@@ -42,6 +42,14 @@ export function resolveBinary(extensionPath: string, setting: string | undefined
     return { path: abs, from: 'setting' };
   }
   const bundled = path.join(extensionPath, 'bin', 'rseqdbg');
+  if (!isExecutable(bundled) && fs.existsSync(bundled)) {
+    // An unpacker that dropped the mode bits.
+    try {
+      fs.chmodSync(bundled, 0o755);
+    } catch {
+      // reported below
+    }
+  }
   if (isExecutable(bundled)) {
     return { path: bundled, from: 'bundled' };
   }
