@@ -13,13 +13,60 @@ export interface Region {
   name: string;
   object: string;
   start: number | string;
+  /** Post-commit address of a critical section (its end). */
   commit: number | string;
-  abort: number | string;
+  /** End of any region (vDSO functions have no commit). */
+  end?: number | string;
+  abort?: number | string;
+  exits?: string[];
+  warnings?: string[];
   source?: RegionSource;
 }
 
 export interface RegionsBody {
   regions: Region[];
+  warnings?: string[];
+}
+
+/** A source given as "path:line" or as {path, line}. */
+function parseSource(v: unknown): RegionSource | undefined {
+  if (typeof v === 'string') {
+    const m = /^(.*):(\d+)$/.exec(v);
+    return m ? { path: m[1], line: Number(m[2]) } : undefined;
+  }
+  if (v && typeof v === 'object') {
+    const o = v as { path?: unknown; line?: unknown };
+    if (typeof o.path === 'string' && typeof o.line === 'number') {
+      return { path: o.path, line: o.line };
+    }
+  }
+  return undefined;
+}
+
+/** The regions of an rseqRegions response body, in one shape whatever the adapter's version sent. */
+export function normalizeRegions(body: unknown): Region[] {
+  const list = (body as { regions?: unknown } | undefined)?.regions;
+  if (!Array.isArray(list)) {
+    return [];
+  }
+  return list
+    .filter((r): r is Record<string, unknown> => !!r && typeof r === 'object')
+    .map((r) => {
+      const addr = (v: unknown): number | string | undefined => (typeof v === 'number' || typeof v === 'string' ? v : undefined);
+      const end = addr(r.end);
+      return {
+        kind: typeof r.kind === 'string' ? r.kind : '',
+        name: typeof r.name === 'string' ? r.name : '',
+        object: typeof r.object === 'string' ? r.object : '',
+        start: addr(r.start) ?? '',
+        commit: addr(r.commit) ?? end ?? '',
+        end,
+        abort: addr(r.abort),
+        exits: Array.isArray(r.exits) ? r.exits.map(String) : undefined,
+        warnings: Array.isArray(r.warnings) ? r.warnings.map(String) : undefined,
+        source: parseSource(r.source),
+      };
+    });
 }
 
 /** An address as 0x-prefixed hex, whether the adapter sent a number or a string. */
@@ -58,10 +105,14 @@ export function regionLabel(r: Region): string {
   return r.name && r.name.length > 0 ? r.name : `${r.kind || 'region'} ${hexAddr(r.start)}`;
 }
 
+function hasAbort(r: Region): boolean {
+  return r.abort !== undefined && r.abort !== '' && r.abort !== 0;
+}
+
 /** One-line summary: kind, [start, commit), abort. */
 export function regionDescription(r: Region): string {
   const parts = [r.kind || 'region', `[${hexAddr(r.start)}, ${hexAddr(r.commit)})`];
-  if (r.abort !== undefined && r.abort !== '' && r.abort !== 0) {
+  if (hasAbort(r)) {
     parts.push(`abort ${hexAddr(r.abort)}`);
   }
   return parts.join(' ');
@@ -72,11 +123,17 @@ export function regionHover(r: Region): string {
   const lines = [
     `**${r.kind === 'rseq' ? 'rseq critical section' : (r.kind || 'restartable region')}** \`${regionLabel(r)}\``,
     '',
-    `- start \`${hexAddr(r.start)}\`, commit \`${hexAddr(r.commit)}\`` +
+    `- start \`${hexAddr(r.start)}\`, ${r.kind === 'rseq' ? 'commit' : 'end'} \`${hexAddr(r.commit)}\`` +
       (regionSize(r) !== undefined ? ` (${regionSize(r)} bytes)` : ''),
   ];
-  if (r.abort !== undefined && r.abort !== '' && r.abort !== 0) {
+  if (hasAbort(r)) {
     lines.push(`- abort handler \`${hexAddr(r.abort)}\``);
+  }
+  for (const x of r.exits ?? []) {
+    lines.push(`- exit \`${x}\``);
+  }
+  for (const w of r.warnings ?? []) {
+    lines.push(`- warning: ${w}`);
   }
   if (r.object) {
     lines.push(`- in \`${r.object}\``);

@@ -4,7 +4,7 @@
 // `rseqRegions` custom request whenever the session stops.
 import * as path from 'path';
 import * as vscode from 'vscode';
-import { objectsOf, Region, RegionsBody, regionDescription, regionHover, regionLabel, regionsByLine } from './model';
+import { normalizeRegions, objectsOf, Region, regionDescription, regionHover, regionLabel, regionsByLine } from './model';
 
 export const DEBUG_TYPE = 'rseqdbg';
 
@@ -67,8 +67,7 @@ export class RegionStore implements vscode.Disposable {
       return;
     }
     try {
-      const body = (await session.customRequest('rseqRegions')) as RegionsBody | undefined;
-      this.bySession.set(session.id, Array.isArray(body?.regions) ? body.regions : []);
+      this.bySession.set(session.id, normalizeRegions(await session.customRequest('rseqRegions')));
       this.errors.delete(session.id);
     } catch (e) {
       // The session may be gone, or not yet have a process.

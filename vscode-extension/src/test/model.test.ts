@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { resolveBinary } from '../adapter';
-import { hexAddr, objectsOf, Region, regionDescription, regionHover, regionLabel, regionsByLine, regionSize } from '../model';
+import { hexAddr, normalizeRegions, objectsOf, Region, regionDescription, regionHover, regionLabel, regionsByLine, regionSize } from '../model';
 import { listProcesses } from '../processes';
 
 const r1: Region = {
@@ -41,6 +41,24 @@ describe('model', () => {
     const m = regionsByLine([r1, other, nosrc, { ...r1, name: 'b' }], '/x/./full_tables.c');
     assert.deepStrictEqual([...m.keys()], [41]);
     assert.strictEqual(m.get(41)?.length, 2);
+  });
+
+  it('accepts source as "path:line" or {path, line}, end for commit', () => {
+    const rs = normalizeRegions({
+      regions: [
+        { kind: 'rseq', name: 'a', object: '/o', start: '0x10', end: '0x20', commit: '0x20', abort: '0x30', source: '/x/a.c:12' },
+        { kind: 'vdso', name: '__vdso_clock_gettime', object: '[vdso]', start: '0x40', end: '0x80' },
+        { kind: 'rseq', name: 'b', object: '/o', start: 16, commit: 32, abort: 48, source: { path: '/x/b.c', line: 3 } },
+        null,
+      ],
+    });
+    assert.strictEqual(rs.length, 3);
+    assert.deepStrictEqual(rs[0].source, { path: '/x/a.c', line: 12 });
+    assert.strictEqual(rs[1].commit, '0x80');
+    assert.strictEqual(rs[1].source, undefined);
+    assert.strictEqual(regionDescription(rs[1]), 'vdso [0x40, 0x80)');
+    assert.deepStrictEqual(rs[2].source, { path: '/x/b.c', line: 3 });
+    assert.deepStrictEqual(normalizeRegions(undefined), []);
   });
 
   it('lists objects in first-seen order', () => {
