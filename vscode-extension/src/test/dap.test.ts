@@ -71,7 +71,11 @@ describe('rseqdbg dap (DebugClient against the Go binary)', function () {
 
   afterEach(async () => {
     if (dc) {
-      await dc.stop().catch(() => undefined);
+      // stop() disconnects; after a test's own disconnect the adapter has
+      // already gone and that request is never answered.
+      const stopped = dc.stop().catch(() => undefined);
+      await Promise.race([stopped, new Promise((r) => setTimeout(r, 3000))]);
+      (dc as unknown as { stopAdapter(): void }).stopAdapter();
     }
     for (const c of children) {
       c.kill('SIGKILL');
@@ -244,13 +248,14 @@ describe('rseqdbg dap (DebugClient against the Go binary)', function () {
     await init;
     await dc.configurationDoneRequest();
     await new Promise((r) => setTimeout(r, 500));
-    const threads = (await dc.threadsRequest()).body.threads;
-    assert.ok(threads.length >= 5, `threads: ${JSON.stringify(threads)}`);
+    const running = (await dc.threadsRequest()).body.threads;
     const stopped = waitStopped();
-    await dc.pauseRequest({ threadId: threads[0].id });
+    await dc.pauseRequest({ threadId: running[0].id });
     const s = await stopped;
     assert.strictEqual(s.event.body.reason, 'pause');
     assert.ok(s.frames.length > 0);
+    const threads = (await dc.threadsRequest()).body.threads;
+    assert.ok(threads.length >= 5, `main and 4 workers, got ${JSON.stringify(threads)}`);
     await dc.disconnectRequest({ terminateDebuggee: true });
   });
 
