@@ -47,10 +47,12 @@ export class DisassemblyProvider implements vscode.TextDocumentContentProvider {
     const start = q.get('start') ?? '?';
     const commit = q.get('commit') ?? '?';
     const abort = q.get('abort') ?? '?';
+    const rseq = q.get('kind') === 'rseq';
     const head = [
-      `; ${q.get('kind') === 'rseq' ? 'rseq critical section' : q.get('kind') || 'region'} ${q.get('name')}`,
+      `; ${rseq ? 'rseq critical section' : q.get('kind') === 'vdso' ? 'vDSO function' : q.get('kind') || 'region'} ${q.get('name')}`,
       `; object ${q.get('object') || '?'}`,
-      `; [start ${start}, commit ${commit}), abort ${abort}`,
+      rseq ? `; [start ${start}, commit ${commit}), abort handler ${abort}` : `; [start ${start}, end ${commit})`,
+      '; rseqdbg runs it atomically: a step that enters it stops where it leaves (commit, abort or an exit).',
       ';',
     ];
     if (!session) {
@@ -62,7 +64,7 @@ export class DisassemblyProvider implements vscode.TextDocumentContentProvider {
     const body: string[] = [];
     try {
       body.push(...(await this.listing(session, start, -4, Math.min(size, 512) + 8, start, commit, abort)));
-      if (abort !== '?' && abort !== '0x0') {
+      if (rseq && abort !== '?' && abort !== '0x0') {
         body.push('', '; abort handler');
         body.push(...(await this.listing(session, abort, 0, 8, start, commit, abort)));
       }
@@ -82,6 +84,7 @@ export class DisassemblyProvider implements vscode.TextDocumentContentProvider {
     const s = addrValue(start);
     const c = addrValue(commit);
     const out: string[] = [];
+    let lastSymbol: string | undefined;
     for (const ins of resp?.instructions ?? []) {
       const a = addrValue(ins.address);
       const inside = a !== undefined && s !== undefined && c !== undefined && a >= s && a < c;
@@ -97,9 +100,12 @@ export class DisassemblyProvider implements vscode.TextDocumentContentProvider {
         mark = '!';
         note = '  ; <- abort handler';
       }
-      const sym = ins.symbol ? ` <${ins.symbol}>` : '';
+      if (ins.symbol && ins.symbol !== lastSymbol) {
+        out.push(`<${ins.symbol}>:`);
+      }
+      lastSymbol = ins.symbol;
       const bytes = (ins.instructionBytes ?? '').padEnd(24);
-      out.push(`${mark} ${hexAddr(ins.address)}${sym}  ${bytes} ${ins.instruction}${note}`);
+      out.push(`${mark} ${hexAddr(ins.address)}  ${bytes} ${ins.instruction}${note}`);
     }
     return out;
   }
