@@ -16,13 +16,20 @@ mkdir -p "$D" && cd "$D"
 npm init -y >/dev/null
 export npm_config_nodedir=/usr   # local node headers: node-gyp would download them
 npm install --no-audit --no-fund --ignore-scripts --loglevel=error "code-server@$VERSION"
-npm rebuild --loglevel=error argon2   # prebuilt download fails; builds from source
+# Native modules build from source, two at a time (the machine has 2 cores):
+# the longest (spdlog) alone, the others one after another beside it.
+(npm rebuild --loglevel=error argon2 >"$D/argon2.log" 2>&1) &   # prebuilt download fails
+ARGON=$!
 CS="$D/node_modules/code-server"
 cd "$CS/lib/vscode"                   # code-server's postinstall.sh, minus its downloads
 npm install --no-audit --no-fund --omit=dev --ignore-scripts --loglevel=error
 mkdir -p node_modules/@vscode/ripgrep/bin && cp "$(command -v rg)" node_modules/@vscode/ripgrep/bin/rg
-npm rebuild --loglevel=error kerberos @parcel/watcher @vscode/deviceid @vscode/spdlog native-watchdog
-(cd node_modules/node-pty && node "$(npm prefix -g)/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js" rebuild --nodedir=/usr >node-gyp.log 2>&1) || { cat node_modules/node-pty/node-gyp.log; exit 1; }
+(npm rebuild --loglevel=error @vscode/spdlog >"$D/spdlog.log" 2>&1) &
+SPDLOG=$!
+wait $ARGON || { cat "$D/argon2.log"; exit 1; }
+npm rebuild --loglevel=error kerberos @parcel/watcher @vscode/deviceid native-watchdog
+(cd node_modules/node-pty && node "$(npm prefix -g)/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js" rebuild --nodedir=/usr >"$D/node-pty.log" 2>&1) || { cat "$D/node-pty.log"; exit 1; }
+wait $SPDLOG || { cat "$D/spdlog.log"; exit 1; }
 for m in kerberos node-pty @vscode/deviceid @vscode/spdlog native-watchdog @parcel/watcher; do node -e "require('$m')"; done
 ln -sfn node_modules node_modules.asar
 (cd bin/remote-cli && ln -sfn code-linux.sh code-server)

@@ -40,6 +40,7 @@ step "playwright-core, extension package"
 (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
 (cd "$EXT" && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && npm run --silent package >/dev/null)
 VSIX=$EXT/rseqdbg-linux-x64.vsix
+"$EXT/bin/rseqdbg" dap --help >/dev/null 2>&1 || { echo "the bundled rseqdbg has no dap subcommand: nothing to debug with" >&2; exit 1; }
 
 # A scratch workspace: the fixture's sources, built there (so the debug
 # info names files inside the workspace), and a launch.json.

@@ -259,6 +259,19 @@ describe('rseqdbg dap (DebugClient against the Go binary)', function () {
     await dc.disconnectRequest({ terminateDebuggee: true });
   });
 
+  it('stops on entry when asked, then runs to the end', async () => {
+    const init = dc.waitForEvent('initialized', TIMEOUT);
+    await launch({ stopOnEntry: true, vdso: false, env: { RSEQDBG_TEST: '1' } }, ['1', '10']);
+    await init;
+    const stopped = waitStopped();
+    await dc.configurationDoneRequest();
+    const s = await stopped;
+    assert.strictEqual(s.event.body.reason, 'entry');
+    const exited = dc.waitForEvent('exited', TIMEOUT);
+    await dc.continueRequest({ threadId: s.event.body.threadId! });
+    assert.strictEqual(((await exited) as DebugProtocol.ExitedEvent).body.exitCode, 0);
+  });
+
   it('sends the program\'s output and its exit code, then terminates', async () => {
     const outputs: string[] = [];
     dc.on('output', (e: DebugProtocol.OutputEvent) => outputs.push(e.body.output));
