@@ -39,6 +39,8 @@ type Session struct {
 	mu       sync.Mutex // serializes output with the program's forwarded output
 	out      io.Writer
 	conds    map[int]*condition
+	temp     map[int]bool // tbreak: deleted at their first stop
+	nextTemp bool
 	pending  []pendingBreak
 	ignore   map[int]int
 	launched bool
@@ -94,7 +96,7 @@ func newSession(o Options) *Session {
 		out = os.Stdout
 	}
 	return &Session{syms: &symbols.Table{}, uw: unwind.New(), loaded: map[string]bool{}, json: o.JSON, out: out,
-		conds: map[int]*condition{}, ignore: map[int]int{}}
+		conds: map[int]*condition{}, ignore: map[int]int{}, temp: map[int]bool{}}
 }
 
 func (s *Session) forward(r *os.File, stream string) {
@@ -223,8 +225,10 @@ func (s *Session) exec(line string) error {
 		return s.examine(cmd, rest)
 	}
 	switch cmd {
-	case "break", "b", "tbreak":
-		return s.breakCmd(rest)
+	case "break", "b":
+		return s.breakCmd(rest, false)
+	case "tbreak":
+		return s.breakCmd(rest, true)
 	case "delete", "d":
 		return s.deleteCmd(rest)
 	case "continue", "c":
@@ -397,7 +401,8 @@ func (s *Session) resolve(loc string) ([]uint64, error) {
 	return []uint64{s.syms.AfterPrologue(f)}, nil
 }
 
-func (s *Session) breakCmd(arg string) error {
+func (s *Session) breakCmd(arg string, temporary bool) error {
+	s.nextTemp = temporary
 	if err := s.live(); err != nil {
 		return err
 	}
@@ -457,6 +462,9 @@ func (s *Session) setBreakpoints(addrs []uint64, cond *condition) error {
 		}
 		if cond != nil {
 			s.conds[bp.ID] = cond
+		}
+		if s.nextTemp {
+			s.temp[bp.ID] = true
 		}
 		fn, file, line := s.where(a)
 		text := fmt.Sprintf("Breakpoint %d at %#x: %s", bp.ID, a, fn)
@@ -531,6 +539,10 @@ func (s *Session) continueCmd(arg string) error {
 		}
 		st.Crossed = crossed
 		s.report(st, "")
+		if st.Breakpoint != nil && s.temp[st.Breakpoint.ID] {
+			delete(s.temp, st.Breakpoint.ID)
+			s.eng.ClearBreakpoint(st.Breakpoint.ID)
+		}
 		return nil
 	}
 }
