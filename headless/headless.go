@@ -770,10 +770,7 @@ func (s *Session) backtrace() error {
 	var b strings.Builder
 	for i, f := range frames {
 		pc := f.PC
-		lookup := pc
-		if i > 0 && !f.Signal {
-			lookup = pc - 1
-		}
+		lookup := f.LookupPC()
 		fn, _, _ := s.where(pc)
 		if i > 0 {
 			fn, _, _ = s.where(lookup)
@@ -796,6 +793,7 @@ func (s *Session) backtrace() error {
 			m["signal"] = true
 			b.WriteString(" <signal handler called>")
 		}
+		_ = i
 		b.WriteString("\n")
 		list = append(list, m)
 	}
