@@ -137,7 +137,15 @@ func (s *Session) syncObjects() {
 		s.loaded[o.Path] = true
 		if o.Path == "[vdso]" {
 			base := s.eng.Auxv()[regions.AtSysinfoEhdr]
-			img := make([]byte, 8192)
+			size := uint64(8192)
+			if maps, err := s.proc.Maps(); err == nil {
+				for _, m := range maps {
+					if m.Start == base && m.End-m.Start <= 1<<20 {
+						size = m.End - m.Start
+					}
+				}
+			}
+			img := make([]byte, size)
 			if n, _ := s.proc.ReadMemory(base, img); n > 0 {
 				s.syms.LoadImage(o.Path, img[:n], o.Bias)
 				s.uw.AddImage(o.Path, img[:n], base)
@@ -793,7 +801,6 @@ func (s *Session) backtrace() error {
 			m["signal"] = true
 			b.WriteString(" <signal handler called>")
 		}
-		_ = i
 		b.WriteString("\n")
 		list = append(list, m)
 	}
