@@ -39,10 +39,20 @@ type Session struct {
 	mu       sync.Mutex // serializes output with the program's forwarded output
 	out      io.Writer
 	conds    map[int]*condition
+	temp     map[int]bool // tbreak: deleted at their first stop
+	nextTemp bool
+	pending  []pendingBreak
 	ignore   map[int]int
 	launched bool
 	pipes    sync.WaitGroup
 	done     bool
+}
+
+// pendingBreak is a location in code not loaded yet (gdb's pending
+// breakpoint): it is resolved when the dynamic linker loads objects.
+type pendingBreak struct {
+	loc  string
+	cond *condition
 }
 
 // Launch starts the program stopped at its first instruction.
@@ -86,7 +96,7 @@ func newSession(o Options) *Session {
 		out = os.Stdout
 	}
 	return &Session{syms: &symbols.Table{}, uw: unwind.New(), loaded: map[string]bool{}, json: o.JSON, out: out,
-		conds: map[int]*condition{}, ignore: map[int]int{}}
+		conds: map[int]*condition{}, ignore: map[int]int{}, temp: map[int]bool{}}
 }
 
 func (s *Session) forward(r *os.File, stream string) {
@@ -127,7 +137,15 @@ func (s *Session) syncObjects() {
 		s.loaded[o.Path] = true
 		if o.Path == "[vdso]" {
 			base := s.eng.Auxv()[regions.AtSysinfoEhdr]
-			img := make([]byte, 8192)
+			size := uint64(8192)
+			if maps, err := s.proc.Maps(); err == nil {
+				for _, m := range maps {
+					if m.Start == base && m.End-m.Start <= 1<<20 {
+						size = m.End - m.Start
+					}
+				}
+			}
+			img := make([]byte, size)
 			if n, _ := s.proc.ReadMemory(base, img); n > 0 {
 				s.syms.LoadImage(o.Path, img[:n], o.Bias)
 				s.uw.AddImage(o.Path, img[:n], base)
@@ -215,8 +233,10 @@ func (s *Session) exec(line string) error {
 		return s.examine(cmd, rest)
 	}
 	switch cmd {
-	case "break", "b", "tbreak":
-		return s.breakCmd(rest)
+	case "break", "b":
+		return s.breakCmd(rest, false)
+	case "tbreak":
+		return s.breakCmd(rest, true)
 	case "delete", "d":
 		return s.deleteCmd(rest)
 	case "continue", "c":
@@ -389,7 +409,8 @@ func (s *Session) resolve(loc string) ([]uint64, error) {
 	return []uint64{s.syms.AfterPrologue(f)}, nil
 }
 
-func (s *Session) breakCmd(arg string) error {
+func (s *Session) breakCmd(arg string, temporary bool) error {
+	s.nextTemp = temporary
 	if err := s.live(); err != nil {
 		return err
 	}
@@ -412,8 +433,36 @@ func (s *Session) breakCmd(arg string) error {
 	}
 	addrs, err := s.resolve(loc)
 	if err != nil {
-		return err
+		if strings.HasPrefix(loc, "*") {
+			return err
+		}
+		s.pending = append(s.pending, pendingBreak{loc: loc, cond: cond})
+		s.eng.SetReportLibraries(true)
+		s.emit(map[string]any{"event": "breakpoint", "pending": loc},
+			fmt.Sprintf("Breakpoint pending on %s (%v): it is set when a library that has it loads", loc, err))
+		return nil
 	}
+	return s.setBreakpoints(addrs, cond)
+}
+
+// resolvePending sets the pending breakpoints that newly loaded code has.
+func (s *Session) resolvePending() {
+	kept := s.pending[:0]
+	for _, p := range s.pending {
+		addrs, err := s.resolve(p.loc)
+		if err != nil {
+			kept = append(kept, p)
+			continue
+		}
+		if err := s.setBreakpoints(addrs, p.cond); err != nil {
+			s.errorf("%s: %v", p.loc, err)
+		}
+	}
+	s.pending = kept
+	s.eng.SetReportLibraries(len(s.pending) > 0)
+}
+
+func (s *Session) setBreakpoints(addrs []uint64, cond *condition) error {
 	for _, a := range addrs {
 		bp, err := s.eng.SetBreakpoint(a)
 		if err != nil {
@@ -421,6 +470,9 @@ func (s *Session) breakCmd(arg string) error {
 		}
 		if cond != nil {
 			s.conds[bp.ID] = cond
+		}
+		if s.nextTemp {
+			s.temp[bp.ID] = true
 		}
 		fn, file, line := s.where(a)
 		text := fmt.Sprintf("Breakpoint %d at %#x: %s", bp.ID, a, fn)
@@ -483,12 +535,22 @@ func (s *Session) continueCmd(arg string) error {
 			return err
 		}
 		crossed = append(crossed, st.Crossed...)
+		if st.Kind == stepper.StopLibrary {
+			s.syncObjects()
+			s.resolvePending()
+			s.cur = st.Tid
+			continue
+		}
 		if st.Kind == stepper.StopBreakpoint && st.Breakpoint != nil && !s.shouldStop(st) {
 			s.cur = st.Tid
 			continue
 		}
 		st.Crossed = crossed
 		s.report(st, "")
+		if st.Breakpoint != nil && s.temp[st.Breakpoint.ID] {
+			delete(s.temp, st.Breakpoint.ID)
+			s.eng.ClearBreakpoint(st.Breakpoint.ID)
+		}
 		return nil
 	}
 }
@@ -716,10 +778,7 @@ func (s *Session) backtrace() error {
 	var b strings.Builder
 	for i, f := range frames {
 		pc := f.PC
-		lookup := pc
-		if i > 0 && !f.Signal {
-			lookup = pc - 1
-		}
+		lookup := f.LookupPC()
 		fn, _, _ := s.where(pc)
 		if i > 0 {
 			fn, _, _ = s.where(lookup)
@@ -1040,4 +1099,3 @@ func (s *Session) disassemble(addr uint64, n int) error {
 	s.emit(map[string]any{"event": "disassembly", "instructions": list}, strings.TrimRight(b.String(), "\n"))
 	return nil
 }
-

@@ -6,6 +6,7 @@ import (
 
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target"
+	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
 )
 
@@ -61,8 +62,15 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 			e.t.RemoveBreakpoint(a)
 		}
 	}()
+	from := uint64(0)
+	if regs, err := e.t.Regs(tid); err == nil {
+		from = regs.Rip
+	}
 	for _, a := range exits {
-		if r := e.insideCS(a); r != nil {
+		// Never inside a section; never where the thread resumes from, or
+		// it would trap before moving (a retry after an abort starts at
+		// the abort exit).
+		if r := e.insideCS(a); r != nil || a == from {
 			continue
 		}
 		if err := e.t.InsertBreakpoint(a); err != nil {
@@ -421,6 +429,9 @@ func (e *Engine) StepInstruction(tid int, sig int, others Others) (*Stop, error)
 		}
 		return e.regionRun(tid, sig, r, exits, false)
 	}
+	if in.Kind == regions.FlowSyscall {
+		e.forgetUnregistered(tid)
+	}
 	return e.hardwareStep(tid, sig, regs.Rip, others)
 }
 
@@ -431,7 +442,10 @@ func (e *Engine) finishErr(st *Stop, err error) (*Stop, error) {
 	return e.finish(st), nil
 }
 
-// hardwareStep is a plain single-step, lifting an int3 of ours at pc.
+// hardwareStep is a plain single-step, lifting an int3 of ours at pc. A
+// signal the policy passes silently is delivered and its handler run to its
+// return before the step is retried, as gdb does, so a signal storm does not
+// turn one step into a walk through the handler.
 func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop, error) {
 	if e.insideCS(pc) != nil {
 		e.stats.StepsInside++
@@ -447,37 +461,104 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 		// With the int3 lifted, other threads must not run past it.
 		others = OthersStay
 	}
-	err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Step, Sig: sig}}, others.action())
-	var ev target.Event
-	if err == nil {
-		ev, err = e.t.Wait()
-	}
-	for i := 0; i < removed && !e.exited; i++ {
-		e.t.InsertBreakpoint(pc)
-	}
+	defer func() {
+		for i := 0; i < removed && !e.exited; i++ {
+			e.t.InsertBreakpoint(pc)
+		}
+	}()
+	// Registers are cached by the target while the thread is stopped.
+	regs0, err := e.t.Regs(tid)
 	if err != nil {
 		return nil, err
 	}
-	e.stats.SingleSteps++
+	actions := map[int]target.Action{tid: {Kind: target.Step, Sig: sig}}
+	for {
+		if err := e.t.Resume(actions, others.action()); err != nil {
+			return nil, err
+		}
+		ev, err := e.t.Wait()
+		if err != nil {
+			return nil, err
+		}
+		e.stats.SingleSteps++
+		if st := e.terminal(ev); st != nil {
+			return st, nil
+		}
+		actions = map[int]target.Action{tid: {Kind: target.Step}}
+		if ev.Kind == target.EventStop && e.silent(ev) {
+			pass := ev.Sig
+			if e.policy.NoPass[ev.Sig] {
+				pass = 0
+			}
+			if ev.Tid != tid {
+				actions[ev.Tid] = target.Action{Kind: target.Continue, Sig: pass}
+				continue
+			}
+			if pass == 0 {
+				continue
+			}
+			st, err := e.runHandler(tid, pass, regs0)
+			if err != nil || st != nil {
+				return st, err
+			}
+			if r, err := e.t.Regs(tid); err == nil && r.Rip != pc {
+				// The signal was ignored and the step executed.
+				return e.finish(&Stop{Kind: StopStep, Tid: tid}), nil
+			}
+			continue
+		}
+		st := e.eventStop(ev)
+		if ev.Kind == target.EventStop && ev.Tid == tid && ev.Trap == target.TrapStep {
+			st.Kind = StopStep
+			if in, err := e.decode(pc); err == nil && in.Kind == regions.FlowTrap && in.Inst.Op == x86asm.INT {
+				// The program's own int3: its SIGTRAP, not our step.
+				st.Kind = StopSignal
+			}
+		}
+		if ev.Trap == target.TrapBreakpoint && e.internalBreakpoint(ev.Addr) && len(e.byAddr[ev.Addr]) == 0 {
+			// Another thread hit the dynamic linker breakpoint meanwhile.
+			e.refreshLinkMap()
+			if err := e.stepOverOwn(ev.Tid); err != nil {
+				return nil, err
+			}
+			st = &Stop{Kind: StopStep, Tid: tid}
+		}
+		if e.internalBreakpoint(pc) && ev.Tid == tid {
+			e.refreshLinkMap()
+		}
+		return e.finish(st), nil
+	}
+}
+
+// silent reports a signal stop the policy neither reports nor stops for.
+func (e *Engine) silent(ev target.Event) bool {
+	return !ev.Async && ev.Trap == target.TrapNone && ev.Sig > 0 && ev.Sig < len(e.policy.NoStop) &&
+		ev.Sig != int(unix.SIGSTOP) && ev.Sig != int(unix.SIGTRAP) && e.policy.NoStop[ev.Sig]
+}
+
+// runHandler delivers sig to tid (stopped before the instruction at
+// regs0.Rip) and runs the handler until it returns there.
+func (e *Engine) runHandler(tid, sig int, regs0 target.Regs) (*Stop, error) {
+	if err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Step, Sig: sig}}, target.Action{Kind: target.Stay}); err != nil {
+		return nil, err
+	}
+	ev, err := e.t.Wait()
+	if err != nil {
+		return nil, err
+	}
 	if st := e.terminal(ev); st != nil {
 		return st, nil
 	}
-	st := e.eventStop(ev)
-	if ev.Kind == target.EventStop && ev.Tid == tid && ev.Trap == target.TrapStep {
-		st.Kind = StopStep
+	r, err := e.t.Regs(tid)
+	if err != nil {
+		return nil, err
 	}
-	if ev.Trap == target.TrapBreakpoint && e.internalBreakpoint(ev.Addr) && len(e.byAddr[ev.Addr]) == 0 {
-		// Another thread hit the dynamic linker breakpoint meanwhile.
-		e.refreshLinkMap()
-		if err := e.stepOverOwn(ev.Tid); err != nil {
-			return nil, err
-		}
-		st = &Stop{Kind: StopStep, Tid: tid}
+	// A handler frame sits well below the red zone; otherwise the signal
+	// was ignored and the instruction itself was stepped.
+	if r.Rsp+128 >= regs0.Rsp {
+		return nil, nil
 	}
-	if e.internalBreakpoint(pc) && ev.Tid == tid {
-		e.refreshLinkMap()
-	}
-	return e.finish(st), nil
+	return e.runToReturn(tid, 0, regs0.Rip, regs0.Rsp, OthersStay)
 }
 
 // regionRun runs tid natively through region r until one of exits.
@@ -503,8 +584,15 @@ func (e *Engine) regionRun(tid, sig int, r *regions.Region, exits exitSet, until
 		budget = e.opts.RunBudget
 	}
 	crossing := Crossing{Region: r}
+	deadline := time.Now().Add(budget)
 	for {
-		res, err := e.runToExits(tid, sig, exits, OthersStay, budget, true)
+		left := time.Duration(0)
+		if budget > 0 {
+			if left = time.Until(deadline); left <= time.Millisecond {
+				left = time.Millisecond
+			}
+		}
+		res, err := e.runToExits(tid, sig, exits, OthersStay, left, true)
 		sig = 0
 		if err != nil {
 			return nil, err
@@ -639,6 +727,11 @@ func (e *Engine) Continue(tid int, sigs map[int]int) (*Stop, error) {
 		}
 	}
 	clear(e.reported)
+	for th, a := range e.rseq {
+		if !a.Known {
+			delete(e.rseq, th)
+		}
+	}
 	for {
 		actions := map[int]target.Action{}
 		for th, s := range sigs {
@@ -897,6 +990,10 @@ func (e *Engine) rangeFlow(lo, hi uint64) *flow {
 		}
 		if r := e.idx.Lookup(in.Next()); r != nil && !r.Contains(pc) {
 			f.stopAt.add(pc)
+		} else if mayStoreDescriptor(in) {
+			// A section no table lists is found when its descriptor is
+			// stored: step that store so discovery sees it.
+			f.stopAt.add(pc)
 		}
 		pc = in.Next()
 		if pc >= hi {
@@ -929,4 +1026,18 @@ func (e *Engine) RunTo(tid int, addr uint64, others Others) (*Stop, error) {
 		return e.finishErr(st, err)
 	}
 	return e.finish(&Stop{Kind: StopStep, Tid: tid}), nil
+}
+
+// mayStoreDescriptor recognises the shape of a store into rseq_cs: a
+// 64-bit register store to 8(reg) or through %fs.
+func mayStoreDescriptor(in regions.Insn) bool {
+	if in.Inst.Op != x86asm.MOV || in.Inst.MemBytes != 8 {
+		return false
+	}
+	m, ok := in.Inst.Args[0].(x86asm.Mem)
+	if !ok {
+		return false
+	}
+	_, isReg := in.Inst.Args[1].(x86asm.Reg)
+	return isReg && (m.Disp == 8 || m.Segment == x86asm.FS)
 }

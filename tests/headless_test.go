@@ -63,7 +63,7 @@ func TestStepiReachesCommit(t *testing.T) {
 					if signals {
 						prog = append(prog, "--signals")
 					}
-					s := run(t, []string{"break " + f.fn, "continue", "stepi 1000", "info stats", "delete"}, []string{"--continue"}, prog...)
+					s := run(t, []string{"break " + f.fn, "continue", "delete", "stepi 1000", "info stats"}, []string{"--continue"}, prog...)
 					checkCrossings(t, s, 5)
 					noStepsInside(t, s)
 					s.exact(t)
@@ -91,7 +91,7 @@ func TestNextTakesCommitPath(t *testing.T) {
 			crossed := 0
 			for _, e := range s.of("region") {
 				crossed++
-				if e.str("outcome") != "commit" {
+				if o := e.str("outcome"); o != "commit" && !(o == "branch-exit" && f.prog == "branch_exit") {
 					t.Errorf("next ended a region with %q", e.str("outcome"))
 				}
 			}
@@ -135,10 +135,9 @@ func TestBreakpointAtStartAutoContinued(t *testing.T) {
 	for _, prog := range []string{"full_tables", "no_tables"} {
 		t.Run(prog, func(t *testing.T) {
 			fn := map[string]string{"full_tables": "inc_full", "no_tables": "inc_notable"}[prog]
-			start := regionStart(t, prog, fn)
-			if prog == "no_tables" {
-				// Discovered at run time only: find it by the function.
-				start = ""
+			start := ""
+			if prog != "no_tables" { // that one is discovered at run time only
+				start = regionStart(t, prog, fn)
 			}
 			loc := "*" + start
 			if start == "" {
@@ -169,7 +168,8 @@ func TestBreakpointAtStartAutoContinued(t *testing.T) {
 // within a few steps.
 func TestStepiThroughVDSO(t *testing.T) {
 	line := markerLine(t, "vdso_clock.c", "VDSO-CALL")
-	cmds := []string{fmt.Sprintf("break vdso_clock.c:%d", line), "continue", "delete"}
+	// The second call: the first goes through lazy PLT binding in ld.so.
+	cmds := []string{fmt.Sprintf("break vdso_clock.c:%d", line), "continue", "continue", "delete"}
 	for i := 0; i < 60; i++ {
 		cmds = append(cmds, "stepi")
 	}

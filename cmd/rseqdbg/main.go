@@ -23,6 +23,7 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 
 func main() {
 	root := rootCommand()
+	root.SetArgs(gdbStyleFlags(os.Args[1:]))
 	if err := root.Execute(); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {
@@ -31,6 +32,23 @@ func main() {
 		fmt.Fprintln(os.Stderr, "rseqdbg:", err)
 		os.Exit(2)
 	}
+}
+
+// gdbStyleFlags accepts gdb's single-dash -ex (pflag would read it as -e
+// with the value "x") by rewriting it to --ex before the program's own
+// arguments start.
+func gdbStyleFlags(args []string) []string {
+	out := make([]string, len(args))
+	copy(out, args)
+	for i, a := range out {
+		if a == "--" {
+			break
+		}
+		if a == "-ex" {
+			out[i] = "--ex"
+		}
+	}
+	return out
 }
 
 func rootCommand() *cobra.Command {
@@ -118,7 +136,7 @@ kill, echo TEXT, quit. LOC is FUNCTION, FILE:LINE or *ADDR.`,
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print one JSON object per event")
-	cmd.Flags().StringArrayVarP(&cmds, "ex", "e", nil, "run a command (repeatable)")
+	cmd.Flags().StringArrayVar(&cmds, "ex", nil, "run a command (repeatable; -ex works too)")
 	cmd.Flags().StringArrayVarP(&files, "command", "x", nil, "run commands from a file (repeatable)")
 	cmd.Flags().IntVar(&attach, "attach", 0, "attach to a running process")
 	cmd.Flags().BoolVar(&keepGoing, "continue", false, "after the commands, let the program run to its end and exit with its code")
