@@ -353,11 +353,11 @@ func (e *Engine) regionExits(r *regions.Region, regs *target.Regs, in regions.In
 			exits.add(v)
 		}
 	default:
+		// Exits already hold commit and abort, and never an address inside
+		// the section (a broken abort_ip inside is left out).
 		for _, x := range r.Exits {
 			exits.add(x.Addr)
 		}
-		exits.add(r.End)
-		exits.add(r.Abort)
 	}
 	return exits
 }

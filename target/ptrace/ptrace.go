@@ -525,10 +525,12 @@ func (p *Process) Resume(actions map[int]target.Action, def target.Action) error
 			continue
 		}
 		if err := p.resumeThread(t, act); err != nil {
-			if errors.Is(err, unix.ESRCH) {
-				continue // it is exiting; wait will report it
+			if !errors.Is(err, unix.ESRCH) {
+				return err
 			}
-			return err
+			// Killed while stopped: it cannot be resumed but is dying, and
+			// Wait reports its end.
+			t.running = true
 		}
 		if first == 0 {
 			first = tid
