@@ -322,6 +322,10 @@ func (p *Process) Regs(tid int) (target.Regs, error) {
 	}
 	var r unix.PtraceRegs
 	if err := unix.PtraceGetRegs(tid, &r); err != nil {
+		if err == unix.ESRCH && t != nil {
+			// Killed while stopped: it is dying, and the next Wait reaps it.
+			t.running = true
+		}
 		return target.Regs{}, fmt.Errorf("reading registers of %d: %w", tid, err)
 	}
 	regs := target.Regs{
