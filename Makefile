@@ -25,6 +25,7 @@ fuzz:
 	$(GO) test ./regions -run '^$$' -fuzz '^FuzzLoadELF$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./regions -run '^$$' -fuzz '^FuzzDecodeRegion$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./gdbproto -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./gdbproto -run '^$$' -fuzz '^FuzzDispatch$$' -fuzztime $(FUZZTIME)
 
 bench: build fixtures
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./tests/ ./regions/

@@ -176,9 +176,11 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 			}
 		}
 		op = func() (*stepper.Stop, error) { return eng.Continue(tid, sigs) }
-	default:
+	case len(per) > 0:
 		// Only 't' actions: nothing runs in all-stop.
 		return replyOK
+	default:
+		return replyErr // the actions name no thread of ours
 	}
 	return s.runStop(op)
 }

@@ -529,6 +529,11 @@ func (s *session) lifecycle(pkt string) ([][]byte, bool) {
 			}
 			return replyErr, true
 		}
+		if pid, ok := strings.CutPrefix(pkt, "vKill;"); ok {
+			if v, err := ParseHexUint64(pid); err != nil || v != uint64(srv.proc.p.Pid()) {
+				return replyErr, true
+			}
+		}
 		if err := srv.release(true); err != nil {
 			slog.Error("kill", "err", err)
 		}

@@ -102,6 +102,8 @@ func TestDispatch(t *testing.T) {
 		{"vCont;s:p3e9.3e9", `^T05.*10:0100400000000000;thread:p3e9\.3e9;$`},
 		{"vCont;r400001,400010:p3e9.3e9", `^T05.*10:1000400000000000;thread:p3e9\.3e9;$`},
 		{"vCont;x", `^E01$`},
+		{"vCont;s:p3e9.999", `^E01$`},
+		{"vCont;t:p3e9.3e9", `^OK$`},
 		{"Z0,400020,1", `^OK$`},
 		{"vCont;c", `^T05swbreak:;.*10:2000400000000000;thread:p3e9\.3e9;$`},
 		{"c", `^W00;process:3e9$`},

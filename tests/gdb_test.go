@@ -386,46 +386,9 @@ func TestGDBHardwareWatchpoint(t *testing.T) {
 // panics.
 func TestRemoteBadPackets(t *testing.T) {
 	srv := startRseqdbg(t, nil, fixture("loop_next"), "10")
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", srv.port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
-	frame := func(p string) string {
-		var sum byte
-		for i := 0; i < len(p); i++ {
-			sum += p[i]
-		}
-		return fmt.Sprintf("$%s#%02x", p, sum)
-	}
-	send := func(s string) {
-		t.Helper()
-		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if _, err := c.Write([]byte(s)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// expect reads an ack and then, unless reply is "", one packet.
-	expect := func(ack byte, reply string) {
-		t.Helper()
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if b, err := br.ReadByte(); err != nil || b != ack {
-			t.Fatalf("want %q, got %q (%v)", ack, b, err)
-		}
-		if reply == "" {
-			return
-		}
-		line, err := br.ReadString('#')
-		if err != nil {
-			t.Fatal(err)
-		}
-		br.Discard(2)
-		send("+")
-		if !regexp.MustCompile(reply).MatchString(line) {
-			t.Fatalf("want %s, got %q", reply, line)
-		}
-	}
+	rc := dialRaw(t, srv.port)
+	defer rc.c.Close()
+	send, expect, frame := rc.send, rc.expect, rawFrame
 	send("+" + frame("qSupported:multiprocess+;swbreak+"))
 	expect('+', `^\$PacketSize=`)
 	send("$g#00") // wrong checksum
@@ -447,10 +410,101 @@ func TestRemoteBadPackets(t *testing.T) {
 	expect('+', `^\$E01#$`)
 	send(frame("?"))
 	expect('+', `^\$T05`)
-	c.Close()
+	rc.c.Close()
 	srv.wait(t, 30*time.Second)
 	if srv.err != nil {
 		t.Errorf("server exit: %v\n%s", srv.err, srv.stderr.String())
+	}
+}
+
+// rawClient speaks the protocol byte by byte, in ack mode.
+type rawClient struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, port int) *rawClient {
+	t.Helper()
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rawClient{t: t, c: c, br: bufio.NewReader(c)}
+}
+
+func rawFrame(p string) string {
+	var sum byte
+	for i := 0; i < len(p); i++ {
+		sum += p[i]
+	}
+	return fmt.Sprintf("$%s#%02x", p, sum)
+}
+
+func (r *rawClient) send(s string) {
+	r.t.Helper()
+	r.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := r.c.Write([]byte(s)); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// expect reads an ack and then, unless reply is "", one packet matching
+// reply, which it acknowledges.
+func (r *rawClient) expect(ack byte, reply string) {
+	r.t.Helper()
+	r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if b, err := r.br.ReadByte(); err != nil || b != ack {
+		r.t.Fatalf("want %q, got %q (%v)", ack, b, err)
+	}
+	if reply == "" {
+		return
+	}
+	line, err := r.br.ReadString('#')
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.br.Discard(2)
+	r.send("+")
+	if !regexp.MustCompile(reply).MatchString(line) {
+		r.t.Fatalf("want %s, got %q", reply, line)
+	}
+}
+
+// ^C (0x03) while the target runs stops it: gdb gets SIGINT.
+func TestRemoteInterrupt(t *testing.T) {
+	srv := startRseqdbg(t, nil, fixture("loop_next"), "3000000000")
+	rc := dialRaw(t, srv.port)
+	defer rc.c.Close()
+	rc.send("+" + rawFrame("qSupported:multiprocess+;swbreak+"))
+	rc.expect('+', `^\$PacketSize=`)
+	rc.send(rawFrame("vCont;c"))
+	rc.expect('+', "")
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	rc.send("\x03")
+	rc.expect('$', "") // the reply starts without an ack
+	rc.br.UnreadByte()
+	rc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := rc.br.ReadString('#')
+	if err != nil || !strings.HasPrefix(line, "$T02") {
+		t.Fatalf("want a SIGINT stop, got %q %v", line, err)
+	}
+	rc.br.Discard(2)
+	rc.send("+")
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("interrupt took %v", d)
+	}
+	pid := regexp.MustCompile(`thread:p([0-9a-f]+)\.`).FindStringSubmatch(line)
+	if pid == nil {
+		t.Fatalf("no thread in %q", line)
+	}
+	rc.send(rawFrame("vKill;" + pid[1]))
+	rc.expect('+', `^\$OK#$`)
+	rc.c.Close()
+	srv.wait(t, 30*time.Second)
+	if strings.Contains(srv.stdout.String(), "RESULT") {
+		t.Errorf("the loop ran to its end instead of stopping")
 	}
 }
 
