@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/rseqdbg/rseqdbg/stepper"
+	"golang.org/x/sys/cpu"
 )
 
 const triple = "x86_64-pc-linux-gnu"
@@ -65,7 +66,7 @@ func (s *session) query(pkt string) [][]byte {
 		if err != nil {
 			return replyErr
 		}
-		avx := false
+		avx := cpu.X86.HasAVX
 		if pr := s.live(); pr != nil {
 			avx = pr.hasAVX()
 		}

@@ -200,8 +200,9 @@ func (srv *Server) release(kill bool) error {
 	}
 	srv.proc = nil
 	var err error
+	gone := false
 	pr.p.Do(func() {
-		if pr.eng.Exited() {
+		if gone = pr.eng.Exited(); gone {
 			return
 		}
 		pr.clearAll()
@@ -212,12 +213,13 @@ func (srv *Server) release(kill bool) error {
 		}
 	})
 	pr.p.Close()
-	if err != nil {
+	switch {
+	case err != nil:
 		return fmt.Errorf("releasing process %d: %w", pr.p.Pid(), err)
-	}
-	if kill {
+	case gone:
+	case kill:
 		fmt.Fprintf(srv.cfg.Notices, "Killed process %d\n", pr.p.Pid())
-	} else {
+	default:
 		fmt.Fprintf(srv.cfg.Notices, "Detached from process %d\n", pr.p.Pid())
 	}
 	return nil

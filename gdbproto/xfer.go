@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/rseqdbg/rseqdbg/regions"
+	"golang.org/x/sys/cpu"
 )
 
 // xfer answers qXfer reads. A document is built when a read starts at
@@ -50,7 +51,9 @@ func (s *session) xfer(pkt string) [][]byte {
 }
 
 func (s *session) featuresDoc(annex string) ([]byte, bool) {
-	avx := false
+	// Without a process yet (extended-remote before run), describe what
+	// the host's processes will have.
+	avx := cpu.X86.HasAVX
 	if pr := s.live(); pr != nil {
 		avx = pr.hasAVX()
 	}
