@@ -2,6 +2,7 @@ package gdbproto
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/rseqdbg/rseqdbg/regions"
@@ -57,8 +58,8 @@ func (s *session) monitorRegions() string {
 		return "no process\n"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-8s %-24s %-18s %-18s %-18s %-18s %-40s %-8s %s\n",
-		"kind", "name", "start", "commit", "abort", "object", "exits", "source", "")
+	fmt.Fprintf(&b, "%-8s %-24s %-14s %-18s %-18s %-18s %-20s %s\n",
+		"kind", "name", "object", "start", "commit", "abort", "source", "exits")
 	for _, r := range pr.eng.Index().All() {
 		var exits []string
 		for _, x := range r.Exits {
@@ -68,8 +69,9 @@ func (s *session) monitorRegions() string {
 		if r.Kind != regions.KindCriticalSection {
 			commit, abort = fmt.Sprintf("end %#x", r.End), "-"
 		}
-		fmt.Fprintf(&b, "%-8s %-24s %#-18x %-18s %-18s %-18s %-40s %s\n",
-			r.Kind, r.Name, r.Start, commit, abort, r.Object, strings.Join(exits, ","), r.Source)
+		line := fmt.Sprintf("%-8s %-24s %-14s %#-18x %-18s %-18s %-20s %s",
+			r.Kind, r.Name, filepath.Base(r.Object), r.Start, commit, abort, r.Source, strings.Join(exits, ","))
+		b.WriteString(strings.TrimRight(line, " ") + "\n")
 	}
 	for _, w := range pr.eng.Warnings() {
 		fmt.Fprintf(&b, "warning: %s\n", w)
