@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -350,7 +351,8 @@ func TestGDBExtendedRemote(t *testing.T) {
 			t.Errorf("%s: no match for %s in:\n%s", c.sec, c.re, rest)
 		}
 	}
-	// Two launches printed their results; the attached program runs on.
+	// The second run printed its result (the first was killed); the
+	// attached program runs on after the detach.
 	if n := strings.Count(srv.stdout.String(), "RESULT"); n != 1 {
 		t.Errorf("%d programs finished, want the second run only (the first was killed):\n%s", n, srv.stdout.String())
 	}
@@ -358,6 +360,12 @@ func TestGDBExtendedRemote(t *testing.T) {
 	case <-victim.done:
 		t.Errorf("the detached program died: %v", victim.err)
 	default:
+	}
+	// A multi server runs until it is told to stop.
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	srv.wait(t, 30*time.Second)
+	if srv.err != nil {
+		t.Errorf("server exit after SIGTERM: %v\n%s", srv.err, srv.stderr.String())
 	}
 }
 
