@@ -138,7 +138,7 @@ func (s *session) set(pkt string) [][]byte {
 		// started without a shell either way.
 		return replyOK
 	case "QThreadSuffixSupported":
-		s.lldb, s.threadSuffix = true, true
+		s.lldb = true
 		return replyOK
 	case "QListThreadsInStopReply":
 		s.lldb, s.listThreads = true, true

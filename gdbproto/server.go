@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -361,7 +360,7 @@ type session struct {
 
 	multiprocess, swbreak, hwbreak bool
 	lldb, extended                 bool
-	threadSuffix, listThreads      bool
+	listThreads                    bool
 	noAckNext, quit                bool
 	lost                           atomic.Bool
 
@@ -747,7 +746,9 @@ func (s *session) threadAlive(arg string) [][]byte {
 	return replyErr
 }
 
-// threadSuffix extracts lldb's ";thread:TID;" suffix from a register packet.
+// splitThreadSuffix extracts lldb's ";thread:TID;" suffix from a register
+// packet (lldb sends it once QThreadSuffixSupported is accepted; accepting
+// it always costs nothing).
 func (s *session) splitThreadSuffix(pkt string) (string, int, bool) {
 	body, suffix, found := strings.Cut(pkt, ";")
 	if !found {
@@ -782,5 +783,3 @@ func parseHexInt(s string, limit uint64) (int, error) {
 	}
 	return int(v), nil
 }
-
-func itoa(v int) string { return strconv.Itoa(v) }
