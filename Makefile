@@ -21,7 +21,7 @@ test: build fixtures
 
 # Short fuzz runs of the input decoders: they must not panic.
 FUZZTIME ?= 8s
-FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion gdbproto:FuzzReader gdbproto:FuzzVCont gdbproto:FuzzDispatch \
+FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion gdbproto:FuzzReader gdbproto:FuzzVCont gdbproto:FuzzDispatch dap:FuzzRequest dap:FuzzExpression \
        unwind:FuzzSynthesize unwind:FuzzAddImage
 fuzz:
 	@set -e; for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t#*:}; \
