@@ -20,6 +20,9 @@ import (
 func TestGDBStepiReachesCommit(t *testing.T) {
 	needTool(t, "gdb")
 	for _, f := range flavours {
+		if f.prog == "dlopen_main" {
+			continue // its sections are in the library: this test reads the executable's symbols
+		}
 		t.Run(f.prog, func(t *testing.T) {
 			srv := startRseqdbg(t, nil, fixture(f.prog), "1", "200")
 			out := gdb(t, srv.port, fixture(f.prog), false, stepiScript(f.fn, true), 2*time.Minute)

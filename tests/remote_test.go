@@ -181,7 +181,7 @@ func gdbRun(t testing.TB, port int, exe string, extended bool, cmds []string, ti
 	if extended {
 		mode = "extended-remote"
 	}
-	script := append([]string{"set confirm off", "set pagination off", "set width 0",
+	script := append([]string{"set confirm off", "set pagination off", "set breakpoint pending on", "set width 0",
 		fmt.Sprintf("target %s :%d", mode, port)}, cmds...)
 	file := filepath.Join(t.TempDir(), "cmds.gdb")
 	if err := os.WriteFile(file, []byte(strings.Join(script, "\n")+"\n"), 0o644); err != nil {
@@ -225,10 +225,11 @@ func sections(t *testing.T, prog string) []region {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var objs []struct{ Regions []region }
-	if err := json.Unmarshal(out, &objs); err != nil {
+	var doc struct{ Objects []struct{ Regions []region } }
+	if err := json.Unmarshal(out, &doc); err != nil {
 		t.Fatal(err)
 	}
+	objs := doc.Objects
 	f, err := elf.Open(fixture(prog))
 	if err != nil {
 		t.Fatal(err)
