@@ -3,10 +3,6 @@ package headless
 import (
 	"fmt"
 	"strings"
-
-	"github.com/rseqdbg/rseqdbg/regions"
-	"github.com/rseqdbg/rseqdbg/symbols"
-	"golang.org/x/arch/x86/x86asm"
 )
 
 // condition is a breakpoint condition: OPERAND [OP OPERAND], where an
@@ -62,14 +58,4 @@ func (c *condition) eval(s *Session, tid int) (bool, error) {
 		return a >= b, nil
 	}
 	return false, fmt.Errorf("bad operator %q", c.op)
-}
-
-// gnuSyntax renders an instruction in AT&T syntax with symbolic targets.
-func gnuSyntax(in regions.Insn, syms *symbols.Table) string {
-	return x86asm.GNUSyntax(in.Inst, in.Addr, func(addr uint64) (string, uint64) {
-		if f, ok := syms.Func(addr); ok {
-			return f.Name, f.Lo
-		}
-		return "", 0
-	})
 }

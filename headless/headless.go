@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/rseqdbg/rseqdbg/frontend"
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/symbols"
@@ -31,14 +32,16 @@ type Options struct {
 type Session struct {
 	proc     *ptrace.Process
 	eng      *stepper.Engine
+	core     *frontend.Core
 	syms     *symbols.Table
 	uw       *unwind.Unwinder
-	loaded   map[string]bool
 	cur      int
 	json     bool
 	mu       sync.Mutex // serializes output with the program's forwarded output
 	out      io.Writer
 	conds    map[int]*condition
+	temp     map[int]bool // tbreak: deleted at their first stop
+	nextTemp bool
 	pending  []pendingBreak
 	ignore   map[int]int
 	launched bool
@@ -93,8 +96,7 @@ func newSession(o Options) *Session {
 	if out == nil {
 		out = os.Stdout
 	}
-	return &Session{syms: &symbols.Table{}, uw: unwind.New(), loaded: map[string]bool{}, json: o.JSON, out: out,
-		conds: map[int]*condition{}, ignore: map[int]int{}}
+	return &Session{json: o.JSON, out: out, conds: map[int]*condition{}, ignore: map[int]int{}, temp: map[int]bool{}}
 }
 
 func (s *Session) forward(r *os.File, stream string) {
@@ -115,36 +117,17 @@ func (s *Session) start(p *ptrace.Process) error {
 		return err
 	}
 	s.eng = eng
+	s.core = frontend.New(eng)
+	s.syms, s.uw = s.core.Syms, s.core.Unwind
 	s.cur = p.Pid()
 	eng.Do(func() {
-		s.syncObjects()
+		s.core.Sync()
 		for _, w := range eng.Warnings() {
 			s.notice(w)
 		}
 		s.report(&stepper.Stop{Kind: stepper.StopSignal, Tid: s.cur, Sig: 5}, "entry")
 	})
 	return nil
-}
-
-// syncObjects loads symbols and CFI for objects the engine knows about.
-func (s *Session) syncObjects() {
-	for _, o := range s.eng.Objects() {
-		if s.loaded[o.Path] {
-			continue
-		}
-		s.loaded[o.Path] = true
-		if o.Path == "[vdso]" {
-			base := s.eng.Auxv()[regions.AtSysinfoEhdr]
-			img := make([]byte, 8192)
-			if n, _ := s.proc.ReadMemory(base, img); n > 0 {
-				s.syms.LoadImage(o.Path, img[:n], o.Bias)
-				s.uw.AddImage(o.Path, img[:n], base)
-			}
-			continue
-		}
-		s.syms.Load(o.Path, o.Bias)
-		s.uw.AddObject(o.Path, o.Bias)
-	}
 }
 
 // Close ends the session: kill a launched program, detach an attached one,
@@ -223,8 +206,10 @@ func (s *Session) exec(line string) error {
 		return s.examine(cmd, rest)
 	}
 	switch cmd {
-	case "break", "b", "tbreak":
-		return s.breakCmd(rest)
+	case "break", "b":
+		return s.breakCmd(rest, false)
+	case "tbreak":
+		return s.breakCmd(rest, true)
 	case "delete", "d":
 		return s.deleteCmd(rest)
 	case "continue", "c":
@@ -317,7 +302,7 @@ func regionJSON(r *regions.Region) map[string]any {
 
 // report prints a stop and its region crossings.
 func (s *Session) report(st *stepper.Stop, reason string) {
-	s.syncObjects()
+	s.core.Sync()
 	for _, c := range st.Crossed {
 		m := regionJSON(c.Region)
 		m["event"] = "region"
@@ -397,7 +382,8 @@ func (s *Session) resolve(loc string) ([]uint64, error) {
 	return []uint64{s.syms.AfterPrologue(f)}, nil
 }
 
-func (s *Session) breakCmd(arg string) error {
+func (s *Session) breakCmd(arg string, temporary bool) error {
+	s.nextTemp = temporary
 	if err := s.live(); err != nil {
 		return err
 	}
@@ -457,6 +443,9 @@ func (s *Session) setBreakpoints(addrs []uint64, cond *condition) error {
 		}
 		if cond != nil {
 			s.conds[bp.ID] = cond
+		}
+		if s.nextTemp {
+			s.temp[bp.ID] = true
 		}
 		fn, file, line := s.where(a)
 		text := fmt.Sprintf("Breakpoint %d at %#x: %s", bp.ID, a, fn)
@@ -520,7 +509,7 @@ func (s *Session) continueCmd(arg string) error {
 		}
 		crossed = append(crossed, st.Crossed...)
 		if st.Kind == stepper.StopLibrary {
-			s.syncObjects()
+			s.core.Sync()
 			s.resolvePending()
 			s.cur = st.Tid
 			continue
@@ -531,6 +520,10 @@ func (s *Session) continueCmd(arg string) error {
 		}
 		st.Crossed = crossed
 		s.report(st, "")
+		if st.Breakpoint != nil && s.temp[st.Breakpoint.ID] {
+			delete(s.temp, st.Breakpoint.ID)
+			s.eng.ClearBreakpoint(st.Breakpoint.ID)
+		}
 		return nil
 	}
 }
@@ -598,17 +591,7 @@ func (s *Session) stepiCmd(arg string, over bool) error {
 
 // nextInstruction steps one instruction, running a call to its return.
 func (s *Session) nextInstruction() (*stepper.Stop, error) {
-	r, err := s.proc.Regs(s.cur)
-	if err != nil {
-		return nil, err
-	}
-	var code [16]byte
-	n, _ := s.proc.ReadMemory(r.Rip, code[:])
-	in, err := regions.Decode(code[:n], r.Rip)
-	if err == nil && (in.Kind == regions.FlowCall || in.Kind == regions.FlowIndirectCall) {
-		return s.eng.RangeStep(s.cur, r.Rip, in.Next(), 0, stepper.OthersRun, true)
-	}
-	return s.eng.StepInstruction(s.cur, 0, stepper.OthersRun)
+	return s.core.NextInstruction(s.cur, stepper.OthersRun)
 }
 
 // stepCmd is source-line stepping: next steps over calls, step enters
@@ -639,90 +622,12 @@ func (s *Session) stepCmd(arg string, over bool) error {
 }
 
 func (s *Session) stepLine(over bool) (*stepper.Stop, error) {
-	var crossed []stepper.Crossing
-	var st *stepper.Stop
-	for guard := 0; guard < 10000; guard++ {
-		r, err := s.proc.Regs(s.cur)
-		if err != nil {
-			return nil, err
-		}
-		lo, hi, ok := s.syms.LineRange(r.Rip)
-		if !ok {
-			// No line information: leave the function (gdb's step-out of
-			// code without lines), or step one instruction.
-			if guard == 0 {
-				st, err = s.finishFrame()
-			} else {
-				st, err = s.eng.StepInstruction(s.cur, 0, stepper.OthersRun)
-			}
-			if err != nil {
-				return nil, err
-			}
-			crossed = append(crossed, st.Crossed...)
-			st.Crossed = crossed
-			if st.Kind != stepper.StopStep || guard > 0 {
-				return st, nil
-			}
-			continue
-		}
-		st, err = s.eng.RangeStep(s.cur, lo, hi, 0, stepper.OthersRun, over)
-		if err != nil {
-			return nil, err
-		}
-		crossed = append(crossed, st.Crossed...)
-		st.Crossed = crossed
-		if st.Kind != stepper.StopStep {
-			return st, nil
-		}
-		pc := st.PC
-		if !over {
-			if f, ok := s.syms.Func(pc); ok && f.Lo == pc {
-				if s.syms.HasLines(pc) {
-					// Entered a function: stop after its prologue.
-					after := s.syms.AfterPrologue(f)
-					if after != pc {
-						st2, err := s.eng.RunTo(s.cur, after, stepper.OthersRun)
-						if err != nil {
-							return nil, err
-						}
-						st2.Crossed = crossed
-						return st2, nil
-					}
-					return st, nil
-				}
-				// A function without lines (libc, PLT): run it to its return.
-				st2, err := s.finishFrame()
-				if err != nil {
-					return nil, err
-				}
-				crossed = append(crossed, st2.Crossed...)
-				if st2.Kind != stepper.StopStep {
-					st2.Crossed = crossed
-					return st2, nil
-				}
-				continue
-			}
-		}
-		if s.syms.HasLines(pc) && !s.syms.IsStmtStart(pc) {
-			// Back in a caller mid-statement: finish that line too.
-			continue
-		}
-		return st, nil
-	}
-	return st, nil
+	return s.core.StepLine(s.cur, over, stepper.OthersRun)
 }
 
 // finishFrame runs the current function to its return.
 func (s *Session) finishFrame() (*stepper.Stop, error) {
-	r, err := s.proc.Regs(s.cur)
-	if err != nil {
-		return nil, err
-	}
-	ret, cfa, ok := s.uw.ReturnAddress(r, s.proc.ReadMemory)
-	if !ok {
-		return nil, fmt.Errorf("cannot find the return address at %#x", r.Rip)
-	}
-	return s.eng.StepOut(s.cur, ret, cfa, stepper.OthersRun)
+	return s.core.Finish(s.cur, stepper.OthersRun)
 }
 
 func (s *Session) finishCmd() error {
@@ -758,10 +663,7 @@ func (s *Session) backtrace() error {
 	var b strings.Builder
 	for i, f := range frames {
 		pc := f.PC
-		lookup := pc
-		if i > 0 && !f.Signal {
-			lookup = pc - 1
-		}
+		lookup := f.LookupPC()
 		fn, _, _ := s.where(pc)
 		if i > 0 {
 			fn, _, _ = s.where(lookup)
@@ -1067,7 +969,7 @@ func (s *Session) disassemble(addr uint64, n int) error {
 		if err != nil {
 			break
 		}
-		text := gnuSyntax(in, s.syms)
+		text := frontend.GNUSyntax(in, s.syms)
 		mark := ""
 		if r := s.eng.RegionAt(pc); r != nil && r.Kind == regions.KindCriticalSection {
 			mark = " <" + r.Name + ">"

@@ -369,8 +369,10 @@ func (e *Engine) SetVDSO(on bool) {
 	}
 }
 
-// SetReportLibraries makes Continue stop with StopLibrary when the dynamic
-// linker changes the object list (for breakpoints pending on a library).
+// SetReportLibraries turns StopLibrary on or off at run time. A front end
+// that resolves pending breakpoints wants it while continuing, but not while
+// range stepping, where a stop deep inside dlopen could not be resumed as
+// the same step.
 func (e *Engine) SetReportLibraries(on bool) { e.opts.ReportLibraries = on }
 
 // VDSO reports whether vDSO functions are stepped as regions.

@@ -103,7 +103,14 @@ func (t *Table) add(path string, bias uint64, f *elf.File) error {
 				continue
 			}
 			seen[s.Value] = true
-			o.funcs = append(o.funcs, Func{Name: s.Name, Lo: s.Value + bias, Hi: s.Value + s.Size + bias, Object: path})
+			hi := s.Value + s.Size
+			if s.Size == 0 && int(s.Section) < len(f.Sections) && s.Section != elf.SHN_UNDEF && s.Section < elf.SHN_LORESERVE {
+				// A sizeless symbol (_init, hand-written asm) covers at most
+				// the rest of its section, not the PLT or data after it.
+				sec := f.Sections[s.Section]
+				hi = sec.Addr + sec.Size
+			}
+			o.funcs = append(o.funcs, Func{Name: s.Name, Lo: s.Value + bias, Hi: hi + bias, Object: path})
 		}
 	}
 	sort.Slice(o.funcs, func(i, j int) bool { return o.funcs[i].Lo < o.funcs[j].Lo })

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 
+	"github.com/rseqdbg/rseqdbg/dap"
 	"github.com/rseqdbg/rseqdbg/headless"
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target/ptrace"
@@ -68,7 +70,8 @@ func rootCommand() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debugging detail to stderr")
-	root.AddCommand(runCommand(), regionsCommand())
+	addGDBRemoteFlags(root)
+	root.AddCommand(runCommand(), regionsCommand(), dapCommand())
 	return root
 }
 
@@ -176,5 +179,39 @@ func regionsCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
+}
+
+func dapCommand() *cobra.Command {
+	var listen string
+	cmd := &cobra.Command{
+		Use:   "dap [--listen HOST:PORT]",
+		Short: "Serve the Debug Adapter Protocol (VS Code) on stdio or TCP",
+		Long: `Speaks DAP on stdin/stdout, as VS Code's DebugAdapterExecutable expects, or
+with --listen on one TCP connection (the chosen address is printed when the
+port is 0). One session per process: it ends when the client disconnects.
+Logs go to stderr.`,
+		Example: `  rseqdbg dap
+  rseqdbg dap --listen 127.0.0.1:0`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if listen == "" {
+				return dap.NewServer(os.Stdin, os.Stdout, dap.Options{}).Serve()
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("listening for a DAP client: %w", err)
+			}
+			defer ln.Close()
+			fmt.Printf("DAP server listening at: %s\n", ln.Addr())
+			conn, err := ln.Accept()
+			if err != nil {
+				return fmt.Errorf("accepting a DAP client: %w", err)
+			}
+			defer conn.Close()
+			return dap.NewServer(conn, conn, dap.Options{}).Serve()
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "", "serve one TCP client at HOST:PORT instead of stdio")
 	return cmd
 }

@@ -322,6 +322,10 @@ func (p *Process) Regs(tid int) (target.Regs, error) {
 	}
 	var r unix.PtraceRegs
 	if err := unix.PtraceGetRegs(tid, &r); err != nil {
+		if err == unix.ESRCH && t != nil {
+			// Killed while stopped: it is dying, and the next Wait reaps it.
+			t.running = true
+		}
 		return target.Regs{}, fmt.Errorf("reading registers of %d: %w", tid, err)
 	}
 	regs := target.Regs{
@@ -525,10 +529,12 @@ func (p *Process) Resume(actions map[int]target.Action, def target.Action) error
 			continue
 		}
 		if err := p.resumeThread(t, act); err != nil {
-			if errors.Is(err, unix.ESRCH) {
-				continue // it is exiting; wait will report it
+			if !errors.Is(err, unix.ESRCH) {
+				return err
 			}
-			return err
+			// Killed while stopped: it cannot be resumed but is dying, and
+			// Wait reports its end.
+			t.running = true
 		}
 		if first == 0 {
 			first = tid

@@ -1,0 +1,390 @@
+package dap
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/go-dap"
+	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/target"
+	"github.com/rseqdbg/rseqdbg/unwind"
+)
+
+// frame is one frame of a stopped thread, valid until the next resume.
+type frame struct {
+	id    int
+	tid   int
+	level int
+	uf    unwind.Frame
+	// pc is where the frame executes; lookup is the address used for
+	// symbols, lines and location lists (a return address can already
+	// belong to the next line or function, so callers use pc-1).
+	pc, lookup uint64
+	// cfa is the frame's canonical frame address, DW_OP_call_frame_cfa.
+	cfa   uint64
+	cfaOK bool
+}
+
+// maxFrames bounds a stack walk; deeper stacks are cut, not errors.
+const maxFrames = 256
+
+// threadFrames unwinds tid once per stop.
+func (ss *session) threadFrames(tid int) ([]*frame, error) {
+	if fs, ok := ss.frames[tid]; ok {
+		return fs, nil
+	}
+	regs, err := ss.proc.Regs(tid)
+	if err != nil {
+		return nil, fmt.Errorf("reading registers of thread %d: %w", tid, err)
+	}
+	ufs, err := ss.core.Unwind.Frames(regs, ss.proc.ReadMemory, maxFrames)
+	if err != nil && len(ufs) == 0 {
+		return nil, fmt.Errorf("unwinding thread %d: %w", tid, err)
+	}
+	out := make([]*frame, len(ufs))
+	for i, uf := range ufs {
+		f := &frame{id: len(ss.frameIDs) + 1, tid: tid, level: i, uf: uf, pc: uf.PC, lookup: uf.LookupPC()}
+		// The CFA of frame i is the stack pointer its caller resumes
+		// with, which the unwinder computed as frame i+1's.
+		if i+1 < len(ufs) {
+			f.cfa, f.cfaOK = ufs[i+1].CFA, true
+		} else if next, ok := ss.core.Unwind.Step(uf, ss.proc.ReadMemory); ok {
+			f.cfa, f.cfaOK = next.CFA, true
+		}
+		ss.frameIDs = append(ss.frameIDs, f)
+		out[i] = f
+	}
+	ss.frames[tid] = out
+	return out, nil
+}
+
+func (ss *session) topFrame(tid int) (*frame, error) {
+	fs, err := ss.threadFrames(tid)
+	if err != nil {
+		return nil, err
+	}
+	if len(fs) == 0 {
+		return nil, fmt.Errorf("thread %d has no frames", tid)
+	}
+	return fs[0], nil
+}
+
+// frameByID resolves a client frame id; 0 means the current thread's top
+// frame (the REPL without a selected frame).
+func (ss *session) frameByID(id int) (*frame, error) {
+	if id == 0 {
+		return ss.topFrame(ss.cur)
+	}
+	if id < 1 || id > len(ss.frameIDs) {
+		return nil, fmt.Errorf("unknown frame %d (frames are valid until the program resumes)", id)
+	}
+	return ss.frameIDs[id-1], nil
+}
+
+func (ss *session) stackFrame(f *frame) dap.StackFrame {
+	sf := dap.StackFrame{Id: f.id, InstructionPointerReference: hexAddr(f.pc)}
+	name := fmt.Sprintf("%#x", f.pc)
+	if fn, ok := ss.core.Syms.Func(f.lookup); ok {
+		name = fn.Name
+	} else if o := ss.dbg.objectOf(f.pc); o != nil {
+		// Stripped code (libc's local functions): at least say where.
+		name = fmt.Sprintf("%s+%#x", filepath.Base(o.path), f.pc-o.lo)
+	}
+	if l, ok := ss.core.Syms.LineAt(f.lookup); ok {
+		sf.Source = sourceOf(l.File)
+		sf.Line = l.Line
+		sf.Column = 1
+	}
+	if r := ss.eng.RegionAt(f.pc); r != nil && r.Kind == regions.KindCriticalSection && f.level == 0 {
+		name += " [inside rseq critical section " + r.Name + "]"
+	}
+	if f.uf.Synthesized {
+		// Found without CFI (abort stubs, vDSO code): plausible, not proven.
+		name += " [no CFI]"
+		sf.PresentationHint = "subtle"
+	}
+	if f.uf.Signal {
+		name += " [interrupted by a signal]"
+	}
+	sf.Name = name
+	return sf
+}
+
+func (ss *session) threadName(tid int) string {
+	if tid == ss.proc.Pid() {
+		return fmt.Sprintf("Thread %d (main)", tid)
+	}
+	return fmt.Sprintf("Thread %d", tid)
+}
+
+// varRef is what a variablesReference stands for.
+type varRef struct {
+	kind  refKind
+	frame *frame
+	val   *value // refValue
+}
+
+type refKind uint8
+
+const (
+	refLocals refKind = iota + 1
+	refArgs
+	refRegisters
+	refEflags
+	refRseq
+	refValue
+)
+
+func (ss *session) ref(r *varRef) int {
+	ss.refs = append(ss.refs, r)
+	return len(ss.refs)
+}
+
+func (ss *session) refByID(id int) (*varRef, error) {
+	if id < 1 || id > len(ss.refs) {
+		return nil, fmt.Errorf("unknown variables reference %d (they are valid until the program resumes)", id)
+	}
+	return ss.refs[id-1], nil
+}
+
+func (ss *session) scopes(f *frame) []dap.Scope {
+	out := []dap.Scope{
+		{Name: "Arguments", PresentationHint: "arguments", VariablesReference: ss.ref(&varRef{kind: refArgs, frame: f})},
+		{Name: "Locals", PresentationHint: "locals", VariablesReference: ss.ref(&varRef{kind: refLocals, frame: f})},
+		{Name: "Registers", PresentationHint: "registers", VariablesReference: ss.ref(&varRef{kind: refRegisters, frame: f})},
+	}
+	if f.level == 0 && ss.eng.RseqArea(f.tid).Known {
+		out = append(out, dap.Scope{Name: "rseq", VariablesReference: ss.ref(&varRef{kind: refRseq, frame: f})})
+	}
+	return out
+}
+
+// regNames are the registers the Registers scope shows, in gdb's order.
+var regNames = []string{"rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+	"rip", "eflags", "cs", "ss", "ds", "es", "fs", "gs", "fs_base", "gs_base", "orig_rax"}
+
+// regField returns a pointer to a register by name (with gdb's pc, sp and
+// fp aliases).
+func regField(r *target.Regs, name string) *uint64 {
+	switch name {
+	case "rax":
+		return &r.Rax
+	case "rbx":
+		return &r.Rbx
+	case "rcx":
+		return &r.Rcx
+	case "rdx":
+		return &r.Rdx
+	case "rsi":
+		return &r.Rsi
+	case "rdi":
+		return &r.Rdi
+	case "rbp", "fp":
+		return &r.Rbp
+	case "rsp", "sp":
+		return &r.Rsp
+	case "r8":
+		return &r.R8
+	case "r9":
+		return &r.R9
+	case "r10":
+		return &r.R10
+	case "r11":
+		return &r.R11
+	case "r12":
+		return &r.R12
+	case "r13":
+		return &r.R13
+	case "r14":
+		return &r.R14
+	case "r15":
+		return &r.R15
+	case "rip", "pc":
+		return &r.Rip
+	case "eflags":
+		return &r.Eflags
+	case "cs":
+		return &r.Cs
+	case "ss":
+		return &r.Ss
+	case "ds":
+		return &r.Ds
+	case "es":
+		return &r.Es
+	case "fs":
+		return &r.Fs
+	case "gs":
+		return &r.Gs
+	case "fs_base":
+		return &r.FsBase
+	case "gs_base":
+		return &r.GsBase
+	case "orig_rax":
+		return &r.OrigRax
+	}
+	return nil
+}
+
+// calleeSaved are the registers an outer frame's CFI (or the ABI) restores;
+// the unwinder leaves the others as the inner frame had them, which would
+// be wrong values for an outer frame.
+var calleeSaved = map[string]bool{"rbx": true, "rbp": true, "rsp": true, "r12": true, "r13": true, "r14": true, "r15": true, "rip": true,
+	"fs_base": true, "gs_base": true, "cs": true, "ss": true, "ds": true, "es": true, "fs": true, "gs": true}
+
+var eflagsBits = []struct {
+	bit  uint
+	name string
+}{{0, "CF"}, {2, "PF"}, {4, "AF"}, {6, "ZF"}, {7, "SF"}, {8, "TF"}, {9, "IF"}, {10, "DF"}, {11, "OF"}, {16, "RF"}, {21, "ID"}}
+
+func eflagsText(v uint64) string {
+	var set []string
+	for _, b := range eflagsBits {
+		if v&(1<<b.bit) != 0 {
+			set = append(set, b.name)
+		}
+	}
+	return fmt.Sprintf("%#x [ %s ]", v, strings.Join(set, " "))
+}
+
+func (ss *session) registerVars(f *frame, hex bool) []dap.Variable {
+	regs := f.uf.Regs
+	out := make([]dap.Variable, 0, len(regNames))
+	for _, n := range regNames {
+		v := *regField(&regs, n)
+		dv := dap.Variable{Name: n, EvaluateName: "$" + n, Type: "uint64"}
+		switch {
+		case f.level > 0 && !calleeSaved[n]:
+			dv.Value = "<not saved>"
+		case n == "eflags":
+			dv.Value = eflagsText(v)
+			dv.VariablesReference = ss.ref(&varRef{kind: refEflags, frame: f})
+		case n == "rip":
+			dv.Value = fmt.Sprintf("%#x <%s>", v, ss.core.Syms.Describe(v))
+			dv.MemoryReference = hexAddr(v)
+		case n == "rsp" || n == "rbp" || n == "fs_base" || n == "gs_base":
+			dv.Value = fmt.Sprintf("%#x", v)
+			dv.MemoryReference = hexAddr(v)
+		case hex:
+			dv.Value = fmt.Sprintf("%#x", v)
+		default:
+			dv.Value = fmt.Sprintf("%#x (%d)", v, int64(v))
+		}
+		out = append(out, dv)
+	}
+	return out
+}
+
+func eflagsVars(v uint64) []dap.Variable {
+	out := make([]dap.Variable, 0, len(eflagsBits))
+	for _, b := range eflagsBits {
+		out = append(out, dap.Variable{Name: b.name, Value: fmt.Sprint((v >> b.bit) & 1), Type: "bit"})
+	}
+	return out
+}
+
+// rseqVars shows the thread's struct rseq and what its rseq_cs points to.
+func (ss *session) rseqVars(f *frame) []dap.Variable {
+	area := ss.eng.RseqArea(f.tid)
+	if !area.Known {
+		return nil
+	}
+	var b [32]byte
+	n, _ := ss.proc.ReadMemory(area.Addr, b[:])
+	out := []dap.Variable{
+		{Name: "area", Value: hexAddr(area.Addr), Type: "struct rseq *", MemoryReference: hexAddr(area.Addr)},
+		{Name: "signature", Value: fmt.Sprintf("%#x", area.Signature), Type: "u32"},
+	}
+	if n < 32 {
+		return append(out, dap.Variable{Name: "error", Value: fmt.Sprintf("cannot read the area at %#x", area.Addr)})
+	}
+	le := binary.LittleEndian
+	cs := le.Uint64(b[8:])
+	csText := hexAddr(cs)
+	if cs != 0 {
+		var d [32]byte
+		if m, _ := ss.proc.ReadMemory(cs, d[:]); m == 32 {
+			if desc, err := regions.ParseDescriptor(d[:]); err == nil {
+				csText = fmt.Sprintf("%#x → start %#x, commit %#x, abort %#x", cs, desc.StartIP, desc.StartIP+desc.PostCommitOffset, desc.AbortIP)
+				if f.pc >= desc.StartIP && f.pc < desc.StartIP+desc.PostCommitOffset {
+					csText += " (the thread is inside: the kernel aborts it on resume)"
+				} else {
+					csText += " (stale: the thread is outside)"
+				}
+			}
+		}
+	}
+	out = append(out,
+		dap.Variable{Name: "cpu_id_start", Value: fmt.Sprint(le.Uint32(b[0:])), Type: "u32"},
+		dap.Variable{Name: "cpu_id", Value: fmt.Sprint(int32(le.Uint32(b[4:]))), Type: "u32"},
+		dap.Variable{Name: "rseq_cs", Value: csText, Type: "u64", MemoryReference: hexAddr(cs)},
+		dap.Variable{Name: "flags", Value: fmt.Sprintf("%#x", le.Uint32(b[16:])), Type: "u32"},
+	)
+	if area.Size >= 28 {
+		out = append(out,
+			dap.Variable{Name: "node_id", Value: fmt.Sprint(le.Uint32(b[20:])), Type: "u32"},
+			dap.Variable{Name: "mm_cid", Value: fmt.Sprint(le.Uint32(b[24:])), Type: "u32"})
+	}
+	return out
+}
+
+// setRegister is setVariable in the Registers scope: the innermost frame
+// only, since outer frames' registers are reconstructions.
+func (ss *session) setRegister(f *frame, name string, src *expr, body *dap.SetVariableResponseBody) error {
+	if f.level != 0 {
+		return errors.New("registers can be set in the innermost frame only")
+	}
+	v, err := ss.eval(src, f)
+	if err != nil {
+		return err
+	}
+	u, _, err := ss.scalar(v)
+	if err != nil {
+		return err
+	}
+	regs, err := ss.proc.Regs(f.tid)
+	if err != nil {
+		return err
+	}
+	p := regField(&regs, name)
+	if p == nil {
+		return fmt.Errorf("no register %q", name)
+	}
+	*p = u
+	if err := ss.proc.SetRegs(f.tid, regs); err != nil {
+		return fmt.Errorf("setting %s: %w", name, err)
+	}
+	ss.refreshRegs(f)
+	regs, _ = ss.proc.Regs(f.tid)
+	body.Value = fmt.Sprintf("%#x", *regField(&regs, name))
+	if name == "eflags" {
+		body.Value = eflagsText(regs.Eflags)
+	}
+	body.Type = "uint64"
+	return nil
+}
+
+// refreshRegs makes the innermost frame of f's thread show registers just
+// written; outer frames are re-unwound at the next stop.
+func (ss *session) refreshRegs(f *frame) {
+	regs, err := ss.proc.Regs(f.tid)
+	if err != nil {
+		return
+	}
+	if fs, ok := ss.frames[f.tid]; ok && len(fs) > 0 {
+		fs[0].uf.Regs = regs
+		fs[0].pc = regs.Rip
+		fs[0].lookup = regs.Rip
+	}
+}
+
+// regBytes is the value of DWARF register n as size bytes.
+func regBytes(regs target.Regs, n, size int) []byte {
+	b := make([]byte, 8)
+	if n >= 0 && n < len(dwarfRegs) {
+		binary.LittleEndian.PutUint64(b, *regField(&regs, dwarfRegs[n]))
+	}
+	return b[:min(max(size, 0), 8)]
+}
