@@ -20,13 +20,12 @@ test: build fixtures
 	$(MAKE) fuzz
 
 # Short fuzz runs of the input decoders: they must not panic.
-FUZZTIME ?= 10s
+FUZZTIME ?= 8s
+FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion gdbproto:FuzzReader gdbproto:FuzzVCont gdbproto:FuzzDispatch dap:FuzzRequest dap:FuzzExpression \
+       unwind:FuzzSynthesize unwind:FuzzAddImage
 fuzz:
-	$(GO) test ./regions -run '^$$' -fuzz '^FuzzLoadELF$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./regions -run '^$$' -fuzz '^FuzzDecodeRegion$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./gdbproto -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./dap -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./dap -run '^$$' -fuzz '^FuzzExpression$$' -fuzztime $(FUZZTIME)
+	@set -e; for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t#*:}; \
+	  echo "fuzz $$pkg $$fn"; $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME); done
 
 bench: build fixtures
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./tests/ ./regions/

@@ -46,15 +46,12 @@ func (ss *session) threadFrames(tid int) ([]*frame, error) {
 	}
 	out := make([]*frame, len(ufs))
 	for i, uf := range ufs {
-		f := &frame{id: len(ss.frameIDs) + 1, tid: tid, level: i, uf: uf, pc: uf.PC, lookup: uf.PC}
-		if i > 0 && !uf.Signal {
-			f.lookup = uf.PC - 1
-		}
+		f := &frame{id: len(ss.frameIDs) + 1, tid: tid, level: i, uf: uf, pc: uf.PC, lookup: uf.LookupPC()}
 		// The CFA of frame i is the stack pointer its caller resumes
 		// with, which the unwinder computed as frame i+1's.
 		if i+1 < len(ufs) {
 			f.cfa, f.cfaOK = ufs[i+1].CFA, true
-		} else if next, ok := ss.core.Unwind.Step(uf, i == 0, ss.proc.ReadMemory); ok {
+		} else if next, ok := ss.core.Unwind.Step(uf, ss.proc.ReadMemory); ok {
 			f.cfa, f.cfaOK = next.CFA, true
 		}
 		ss.frameIDs = append(ss.frameIDs, f)

@@ -40,10 +40,20 @@ type Session struct {
 	mu       sync.Mutex // serializes output with the program's forwarded output
 	out      io.Writer
 	conds    map[int]*condition
+	temp     map[int]bool // tbreak: deleted at their first stop
+	nextTemp bool
+	pending  []pendingBreak
 	ignore   map[int]int
 	launched bool
 	pipes    sync.WaitGroup
 	done     bool
+}
+
+// pendingBreak is a location in code not loaded yet (gdb's pending
+// breakpoint): it is resolved when the dynamic linker loads objects.
+type pendingBreak struct {
+	loc  string
+	cond *condition
 }
 
 // Launch starts the program stopped at its first instruction.
@@ -86,7 +96,7 @@ func newSession(o Options) *Session {
 	if out == nil {
 		out = os.Stdout
 	}
-	return &Session{json: o.JSON, out: out, conds: map[int]*condition{}, ignore: map[int]int{}}
+	return &Session{json: o.JSON, out: out, conds: map[int]*condition{}, ignore: map[int]int{}, temp: map[int]bool{}}
 }
 
 func (s *Session) forward(r *os.File, stream string) {
@@ -196,8 +206,10 @@ func (s *Session) exec(line string) error {
 		return s.examine(cmd, rest)
 	}
 	switch cmd {
-	case "break", "b", "tbreak":
-		return s.breakCmd(rest)
+	case "break", "b":
+		return s.breakCmd(rest, false)
+	case "tbreak":
+		return s.breakCmd(rest, true)
 	case "delete", "d":
 		return s.deleteCmd(rest)
 	case "continue", "c":
@@ -370,7 +382,8 @@ func (s *Session) resolve(loc string) ([]uint64, error) {
 	return []uint64{s.syms.AfterPrologue(f)}, nil
 }
 
-func (s *Session) breakCmd(arg string) error {
+func (s *Session) breakCmd(arg string, temporary bool) error {
+	s.nextTemp = temporary
 	if err := s.live(); err != nil {
 		return err
 	}
@@ -393,8 +406,36 @@ func (s *Session) breakCmd(arg string) error {
 	}
 	addrs, err := s.resolve(loc)
 	if err != nil {
-		return err
+		if strings.HasPrefix(loc, "*") {
+			return err
+		}
+		s.pending = append(s.pending, pendingBreak{loc: loc, cond: cond})
+		s.eng.SetReportLibraries(true)
+		s.emit(map[string]any{"event": "breakpoint", "pending": loc},
+			fmt.Sprintf("Breakpoint pending on %s (%v): it is set when a library that has it loads", loc, err))
+		return nil
 	}
+	return s.setBreakpoints(addrs, cond)
+}
+
+// resolvePending sets the pending breakpoints that newly loaded code has.
+func (s *Session) resolvePending() {
+	kept := s.pending[:0]
+	for _, p := range s.pending {
+		addrs, err := s.resolve(p.loc)
+		if err != nil {
+			kept = append(kept, p)
+			continue
+		}
+		if err := s.setBreakpoints(addrs, p.cond); err != nil {
+			s.errorf("%s: %v", p.loc, err)
+		}
+	}
+	s.pending = kept
+	s.eng.SetReportLibraries(len(s.pending) > 0)
+}
+
+func (s *Session) setBreakpoints(addrs []uint64, cond *condition) error {
 	for _, a := range addrs {
 		bp, err := s.eng.SetBreakpoint(a)
 		if err != nil {
@@ -402,6 +443,9 @@ func (s *Session) breakCmd(arg string) error {
 		}
 		if cond != nil {
 			s.conds[bp.ID] = cond
+		}
+		if s.nextTemp {
+			s.temp[bp.ID] = true
 		}
 		fn, file, line := s.where(a)
 		text := fmt.Sprintf("Breakpoint %d at %#x: %s", bp.ID, a, fn)
@@ -464,12 +508,22 @@ func (s *Session) continueCmd(arg string) error {
 			return err
 		}
 		crossed = append(crossed, st.Crossed...)
+		if st.Kind == stepper.StopLibrary {
+			s.core.Sync()
+			s.resolvePending()
+			s.cur = st.Tid
+			continue
+		}
 		if st.Kind == stepper.StopBreakpoint && st.Breakpoint != nil && !s.shouldStop(st) {
 			s.cur = st.Tid
 			continue
 		}
 		st.Crossed = crossed
 		s.report(st, "")
+		if st.Breakpoint != nil && s.temp[st.Breakpoint.ID] {
+			delete(s.temp, st.Breakpoint.ID)
+			s.eng.ClearBreakpoint(st.Breakpoint.ID)
+		}
 		return nil
 	}
 }
@@ -609,10 +663,7 @@ func (s *Session) backtrace() error {
 	var b strings.Builder
 	for i, f := range frames {
 		pc := f.PC
-		lookup := pc
-		if i > 0 && !f.Signal {
-			lookup = pc - 1
-		}
+		lookup := f.LookupPC()
 		fn, _, _ := s.where(pc)
 		if i > 0 {
 			fn, _, _ = s.where(lookup)

@@ -54,6 +54,11 @@ func Decode(code []byte, addr uint64) (Insn, error) {
 	if err != nil {
 		return Insn{}, fmt.Errorf("decoding instruction at %#x: %w", addr, err)
 	}
+	if inst.Op == 0 {
+		// x86asm answers truncated input or a stray prefix with a one-byte
+		// instruction of no operation and no error.
+		return Insn{}, fmt.Errorf("decoding instruction at %#x: truncated or invalid", addr)
+	}
 	in := Insn{Addr: addr, Len: inst.Len, Inst: inst}
 	rel, hasRel := inst.Args[0].(x86asm.Rel)
 	switch inst.Op {
@@ -79,12 +84,18 @@ func Decode(code []byte, addr uint64) (Insn, error) {
 		}
 	case x86asm.RET, x86asm.LRET, x86asm.IRET, x86asm.IRETD, x86asm.IRETQ:
 		in.Kind = FlowRet
-	case x86asm.HLT, x86asm.UD0, x86asm.UD1, x86asm.UD2, x86asm.INT:
+	case x86asm.HLT, x86asm.UD0, x86asm.UD1, x86asm.UD2:
 		in.Kind = FlowTrap
+	case x86asm.INT:
+		// int3 traps; int $0x80 is a system call that falls through.
+		if imm, ok := inst.Args[0].(x86asm.Imm); ok && imm == 0x80 {
+			in.Kind = FlowSyscall
+		} else {
+			in.Kind = FlowTrap
+		}
 	case x86asm.SYSCALL, x86asm.SYSENTER:
 		in.Kind = FlowSyscall
 	}
-	// x86asm reports int3 as INT with immediate 3.
 	return in, nil
 }
 

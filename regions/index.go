@@ -5,108 +5,174 @@ import (
 	"sort"
 )
 
-// Index is an interval index over non-overlapping regions: a sorted slice
-// and binary search. It is used from one goroutine.
+// Index is an interval index over non-overlapping regions: starts sorted in
+// one slice for binary search. It is not safe for concurrent use; the
+// stepper uses it from one goroutine.
 type Index struct {
-	byKey  map[string][]*Region
-	sorted []*Region
+	starts []uint64 // starts[i] == regs[i].Start, sorted
+	regs   []*Region
+	keys   []string // keys[i] is the object regs[i] belongs to
+	count  map[string]int
 }
 
 // NewIndex returns an empty index.
-func NewIndex() *Index { return &Index{byKey: map[string][]*Region{}} }
+func NewIndex() *Index { return &Index{count: map[string]int{}} }
 
-// SetObject replaces one object's regions. A region overlapping one already
-// indexed is left out with a warning (the earlier one wins).
+// Len is the number of indexed regions.
+func (x *Index) Len() int { return len(x.regs) }
+
+// All returns every indexed region sorted by Start.
+func (x *Index) All() []*Region { return append([]*Region(nil), x.regs...) }
+
+// Lookup returns the region holding pc, or nil. O(log n).
+func (x *Index) Lookup(pc uint64) *Region {
+	// Regions do not overlap, so only the last one starting at or before pc
+	// can hold it.
+	lo, hi := 0, len(x.starts)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if x.starts[m] > pc {
+			hi = m
+		} else {
+			lo = m + 1
+		}
+	}
+	i := lo - 1
+	if i >= 0 && pc < x.regs[i].End {
+		return x.regs[i]
+	}
+	return nil
+}
+
+// Intersecting returns the regions meeting [lo, hi), sorted by Start.
+func (x *Index) Intersecting(lo, hi uint64) []*Region {
+	if hi <= lo {
+		return nil
+	}
+	// Non-overlapping and sorted by start means sorted by end too.
+	i := sort.Search(len(x.regs), func(i int) bool { return x.regs[i].End > lo })
+	var out []*Region
+	for ; i < len(x.regs) && x.regs[i].Start < hi; i++ {
+		out = append(out, x.regs[i])
+	}
+	return out
+}
+
+// RemoveObject drops every region indexed under key.
+func (x *Index) RemoveObject(key string) {
+	if x.count[key] == 0 {
+		delete(x.count, key)
+		return
+	}
+	j := 0
+	for i := range x.regs {
+		if x.keys[i] == key {
+			continue
+		}
+		x.starts[j], x.regs[j], x.keys[j] = x.starts[i], x.regs[i], x.keys[i]
+		j++
+	}
+	clear(x.regs[j:])
+	x.starts, x.regs, x.keys = x.starts[:j], x.regs[:j], x.keys[:j]
+	delete(x.count, key)
+}
+
+// SetObject replaces key's regions with regs. A region overlapping one
+// already indexed (or an earlier one of regs, by start) is left out, and
+// empty ranges are never indexed; each refusal is a returned warning.
 func (x *Index) SetObject(key string, regs []*Region) []string {
 	x.RemoveObject(key)
-	cand := append([]*Region(nil), regs...)
-	sort.Slice(cand, func(i, j int) bool { return cand[i].Start < cand[j].Start })
-	var warns []string
-	kept := make([]*Region, 0, len(cand))
-	for _, r := range cand {
-		o := x.overlap(r)
-		if o == nil && len(kept) > 0 && kept[len(kept)-1].End > r.Start {
-			o = kept[len(kept)-1]
+	cand := make([]*Region, 0, len(regs))
+	for _, r := range regs {
+		if r != nil {
+			cand = append(cand, r)
 		}
-		if o != nil {
-			warns = append(warns, fmt.Sprintf("%s [%#x, %#x) overlaps %s [%#x, %#x): ignored", r.Name, r.Start, r.End, o.Name, o.Start, o.End))
+	}
+	less := func(i, j int) bool { return cand[i].Start < cand[j].Start }
+	if !sort.SliceIsSorted(cand, less) {
+		sort.SliceStable(cand, less)
+	}
+	var warns []string
+	kept := cand[:0]
+	for _, r := range cand {
+		if w := x.refuse(r); w != "" {
+			warns = append(warns, w)
+			continue
+		}
+		if n := len(kept); n > 0 && kept[n-1].End > r.Start {
+			warns = append(warns, overlapWarning(r, kept[n-1]))
 			continue
 		}
 		kept = append(kept, r)
 	}
-	x.sorted = append(x.sorted, kept...)
-	sort.Slice(x.sorted, func(i, j int) bool { return x.sorted[i].Start < x.sorted[j].Start })
-	x.byKey[key] = kept
+	if len(kept) == 0 {
+		return warns
+	}
+	x.merge(key, kept)
 	return warns
 }
 
 // Add indexes one more region under key.
 func (x *Index) Add(key string, r *Region) []string {
-	if o := x.overlap(r); o != nil {
-		return []string{fmt.Sprintf("%s [%#x, %#x) overlaps %s: ignored", r.Name, r.Start, r.End, o.Name)}
+	if r == nil {
+		return nil
 	}
-	x.byKey[key] = append(x.byKey[key], r)
-	x.insert(r)
+	if w := x.refuse(r); w != "" {
+		return []string{w}
+	}
+	i := sort.Search(len(x.starts), func(i int) bool { return x.starts[i] > r.Start })
+	x.starts = append(x.starts, 0)
+	x.regs = append(x.regs, nil)
+	x.keys = append(x.keys, "")
+	copy(x.starts[i+1:], x.starts[i:])
+	copy(x.regs[i+1:], x.regs[i:])
+	copy(x.keys[i+1:], x.keys[i:])
+	x.starts[i], x.regs[i], x.keys[i] = r.Start, r, key
+	x.count[key]++
 	return nil
 }
 
-func (x *Index) insert(r *Region) {
-	i := sort.Search(len(x.sorted), func(i int) bool { return x.sorted[i].Start >= r.Start })
-	x.sorted = append(x.sorted, nil)
-	copy(x.sorted[i+1:], x.sorted[i:])
-	x.sorted[i] = r
+// refuse says why r cannot be indexed next to the current regions.
+func (x *Index) refuse(r *Region) string {
+	if r.End <= r.Start {
+		return fmt.Sprintf("%s is empty: not indexed", r)
+	}
+	if o := x.overlapping(r); o != nil {
+		return overlapWarning(r, o)
+	}
+	return ""
 }
 
-func (x *Index) overlap(r *Region) *Region {
-	i := sort.Search(len(x.sorted), func(i int) bool { return x.sorted[i].Start >= r.End })
-	if i > 0 && x.sorted[i-1].End > r.Start {
-		return x.sorted[i-1]
+func overlapWarning(r, o *Region) string {
+	return fmt.Sprintf("%s overlaps %s: ignored (the earlier one is kept)", r, o)
+}
+
+// overlapping returns an indexed region meeting r, or nil.
+func (x *Index) overlapping(r *Region) *Region {
+	i := sort.Search(len(x.regs), func(i int) bool { return x.regs[i].End > r.Start })
+	if i < len(x.regs) && x.regs[i].Start < r.End {
+		return x.regs[i]
 	}
 	return nil
 }
 
-// RemoveObject drops one object's regions.
-func (x *Index) RemoveObject(key string) {
-	old := x.byKey[key]
-	if len(old) == 0 {
-		delete(x.byKey, key)
-		return
-	}
-	gone := make(map[*Region]bool, len(old))
-	for _, r := range old {
-		gone[r] = true
-	}
-	kept := x.sorted[:0]
-	for _, r := range x.sorted {
-		if !gone[r] {
-			kept = append(kept, r)
+// merge inserts sorted, mutually disjoint regions that overlap nothing
+// indexed.
+func (x *Index) merge(key string, add []*Region) {
+	n := len(x.regs) + len(add)
+	starts := make([]uint64, 0, n)
+	regs := make([]*Region, 0, n)
+	keys := make([]string, 0, n)
+	i, j := 0, 0
+	for i < len(x.regs) || j < len(add) {
+		if j >= len(add) || (i < len(x.regs) && x.starts[i] <= add[j].Start) {
+			starts, regs, keys = append(starts, x.starts[i]), append(regs, x.regs[i]), append(keys, x.keys[i])
+			i++
+			continue
 		}
+		starts, regs, keys = append(starts, add[j].Start), append(regs, add[j]), append(keys, key)
+		j++
 	}
-	x.sorted = kept
-	delete(x.byKey, key)
+	x.starts, x.regs, x.keys = starts, regs, keys
+	x.count[key] += len(add)
 }
-
-// Lookup returns the region holding pc, or nil. O(log n).
-func (x *Index) Lookup(pc uint64) *Region {
-	i := sort.Search(len(x.sorted), func(i int) bool { return x.sorted[i].Start > pc }) - 1
-	if i >= 0 && pc < x.sorted[i].End {
-		return x.sorted[i]
-	}
-	return nil
-}
-
-// Intersecting returns the regions meeting [lo, hi).
-func (x *Index) Intersecting(lo, hi uint64) []*Region {
-	var out []*Region
-	i := sort.Search(len(x.sorted), func(i int) bool { return x.sorted[i].End > lo })
-	for ; i < len(x.sorted) && x.sorted[i].Start < hi; i++ {
-		out = append(out, x.sorted[i])
-	}
-	return out
-}
-
-// All returns every region sorted by start.
-func (x *Index) All() []*Region { return append([]*Region(nil), x.sorted...) }
-
-// Len is the number of regions.
-func (x *Index) Len() int { return len(x.sorted) }

@@ -7,22 +7,31 @@ import (
 	"fmt"
 )
 
-// Auxiliary vector keys used here.
+// Auxiliary vector keys (include/uapi/linux/auxvec.h).
 const (
+	AtNull        = 0
 	AtPhdr        = 3
 	AtPhent       = 4
 	AtPhnum       = 5
+	AtPagesz      = 6
 	AtBase        = 7
+	AtFlags       = 8
 	AtEntry       = 9
+	AtUID         = 11
+	AtHwcap       = 16
+	AtRandom      = 25
+	AtHwcap2      = 26
+	AtExecfn      = 31
 	AtSysinfoEhdr = 33
 )
 
-// ParseAuxv decodes /proc/pid/auxv (pairs of 64-bit words).
+// ParseAuxv decodes an auxiliary vector (/proc/pid/auxv: pairs of 64-bit
+// words) up to AT_NULL.
 func ParseAuxv(b []byte) map[uint64]uint64 {
 	m := map[uint64]uint64{}
 	for i := 0; i+16 <= len(b); i += 16 {
 		k := binary.LittleEndian.Uint64(b[i:])
-		if k == 0 {
+		if k == AtNull {
 			break
 		}
 		m[k] = binary.LittleEndian.Uint64(b[i+8:])
@@ -30,132 +39,208 @@ func ParseAuxv(b []byte) map[uint64]uint64 {
 	return m
 }
 
-// ExecBias is the executable's load address minus its link-time address,
-// from AT_PHDR (or AT_ENTRY when there is no PT_PHDR).
+// ExecBias is the executable's run-time minus link-time address: from
+// AT_PHDR against PT_PHDR's link-time address, or AT_ENTRY against e_entry
+// for executables without PT_PHDR (static ones).
 func ExecBias(auxv map[uint64]uint64, f *elf.File) uint64 {
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_PHDR && auxv[AtPhdr] != 0 {
-			return auxv[AtPhdr] - p.Vaddr
+	if phdr, ok := auxv[AtPhdr]; ok && phdr != 0 {
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_PHDR {
+				return phdr - p.Vaddr
+			}
 		}
 	}
-	if e := auxv[AtEntry]; e != 0 {
+	if e, ok := auxv[AtEntry]; ok && e != 0 {
 		return e - f.Entry
 	}
 	return 0
 }
 
-// DynamicLinkerBreakpoint returns the run-time address of the function the
-// dynamic linker calls after every change to the object list
-// (_dl_debug_state), as gdb uses it.
+// DynamicLinkerBreakpoint returns the run-time address of _dl_debug_state,
+// the function the dynamic linker calls after each change to its object
+// list (gdb's approach). interpBase is AT_BASE. When the symbol is missing,
+// the error says so and the caller should use r_debug.r_brk (ReadRDebug).
 func DynamicLinkerBreakpoint(interpPath string, interpBase uint64) (uint64, error) {
 	f, err := elf.Open(interpPath)
 	if err != nil {
 		return 0, fmt.Errorf("reading the dynamic linker %s: %w", interpPath, err)
 	}
 	defer f.Close()
-	var first uint64 = ^uint64(0)
+	// AT_BASE is where the first byte of the file is mapped.
+	var bias uint64
+	found := false
 	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD && p.Vaddr < first {
-			first = p.Vaddr
+		if p.Type == elf.PT_LOAD && p.Off == 0 {
+			bias, found = interpBase-p.Vaddr, true
+			break
 		}
 	}
-	for _, get := range []func() ([]elf.Symbol, error){f.Symbols, f.DynamicSymbols} {
+	if !found {
+		return 0, fmt.Errorf("reading the dynamic linker %s: no loadable segment maps the ELF header", interpPath)
+	}
+	for _, get := range []func() ([]elf.Symbol, error){f.DynamicSymbols, f.Symbols} {
 		syms, _ := get()
 		for _, s := range syms {
-			if s.Name == "_dl_debug_state" && s.Value != 0 {
-				return s.Value - first + interpBase, nil
+			if s.Name == "_dl_debug_state" && s.Value != 0 && s.Section != elf.SHN_UNDEF {
+				return s.Value + bias, nil
 			}
 		}
 	}
-	return 0, fmt.Errorf("no _dl_debug_state in %s", interpPath)
+	return 0, fmt.Errorf("no _dl_debug_state symbol in %s: use r_debug.r_brk", interpPath)
 }
 
-// FindRDebug finds struct r_debug through DT_DEBUG of the executable's
-// dynamic section, which the dynamic linker fills in when it starts.
+// ErrNoRDebug means the dynamic linker has not filled DT_DEBUG yet.
+var ErrNoRDebug = errors.New("DT_DEBUG is 0: the dynamic linker has not run yet")
+
+// FindRDebug returns the address of the dynamic linker's struct r_debug,
+// read from DT_DEBUG in the executable's dynamic section at run time.
 func FindRDebug(read MemReader, execPath string, execBias uint64) (uint64, error) {
 	f, err := elf.Open(execPath)
 	if err != nil {
-		return 0, fmt.Errorf("reading %s: %w", execPath, err)
+		return 0, fmt.Errorf("finding r_debug: %w", err)
 	}
 	defer f.Close()
 	var dyn *elf.Prog
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_DYNAMIC {
 			dyn = p
+			break
 		}
 	}
 	if dyn == nil {
-		return 0, errors.New("static executable: no dynamic section")
+		return 0, fmt.Errorf("finding r_debug: %s has no dynamic section (static executable)", execPath)
 	}
-	buf := make([]byte, min(dyn.Memsz, 1<<16))
-	n, err := read(dyn.Vaddr+execBias, buf)
-	if n == 0 {
-		return 0, fmt.Errorf("reading the dynamic section: %v", err)
+	// Bounded: a dynamic section has a few dozen entries.
+	buf := make([]byte, min(dyn.Memsz, 64<<10)&^15)
+	got := readMem(read, dyn.Vaddr+execBias, buf)
+	if len(got) < 16 {
+		return 0, fmt.Errorf("finding r_debug: reading the dynamic section of %s at %#x failed", execPath, dyn.Vaddr+execBias)
 	}
-	for i := 0; i+16 <= n; i += 16 {
-		tag := elf.DynTag(binary.LittleEndian.Uint64(buf[i:]))
-		if tag == elf.DT_NULL {
-			break
-		}
-		if tag == elf.DT_DEBUG {
-			v := binary.LittleEndian.Uint64(buf[i+8:])
+	for i := 0; i+16 <= len(got); i += 16 {
+		switch elf.DynTag(binary.LittleEndian.Uint64(got[i:])) {
+		case elf.DT_NULL:
+			return 0, fmt.Errorf("finding r_debug: %s has no DT_DEBUG entry", execPath)
+		case elf.DT_DEBUG:
+			v := binary.LittleEndian.Uint64(got[i+8:])
 			if v == 0 {
-				return 0, errors.New("DT_DEBUG is 0: the dynamic linker has not run yet")
+				return 0, fmt.Errorf("finding r_debug in %s: %w", execPath, ErrNoRDebug)
 			}
 			return v, nil
 		}
 	}
-	return 0, errors.New("no DT_DEBUG entry")
+	return 0, fmt.Errorf("finding r_debug: %s has no DT_DEBUG entry", execPath)
 }
 
-// LoadedObject is one entry of the dynamic linker's list.
-type LoadedObject struct {
-	Name    string
-	Bias    uint64
-	Dynamic uint64
+// RDebug is glibc's struct r_debug (and r_debug_extended's r_next).
+type RDebug struct {
+	Version int32
+	Map     uint64 // first struct link_map
+	Brk     uint64 // address the dynamic linker calls after each change
+	State   int32  // RT_CONSISTENT, RT_ADD, RT_DELETE
+	LdBase  uint64
+	Next    uint64 // next namespace's r_debug (Version >= 2), 0 if none
 }
+
+// r_debug states.
+const (
+	RTConsistent = 0
+	RTAdd        = 1
+	RTDelete     = 2
+)
+
+// ReadRDebug reads struct r_debug at addr.
+func ReadRDebug(read MemReader, addr uint64) (RDebug, error) {
+	var b [48]byte
+	got := readMem(read, addr, b[:])
+	if len(got) < 40 {
+		return RDebug{}, fmt.Errorf("reading r_debug at %#x: only %d of 40 bytes readable", addr, len(got))
+	}
+	le := binary.LittleEndian
+	rd := RDebug{
+		Version: int32(le.Uint32(got[0:])),
+		Map:     le.Uint64(got[8:]),
+		Brk:     le.Uint64(got[16:]),
+		State:   int32(le.Uint32(got[24:])),
+		LdBase:  le.Uint64(got[32:]),
+	}
+	if rd.Version >= 2 && len(got) == 48 {
+		rd.Next = le.Uint64(got[40:])
+	}
+	return rd, nil
+}
+
+// LoadedObject is one entry of the dynamic linker's object list.
+type LoadedObject struct {
+	Name    string // l_name; "" for the main program
+	Bias    uint64 // l_addr
+	Dynamic uint64 // l_ld
+}
+
+// maxLinkMap bounds the walk: more objects than this is a corrupt list.
+const maxLinkMap = 4096
 
 // LinkMap walks r_debug.r_map (struct link_map: l_addr, l_name, l_ld,
-// l_next, l_prev), bounded and cycle-safe.
+// l_next, l_prev) and the lists of further namespaces (r_next), bounded and
+// cycle-safe.
 func LinkMap(read MemReader, rdebug uint64) ([]LoadedObject, error) {
-	var hdr [16]byte
-	if n, err := read(rdebug, hdr[:]); n != 16 {
-		return nil, fmt.Errorf("reading r_debug at %#x: %v", rdebug, err)
-	}
-	next := binary.LittleEndian.Uint64(hdr[8:])
 	var out []LoadedObject
 	seen := map[uint64]bool{}
-	for i := 0; next != 0 && i < 4096 && !seen[next]; i++ {
-		seen[next] = true
-		var lm [40]byte
-		if n, err := read(next, lm[:]); n != 40 {
-			return out, fmt.Errorf("reading link_map at %#x: %v", next, err)
+	seenNS := map[uint64]bool{}
+	for ns := rdebug; ns != 0 && !seenNS[ns] && len(seenNS) < 64; {
+		seenNS[ns] = true
+		rd, err := ReadRDebug(read, ns)
+		if err != nil {
+			if ns == rdebug {
+				return nil, err
+			}
+			return out, err
 		}
-		o := LoadedObject{Bias: binary.LittleEndian.Uint64(lm[0:]), Dynamic: binary.LittleEndian.Uint64(lm[16:])}
-		o.Name = readString(read, binary.LittleEndian.Uint64(lm[8:]), 4096)
-		out = append(out, o)
-		next = binary.LittleEndian.Uint64(lm[24:])
+		for lm := rd.Map; lm != 0; {
+			if seen[lm] {
+				break // a cycle: the list is being changed or corrupt
+			}
+			if len(seen) >= maxLinkMap {
+				return out, fmt.Errorf("link map at %#x has more than %d entries", rd.Map, maxLinkMap)
+			}
+			seen[lm] = true
+			var b [32]byte
+			if got := readMem(read, lm, b[:]); len(got) < 32 {
+				return out, fmt.Errorf("reading link_map entry at %#x: only %d of 32 bytes readable", lm, len(got))
+			}
+			le := binary.LittleEndian
+			out = append(out, LoadedObject{
+				Name:    readCString(read, le.Uint64(b[8:]), 4096),
+				Bias:    le.Uint64(b[0:]),
+				Dynamic: le.Uint64(b[16:]),
+			})
+			lm = le.Uint64(b[24:])
+		}
+		ns = rd.Next
 	}
 	return out, nil
 }
 
-func readString(read MemReader, addr uint64, max int) string {
+// readCString reads a NUL-terminated string of at most max bytes.
+func readCString(read MemReader, addr uint64, max int) string {
 	if addr == 0 {
 		return ""
 	}
-	buf := make([]byte, 256)
 	var out []byte
+	buf := make([]byte, 256)
 	for len(out) < max {
-		n, _ := read(addr+uint64(len(out)), buf)
-		if n == 0 {
+		got := readMem(read, addr+uint64(len(out)), buf)
+		if len(got) == 0 {
 			break
 		}
-		for i := 0; i < n; i++ {
-			if buf[i] == 0 {
-				return string(append(out, buf[:i]...))
+		for i, c := range got {
+			if c == 0 {
+				return string(append(out, got[:i]...))
 			}
 		}
-		out = append(out, buf[:n]...)
+		out = append(out, got...)
+	}
+	if len(out) > max {
+		out = out[:max]
 	}
 	return string(out)
 }

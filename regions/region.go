@@ -1,21 +1,23 @@
-// Package regions knows every restartable region of a process — rseq
-// critical sections from ELF tables and from the thread's live rseq_cs, vDSO
-// functions, declared ranges — their exits, and an interval index over them.
-// It does not know how to step.
 package regions
 
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sort"
+	"strconv"
 )
 
-// Kind is the kind of a region.
+// Kind says where a region comes from and therefore how it is left. The zero
+// value is no kind, so that a zero Region is recognisably unset.
 type Kind uint8
 
 const (
+	// KindCriticalSection is an rseq critical section [start_ip, commit).
 	KindCriticalSection Kind = iota + 1
+	// KindVDSO is a vDSO function: left by its return.
 	KindVDSO
+	// KindDeclared is a range a user named.
 	KindDeclared
 )
 
@@ -28,214 +30,492 @@ func (k Kind) String() string {
 	case KindDeclared:
 		return "declared"
 	}
-	return "unknown"
+	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
 
-// ExitKind says why an address is an exit of a region.
+// ExitKind says why an address is an exit. The order is the precedence when
+// one address is an exit for several reasons.
 type ExitKind uint8
 
 const (
+	// ExitCommit is the commit address (the fall-through end of the range).
 	ExitCommit ExitKind = iota + 1
+	// ExitAbort is the abort handler.
 	ExitAbort
-	ExitPoint  // listed in __rseq_exit_point_array
-	ExitBranch // a decoded direct branch out of the region
+	// ExitPoint comes from __rseq_exit_point_array.
+	ExitPoint
+	// ExitBranch is a decoded direct branch target outside the range.
+	ExitBranch
+	// ExitReturn is a return address (vDSO functions, resolved at entry).
 	ExitReturn
 )
 
 func (k ExitKind) String() string {
-	return [...]string{"", "commit", "abort", "exit-point", "branch", "return"}[k]
+	switch k {
+	case ExitCommit:
+		return "commit"
+	case ExitAbort:
+		return "abort"
+	case ExitPoint:
+		return "exit-point"
+	case ExitBranch:
+		return "branch"
+	case ExitReturn:
+		return "return"
+	}
+	return "exit(" + strconv.Itoa(int(k)) + ")"
 }
 
-// Exit is one place control leaves a region.
+// Exit is one place control can leave a region for.
 type Exit struct {
 	Addr uint64
 	Kind ExitKind
 }
 
-// Region is one restartable region at run-time addresses.
+// Region is one restartable range of run-time addresses.
 type Region struct {
-	Kind       Kind
-	Name       string
-	Object     string
-	Start, End uint64 // End is the commit address of a critical section
-	Abort      uint64
+	Kind Kind
+	// Name is the symbol-relative name of Start ("inc_full+12"), or Start
+	// in hex ("0x4011d0") when no symbol covers it (always, for regions
+	// found in memory: the caller may rename them).
+	Name string
+	// Object is the path of the object holding the code ("[vdso]").
+	Object string
+	// Start and End delimit the range [Start, End). For a critical section
+	// End is the commit address, start_ip+post_commit_offset.
+	Start, End uint64
+	// Abort is abort_ip (critical sections only).
+	Abort uint64
+	// AbortJump is where the abort handler's first unconditional direct jump
+	// goes (usually the retry label before Start), 0 if it ends otherwise.
+	AbortJump uint64
+	// Descriptor is the run-time address of the struct rseq_cs, 0 if unknown.
 	Descriptor uint64
-	Exits      []Exit
-	Indirect   []uint64
-	Calls      []uint64
-	Source     string
-	Warnings   []string
+	// Exits are sorted by address and unique; none lies inside [Start, End).
+	Exits []Exit
+	// Indirect are the addresses of indirect jumps/calls and returns inside
+	// the range: their targets are known only at run time.
+	Indirect []uint64
+	// Calls are the addresses of direct calls inside the range. A call is not
+	// an exit: the callee returns into the range.
+	Calls []uint64
+	// Source is where the region was found: "__rseq_cs_ptr_array",
+	// "__rseq_cs", "__rseq_table", "runtime", "vdso" or "declared".
+	Source   string
+	Warnings []string
 }
 
-// Contains reports whether pc is inside the region.
+// Contains reports whether pc lies in [Start, End).
 func (r *Region) Contains(pc uint64) bool { return pc >= r.Start && pc < r.End }
 
-// ExitKindAt tells whether addr is an exit and of which kind.
+// ExitKindAt reports whether addr is one of r's exits, and which kind.
 func (r *Region) ExitKindAt(addr uint64) (ExitKind, bool) {
-	for _, x := range r.Exits {
-		if x.Addr == addr {
-			return x.Kind, true
-		}
+	i := sort.Search(len(r.Exits), func(i int) bool { return r.Exits[i].Addr >= addr })
+	if i < len(r.Exits) && r.Exits[i].Addr == addr {
+		return r.Exits[i].Kind, true
 	}
 	return 0, false
 }
 
-func (r *Region) addExit(addr uint64, kind ExitKind) {
-	if r.Contains(addr) {
-		return
+// String names the region for messages.
+func (r *Region) String() string {
+	if r.Name == "" || r.Name == hex(r.Start) {
+		return fmt.Sprintf("%s [%#x, %#x)", r.Kind, r.Start, r.End)
 	}
-	for _, x := range r.Exits {
-		if x.Addr == addr {
-			return
-		}
-	}
-	r.Exits = append(r.Exits, Exit{addr, kind})
+	return fmt.Sprintf("%s %s [%#x, %#x)", r.Kind, r.Name, r.Start, r.End)
 }
 
-// markExitPoint records a listed exit point; it outranks a decoded branch
-// to the same address.
-func (r *Region) markExitPoint(addr uint64) {
-	for i, x := range r.Exits {
-		if x.Addr == addr {
-			if x.Kind == ExitBranch {
-				r.Exits[i].Kind = ExitPoint
-			}
-			return
-		}
+// maxRegionWarnings bounds the warnings of one region: garbage decoded as
+// code can otherwise produce one per byte.
+const maxRegionWarnings = 32
+
+func (r *Region) warnf(format string, args ...any) {
+	switch n := len(r.Warnings); {
+	case n < maxRegionWarnings:
+		r.Warnings = append(r.Warnings, fmt.Sprintf(format, args...))
+	case n == maxRegionWarnings:
+		r.Warnings = append(r.Warnings, "further warnings suppressed")
 	}
-	r.Exits = append(r.Exits, Exit{addr, ExitPoint})
-	r.sortExits()
-}
-
-func (r *Region) sortExits() {
-	sort.Slice(r.Exits, func(i, j int) bool { return r.Exits[i].Addr < r.Exits[j].Addr })
-}
-
-// Descriptor is a struct rseq_cs.
-type Descriptor struct {
-	Version, Flags                     uint32
-	StartIP, PostCommitOffset, AbortIP uint64
 }
 
 // DescriptorSize is sizeof(struct rseq_cs).
 const DescriptorSize = 32
 
-// maxSection bounds post_commit_offset: real sections are a few dozen bytes.
-const maxSection = 64 << 10
+// Signature is the abort signature glibc and librseq register on x86-64.
+// Programs may register another; only the thread's own value is
+// authoritative, so a mismatch here is a hint, not an error.
+const Signature = 0x53053053
 
-// ParseDescriptor decodes 32 bytes of struct rseq_cs.
+// MaxCriticalSection is the length beyond which a critical section is
+// implausible: it is warned about and decoded only this far.
+const MaxCriticalSection = 64 << 10
+
+// abortHandlerWindow bounds how far the abort handler is decoded.
+const abortHandlerWindow = 256
+
+// maxInsnLen is the longest x86 instruction; the body of a range is read this
+// much past its end so that the last instruction decodes even when the end is
+// not on an instruction boundary.
+const maxInsnLen = 15
+
+// Descriptor is struct rseq_cs.
+type Descriptor struct {
+	Version, Flags   uint32
+	StartIP          uint64
+	PostCommitOffset uint64
+	AbortIP          uint64
+}
+
+// Commit is start_ip + post_commit_offset. It wraps for descriptors the
+// kernel rejects; RegionFromDescriptor refuses those.
+func (d Descriptor) Commit() uint64 { return d.StartIP + d.PostCommitOffset }
+
+// wraps reports whether the range overflows the address space, which the
+// kernel refuses (it kills the thread).
+func (d Descriptor) wraps() bool { return d.StartIP+d.PostCommitOffset < d.StartIP }
+
+// ParseDescriptor decodes a little-endian struct rseq_cs.
 func ParseDescriptor(b []byte) (Descriptor, error) {
 	if len(b) < DescriptorSize {
-		return Descriptor{}, fmt.Errorf("descriptor needs %d bytes, have %d", DescriptorSize, len(b))
+		return Descriptor{}, fmt.Errorf("rseq_cs descriptor: %d bytes, want %d", len(b), DescriptorSize)
 	}
-	le := binary.LittleEndian
 	return Descriptor{
-		Version: le.Uint32(b), Flags: le.Uint32(b[4:]),
-		StartIP: le.Uint64(b[8:]), PostCommitOffset: le.Uint64(b[16:]), AbortIP: le.Uint64(b[24:]),
+		Version:          binary.LittleEndian.Uint32(b[0:]),
+		Flags:            binary.LittleEndian.Uint32(b[4:]),
+		StartIP:          binary.LittleEndian.Uint64(b[8:]),
+		PostCommitOffset: binary.LittleEndian.Uint64(b[16:]),
+		AbortIP:          binary.LittleEndian.Uint64(b[24:]),
 	}, nil
 }
 
-// Signature is what glibc and librseq register on x86-64.
-const Signature = 0x53053053
-
-// check validates a descriptor and returns warnings; ok is false when the
-// descriptor cannot describe a region at all.
-func (d Descriptor) check() (warnings []string, ok bool) {
-	if d.StartIP == 0 || d.PostCommitOffset == 0 {
-		return []string{fmt.Sprintf("empty section (start %#x, post_commit_offset %d): skipped", d.StartIP, d.PostCommitOffset)}, false
-	}
-	if d.PostCommitOffset > maxSection || d.StartIP+d.PostCommitOffset < d.StartIP {
-		return []string{fmt.Sprintf("post_commit_offset %#x of section at %#x is implausible: skipped", d.PostCommitOffset, d.StartIP)}, false
+// newCriticalSection makes the region for d (run-time addresses) and the
+// warnings that need no code: version, flags, sizes, abort placement.
+func newCriticalSection(r *Region, d Descriptor, descAddr uint64, source string) {
+	*r = Region{
+		Kind:       KindCriticalSection,
+		Start:      d.StartIP,
+		End:        d.Commit(),
+		Abort:      d.AbortIP,
+		Descriptor: descAddr,
+		Source:     source,
 	}
 	if d.Version != 0 {
-		warnings = append(warnings, fmt.Sprintf("version %d (the kernel accepts only 0: the thread would be killed)", d.Version))
+		r.warnf("descriptor version %d, want 0", d.Version)
 	}
 	if d.Flags != 0 {
-		warnings = append(warnings, fmt.Sprintf("flags %#x: the deprecated RSEQ_CS_FLAG_NO_RESTART_* bits kill the task since Linux 6.0", d.Flags))
+		r.warnf("deprecated flags %#x set (kernels since 6.0 kill the thread on abort)", d.Flags)
 	}
-	if d.AbortIP >= d.StartIP && d.AbortIP < d.StartIP+d.PostCommitOffset {
-		warnings = append(warnings, fmt.Sprintf("abort_ip %#x lies inside the section", d.AbortIP))
+	switch {
+	case d.PostCommitOffset == 0:
+		r.warnf("post_commit_offset 0: empty critical section")
+	case d.PostCommitOffset > MaxCriticalSection:
+		r.warnf("post_commit_offset %#x is larger than 64 KiB: decoded only the first 64 KiB", d.PostCommitOffset)
 	}
-	return warnings, true
-}
-
-// RegionFromDescriptor builds a critical section from a descriptor at
-// run-time addresses, decoding its exits from target memory.
-func RegionFromDescriptor(d Descriptor, descAddr uint64, code MemReader, source string) (*Region, error) {
-	warns, ok := d.check()
-	if !ok {
-		return nil, fmt.Errorf("descriptor at %#x: %s", descAddr, warns[0])
-	}
-	r := &Region{Kind: KindCriticalSection, Start: d.StartIP, End: d.StartIP + d.PostCommitOffset,
-		Abort: d.AbortIP, Descriptor: descAddr, Source: source, Warnings: warns,
-		Name: fmt.Sprintf("%#x", d.StartIP)}
-	buf := make([]byte, r.End-r.Start+16)
-	n, err := code(r.Start, buf)
-	if uint64(n) < r.End-r.Start {
-		return nil, fmt.Errorf("reading section code at %#x: %v", r.Start, err)
-	}
-	var sig [4]byte
-	if n, _ := code(d.AbortIP-4, sig[:]); n == 4 {
-		r.checkSignature(sig[:])
-	}
-	r.decode(buf[:n])
-	return r, nil
-}
-
-func (r *Region) checkSignature(b []byte) {
-	if v := binary.LittleEndian.Uint32(b); v != Signature {
-		r.Warnings = append(r.Warnings, fmt.Sprintf("the 4 bytes before abort_ip %#x are %#08x, not the usual signature %#08x (the thread's registered signature decides)", r.Abort, v, Signature))
+	if r.Contains(d.AbortIP) {
+		r.warnf("abort %#x inside [%#x, %#x): the kernel rejects this descriptor", d.AbortIP, r.Start, r.End)
 	}
 }
 
-// decode fills Exits, Indirect and Calls from the section's code, which
-// starts at r.Start.
-func (r *Region) decode(code []byte) {
-	r.Exits = r.Exits[:0]
-	r.addExit(r.End, ExitCommit)
-	if r.Abort != 0 {
-		r.addExit(r.Abort, ExitAbort)
+// regionCode is what analysis reads: bytes in the run-time address space.
+type regionCode struct {
+	body    []byte // from Start; may run up to maxInsnLen past End, may be short
+	noBody  string // why body is missing, when it is
+	sig     []byte // the 4 bytes before Abort, nil if unreadable
+	abort   []byte // from Abort, up to abortHandlerWindow
+	noAbort string
+}
+
+// scratch is per-goroutine working memory for analysis.
+type scratch struct {
+	exits []Exit
+	slab  []Exit
+}
+
+// exitSlice copies exits into a shared slab so that a load of many regions
+// makes few allocations. The result has no spare capacity, so appending to
+// it never writes into another region's exits.
+func (s *scratch) exitSlice(exits []Exit) []Exit {
+	if len(exits) == 0 {
+		return nil
 	}
-	for pc := r.Start; pc < r.End; {
+	if cap(s.slab)-len(s.slab) < len(exits) {
+		n := 4096
+		if len(exits) > n {
+			n = len(exits)
+		}
+		s.slab = make([]Exit, 0, n)
+	}
+	i := len(s.slab)
+	s.slab = append(s.slab, exits...)
+	return s.slab[i:len(s.slab):len(s.slab)]
+}
+
+// analyze decodes r's body and abort handler and fills Exits, Indirect,
+// Calls, AbortJump and the code-related warnings. exitPoints are run-time
+// exit_ip values from the exit point table.
+func analyze(r *Region, c regionCode, exitPoints []uint64, sc *scratch) {
+	ex := sc.exits[:0]
+	if r.Kind == KindCriticalSection || r.Kind == KindDeclared {
+		ex = append(ex, Exit{r.End, ExitCommit})
+	}
+	if r.Kind == KindCriticalSection {
+		if !r.Contains(r.Abort) {
+			ex = append(ex, Exit{r.Abort, ExitAbort})
+		}
+		if c.sig == nil && len(c.abort) == 0 {
+			why := c.noAbort
+			if why == "" {
+				why = "unreadable"
+			}
+			r.warnf("abort handler at %#x not checked: %s", r.Abort, why)
+		} else {
+			checkSignature(r, c)
+			decodeAbortHandler(r, c)
+		}
+	}
+	for _, e := range exitPoints {
+		if r.Contains(e) {
+			r.warnf("exit point %#x lies inside the range: ignored", e)
+			continue
+		}
+		ex = append(ex, Exit{e, ExitPoint})
+	}
+	ex = decodeBody(r, c, ex)
+	ex = sortExits(ex)
+	r.Exits = sc.exitSlice(ex)
+	sc.exits = ex[:0]
+}
+
+func checkSignature(r *Region, c regionCode) {
+	if c.sig == nil {
+		r.warnf("cannot read the 4 bytes before abort %#x to check the signature", r.Abort)
+		return
+	}
+	if v := binary.LittleEndian.Uint32(c.sig); v != Signature {
+		r.warnf("the 4 bytes before abort %#x are % x (%#x), not the signature %#x that glibc and librseq register (a static hint: the thread's registered signature decides)",
+			r.Abort, c.sig, v, uint32(Signature))
+	}
+}
+
+// decodeAbortHandler follows the abort handler to its first unconditional
+// transfer. Where it goes is legitimately anywhere (usually a retry before
+// Start), so only undecodable bytes are worth a warning.
+func decodeAbortHandler(r *Region, c regionCode) {
+	code := c.abort
+	if len(code) == 0 {
+		if c.noAbort != "" {
+			r.warnf("abort handler at %#x not decoded: %s", r.Abort, c.noAbort)
+		}
+		return
+	}
+	pc := r.Abort
+	for off := 0; off < len(code); {
+		in, err := decodeFlow(code[off:], pc)
+		if err != nil {
+			r.warnf("undecodable abort handler bytes at %#x", pc)
+			return
+		}
+		switch in.kind {
+		case FlowJump:
+			r.AbortJump = in.target
+			return
+		case FlowIndirectJump, FlowRet, FlowTrap:
+			return
+		}
+		off += in.len
+		pc += uint64(in.len)
+	}
+}
+
+// decodeBody sweeps [Start, End) linearly. Critical sections are short
+// straight-line asm with no embedded data, so a linear sweep sees every
+// instruction.
+func decodeBody(r *Region, c regionCode, ex []Exit) []Exit {
+	if r.End <= r.Start {
+		return ex
+	}
+	end := r.End
+	if end-r.Start > MaxCriticalSection {
+		end = r.Start + MaxCriticalSection
+	}
+	if c.body == nil {
+		if c.noBody != "" {
+			r.warnf("code not decoded: %s", c.noBody)
+		}
+		return ex
+	}
+	var bad, badFirst uint64
+	pc := r.Start
+	for pc < end {
 		off := pc - r.Start
-		if off >= uint64(len(code)) {
+		if off >= uint64(len(c.body)) {
+			r.warnf("code bytes from %#x unavailable: decoded only up to there", pc)
 			break
 		}
-		in, err := Decode(code[off:], pc)
-		if err != nil || in.Len == 0 {
-			r.Warnings = append(r.Warnings, fmt.Sprintf("undecodable bytes at %#x inside the section", pc))
-			break
+		in, err := decodeFlow(c.body[off:], pc)
+		if err != nil {
+			if bad == 0 {
+				badFirst = pc
+			}
+			bad++
+			pc++
+			continue
 		}
-		switch in.Kind {
+		switch in.kind {
 		case FlowJump, FlowCondJump:
-			if in.Target != 0 && !r.Contains(in.Target) {
-				r.addExit(in.Target, ExitBranch)
+			if in.target != 0 && !r.Contains(in.target) {
+				ex = append(ex, Exit{in.target, ExitBranch})
 			}
 		case FlowCall:
 			r.Calls = append(r.Calls, pc)
-		case FlowIndirectCall:
-			r.Calls = append(r.Calls, pc)
-		case FlowIndirectJump, FlowRet:
+		case FlowIndirectJump, FlowIndirectCall, FlowRet:
 			r.Indirect = append(r.Indirect, pc)
-			r.Warnings = append(r.Warnings, fmt.Sprintf("indirect exit at %#x", pc))
+			r.warnf("indirect exit at %#x (%s): its target is known only at run time", pc, in.kind)
+		case FlowSyscall:
+			if r.Kind == KindCriticalSection {
+				r.warnf("system call at %#x inside the critical section", pc)
+			}
 		}
-		pc = in.Next()
+		pc += uint64(in.len)
 	}
-	r.sortExits()
+	if bad > 0 {
+		r.warnf("undecodable bytes inside the range: %d byte(s) from %#x skipped", bad, badFirst)
+	}
+	if pc > end && end == r.End {
+		r.warnf("the instruction before %#x runs past the end of the range: the end is not an instruction boundary", r.End)
+	}
+	return ex
 }
 
-// Declared makes a user-declared region; its exits are decoded like a
-// critical section's, without commit or abort.
+// sortExits sorts by address and keeps, for each address, the exit of the
+// highest precedence (lowest ExitKind).
+func sortExits(ex []Exit) []Exit {
+	if len(ex) > 32 {
+		slices.SortFunc(ex, func(a, b Exit) int {
+			if exitLess(a, b) {
+				return -1
+			}
+			if exitLess(b, a) {
+				return 1
+			}
+			return 0
+		})
+	}
+	// Insertion sort for the usual handful: sort.Slice allocates per call.
+	for i := 1; i < len(ex); i++ {
+		for j := i; j > 0 && exitLess(ex[j], ex[j-1]); j-- {
+			ex[j], ex[j-1] = ex[j-1], ex[j]
+		}
+	}
+	out := ex[:0]
+	for i, e := range ex {
+		if i > 0 && e.Addr == out[len(out)-1].Addr {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func exitLess(a, b Exit) bool {
+	if a.Addr != b.Addr {
+		return a.Addr < b.Addr
+	}
+	return a.Kind < b.Kind
+}
+
+// readMem reads len(buf) bytes or reports how many were read.
+func readMem(read MemReader, addr uint64, buf []byte) []byte {
+	n, _ := read(addr, buf)
+	if n < 0 {
+		n = 0
+	}
+	if n > len(buf) {
+		n = len(buf)
+	}
+	return buf[:n]
+}
+
+// codeFromMemory reads what analysis needs from target memory.
+func codeFromMemory(r *Region, read MemReader) regionCode {
+	var c regionCode
+	if read == nil {
+		c.noBody, c.noAbort = "no memory reader", "no memory reader"
+		return c
+	}
+	if r.End > r.Start {
+		n := r.End - r.Start
+		if n > MaxCriticalSection {
+			n = MaxCriticalSection
+		}
+		// A short read is decoded as far as it goes; decodeBody warns.
+		if b := readMem(read, r.Start, make([]byte, n+maxInsnLen)); len(b) > 0 {
+			c.body = b
+		} else {
+			c.noBody = fmt.Sprintf("memory at %#x unreadable", r.Start)
+		}
+	}
+	if r.Kind == KindCriticalSection {
+		if r.Abort >= 4 {
+			if s := readMem(read, r.Abort-4, make([]byte, 4)); len(s) == 4 {
+				c.sig = s
+			}
+		}
+		c.abort = readMem(read, r.Abort, make([]byte, abortHandlerWindow))
+		if len(c.abort) == 0 {
+			c.noAbort = fmt.Sprintf("memory at %#x unreadable", r.Abort)
+		}
+	}
+	return c
+}
+
+// RegionFromDescriptor builds the region of a descriptor found at run time
+// (the thread's rseq_cs), decoding its code from target memory. descAddr is
+// where the descriptor lives (0 if unknown).
+func RegionFromDescriptor(d Descriptor, descAddr uint64, code MemReader, source string) (*Region, error) {
+	if d.wraps() {
+		return nil, fmt.Errorf("rseq_cs at %#x: start_ip %#x + post_commit_offset %#x overflows", descAddr, d.StartIP, d.PostCommitOffset)
+	}
+	if source == "" {
+		source = "runtime"
+	}
+	r := new(Region)
+	newCriticalSection(r, d, descAddr, source)
+	r.Name = hex(r.Start)
+	c := codeFromMemory(r, code)
+	if c.body == nil && r.End > r.Start {
+		return nil, fmt.Errorf("reading code of critical section %#x..%#x (rseq_cs at %#x): %s", r.Start, r.End, descAddr, c.noBody)
+	}
+	var sc scratch
+	analyze(r, c, nil, &sc)
+	return r, nil
+}
+
+// maxDeclared bounds a declared range: larger ones are surely typos, and
+// decoding them would read that much target memory.
+const maxDeclared = 16 << 20
+
+// Declared builds a user-declared region [start, end), decoding its exits
+// from target memory. Its fall-through end is reported as ExitCommit.
 func Declared(name string, start, end uint64, code MemReader) (*Region, error) {
-	if end <= start || end-start > maxSection {
-		return nil, fmt.Errorf("declared region %s [%#x, %#x) is empty or too large", name, start, end)
+	if end <= start {
+		return nil, fmt.Errorf("declared region %q: end %#x is not after start %#x", name, end, start)
+	}
+	if end-start > maxDeclared {
+		return nil, fmt.Errorf("declared region %q: %d bytes is larger than the %d-byte limit", name, end-start, maxDeclared)
 	}
 	r := &Region{Kind: KindDeclared, Name: name, Start: start, End: end, Source: "declared"}
-	buf := make([]byte, end-start+16)
-	n, err := code(start, buf)
-	if uint64(n) < end-start {
-		return nil, fmt.Errorf("reading declared region %s: %v", name, err)
+	var c regionCode
+	if code == nil {
+		c.noBody = "no memory reader"
+	} else {
+		b := readMem(code, start, make([]byte, end-start+maxInsnLen))
+		if len(b) == 0 {
+			return nil, fmt.Errorf("declared region %q: memory at %#x unreadable", name, start)
+		}
+		c.body = b
 	}
-	r.decode(buf[:n])
+	var sc scratch
+	analyze(r, c, nil, &sc)
 	return r, nil
 }

@@ -457,17 +457,26 @@ func (e *Engine) WriteMemory(addr uint64, data []byte) (int, error) {
 // Exited reports whether the process is gone.
 func (e *Engine) Exited() bool { return e.exited }
 
-// RseqArea returns a thread's rseq area, cached once known.
+// RseqArea returns a thread's rseq area, cached. "None registered" is
+// cached too until the thread makes a system call or runs freely, the only
+// ways it can register one.
 func (e *Engine) RseqArea(tid int) target.RseqArea {
 	if a, ok := e.rseq[tid]; ok {
 		return a
 	}
 	a, err := e.t.RseqArea(tid)
-	if err != nil || !a.Known {
-		return target.RseqArea{}
+	if err != nil {
+		a = target.RseqArea{}
 	}
 	e.rseq[tid] = a
 	return a
+}
+
+// forgetUnregistered drops cached "no area" answers.
+func (e *Engine) forgetUnregistered(tid int) {
+	if a, ok := e.rseq[tid]; ok && !a.Known {
+		delete(e.rseq, tid)
+	}
 }
 
 // RseqCS reads the thread's rseq_cs field.
@@ -488,12 +497,14 @@ func le64(b []byte) uint64 {
 		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
 }
 
-// decode returns the instruction at pc, cached.
+// decode returns the instruction at pc, cached. One read decodes the
+// instructions that follow too: a step through new code then costs one
+// memory read per 64 bytes instead of one per instruction.
 func (e *Engine) decode(pc uint64) (regions.Insn, error) {
 	if in, ok := e.insns[pc]; ok {
 		return in, nil
 	}
-	var code [16]byte
+	var code [64]byte
 	n, err := e.t.ReadMemory(pc, code[:])
 	if n == 0 {
 		return regions.Insn{}, fmt.Errorf("reading code at %#x: %w", pc, err)
@@ -504,9 +515,20 @@ func (e *Engine) decode(pc uint64) (regions.Insn, error) {
 	}
 	if len(e.insns) > 1<<20 {
 		clear(e.insns)
-		clear(e.flows)
 	}
 	e.insns[pc] = in
+	// Only instructions wholly inside the buffer, with room for the longest
+	// encoding, are trusted.
+	for a := in.Next(); a-pc+15 <= uint64(n); {
+		next, err := regions.Decode(code[a-pc:n], a)
+		if err != nil || next.Len == 0 {
+			break
+		}
+		if _, ok := e.insns[a]; !ok {
+			e.insns[a] = next
+		}
+		a = next.Next()
+	}
 	return in, nil
 }
 

@@ -82,27 +82,34 @@ func TestKilledDuringRangeStep(t *testing.T) {
 	dir := fixtures(t)
 	prog := filepath.Join(dir, "loop_next")
 	p, e := launch(t, prog, "2000000000")
+	// Failures are recorded with Errorf inside Do: Fatalf there would end
+	// the tracer goroutine and hang the cleanup.
 	e.Do(func() {
 		mainAddr := symbolAddr(t, prog, "main", e.biasOf(p.ExecPath()))
 		if _, err := e.SetBreakpoint(mainAddr); err != nil {
-			t.Fatal(err)
+			t.Error(err)
+			return
 		}
 		st, err := e.Continue(p.Pid(), nil)
 		if err != nil || st.Kind != StopBreakpoint {
-			t.Fatalf("continue to main: %v %+v", err, st)
+			t.Errorf("continue to main: %v %+v", err, st)
+			return
 		}
 		e.ClearAll()
 		time.AfterFunc(300*time.Millisecond, func() { unix.Kill(p.Pid(), unix.SIGKILL) })
 		// The whole of main is one range: the loop runs natively.
 		st, err = e.RangeStep(p.Pid(), mainAddr, mainAddr+4096, 0, OthersRun, true)
 		if err != nil {
-			t.Fatalf("range step on a killed target: %v", err)
+			t.Errorf("range step on a killed target: %v", err)
+			return
 		}
 		if st.Kind != StopKilled || st.Sig != int(unix.SIGKILL) {
-			t.Fatalf("want killed by SIGKILL, got %+v", st)
+			t.Errorf("want killed by SIGKILL, got %+v", st)
+			return
 		}
 		if _, err := e.StepInstruction(p.Pid(), 0, OthersStay); err != target.ErrExited {
-			t.Fatalf("step after death: %v", err)
+			t.Errorf("step after death: %v", err)
+			return
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package stepper
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -353,11 +354,11 @@ func (e *Engine) regionExits(r *regions.Region, regs *target.Regs, in regions.In
 			exits.add(v)
 		}
 	default:
+		// Exits already hold commit and abort, and never an address inside
+		// the section (a broken abort_ip inside is left out).
 		for _, x := range r.Exits {
 			exits.add(x.Addr)
 		}
-		exits.add(r.End)
-		exits.add(r.Abort)
 	}
 	return exits
 }
@@ -398,10 +399,10 @@ func (e *Engine) count(o Outcome) {
 	}
 }
 
-// StepInstruction is contract point 1: one instruction, or a whole region
+// stepInstruction is contract point 1: one instruction, or a whole region
 // run natively when the instruction enters one. From inside a critical
 // section it is the region pass (point 4).
-func (e *Engine) StepInstruction(tid int, sig int, others Others) (*Stop, error) {
+func (e *Engine) stepInstruction(tid int, sig int, others Others) (*Stop, error) {
 	if e.exited {
 		return nil, target.ErrExited
 	}
@@ -428,6 +429,9 @@ func (e *Engine) StepInstruction(tid int, sig int, others Others) (*Stop, error)
 			}
 		}
 		return e.regionRun(tid, sig, r, exits, false)
+	}
+	if in.Kind == regions.FlowSyscall {
+		e.forgetUnregistered(tid)
 	}
 	return e.hardwareStep(tid, sig, regs.Rip, others)
 }
@@ -463,6 +467,7 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 			e.t.InsertBreakpoint(pc)
 		}
 	}()
+	// Registers are cached by the target while the thread is stopped.
 	regs0, err := e.t.Regs(tid)
 	if err != nil {
 		return nil, err
@@ -506,6 +511,10 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 		st := e.eventStop(ev)
 		if ev.Kind == target.EventStop && ev.Tid == tid && ev.Trap == target.TrapStep {
 			st.Kind = StopStep
+			if in, err := e.decode(pc); err == nil && in.Kind == regions.FlowTrap && in.Inst.Op == x86asm.INT {
+				// The program's own int3: its SIGTRAP, not our step.
+				st.Kind = StopSignal
+			}
 		}
 		if ev.Trap == target.TrapBreakpoint && e.internalBreakpoint(ev.Addr) && len(e.byAddr[ev.Addr]) == 0 {
 			// Another thread hit the dynamic linker breakpoint meanwhile.
@@ -690,11 +699,11 @@ func (e *Engine) storeBefore(tid int, r *regions.Region, regs *target.Regs) (uin
 	return 0, false
 }
 
-// Continue resumes every thread (contract points 4 and 5): threads stopped
+// resumeAll resumes every thread (contract points 4 and 5): threads stopped
 // inside a critical section or on a breakpoint they reported are first
 // moved past it, then all run until something is reportable. sigs holds
 // the signal each thread is to receive.
-func (e *Engine) Continue(tid int, sigs map[int]int) (*Stop, error) {
+func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 	if e.exited {
 		return nil, target.ErrExited
 	}
@@ -719,6 +728,11 @@ func (e *Engine) Continue(tid int, sigs map[int]int) (*Stop, error) {
 		}
 	}
 	clear(e.reported)
+	for th, a := range e.rseq {
+		if !a.Known {
+			delete(e.rseq, th)
+		}
+	}
 	for {
 		actions := map[int]target.Action{}
 		for th, s := range sigs {
@@ -785,7 +799,7 @@ func (e *Engine) moveOff(tid, sig int) (*Stop, error) {
 		return &Stop{Kind: StopStep, Tid: tid, Crossed: e.lastCrossed()}, nil
 	}
 	if e.t.BreakpointAt(regs.Rip) {
-		return e.StepInstruction(tid, sig, OthersStay)
+		return e.stepInstruction(tid, sig, OthersStay)
 	}
 	return nil, nil
 }
@@ -795,14 +809,14 @@ func (e *Engine) moveOff(tid, sig int) (*Stop, error) {
 // engine did not produce, such as a breakpoint hit in another thread).
 func (e *Engine) Reported(tid int, pc uint64) { e.reported[tid] = pc }
 
-// RangeStep is contract point 2: step tid until its PC leaves [lo, hi) or
+// rangeStep is contract point 2: step tid until its PC leaves [lo, hi) or
 // something reportable happens, running natively between the places where
 // control can leave the range. Critical sections inside run atomically and
 // retry through aborts, so a line holding one ends on its commit path.
 // stepOverCalls runs called functions to their return (DAP and headless
 // `next`); without it a call's target is a place the range is left (gdb's
 // vCont;r).
-func (e *Engine) RangeStep(tid int, lo, hi uint64, sig int, others Others, stepOverCalls bool) (*Stop, error) {
+func (e *Engine) rangeStep(tid int, lo, hi uint64, sig int, others Others, stepOverCalls bool) (*Stop, error) {
 	if e.exited {
 		return nil, target.ErrExited
 	}
@@ -922,9 +936,9 @@ func (e *Engine) runToReturn(tid, sig int, ret, rspAtCall uint64, others Others)
 	}
 }
 
-// StepOut runs tid until the current function returns to ret with the
+// stepOut runs tid until the current function returns to ret with the
 // stack pointer at or above cfa (gdb's finish).
-func (e *Engine) StepOut(tid int, ret, cfa uint64, others Others) (*Stop, error) {
+func (e *Engine) stepOut(tid int, ret, cfa uint64, others Others) (*Stop, error) {
 	if e.exited {
 		return nil, target.ErrExited
 	}
@@ -999,9 +1013,9 @@ func (e *Engine) rangeFlow(lo, hi uint64) *flow {
 	return f
 }
 
-// RunTo runs until tid reaches addr (a temporary breakpoint), others as
+// runTo runs until tid reaches addr (a temporary breakpoint), others as
 // given.
-func (e *Engine) RunTo(tid int, addr uint64, others Others) (*Stop, error) {
+func (e *Engine) runTo(tid int, addr uint64, others Others) (*Stop, error) {
 	if e.exited {
 		return nil, target.ErrExited
 	}
@@ -1027,4 +1041,47 @@ func mayStoreDescriptor(in regions.Insn) bool {
 	}
 	_, isReg := in.Inst.Args[1].(x86asm.Reg)
 	return isReg && (m.Disp == 8 || m.Segment == x86asm.FS)
+}
+
+// The public stepping calls: a process killed while stopped answers the
+// next ptrace request with ESRCH; its death is then collected and reported
+// as the stop it is.
+
+// StepInstruction is contract point 1 (see stepInstruction).
+func (e *Engine) StepInstruction(tid int, sig int, others Others) (*Stop, error) {
+	return e.reapIfDead(e.stepInstruction(tid, sig, others))
+}
+
+// RangeStep is contract point 2 (see rangeStep).
+func (e *Engine) RangeStep(tid int, lo, hi uint64, sig int, others Others, stepOverCalls bool) (*Stop, error) {
+	return e.reapIfDead(e.rangeStep(tid, lo, hi, sig, others, stepOverCalls))
+}
+
+// Continue resumes every thread (see resumeAll).
+func (e *Engine) Continue(tid int, sigs map[int]int) (*Stop, error) {
+	return e.reapIfDead(e.resumeAll(tid, sigs))
+}
+
+// StepOut runs to the return of the current function (see stepOut).
+func (e *Engine) StepOut(tid int, ret, cfa uint64, others Others) (*Stop, error) {
+	return e.reapIfDead(e.stepOut(tid, ret, cfa, others))
+}
+
+// RunTo runs tid to addr (see runTo).
+func (e *Engine) RunTo(tid int, addr uint64, others Others) (*Stop, error) {
+	return e.reapIfDead(e.runTo(tid, addr, others))
+}
+
+func (e *Engine) reapIfDead(st *Stop, err error) (*Stop, error) {
+	if err == nil || !errors.Is(err, unix.ESRCH) || e.exited {
+		return st, err
+	}
+	ev, werr := e.t.Wait()
+	if werr != nil {
+		return nil, err
+	}
+	if dead := e.terminal(ev); dead != nil && (dead.Kind == StopKilled || dead.Kind == StopExited) {
+		return dead, nil
+	}
+	return nil, err
 }

@@ -66,7 +66,9 @@ const (
 	// TrapBreakpoint: the thread executed an int3 that this target inserted;
 	// its PC has already been rewound to the breakpoint address.
 	TrapBreakpoint
-	// TrapStep: a hardware single-step completed.
+	// TrapStep: a hardware single-step completed. When the stepped
+	// instruction was a trap instruction (int3), the SIGTRAP is the
+	// program's own: the caller, which decoded it, must report it so.
 	TrapStep
 	// TrapWatch: a debug-register watchpoint or hardware breakpoint fired.
 	TrapWatch

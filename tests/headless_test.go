@@ -15,6 +15,7 @@ var flavours = []struct{ prog, fn, src string }{
 	{"call_helper", "inc_call", "call_helper.c"},
 	{"branch_exit", "inc_branch", "branch_exit.c"},
 	{"lld_tables", "inc_full", "full_tables.c"},
+	{"dlopen_main", "inc_lib", "libpercpu.c"}, // pending until dlopen loads it
 }
 
 // checkCrossings asserts every region run ended at an exit of the region

@@ -1,166 +1,104 @@
-// Package unwind computes call stacks: CFI read from .eh_frame and
-// .debug_frame, rules for code without CFI, and a frame unwinder.
+// Package unwind computes call stacks: CFI read from .eh_frame/.debug_frame,
+// CFI synthesized for stubs and vDSO code that have none, and a frame
+// unwinder.
 package unwind
 
 import (
-	"bytes"
-	"debug/elf"
 	"encoding/binary"
 	"fmt"
-	"sort"
+	"sync"
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
+	"github.com/go-delve/delve/pkg/dwarf/op"
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target"
 )
 
-// Frame is one frame of a call stack.
+// Frame is one frame of a call stack. CFA, Synthesized and Signal describe
+// the row used at this frame's PC, so they are only known once the unwinder
+// has looked at the frame (the last frame of a walk may have CFA 0).
 type Frame struct {
-	PC, CFA     uint64
-	Regs        target.Regs
-	Synthesized bool // rules did not come from CFI
-	Signal      bool // the frame was interrupted by a signal, not a call
+	PC, CFA uint64
+	// Regs holds the registers of this frame: rip and rsp always, the
+	// callee-saved registers recovered from the callee's row, and the rest
+	// copied from the callee (their real values are lost).
+	Regs target.Regs
+	// Synthesized: the rules at PC came from decoding code (stubs, code
+	// without CFI) or from the frame-pointer chain, not from CFI.
+	Synthesized bool
+	// Signal: the frame is a signal trampoline (__restore_rt, an 'S' CIE);
+	// the frame above it was interrupted, not calling.
+	Signal bool
+
+	// retAddr: PC is a return address, so the call that owns the frame ends
+	// just before PC and rules must be looked up at PC-1 (a call can be the
+	// last instruction of a function).
+	retAddr bool
 }
 
-type object struct {
-	name   string
-	lo, hi uint64
-	fdes   frame.FrameDescriptionEntries
+// LookupPC is the address to use for symbols and lines of this frame: PC for
+// the innermost frame, for frames interrupted by a signal and for signal
+// trampolines (entered by a handler's return, not a call), PC-1 for frames
+// that called something.
+func (f Frame) LookupPC() uint64 {
+	if f.retAddr && !f.Signal && f.PC > 0 {
+		return f.PC - 1
+	}
+	return f.PC
 }
 
-// Unwinder holds the CFI of the loaded objects.
+// Unwinder holds the CFI and function symbols of the loaded objects. It is
+// safe for concurrent use.
 type Unwinder struct {
+	mu   sync.RWMutex
 	objs []*object
 }
 
-// New returns an empty unwinder.
+// New returns an unwinder that knows no object yet.
 func New() *Unwinder { return &Unwinder{} }
 
-// AddObject reads an object's CFI; bias is added to its addresses.
-func (u *Unwinder) AddObject(path string, bias uint64) error {
-	f, err := elf.Open(path)
-	if err != nil {
-		return fmt.Errorf("reading CFI of %s: %w", path, err)
-	}
-	defer f.Close()
-	return u.add(path, f, bias)
+// DWARF register numbers on x86-64 (System V psABI, figure 3.36).
+const (
+	dwRSP = 7
+	dwRBP = 6
+	dwRIP = 16
+	nDw   = 17
+)
+
+// row is the unwind rule set at one PC, in DWARF terms whatever its source.
+type row struct {
+	cfa frame.DWRule
+	// regs maps DWARF register numbers to rules; an absent register keeps
+	// its value (same value), as in DWARF.
+	regs   map[uint64]frame.DWRule
+	ra     uint64 // return-address column
+	bias   uint64 // static base of the object, for DW_OP_addr
+	signal bool
+	synth  bool
 }
 
-// AddImage reads CFI from an in-memory ELF image loaded at base (the vDSO).
-func (u *Unwinder) AddImage(name string, img []byte, base uint64) error {
-	f, err := elf.NewFile(bytes.NewReader(img))
-	if err != nil {
-		return fmt.Errorf("reading CFI of %s: %w", name, err)
-	}
-	first := ^uint64(0)
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD && p.Vaddr < first {
-			first = p.Vaddr
-		}
-	}
-	return u.add(name, f, base-first)
+// stepResult says why a step ended.
+type stepResult uint8
+
+const (
+	stepOK stepResult = iota
+	// stepOutermost: the rules say there is no caller (undefined return
+	// address, as glibc marks _start and thread entry points).
+	stepOutermost
+	stepUnknown
+)
+
+func toDwarf(r *target.Regs) [nDw]uint64 {
+	return [nDw]uint64{r.Rax, r.Rdx, r.Rcx, r.Rbx, r.Rsi, r.Rdi, r.Rbp, r.Rsp,
+		r.R8, r.R9, r.R10, r.R11, r.R12, r.R13, r.R14, r.R15, r.Rip}
 }
 
-// RemoveObject forgets an object.
-func (u *Unwinder) RemoveObject(name string) {
-	for i, o := range u.objs {
-		if o.name == name {
-			u.objs = append(u.objs[:i], u.objs[i+1:]...)
-			return
-		}
+func setDwarf(r *target.Regs, n uint64, v uint64) {
+	p := [nDw]*uint64{&r.Rax, &r.Rdx, &r.Rcx, &r.Rbx, &r.Rsi, &r.Rdi, &r.Rbp, &r.Rsp,
+		&r.R8, &r.R9, &r.R10, &r.R11, &r.R12, &r.R13, &r.R14, &r.R15, &r.Rip}
+	if n < nDw {
+		*p[n] = v
 	}
-}
-
-func (u *Unwinder) add(name string, f *elf.File, bias uint64) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("reading CFI of %s: malformed (%v)", name, p)
-		}
-	}()
-	u.RemoveObject(name)
-	o := &object{name: name, lo: ^uint64(0)}
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD {
-			o.lo = min(o.lo, p.Vaddr+bias)
-			o.hi = max(o.hi, p.Vaddr+p.Memsz+bias)
-		}
-	}
-	if s := f.Section(".eh_frame"); s != nil {
-		if data, err := s.Data(); err == nil {
-			// Parse adds staticBase to pc-relative addresses computed from the
-			// link-time section address.
-			fdes, err := frame.Parse(data, binary.LittleEndian, bias, 8, s.Addr)
-			if err == nil {
-				o.fdes = fdes
-			}
-		}
-	}
-	if s := f.Section(".debug_frame"); s != nil {
-		if data, err := s.Data(); err == nil {
-			if fdes, err := frame.Parse(data, binary.LittleEndian, bias, 8, 0); err == nil {
-				o.fdes = append(o.fdes, fdes...)
-			}
-		}
-	}
-	// delve's Parse returns FDEs in file order while FDEForPC binary-searches
-	// them: sort first.
-	sort.Slice(o.fdes, func(i, j int) bool { return o.fdes[i].Begin() < o.fdes[j].Begin() })
-	u.objs = append(u.objs, o)
-	return nil
-}
-
-func (u *Unwinder) fde(pc uint64) *frame.FrameDescriptionEntry {
-	for _, o := range u.objs {
-		if pc < o.lo || pc >= o.hi {
-			continue
-		}
-		i := sort.Search(len(o.fdes), func(i int) bool { return o.fdes[i].Begin() > pc }) - 1
-		if i >= 0 && o.fdes[i].Cover(pc) {
-			return o.fdes[i]
-		}
-	}
-	return nil
-}
-
-// DWARF register numbers on x86-64.
-func regPtr(r *target.Regs, n uint64) *uint64 {
-	switch n {
-	case 0:
-		return &r.Rax
-	case 1:
-		return &r.Rdx
-	case 2:
-		return &r.Rcx
-	case 3:
-		return &r.Rbx
-	case 4:
-		return &r.Rsi
-	case 5:
-		return &r.Rdi
-	case 6:
-		return &r.Rbp
-	case 7:
-		return &r.Rsp
-	case 8:
-		return &r.R8
-	case 9:
-		return &r.R9
-	case 10:
-		return &r.R10
-	case 11:
-		return &r.R11
-	case 12:
-		return &r.R12
-	case 13:
-		return &r.R13
-	case 14:
-		return &r.R14
-	case 15:
-		return &r.R15
-	case 16:
-		return &r.Rip
-	}
-	return nil
 }
 
 func readU64(read regions.MemReader, addr uint64) (uint64, bool) {
@@ -171,133 +109,258 @@ func readU64(read regions.MemReader, addr uint64) (uint64, bool) {
 	return binary.LittleEndian.Uint64(b[:]), true
 }
 
-// restoreRt is __restore_rt: mov $15,%rax; syscall.
-var restoreRt = []byte{0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05}
-
-// Step computes the caller's frame of f. ok is false at the outermost
-// frame or when no rule can be justified.
-func (u *Unwinder) Step(f Frame, first bool, read regions.MemReader) (Frame, bool) {
-	var code [9]byte
-	if n, _ := read(f.PC, code[:]); n == 9 && bytes.Equal(code[:], restoreRt) {
-		return signalFrame(f, read)
-	}
-	lookup := f.PC
-	if !first && !f.Signal {
-		lookup-- // a return address can be one past the caller's function
-	}
-	if fde := u.fde(lookup); fde != nil {
-		if next, ok := applyCFI(fde, lookup, f, read); ok {
-			return next, true
+// opReader adapts a MemReader to pkg/dwarf/op, which takes the arguments in
+// the other order and trusts a nil error to mean a full read.
+func opReader(read regions.MemReader) op.ReadMemoryFunc {
+	return func(buf []byte, addr uint64) (int, error) {
+		n, err := read(addr, buf)
+		if err == nil && n < len(buf) {
+			err = fmt.Errorf("short read at %#x: %d of %d bytes", addr, n, len(buf))
 		}
+		return n, err
 	}
-	// No CFI. At a function's first instruction the return address is on
-	// top of the stack; otherwise fall back to the frame-pointer chain.
-	if first {
-		if ret, ok := readU64(read, f.Regs.Rsp); ok && u.fde(ret-1) != nil {
-			next := Frame{PC: ret, CFA: f.Regs.Rsp + 8, Regs: f.Regs, Synthesized: true}
-			next.Regs.Rsp, next.Regs.Rip = next.CFA, ret
-			return next, true
-		}
-	}
-	rbp := f.Regs.Rbp
-	if rbp > f.Regs.Rsp && rbp-f.Regs.Rsp < 1<<24 {
-		saved, ok1 := readU64(read, rbp)
-		ret, ok2 := readU64(read, rbp+8)
-		if ok1 && ok2 && ret != 0 {
-			next := Frame{PC: ret, CFA: rbp + 16, Regs: f.Regs, Synthesized: true}
-			next.Regs.Rbp, next.Regs.Rsp, next.Regs.Rip = saved, rbp+16, ret
-			return next, true
-		}
-	}
-	return Frame{}, false
 }
 
-func applyCFI(fde *frame.FrameDescriptionEntry, pc uint64, f Frame, read regions.MemReader) (next Frame, ok bool) {
+// evalExpr runs a DWARF expression against the frame's registers. When
+// pushCFA is set the CFA is pushed first, as DWARF 5 §6.4.2.3 requires for
+// DW_CFA_expression and DW_CFA_val_expression: delve's own stack walker
+// (proc/stack.go executeFrameRegRule) calls op.ExecuteStackProgram on the
+// bare expression, so glibc's rules that start from the CFA would read the
+// wrong stack slot. There is no API to seed the stack, so the expression is
+// prefixed with DW_OP_call_frame_cfa.
+func evalExpr(expr []byte, regs *[nDw]uint64, cfa uint64, pushCFA bool, bias uint64, read regions.MemReader) (v uint64, ok bool) {
 	defer func() {
-		if p := recover(); p != nil {
+		// pkg/dwarf/op indexes its stack without checking on some opcodes
+		// (DW_OP_plus_uconst on an empty stack): malformed CFI must not
+		// bring the debugger down.
+		if recover() != nil {
 			ok = false
 		}
 	}()
-	ctx, err := fde.EstablishFrame(pc)
-	if err != nil || ctx == nil {
-		return Frame{}, false
+	dregs := make([]*op.DwarfRegister, nDw)
+	for i := range dregs {
+		dregs[i] = op.DwarfRegisterFromUint64(regs[i])
 	}
-	if ctx.CFA.Rule != frame.RuleCFA {
-		return Frame{}, false
+	dr := op.NewDwarfRegisters(bias, dregs, binary.LittleEndian, dwRIP, dwRSP, dwRBP, 0)
+	if pushCFA {
+		if cfa == 0 {
+			return 0, false
+		}
+		dr.CFA = int64(cfa)
+		expr = append([]byte{byte(op.DW_OP_call_frame_cfa)}, expr...)
 	}
-	base := regPtr(&f.Regs, ctx.CFA.Reg)
-	if base == nil {
-		return Frame{}, false
+	res, pieces, err := op.ExecuteStackProgram(*dr, expr, 8, opReader(read))
+	if err != nil || pieces != nil {
+		return 0, false
 	}
-	cfa := uint64(int64(*base) + ctx.CFA.Offset)
-	next = Frame{CFA: cfa, Regs: f.Regs}
-	for reg, rule := range ctx.Regs {
-		p := regPtr(&next.Regs, reg)
-		if p == nil {
+	return uint64(res), true
+}
+
+// apply evaluates r in frame f and returns f's CFA and its caller.
+func apply(r row, f *Frame, read regions.MemReader) (cfa uint64, next Frame, res stepResult) {
+	regs := toDwarf(&f.Regs)
+	switch r.cfa.Rule {
+	case frame.RuleCFA:
+		if r.cfa.Reg >= nDw {
+			return 0, Frame{}, stepUnknown
+		}
+		cfa = regs[r.cfa.Reg] + uint64(r.cfa.Offset)
+	case frame.RuleExpression:
+		v, ok := evalExpr(r.cfa.Expression, &regs, 0, false, r.bias, read)
+		if !ok {
+			return 0, Frame{}, stepUnknown
+		}
+		cfa = v
+	default:
+		return 0, Frame{}, stepUnknown
+	}
+	// A caller's frame lies above its callee's stack pointer; only a signal
+	// frame may switch stacks (sigaltstack).
+	if !r.signal && cfa <= f.Regs.Rsp {
+		return 0, Frame{}, stepUnknown
+	}
+	ra, ok := r.regs[r.ra]
+	if !ok || ra.Rule == frame.RuleUndefined {
+		return cfa, Frame{}, stepOutermost
+	}
+	next = Frame{Regs: f.Regs, retAddr: !r.signal}
+	next.Regs.Rsp = cfa
+	for n, rule := range r.regs {
+		if n >= nDw {
 			continue
 		}
+		var v uint64
 		switch rule.Rule {
 		case frame.RuleOffset:
-			if v, ok := readU64(read, uint64(int64(cfa)+rule.Offset)); ok {
-				*p = v
+			if v, ok = readU64(read, cfa+uint64(rule.Offset)); !ok {
+				if n == r.ra {
+					return cfa, Frame{}, stepUnknown
+				}
+				continue
 			}
 		case frame.RuleValOffset:
-			*p = uint64(int64(cfa) + rule.Offset)
+			v = cfa + uint64(rule.Offset)
 		case frame.RuleRegister:
-			if q := regPtr(&f.Regs, rule.Reg); q != nil {
-				*p = *q
+			if rule.Reg >= nDw {
+				continue
+			}
+			v = regs[rule.Reg]
+		case frame.RuleExpression, frame.RuleValExpression:
+			addr, ok := evalExpr(rule.Expression, &regs, cfa, true, r.bias, read)
+			if !ok {
+				if n == r.ra {
+					return cfa, Frame{}, stepUnknown
+				}
+				continue
+			}
+			v = addr
+			if rule.Rule == frame.RuleExpression {
+				if v, ok = readU64(read, addr); !ok {
+					if n == r.ra {
+						return cfa, Frame{}, stepUnknown
+					}
+					continue
+				}
+			}
+		case frame.RuleSameVal:
+			continue
+		default:
+			// Undefined or unsupported: the value is lost; keep the callee's
+			// as the best effort the API promises.
+			if n == r.ra {
+				return cfa, Frame{}, stepUnknown
+			}
+			continue
+		}
+		setDwarf(&next.Regs, n, v)
+	}
+	if r.ra != dwRIP {
+		if r.ra >= nDw {
+			return cfa, Frame{}, stepUnknown
+		}
+		next.Regs.Rip = toDwarf(&next.Regs)[r.ra]
+	}
+	next.PC = next.Regs.Rip
+	if next.PC == 0 {
+		return cfa, Frame{}, stepOutermost
+	}
+	return cfa, next, stepOK
+}
+
+// step fills in f's CFA, Synthesized and Signal and returns its caller.
+func (u *Unwinder) step(f *Frame, read regions.MemReader) (Frame, stepResult) {
+	if r, ok := u.rowAt(f, read); ok {
+		cfa, next, res := apply(r, f, read)
+		if res != stepUnknown {
+			f.CFA, f.Synthesized, f.Signal = cfa, r.synth, r.signal
+			return next, res
+		}
+	}
+	return rbpChain(f, read)
+}
+
+// rowAt finds the rules at f's PC: a signal trampoline by its code, then
+// CFI, then synthesis from the code.
+func (u *Unwinder) rowAt(f *Frame, read regions.MemReader) (row, bool) {
+	// The trampoline is recognised by its bytes before any CFI lookup: its
+	// frame's PC is the handler's return address, and PC-1 may fall in
+	// whatever function precedes a restorer that has no CFI of its own.
+	if isSigreturn(f.PC, read) {
+		return sigreturnRow(), true
+	}
+	pc := f.LookupPC()
+	if fde, bias := u.fde(pc); fde != nil {
+		if r, err := cfiRow(fde, pc, bias); err == nil {
+			return r, true
+		}
+	}
+	return u.synthesize(f, read)
+}
+
+// rbpChain is the last resort: the frame-pointer convention, believed only
+// when rbp points into the stack above rsp.
+func rbpChain(f *Frame, read regions.MemReader) (Frame, stepResult) {
+	rbp, rsp := f.Regs.Rbp, f.Regs.Rsp
+	const maxFrame = 1 << 24
+	if rbp <= rsp || rbp-rsp > maxFrame || rbp&7 != 0 {
+		return Frame{}, stepUnknown
+	}
+	saved, ok1 := readU64(read, rbp)
+	ret, ok2 := readU64(read, rbp+8)
+	if !ok1 || !ok2 {
+		return Frame{}, stepUnknown
+	}
+	f.CFA, f.Synthesized, f.Signal = rbp+16, true, false
+	if ret == 0 {
+		return Frame{}, stepOutermost
+	}
+	next := Frame{PC: ret, Regs: f.Regs, retAddr: true}
+	next.Regs.Rbp, next.Regs.Rsp, next.Regs.Rip = saved, rbp+16, ret
+	return next, stepOK
+}
+
+// Frames walks the stack from regs and returns at most max frames, frame 0
+// being regs itself. The walk stops at a zero PC, when the CFA stops
+// growing, at max, or when no rule can be determined; none of these is an
+// error.
+func (u *Unwinder) Frames(regs target.Regs, read regions.MemReader, max int) ([]Frame, error) {
+	if max < 1 {
+		return nil, fmt.Errorf("unwinding from %#x: max frames %d < 1", regs.Rip, max)
+	}
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	cur := Frame{PC: regs.Rip, Regs: regs}
+	var frames []Frame
+	for len(frames) < max {
+		next, res := u.step(&cur, read)
+		if n := len(frames); n > 0 {
+			prev := frames[n-1]
+			// A CFA that does not grow means a bad rule or a corrupt stack;
+			// the frame's PC is still right, its own rules are suspect. A
+			// signal frame may sit on another stack (sigaltstack).
+			if !prev.Signal && !cur.Signal && cur.CFA != 0 && cur.CFA <= prev.CFA {
+				cur.CFA, cur.Synthesized, cur.Signal = 0, false, false
+				frames = append(frames, cur)
+				break
 			}
 		}
-	}
-	ra, ok := ctx.Regs[ctx.RetAddrReg]
-	if !ok || ra.Rule != frame.RuleOffset {
-		return Frame{}, false
-	}
-	ret, ok := readU64(read, uint64(int64(cfa)+ra.Offset))
-	if !ok {
-		return Frame{}, false
-	}
-	next.PC, next.Regs.Rip, next.Regs.Rsp = ret, ret, cfa
-	return next, true
-}
-
-// signalFrame recovers the interrupted registers from the rt_sigframe:
-// the ucontext follows the return address, and its gregs start at +40.
-func signalFrame(f Frame, read regions.MemReader) (Frame, bool) {
-	var g [23 * 8]byte
-	if n, _ := read(f.Regs.Rsp+40, g[:]); n != len(g) {
-		return Frame{}, false
-	}
-	v := func(i int) uint64 { return binary.LittleEndian.Uint64(g[i*8:]) }
-	r := f.Regs
-	r.R8, r.R9, r.R10, r.R11, r.R12, r.R13, r.R14, r.R15 = v(0), v(1), v(2), v(3), v(4), v(5), v(6), v(7)
-	r.Rdi, r.Rsi, r.Rbp, r.Rbx, r.Rdx, r.Rax, r.Rcx, r.Rsp, r.Rip = v(8), v(9), v(10), v(11), v(12), v(13), v(14), v(15), v(16)
-	return Frame{PC: r.Rip, CFA: r.Rsp, Regs: r, Signal: true}, true
-}
-
-// Frames walks the stack from regs, at most max frames.
-func (u *Unwinder) Frames(regs target.Regs, read regions.MemReader, max int) ([]Frame, error) {
-	frames := []Frame{{PC: regs.Rip, CFA: regs.Rsp, Regs: regs}}
-	for len(frames) < max {
-		cur := frames[len(frames)-1]
-		next, ok := u.Step(cur, len(frames) == 1, read)
-		if !ok || next.PC == 0 {
+		frames = append(frames, cur)
+		if res != stepOK {
 			break
 		}
-		if len(frames) > 1 && next.CFA <= cur.CFA && !next.Signal {
-			break // the stack must grow towards the caller
-		}
-		frames = append(frames, next)
+		cur = next
 	}
 	return frames, nil
 }
 
-// ReturnAddress returns where the function at regs returns to and its CFA
-// (the stack pointer after the return), for `finish`.
+// Step returns the caller of f, with its own CFA, Synthesized and Signal
+// filled in when its rules are known. f is frame 0 when built from a
+// thread's registers (Frame{PC: regs.Rip, Regs: regs}) or a frame returned
+// by Frames or Step.
+func (u *Unwinder) Step(f Frame, read regions.MemReader) (Frame, bool) {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	next, res := u.step(&f, read)
+	if res != stepOK {
+		return Frame{}, false
+	}
+	probe := next
+	if _, res := u.step(&probe, read); res != stepUnknown {
+		next.CFA, next.Synthesized, next.Signal = probe.CFA, probe.Synthesized, probe.Signal
+	}
+	return next, true
+}
+
+// ReturnAddress returns where the function at regs returns to and its CFA,
+// which is the stack pointer right after that return (what `finish` waits
+// for). A signal trampoline has no return address.
 func (u *Unwinder) ReturnAddress(regs target.Regs, read regions.MemReader) (ret, cfa uint64, ok bool) {
-	next, ok := u.Step(Frame{PC: regs.Rip, CFA: regs.Rsp, Regs: regs}, true, read)
-	if !ok || next.Signal {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	f := Frame{PC: regs.Rip, Regs: regs}
+	next, res := u.step(&f, read)
+	if res != stepOK || f.Signal {
 		return 0, 0, false
 	}
-	return next.PC, next.CFA, true
+	return next.PC, f.CFA, true
 }

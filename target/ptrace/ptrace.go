@@ -58,6 +58,10 @@ type threadState struct {
 	// stepping remembers that the last resume was a single-step, for
 	// classifying the SIGTRAP.
 	stepping bool
+	// regs caches the registers while the thread is stopped: a stop costs
+	// one PTRACE_GETREGS however often the core looks at them.
+	regs      target.Regs
+	regsValid bool
 }
 
 // Process is a traced process. Every method except Interrupt must be called
@@ -312,17 +316,29 @@ func (p *Process) Launched() bool { return p.launched }
 func (p *Process) Threads() []int { return append([]int(nil), p.order...) }
 
 func (p *Process) Regs(tid int) (target.Regs, error) {
+	t := p.threads[tid]
+	if t != nil && t.regsValid {
+		return t.regs, nil
+	}
 	var r unix.PtraceRegs
 	if err := unix.PtraceGetRegs(tid, &r); err != nil {
+		if err == unix.ESRCH && t != nil {
+			// Killed while stopped: it is dying, and the next Wait reaps it.
+			t.running = true
+		}
 		return target.Regs{}, fmt.Errorf("reading registers of %d: %w", tid, err)
 	}
-	return target.Regs{
+	regs := target.Regs{
 		R15: r.R15, R14: r.R14, R13: r.R13, R12: r.R12, Rbp: r.Rbp, Rbx: r.Rbx,
 		R11: r.R11, R10: r.R10, R9: r.R9, R8: r.R8, Rax: r.Rax, Rcx: r.Rcx,
 		Rdx: r.Rdx, Rsi: r.Rsi, Rdi: r.Rdi, OrigRax: r.Orig_rax, Rip: r.Rip,
 		Cs: r.Cs, Eflags: r.Eflags, Rsp: r.Rsp, Ss: r.Ss, FsBase: r.Fs_base,
 		GsBase: r.Gs_base, Ds: r.Ds, Es: r.Es, Fs: r.Fs, Gs: r.Gs,
-	}, nil
+	}
+	if t != nil && !t.running {
+		t.regs, t.regsValid = regs, true
+	}
+	return regs, nil
 }
 
 func (p *Process) SetRegs(tid int, g target.Regs) error {
@@ -334,7 +350,13 @@ func (p *Process) SetRegs(tid int, g target.Regs) error {
 		Gs_base: g.GsBase, Ds: g.Ds, Es: g.Es, Fs: g.Fs, Gs: g.Gs,
 	}
 	if err := unix.PtraceSetRegs(tid, &r); err != nil {
+		if t := p.threads[tid]; t != nil {
+			t.regsValid = false
+		}
 		return fmt.Errorf("writing registers of %d: %w", tid, err)
+	}
+	if t := p.threads[tid]; t != nil {
+		t.regs, t.regsValid = g, true
 	}
 	return nil
 }
@@ -507,10 +529,12 @@ func (p *Process) Resume(actions map[int]target.Action, def target.Action) error
 			continue
 		}
 		if err := p.resumeThread(t, act); err != nil {
-			if errors.Is(err, unix.ESRCH) {
-				continue // it is exiting; wait will report it
+			if !errors.Is(err, unix.ESRCH) {
+				return err
 			}
-			return err
+			// Killed while stopped: it cannot be resumed but is dying, and
+			// Wait reports its end.
+			t.running = true
 		}
 		if first == 0 {
 			first = tid
@@ -527,6 +551,7 @@ func (p *Process) Resume(actions map[int]target.Action, def target.Action) error
 func (p *Process) resumeThread(t *threadState, act target.Action) error {
 	var err error
 	t.last = act
+	t.regsValid = false
 	t.stepping = act.Kind == target.Step
 	if t.stepping {
 		err = ptraceRequest(unix.PTRACE_SINGLESTEP, t.tid, act.Sig)
@@ -584,7 +609,7 @@ func (p *Process) wait() (target.Event, error) {
 			return target.Event{}, errors.New("wait: no thread is running")
 		}
 		var ws unix.WaitStatus
-		tid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOTHREAD, nil)
+		tid, err := p.wait4(&ws)
 		if err != nil {
 			if err == unix.EINTR {
 				continue
@@ -623,6 +648,29 @@ func (p *Process) wait() (target.Event, error) {
 		p.interrupt.Store(false)
 		return ev, nil
 	}
+}
+
+// wait4 waits for any of our tracees. When the only running thread is
+// single-stepping the wait lasts one instruction, and a raw system call
+// spares the runtime's syscall bookkeeping: sysmon would otherwise hand our
+// P away after 20 µs and the return would have to win it back, a cost paid
+// on every step.
+func (p *Process) wait4(ws *unix.WaitStatus) (int, error) {
+	onlyStepping := true
+	for _, t := range p.threads {
+		if t.running && !t.stepping {
+			onlyStepping = false
+			break
+		}
+	}
+	if !onlyStepping {
+		return unix.Wait4(-1, ws, unix.WALL|unix.WNOTHREAD, nil)
+	}
+	r, _, errno := unix.RawSyscall6(unix.SYS_WAIT4, ^uintptr(0), uintptr(unsafe.Pointer(ws)), unix.WALL|unix.WNOTHREAD, 0, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
 }
 
 // handleStatus digests one wait status. report says whether it is an event
@@ -763,6 +811,14 @@ func (p *Process) classify(t *threadState, sig unix.Signal) target.Event {
 	if sig != unix.SIGTRAP {
 		return ev
 	}
+	if t.stepping && p.debugReg[7] == 0 {
+		// With no debug register armed a stepping thread's SIGTRAP is the
+		// step, or the stepped instruction was itself a trap (int3): the
+		// caller knows the instruction and tells the two apart. Skipping
+		// PTRACE_GETSIGINFO and DR6 saves system calls on every step.
+		ev.Trap = target.TrapStep
+		return ev
+	}
 	info, err := getSiginfo(t.tid)
 	code := int32(0)
 	if err == nil {
@@ -778,6 +834,9 @@ func (p *Process) classify(t *threadState, sig unix.Signal) target.Event {
 			return ev
 		}
 		ev.Trap = target.TrapOther
+	case t.stepping && code == trapTrace && p.debugReg[7] == 0:
+		// No debug register armed: DR6 can only say "single step".
+		ev.Trap = target.TrapStep
 	case code == trapHwbkpt || code == trapTrace || code == 1:
 		dr6, _ := peekUser(t.tid, debugRegOffset+8*6)
 		if dr6&0xf != 0 {

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/rseqdbg/rseqdbg/gdbproto"
+	"github.com/rseqdbg/rseqdbg/target/ptrace"
+	"github.com/spf13/cobra"
+)
+
+// ptraceLauncher gives the server native processes.
+type ptraceLauncher struct{}
+
+func (ptraceLauncher) Launch(s gdbproto.LaunchSpec) (gdbproto.Process, error) {
+	return ptrace.Launch(ptrace.LaunchOptions{Path: s.Path, Args: s.Args, Env: s.Env, Dir: s.Dir, KeepASLR: s.KeepASLR})
+}
+
+func (ptraceLauncher) Attach(pid int) (gdbproto.Process, error) { return ptrace.Attach(pid) }
+
+// addGDBRemoteFlags makes the root command a GDB remote server when
+// --gdb-remote is given:
+//
+//	rseqdbg --gdb-remote [HOST:]PORT -- PROG ARGS
+//	rseqdbg --gdb-remote [HOST:]PORT --attach PID
+func addGDBRemoteFlags(root *cobra.Command) {
+	var (
+		addr     string
+		attach   int
+		once     bool
+		multi    bool
+		keep     bool
+		portFile string
+		cwd      string
+		aslr     bool
+	)
+	f := root.Flags()
+	f.StringVar(&addr, "gdb-remote", "", "serve the GDB remote protocol on [HOST:]PORT (loopback unless a host is given; port 0 picks one)")
+	f.IntVar(&attach, "attach", 0, "with --gdb-remote: attach to a running process")
+	f.BoolVar(&once, "once", true, "with --gdb-remote: exit after the first client")
+	f.BoolVar(&multi, "multi", false, "with --gdb-remote: serve clients one after another (extended-remote run/attach/kill)")
+	f.BoolVar(&keep, "keep", false, "with --gdb-remote: do not kill a launched process when the client disconnects")
+	f.StringVar(&portFile, "port-file", "", "with --gdb-remote: write the port listened on to this file")
+	f.StringVar(&cwd, "cwd", "", "with --gdb-remote: working directory of the program")
+	f.BoolVar(&aslr, "aslr", false, "with --gdb-remote: leave address-space randomization on")
+	root.Args = cobra.ArbitraryArgs
+	root.RunE = func(cmd *cobra.Command, args []string) error {
+		if addr == "" {
+			if len(args) > 0 {
+				return fmt.Errorf("unknown command %q (see rseqdbg --help)", args[0])
+			}
+			return cmd.Help()
+		}
+		if attach != 0 && len(args) > 0 || attach == 0 && len(args) == 0 && !multi {
+			return errors.New("--gdb-remote needs a program after -- or --attach PID (one of them; neither with --multi)")
+		}
+		if multi && cmd.Flags().Changed("once") && once {
+			return errors.New("--once and --multi exclude each other")
+		}
+		cfg := gdbproto.ServerConfig{Launcher: ptraceLauncher{}, Keep: keep, Multi: multi, Notices: os.Stderr}
+		if attach != 0 {
+			cfg.Attach = attach
+		} else if len(args) > 0 {
+			cfg.Program = &gdbproto.LaunchSpec{Path: args[0], Args: args[1:], Dir: cwd, KeepASLR: aslr}
+		}
+		return serveGDB(addr, portFile, cfg)
+	}
+}
+
+// listenAddress turns [HOST:]PORT into a listen address; a bare port
+// listens on loopback only, because the protocol has no authentication and
+// gives full control of the machine as the debugged user.
+func listenAddress(spec string) (string, bool, error) {
+	host, port, err := net.SplitHostPort(spec)
+	if err != nil {
+		if _, perr := strconv.Atoi(spec); perr != nil {
+			return "", false, fmt.Errorf("--gdb-remote %q: want [HOST:]PORT", spec)
+		}
+		host, port = "", spec
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return "", false, fmt.Errorf("--gdb-remote %q: bad port", spec)
+	}
+	if host == "" {
+		return net.JoinHostPort("127.0.0.1", port), true, nil
+	}
+	loopback := host == "localhost"
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		loopback = true
+	}
+	return net.JoinHostPort(host, port), loopback, nil
+}
+
+func serveGDB(spec, portFile string, cfg gdbproto.ServerConfig) error {
+	addr, loopback, err := listenAddress(spec)
+	if err != nil {
+		return err
+	}
+	if !loopback {
+		fmt.Fprintf(os.Stderr, "rseqdbg: warning: listening on %s: the GDB remote protocol has no authentication; "+
+			"whoever connects has full control of the debugged process and of this machine as its user\n", addr)
+	}
+	srv := gdbproto.NewServer(cfg)
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	fmt.Fprintf(os.Stderr, "Listening on port %d\n", port)
+	if portFile != "" {
+		if err := os.WriteFile(portFile, []byte(strconv.Itoa(port)+"\n"), 0o644); err != nil {
+			l.Close()
+			srv.Close()
+			return fmt.Errorf("writing the port file: %w", err)
+		}
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		if _, ok := <-sigs; ok {
+			srv.Shutdown()
+		}
+	}()
+	err = srv.Serve(l)
+	if err != nil && !strings.Contains(err.Error(), "use of closed") {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,151 @@
+package gdbproto
+
+import (
+	"strings"
+)
+
+// maxMemoryRead bounds one m or x reply: twice this in hex still fits the
+// packet size we advertise.
+const maxMemoryRead = packetSize/2 - 16
+
+// parseAddrLen parses "addr,length".
+func parseAddrLen(s string) (addr, length uint64, err error) {
+	a, l, ok := strings.Cut(s, ",")
+	if !ok {
+		return 0, 0, ErrSyntax
+	}
+	if addr, err = ParseHexUint64(a); err != nil {
+		return 0, 0, err
+	}
+	if length, err = ParseHexUint64(l); err != nil {
+		return 0, 0, err
+	}
+	return addr, length, nil
+}
+
+// memory answers m, M, x and X. Reads hide our breakpoints and writes keep
+// them (the target does both); writes go through the engine so it forgets
+// instructions it decoded there.
+func (s *session) memory(pkt string) [][]byte {
+	pr := s.live()
+	if pr == nil {
+		return replyErr
+	}
+	switch pkt[0] {
+	case 'm', 'x':
+		addr, length, err := parseAddrLen(pkt[1:])
+		if err != nil {
+			return replyErr
+		}
+		if length == 0 {
+			// lldb probes for x support with "x0,0".
+			return replyOK
+		}
+		buf := make([]byte, min(length, maxMemoryRead))
+		n, _ := pr.p.ReadMemory(addr, buf)
+		if n <= 0 {
+			return replyErr
+		}
+		if pkt[0] == 'x' {
+			// Binary as is: the framing layer escapes it.
+			return [][]byte{buf[:n]}
+		}
+		return [][]byte{AppendHex(nil, buf[:n])}
+	case 'M', 'X':
+		head, data, found := strings.Cut(pkt[1:], ":")
+		if !found {
+			return replyErr
+		}
+		addr, length, err := parseAddrLen(head)
+		if err != nil {
+			return replyErr
+		}
+		var b []byte
+		if pkt[0] == 'M' {
+			if b, err = DecodeHex(data); err != nil {
+				return replyErr
+			}
+		} else {
+			// Already unescaped by the framing layer (see doc.go).
+			b = []byte(data)
+		}
+		if uint64(len(b)) != length {
+			return replyErr
+		}
+		if length == 0 {
+			return replyOK
+		}
+		if n, err := pr.eng.WriteMemory(addr, b); err != nil || n != len(b) {
+			return replyErr
+		}
+		return replyOK
+	}
+	return replyEmpty
+}
+
+// breakpoint answers Z and z: software breakpoints become engine
+// breakpoints, the rest debug registers.
+func (s *session) breakpoint(pkt string) [][]byte {
+	pr := s.live()
+	if pr == nil {
+		return replyErr
+	}
+	insert := pkt[0] == 'Z'
+	fields := strings.SplitN(pkt[1:], ",", 3)
+	if len(fields) != 3 || len(fields[0]) != 1 {
+		return replyErr
+	}
+	addr, err := ParseHexUint64(fields[1])
+	if err != nil {
+		return replyErr
+	}
+	// Conditions and commands (";X...") are not advertised; ignore any.
+	kindStr, _, _ := strings.Cut(fields[2], ";")
+	kind, err := ParseHexUint64(kindStr)
+	if err != nil {
+		return replyErr
+	}
+	switch fields[0][0] {
+	case '0':
+		if insert {
+			bp, err := pr.eng.SetBreakpoint(addr)
+			if err != nil {
+				return replyErr
+			}
+			pr.bps[addr] = append(pr.bps[addr], bp.ID)
+			return replyOK
+		}
+		ids := pr.bps[addr]
+		if len(ids) == 0 {
+			return replyOK
+		}
+		id := ids[len(ids)-1]
+		if len(ids) == 1 {
+			delete(pr.bps, addr)
+		} else {
+			pr.bps[addr] = ids[:len(ids)-1]
+		}
+		if err := pr.eng.ClearBreakpoint(id); err != nil {
+			return replyErr
+		}
+		return replyOK
+	case '1', '2', '4':
+		typ := fields[0][0]
+		if typ == '1' {
+			kind = 1
+		}
+		if insert {
+			if !s.srv.debugRegistersWork(pr.p.ExecPath()) {
+				return replyErr
+			}
+			if err := pr.hw.insert(pr.p, typ, addr, kind); err != nil {
+				return replyErr
+			}
+			return replyOK
+		}
+		pr.hw.remove(pr.p, typ, addr, kind)
+		return replyOK
+	}
+	// Z3 (read watchpoints): x86 cannot watch reads alone.
+	return replyEmpty
+}

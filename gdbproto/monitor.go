@@ -1,0 +1,134 @@
+package gdbproto
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/rseqdbg/rseqdbg/regions"
+)
+
+const monitorHelp = `rseqdbg monitor commands:
+  monitor rseq regions      every restartable region: object, start, commit, abort, exits, source
+  monitor rseq status       per thread: inside a region?, its rseq_cs, its registered signature
+  monitor rseq stats        stepping counters (single-steps, region runs, commits, aborts, ...)
+  monitor rseq vdso on|off  step vDSO functions as regions (on by default)
+  monitor rseq help         this text
+`
+
+// monitor answers qRcmd: the command's output as O packets, then OK.
+func (s *session) monitor(hexCmd string) [][]byte {
+	raw, err := DecodeHex(hexCmd)
+	if err != nil {
+		return replyErr
+	}
+	fields := strings.Fields(string(raw))
+	if len(fields) > 0 && fields[0] == "rseq" {
+		fields = fields[1:]
+	} else if len(fields) > 0 && fields[0] != "help" {
+		return append(consoleOutput(fmt.Sprintf("unknown monitor command %q\n%s", raw, monitorHelp)), replyOK...)
+	}
+	var text string
+	switch {
+	case len(fields) == 0 || fields[0] == "help":
+		text = monitorHelp
+	case fields[0] == "regions":
+		text = s.monitorRegions()
+	case fields[0] == "status":
+		text = s.monitorStatus()
+	case fields[0] == "stats":
+		text = s.monitorStats()
+	case fields[0] == "vdso" && len(fields) == 2 && (fields[1] == "on" || fields[1] == "off"):
+		pr := s.live()
+		if pr == nil {
+			text = "no process\n"
+			break
+		}
+		pr.eng.SetVDSO(fields[1] == "on")
+		text = fmt.Sprintf("vDSO functions stepped as regions: %s\n", fields[1])
+	default:
+		text = fmt.Sprintf("unknown rseq command %q\n%s", strings.Join(fields, " "), monitorHelp)
+	}
+	return append(consoleOutput(text), replyOK...)
+}
+
+func (s *session) monitorRegions() string {
+	pr := s.live()
+	if pr == nil {
+		return "no process\n"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-8s %-24s %-14s %-18s %-18s %-18s %-20s %s\n",
+		"kind", "name", "object", "start", "commit", "abort", "source", "exits")
+	for _, r := range pr.eng.Index().All() {
+		var exits []string
+		for _, x := range r.Exits {
+			exits = append(exits, fmt.Sprintf("%#x:%s", x.Addr, x.Kind))
+		}
+		commit, abort := fmt.Sprintf("%#x", r.End), fmt.Sprintf("%#x", r.Abort)
+		if r.Kind != regions.KindCriticalSection {
+			commit, abort = fmt.Sprintf("end %#x", r.End), "-"
+		}
+		line := fmt.Sprintf("%-8s %-24s %-14s %#-18x %-18s %-18s %-20s %s",
+			r.Kind, r.Name, filepath.Base(r.Object), r.Start, commit, abort, r.Source, strings.Join(exits, ","))
+		b.WriteString(strings.TrimRight(line, " ") + "\n")
+	}
+	for _, w := range pr.eng.Warnings() {
+		fmt.Fprintf(&b, "warning: %s\n", w)
+	}
+	return b.String()
+}
+
+func (s *session) monitorStatus() string {
+	pr := s.live()
+	if pr == nil {
+		return "no process\n"
+	}
+	var b strings.Builder
+	for _, t := range pr.p.Threads() {
+		r, err := pr.p.Regs(t)
+		if err != nil {
+			fmt.Fprintf(&b, "thread %d: %v\n", t, err)
+			continue
+		}
+		fmt.Fprintf(&b, "thread %d: pc %#x", t, r.Rip)
+		if reg := regionAt(pr.eng, r.Rip); reg != nil {
+			fmt.Fprintf(&b, " inside critical section %s [%#x, %#x) abort %#x: the kernel aborts it on resume",
+				reg.Name, reg.Start, reg.End, reg.Abort)
+		} else if reg := pr.eng.RegionAt(r.Rip); reg != nil {
+			fmt.Fprintf(&b, " inside %s region %s", reg.Kind, reg.Name)
+		} else {
+			b.WriteString(" outside any region")
+		}
+		area := pr.eng.RseqArea(t)
+		if !area.Known {
+			b.WriteString("; no rseq area registered\n")
+			continue
+		}
+		fmt.Fprintf(&b, "; rseq area %#x size %d signature %#x", area.Addr, area.Size, area.Signature)
+		if cs, err := pr.eng.RseqCS(t); err == nil {
+			fmt.Fprintf(&b, " rseq_cs %#x", cs)
+			var d [32]byte
+			if n, _ := pr.p.ReadMemory(cs, d[:]); cs != 0 && n == len(d) {
+				if desc, err := regions.ParseDescriptor(d[:]); err == nil &&
+					(r.Rip < desc.StartIP || r.Rip-desc.StartIP >= desc.PostCommitOffset) {
+					b.WriteString(" (stale: the pc is outside it; the kernel clears it lazily)")
+				}
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func (s *session) monitorStats() string {
+	pr := s.live()
+	if pr == nil {
+		return "no process\n"
+	}
+	st := pr.eng.Stats()
+	return fmt.Sprintf("single-steps %d\nregion runs %d\ncommits %d\naborts %d\nother exits %d\n"+
+		"interrupted %d\nsignals during runs %d\ndiscovered at run time %d\nsteps inside a section %d\n",
+		st.SingleSteps, st.RegionRuns, st.Commits, st.Aborts, st.ExitPoints, st.Interrupted,
+		st.SignalsInRuns, st.Discovered, st.StepsInside)
+}

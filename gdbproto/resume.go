@@ -1,0 +1,416 @@
+package gdbproto
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/stepper"
+	"github.com/rseqdbg/rseqdbg/target"
+	"golang.org/x/sys/unix"
+)
+
+// vContActions is what vCont? advertises; 'r' makes gdb range-step.
+const vContActions = "vCont;c;C;s;S;t;r"
+
+// threadAction is one thread's share of a resumption.
+type threadAction struct {
+	kind   byte // 'c', 's', 'r', 't'
+	sig    int  // Linux number
+	lo, hi uint64
+}
+
+// vCont maps a vCont request onto one engine operation. Every resumption
+// goes through the engine, so no thread is ever single-stepped into a
+// critical section: a step that would enter one runs the section natively
+// to an exit, and a thread stopped inside one is moved out by the region
+// step-over before anything else runs.
+func (s *session) vCont(pkt string) [][]byte {
+	pr := s.live()
+	if pr == nil {
+		return replyErr
+	}
+	acts, err := ParseVCont(pkt)
+	if err != nil {
+		return replyErr
+	}
+	threads := pr.p.Threads()
+	per := map[int]threadAction{}
+	for _, tid := range threads {
+		for _, a := range acts {
+			if !s.matches(a.Thread, pr.p.Pid(), tid) {
+				continue
+			}
+			ta := threadAction{kind: a.Action, lo: a.RangeStart, hi: a.RangeEnd}
+			switch a.Action {
+			case 'C':
+				ta.kind, ta.sig = 'c', s.hostSignal(int(a.Signal))
+			case 'S':
+				ta.kind, ta.sig = 's', s.hostSignal(int(a.Signal))
+			}
+			per[tid] = ta
+			break
+		}
+	}
+	return s.resume(per, threads)
+}
+
+func (s *session) matches(id ThreadID, pid, tid int) bool {
+	if id.Pid > 0 && id.Pid != int64(pid) {
+		return false
+	}
+	return id.Tid <= 0 || id.Tid == int64(tid)
+}
+
+// legacyResume handles c, C, s and S: the Hc thread steps or every thread
+// continues. An address argument moves the thread there first.
+func (s *session) legacyResume(pkt string) [][]byte {
+	pr := s.live()
+	if pr == nil {
+		return replyErr
+	}
+	tid := s.cThread
+	if tid == 0 {
+		tid = s.current()
+	}
+	arg := pkt[1:]
+	sig := 0
+	if pkt[0] == 'C' || pkt[0] == 'S' {
+		sigStr, rest, _ := strings.Cut(arg, ";")
+		v, err := parseHexInt(sigStr, 0xff)
+		if err != nil {
+			return replyErr
+		}
+		sig, arg = s.hostSignal(v), rest
+	}
+	if arg != "" {
+		addr, err := ParseHexUint64(arg)
+		if err != nil {
+			return replyErr
+		}
+		r, err := pr.p.Regs(tid)
+		if err != nil {
+			return replyErr
+		}
+		r.Rip = addr
+		if err := pr.p.SetRegs(tid, r); err != nil {
+			return replyErr
+		}
+	}
+	threads := pr.p.Threads()
+	per := map[int]threadAction{}
+	if pkt[0] == 's' || pkt[0] == 'S' {
+		per[tid] = threadAction{kind: 's', sig: sig}
+	} else {
+		for _, t := range threads {
+			per[t] = threadAction{kind: 'c'}
+		}
+		per[tid] = threadAction{kind: 'c', sig: sig}
+	}
+	return s.resume(per, threads)
+}
+
+// resume runs one all-stop resumption and reports how it ended.
+func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
+	pr := s.srv.proc
+	eng := pr.eng
+	stepper0, othersRun := 0, false
+	sigs := map[int]int{}
+	for _, tid := range threads {
+		a, ok := per[tid]
+		if !ok {
+			continue
+		}
+		switch a.kind {
+		case 's', 'r':
+			if stepper0 == 0 {
+				stepper0 = tid
+			}
+		case 'c':
+			if a.sig != 0 {
+				sigs[tid] = a.sig
+			}
+		}
+	}
+	for tid, a := range per {
+		if tid != stepper0 && a.kind == 'c' {
+			othersRun = true
+		}
+	}
+	var op func() (*stepper.Stop, error)
+	switch {
+	case stepper0 != 0:
+		a := per[stepper0]
+		others := stepper.OthersStay
+		if othersRun {
+			others = stepper.OthersRun
+		}
+		if a.kind == 'r' {
+			op = func() (*stepper.Stop, error) {
+				return eng.RangeStep(stepper0, a.lo, a.hi, a.sig, others, false)
+			}
+		} else {
+			op = func() (*stepper.Stop, error) { return eng.StepInstruction(stepper0, a.sig, others) }
+		}
+	case othersRun:
+		// The engine moves this thread first (off a breakpoint or out of
+		// a section); gdb names it by the signal it passes or by Hc.
+		tid := 0
+		for _, t := range threads {
+			if _, ok := sigs[t]; ok {
+				tid = t
+				break
+			}
+		}
+		for _, want := range []int{s.cThread, pr.last.Tid} {
+			if _, ok := per[want]; tid == 0 && ok && want != 0 {
+				tid = want
+			}
+		}
+		for _, t := range threads {
+			if _, ok := per[t]; tid == 0 && ok {
+				tid = t
+			}
+		}
+		op = func() (*stepper.Stop, error) { return eng.Continue(tid, sigs) }
+	case len(per) > 0:
+		// Only 't' actions: nothing runs in all-stop.
+		return replyOK
+	default:
+		return replyErr // the actions name no thread of ours
+	}
+	return s.runStop(op)
+}
+
+// runStop runs a resumption while watching the client: ^C interrupts the
+// target, and a client that disappears interrupts it too so its
+// breakpoints can be removed. A thread exiting on its own is no stop for
+// the client; the others run on.
+func (s *session) runStop(op func() (*stepper.Stop, error)) [][]byte {
+	pr := s.srv.proc
+	stopWatching := s.watchClient(pr.p)
+	st, err := op()
+	for err == nil && st != nil && st.Kind == stepper.StopThreadExited && !pr.eng.Exited() && !s.lost.Load() {
+		threads := pr.p.Threads()
+		if len(threads) == 0 {
+			break
+		}
+		st, err = pr.eng.Continue(threads[0], nil)
+	}
+	stopWatching()
+	if err != nil {
+		if errors.Is(err, target.ErrExited) {
+			pr.exited = true
+			return one("W00")
+		}
+		slog.Error("resuming", "err", err)
+		return replyErr
+	}
+	if st == nil {
+		return replyErr
+	}
+	return s.report(st)
+}
+
+// watchClient forwards interrupts to the running target until the
+// returned function is called. It keeps interrupting every so often once
+// asked, because the engine may be between two resumptions of the target
+// when the first request arrives.
+func (s *session) watchClient(t target.Target) func() {
+	if s.w == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		intr, gone := s.w.Interrupts(), s.w.Done()
+		var ticker *time.Ticker
+		var tick <-chan time.Time
+		defer func() {
+			if ticker != nil {
+				ticker.Stop()
+			}
+		}()
+		kick := func() {
+			t.Interrupt()
+			if ticker == nil {
+				ticker = time.NewTicker(100 * time.Millisecond)
+				tick = ticker.C
+			}
+		}
+		for {
+			select {
+			case <-done:
+				return
+			case <-intr:
+				kick()
+			case <-gone:
+				s.lost.Store(true)
+				gone = nil
+				kick()
+			case <-tick:
+				t.Interrupt()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}
+
+// report turns an engine stop into the packets for the client: a console
+// note when the thread stopped inside a critical section, then the stop
+// reply.
+func (s *session) report(st *stepper.Stop) [][]byte {
+	pr := s.srv.proc
+	pr.last = st
+	switch st.Kind {
+	case stepper.StopExited:
+		pr.exited = true
+		return one(s.exitPacket('W', st.Code, pr.p.Pid()))
+	case stepper.StopKilled:
+		pr.exited = true
+		return one(s.exitPacket('X', int(s.wireSignal(st.Sig)), pr.p.Pid()))
+	}
+	s.gThread, s.cThread = st.Tid, st.Tid
+	var out [][]byte
+	if r := st.Inside; r != nil {
+		note := fmt.Sprintf("rseqdbg: thread %d stopped inside critical section %s [%#x, %#x), abort %#x: "+
+			"the kernel will abort it when the thread resumes; resuming runs it to its commit\n",
+			st.Tid, r.Name, r.Start, r.End, r.Abort)
+		out = append(out, consoleOutput(note)...)
+	}
+	return append(out, s.stopPacket(st))
+}
+
+func (s *session) exitPacket(kind byte, code, pid int) string {
+	p := fmt.Sprintf("%c%02x", kind, code&0xff)
+	if s.multiprocess {
+		p += fmt.Sprintf(";process:%x", pid)
+	}
+	return p
+}
+
+// consoleOutput splits text into O packets.
+func consoleOutput(text string) [][]byte {
+	var out [][]byte
+	for len(text) > 0 {
+		n := min(len(text), 2048)
+		out = append(out, AppendHex([]byte{'O'}, []byte(text[:n])))
+		text = text[n:]
+	}
+	return out
+}
+
+// stopPacket is the T reply for a stop. Breakpoint stops carry swbreak
+// when gdb asked for it; the PC is already back on the breakpoint either
+// way (lldb negotiates nothing and expects that).
+func (s *session) stopPacket(st *stepper.Stop) []byte {
+	pr := s.srv.proc
+	if pr == nil {
+		return []byte("W00")
+	}
+	switch st.Kind {
+	case stepper.StopExited:
+		return []byte(s.exitPacket('W', st.Code, pr.p.Pid()))
+	case stepper.StopKilled:
+		return []byte(s.exitPacket('X', int(s.wireSignal(st.Sig)), pr.p.Pid()))
+	}
+	sig := int(unix.SIGTRAP)
+	reason := "trace"
+	var pairs []StopPair
+	switch st.Kind {
+	case stepper.StopBreakpoint:
+		reason = "breakpoint"
+		if s.swbreak {
+			pairs = append(pairs, StopPair{Key: "swbreak"})
+		}
+	case stepper.StopWatch:
+		reason = "watchpoint"
+		w := pr.hw.hit(st.WatchAddr)
+		switch {
+		case w != nil && w.typ == '1':
+			reason = "breakpoint"
+			if s.hwbreak {
+				pairs = append(pairs, StopPair{Key: "hwbreak"})
+			}
+		case w != nil && w.typ == '4':
+			pairs = append(pairs, StopPair{Key: "awatch", Value: fmt.Sprintf("%x", st.WatchAddr)})
+		default:
+			pairs = append(pairs, StopPair{Key: "watch", Value: fmt.Sprintf("%x", st.WatchAddr)})
+		}
+	case stepper.StopSignal:
+		sig, reason = st.Sig, "signal"
+	case stepper.StopInterrupt:
+		// gdb expects the SIGINT its ^C stands for, lldb the SIGSTOP
+		// lldb-server reports.
+		sig, reason = int(unix.SIGINT), "signal"
+		if s.lldb {
+			sig = int(unix.SIGSTOP)
+		}
+	}
+	tid := st.Tid
+	if r, err := pr.p.Regs(tid); err == nil {
+		pairs = append(pairs, expedite(&r)...)
+	}
+	pairs = append(pairs, StopPair{Key: "thread", Value: s.threadIDString(pr.p.Pid(), tid)})
+	if s.lldb {
+		pairs = append(pairs, StopPair{Key: "reason", Value: reason})
+	}
+	if s.listThreads {
+		var ids, pcs []string
+		for _, t := range pr.p.Threads() {
+			ids = append(ids, fmt.Sprintf("%x", t))
+			pc := uint64(0)
+			if r, err := pr.p.Regs(t); err == nil {
+				pc = r.Rip
+			}
+			pcs = append(pcs, fmt.Sprintf("%x", pc))
+		}
+		pairs = append(pairs, StopPair{Key: "threads", Value: strings.Join(ids, ",")},
+			StopPair{Key: "thread-pcs", Value: strings.Join(pcs, ",")})
+	}
+	b, err := AppendStopReply(nil, s.wireSignal(sig), pairs...)
+	if err != nil {
+		return []byte(fmt.Sprintf("T%02xthread:%s;", s.wireSignal(sig), s.threadIDString(pr.p.Pid(), tid)))
+	}
+	return b
+}
+
+// threadStopInfo answers lldb's qThreadStopInfo: the last stop for the
+// thread that stopped, "no reason" for the others.
+func (s *session) threadStopInfo(arg string) [][]byte {
+	pr := s.live()
+	if pr == nil {
+		return replyErr
+	}
+	tid, err := parseHexInt(arg, 1<<31)
+	if err != nil {
+		return replyErr
+	}
+	if tid == pr.last.Tid {
+		return [][]byte{s.stopPacket(pr.last)}
+	}
+	alive := false
+	for _, t := range pr.p.Threads() {
+		alive = alive || t == tid
+	}
+	if !alive {
+		return replyErr
+	}
+	b, _ := AppendStopReply(nil, 0, StopPair{Key: "thread", Value: s.threadIDString(pr.p.Pid(), tid)})
+	return [][]byte{b}
+}
+
+// regionAt returns the critical section holding pc.
+func regionAt(eng *stepper.Engine, pc uint64) *regions.Region {
+	if r := eng.RegionAt(pc); r != nil && r.Kind == regions.KindCriticalSection {
+		return r
+	}
+	return nil
+}

@@ -1,0 +1,785 @@
+package gdbproto
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rseqdbg/rseqdbg/stepper"
+	"github.com/rseqdbg/rseqdbg/target"
+	"golang.org/x/sys/unix"
+)
+
+// Process is a debugged process the server owns: a target plus the release
+// of the resources behind it once it is killed or detached.
+type Process interface {
+	target.Target
+	// Close releases the tracer; the process must be gone or detached.
+	Close()
+}
+
+// LaunchSpec says how to start a program.
+type LaunchSpec struct {
+	Path string
+	Args []string
+	// Env is the program's environment; nil means the server's own.
+	Env      []string
+	Dir      string
+	KeepASLR bool
+}
+
+// Launcher starts and attaches processes. rseqdbg passes the native ptrace
+// target; keeping it behind an interface keeps ptrace out of this package and
+// lets tests drive the server with a fake.
+type Launcher interface {
+	Launch(LaunchSpec) (Process, error)
+	Attach(pid int) (Process, error)
+}
+
+// File is an open file of a vFile session.
+type File interface {
+	io.ReaderAt
+	io.WriterAt
+	io.Closer
+	Stat() (os.FileInfo, error)
+}
+
+// FileSystem is what vFile packets reach: the host's files unless a test
+// substitutes something harmless.
+type FileSystem interface {
+	Open(name string, flag int, perm os.FileMode) (File, error)
+	Readlink(name string) (string, error)
+	Unlink(name string) error
+}
+
+type hostFS struct{}
+
+func (hostFS) Open(name string, flag int, perm os.FileMode) (File, error) {
+	return os.OpenFile(name, flag, perm)
+}
+func (hostFS) Readlink(name string) (string, error) { return os.Readlink(name) }
+func (hostFS) Unlink(name string) error             { return os.Remove(name) }
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	Launcher Launcher
+	// Program is launched by Start, again for each later client of a
+	// multi server that finds no process, and by vRun without a name.
+	Program *LaunchSpec
+	// Attach is a pid Start attaches to (0: none).
+	Attach int
+	// Keep leaves a launched process alive when a client disconnects:
+	// traced and stopped for the next client of a multi server, detached
+	// when the server ends.
+	Keep bool
+	// Multi serves clients one after another instead of only the first.
+	Multi bool
+	// Engine tunes the stepping core of each process.
+	Engine stepper.Options
+	// FS serves vFile packets; nil means the host's files.
+	FS FileSystem
+	// Notices receives gdbserver-style lines ("Process ... created") for
+	// the person who started the server; nil discards them.
+	Notices io.Writer
+}
+
+// Server is a GDB remote protocol server over the stepping core, for gdb
+// and lldb, in all-stop mode. One process at a time.
+type Server struct {
+	cfg    ServerConfig
+	proc   *process
+	mu     sync.Mutex // guards conn, ln and closed against Shutdown
+	conn   io.Closer
+	ln     net.Listener
+	closed bool
+	served int
+	// hwWorks caches whether debug registers trigger here (nil: not
+	// probed yet); some hypervisors accept them and never fire.
+	hwWorks *bool
+	// onPanic lets tests see panics the packet handlers recover from.
+	onPanic func(v any)
+}
+
+// process is the debugged process and what clients set on it.
+type process struct {
+	p        Process
+	eng      *stepper.Engine
+	launched bool
+	exited   bool
+	last     *stepper.Stop
+	// bps maps an address to the engine breakpoints clients set there, so
+	// z0 can find what Z0 created.
+	bps map[uint64][]int
+	hw  hwState
+	avx *bool
+}
+
+// NewServer returns a server; call Start, then Serve or ServeConn.
+func NewServer(cfg ServerConfig) *Server {
+	if cfg.FS == nil {
+		cfg.FS = hostFS{}
+	}
+	if cfg.Notices == nil {
+		cfg.Notices = io.Discard
+	}
+	return &Server{cfg: cfg}
+}
+
+// Start launches the configured program or attaches to the configured pid.
+func (srv *Server) Start() error {
+	switch {
+	case srv.cfg.Program != nil:
+		return srv.launch(*srv.cfg.Program, stepper.DefaultSignalPolicy())
+	case srv.cfg.Attach != 0:
+		return srv.attach(srv.cfg.Attach, stepper.DefaultSignalPolicy())
+	}
+	return nil
+}
+
+// Pid is the pid of the current process, 0 if none.
+func (srv *Server) Pid() int {
+	if srv.proc == nil {
+		return 0
+	}
+	return srv.proc.p.Pid()
+}
+
+func (srv *Server) newProcess(p Process, launched bool, pol stepper.SignalPolicy) error {
+	eng, err := stepper.New(p, srv.cfg.Engine)
+	if err != nil {
+		p.Do(func() { p.Kill() })
+		p.Close()
+		return fmt.Errorf("loading regions of %d: %w", p.Pid(), err)
+	}
+	eng.Do(func() { eng.SetSignalPolicy(pol) })
+	// gdbserver reports the first stop as SIGTRAP, attach included: gdb
+	// would otherwise pass the attach SIGSTOP on to the program.
+	srv.proc = &process{p: p, eng: eng, launched: launched, bps: map[uint64][]int{},
+		last: &stepper.Stop{Kind: stepper.StopSignal, Tid: p.Pid(), Sig: int(unix.SIGTRAP)}}
+	return nil
+}
+
+func (srv *Server) launch(spec LaunchSpec, pol stepper.SignalPolicy) error {
+	p, err := srv.cfg.Launcher.Launch(spec)
+	if err != nil {
+		return err
+	}
+	if err := srv.newProcess(p, true, pol); err != nil {
+		return err
+	}
+	fmt.Fprintf(srv.cfg.Notices, "Process %s created; pid = %d\n", spec.Path, p.Pid())
+	return nil
+}
+
+func (srv *Server) attach(pid int, pol stepper.SignalPolicy) error {
+	p, err := srv.cfg.Launcher.Attach(pid)
+	if err != nil {
+		return err
+	}
+	if err := srv.newProcess(p, false, pol); err != nil {
+		return err
+	}
+	fmt.Fprintf(srv.cfg.Notices, "Attached; pid = %d\n", pid)
+	return nil
+}
+
+// release ends the server's hold on the process: every breakpoint and
+// watchpoint is removed first, then the process is killed or detached.
+func (srv *Server) release(kill bool) error {
+	pr := srv.proc
+	if pr == nil {
+		return nil
+	}
+	srv.proc = nil
+	var err error
+	gone := false
+	pr.p.Do(func() {
+		if gone = pr.eng.Exited(); gone {
+			return
+		}
+		pr.clearAll()
+		if kill {
+			err = pr.eng.Kill()
+		} else {
+			err = pr.eng.Detach()
+		}
+	})
+	pr.p.Close()
+	switch {
+	case err != nil:
+		return fmt.Errorf("releasing process %d: %w", pr.p.Pid(), err)
+	case gone:
+	case kill:
+		fmt.Fprintf(srv.cfg.Notices, "Killed process %d\n", pr.p.Pid())
+	default:
+		fmt.Fprintf(srv.cfg.Notices, "Detached from process %d\n", pr.p.Pid())
+	}
+	return nil
+}
+
+// dropExited forgets a process that is gone.
+func (srv *Server) dropExited() {
+	if pr := srv.proc; pr != nil && pr.exited {
+		srv.proc = nil
+		pr.p.Close()
+	}
+}
+
+// clearAll removes what clients inserted. Runs on the target thread.
+func (pr *process) clearAll() {
+	pr.eng.ClearAll()
+	pr.bps = map[uint64][]int{}
+	pr.hw.clear(pr.p)
+}
+
+// Serve accepts clients on l: the first only, or one after another with
+// Multi, until Shutdown. It releases the process when it returns.
+func (srv *Server) Serve(l net.Listener) error {
+	defer srv.finish()
+	srv.mu.Lock()
+	srv.ln = l
+	closed := srv.closed
+	srv.mu.Unlock()
+	if closed {
+		return nil
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if srv.isClosed() {
+				return nil
+			}
+			return fmt.Errorf("accepting a client: %w", err)
+		}
+		if srv.proc == nil && srv.cfg.Program != nil && srv.served > 0 {
+			if err := srv.launch(*srv.cfg.Program, stepper.DefaultSignalPolicy()); err != nil {
+				slog.Error("relaunching for a new client", "err", err)
+			}
+		}
+		slog.Info("client connected", "remote", c.RemoteAddr())
+		if err := srv.ServeConn(c); err != nil {
+			slog.Info("client session ended", "err", err)
+		}
+		if !srv.cfg.Multi || srv.isClosed() {
+			srv.Shutdown()
+			return nil
+		}
+	}
+}
+
+func (srv *Server) isClosed() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.closed
+}
+
+// Shutdown stops serving: the current client is disconnected (which
+// releases the process) and Serve returns.
+func (srv *Server) Shutdown() {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.closed = true
+	if srv.conn != nil {
+		srv.conn.Close()
+	}
+	if srv.ln != nil {
+		srv.ln.Close()
+	}
+}
+
+// Close shuts down a server whose Serve is not running and releases its
+// process.
+func (srv *Server) Close() {
+	srv.Shutdown()
+	srv.finish()
+}
+
+// finish releases a process nobody will debug any more: a launched one is
+// killed unless Keep asks to let it run on.
+func (srv *Server) finish() {
+	if srv.proc == nil {
+		return
+	}
+	if err := srv.release(srv.proc.launched && !srv.cfg.Keep); err != nil {
+		slog.Error("releasing the process", "err", err)
+	}
+}
+
+// ServeConn talks to one client until it disconnects, then releases the
+// process as the disconnect rules say.
+func (srv *Server) ServeConn(rw io.ReadWriteCloser) error {
+	srv.mu.Lock()
+	if srv.closed {
+		srv.mu.Unlock()
+		rw.Close()
+		return errors.New("server shut down")
+	}
+	srv.conn = rw
+	srv.served++
+	srv.mu.Unlock()
+	conn := NewConn(rw, maxIncoming)
+	s := newSession(srv, conn)
+	err := s.loop(conn)
+	conn.Close()
+	srv.mu.Lock()
+	srv.conn = nil
+	srv.mu.Unlock()
+	s.end()
+	if errors.Is(err, io.EOF) || errors.Is(err, ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// packetSize is what qSupported advertises: gdb sizes X, vFile:pwrite and
+// memory reads by it. Big enough that reading libraries through vFile is not
+// a crawl, small enough for one read of the target's memory.
+const packetSize = 0x8000
+
+// maxIncoming bounds what the server accepts; more than packetSize because
+// a client may count the escaping of X data differently.
+const maxIncoming = 2*packetSize + 64
+
+// wire is what a resumption watches while the target runs.
+type wire interface {
+	Interrupts() <-chan struct{}
+	Done() <-chan struct{}
+}
+
+// session is one client's connection state.
+type session struct {
+	srv *Server
+	w   wire
+
+	multiprocess, swbreak, hwbreak bool
+	lldb, extended                 bool
+	listThreads                    bool
+	noAckNext, quit                bool
+	lost                           atomic.Bool
+
+	gThread, cThread int
+	policy           stepper.SignalPolicy
+	env              []string
+	cwd              string
+	keepASLR         bool
+
+	files  map[int]File
+	nextFD int
+	docs   map[string][]byte
+}
+
+func newSession(srv *Server, w wire) *session {
+	return &session{srv: srv, w: w, policy: stepper.DefaultSignalPolicy(), files: map[int]File{},
+		nextFD: 3, docs: map[string][]byte{}}
+}
+
+// loop reads packets and answers them until the client goes away.
+func (s *session) loop(c *Conn) error {
+	for {
+		pkt, err := c.ReadPacket()
+		if err != nil {
+			if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrBadChecksum) {
+				slog.Debug("bad packet", "err", err)
+				if werr := c.WritePacket([]byte("E01")); werr != nil {
+					return werr
+				}
+				continue
+			}
+			return err
+		}
+		slog.Debug("<-", "packet", clip(string(pkt)))
+		out := s.dispatch(pkt)
+		for _, o := range out {
+			slog.Debug("->", "packet", clip(string(o)))
+			if err := c.WritePacket(o); err != nil {
+				return err
+			}
+		}
+		if s.noAckNext {
+			s.noAckNext = false
+			c.SetNoAck()
+		}
+		if s.quit || s.lost.Load() {
+			return nil
+		}
+	}
+}
+
+// end applies the disconnect rules: every breakpoint removed, then a
+// launched process killed (unless Keep) and an attached one detached.
+func (s *session) end() {
+	for fd, f := range s.files {
+		f.Close()
+		delete(s.files, fd)
+	}
+	srv := s.srv
+	pr := srv.proc
+	if pr == nil {
+		return
+	}
+	if pr.exited {
+		srv.dropExited()
+		return
+	}
+	if srv.cfg.Keep && pr.launched && srv.cfg.Multi && !srv.isClosed() {
+		pr.p.Do(func() {
+			if !pr.eng.Exited() {
+				pr.clearAll()
+			}
+		})
+		return
+	}
+	if err := srv.release(pr.launched && !srv.cfg.Keep); err != nil {
+		slog.Error("releasing the process", "err", err)
+	}
+}
+
+func one(s string) [][]byte { return [][]byte{[]byte(s)} }
+
+var (
+	replyOK    = one("OK")
+	replyErr   = one("E01")
+	replyEmpty = one("")
+)
+
+func (srv *Server) panicked(v any) {
+	if srv.onPanic != nil {
+		srv.onPanic(v)
+	}
+}
+
+// dispatch answers one packet. A nil result means no reply at all (gdb's k).
+// A panic in a handler becomes an error reply: input must never take the
+// server down.
+func (s *session) dispatch(pkt []byte) (out [][]byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			slog.Error("packet handler panicked", "packet", clip(string(pkt)), "panic", r, "stack", string(debug.Stack()))
+			s.srv.panicked(r)
+			out = replyErr
+		}
+	}()
+	if len(pkt) == 0 {
+		return replyEmpty
+	}
+	str := string(pkt)
+	if out, ok := s.lifecycle(str); ok {
+		return out
+	}
+	pr := s.srv.proc
+	if pr == nil {
+		return s.handle(str)
+	}
+	var perr any
+	var stack []byte
+	pr.p.Do(func() {
+		// The target thread must survive a bad packet too.
+		defer func() {
+			if r := recover(); r != nil {
+				perr, stack = r, debug.Stack()
+			}
+		}()
+		out = s.handle(str)
+	})
+	if perr != nil {
+		slog.Error("packet handler panicked", "packet", clip(str), "panic", perr, "stack", string(stack))
+		s.srv.panicked(perr)
+		return replyErr
+	}
+	s.srv.dropExited()
+	return out
+}
+
+// lifecycle handles the packets that create or end processes, which cannot
+// run on a process's tracer thread.
+func (s *session) lifecycle(pkt string) ([][]byte, bool) {
+	srv := s.srv
+	switch {
+	case pkt == "!":
+		s.extended = true
+		return replyOK, true
+	case strings.HasPrefix(pkt, "vRun;"):
+		return s.vRun(pkt[len("vRun;"):]), true
+	case strings.HasPrefix(pkt, "vAttach;"):
+		pid, err := ParseHexUint64(pkt[len("vAttach;"):])
+		if err != nil || pid == 0 || pid > 1<<22 {
+			return replyErr, true
+		}
+		if srv.proc != nil {
+			if err := srv.release(srv.proc.launched); err != nil {
+				slog.Error("releasing the old process", "err", err)
+			}
+		}
+		if err := srv.attach(int(pid), s.policy); err != nil {
+			slog.Error("vAttach", "pid", pid, "err", err)
+			return replyErr, true
+		}
+		return s.initialStop(), true
+	case strings.HasPrefix(pkt, "vKill;") || pkt == "k":
+		if srv.proc == nil {
+			if pkt == "k" {
+				s.quit = !s.extended
+				return nil, true
+			}
+			return replyErr, true
+		}
+		if pid, ok := strings.CutPrefix(pkt, "vKill;"); ok {
+			if v, err := ParseHexUint64(pid); err != nil || v != uint64(srv.proc.p.Pid()) {
+				return replyErr, true
+			}
+		}
+		if err := srv.release(true); err != nil {
+			slog.Error("kill", "err", err)
+		}
+		if pkt == "k" {
+			// gdb does not wait for an answer to k; lldb wants the exit.
+			s.quit = !s.extended && !s.lldb
+			if s.lldb {
+				return one("X09"), true
+			}
+			return nil, true
+		}
+		return replyOK, true
+	case pkt == "D" || strings.HasPrefix(pkt, "D;"):
+		if srv.proc == nil {
+			return replyErr, true
+		}
+		if err := srv.release(false); err != nil {
+			slog.Error("detach", "err", err)
+			return replyErr, true
+		}
+		s.quit = !s.extended
+		return replyOK, true
+	}
+	return nil, false
+}
+
+// vRun launches a program from "hexprog;hexarg;...".
+func (s *session) vRun(body string) [][]byte {
+	srv := s.srv
+	fields := strings.Split(body, ";")
+	var spec LaunchSpec
+	if srv.cfg.Program != nil {
+		spec = *srv.cfg.Program
+	}
+	prog, err := DecodeHex(fields[0])
+	if err != nil {
+		return replyErr
+	}
+	args := make([]string, 0, len(fields)-1)
+	for _, f := range fields[1:] {
+		a, err := DecodeHex(f)
+		if err != nil {
+			return replyErr
+		}
+		args = append(args, string(a))
+	}
+	if len(prog) > 0 {
+		spec.Path, spec.Args = string(prog), args
+	} else if spec.Path == "" {
+		return replyErr
+	} else if len(fields) > 1 {
+		spec.Args = args
+	}
+	if s.env != nil {
+		spec.Env = s.env
+	}
+	if s.cwd != "" {
+		spec.Dir = s.cwd
+	}
+	spec.KeepASLR = s.keepASLR
+	if srv.proc != nil {
+		if err := srv.release(srv.proc.launched); err != nil {
+			slog.Error("releasing the old process", "err", err)
+		}
+	}
+	if err := srv.launch(spec, s.policy); err != nil {
+		slog.Error("vRun", "program", spec.Path, "err", err)
+		return replyErr
+	}
+	return s.initialStop()
+}
+
+func (s *session) initialStop() [][]byte {
+	pr := s.srv.proc
+	var out [][]byte
+	pr.p.Do(func() {
+		s.gThread, s.cThread = 0, 0
+		out = one(string(s.stopPacket(pr.last)))
+	})
+	return out
+}
+
+// handle answers packets that work on the current process (or need none).
+// It runs on the process's tracer thread when there is a process.
+func (s *session) handle(pkt string) [][]byte {
+	switch pkt[0] {
+	case '?':
+		return s.question()
+	case 'g', 'G', 'p', 'P':
+		return s.registers(pkt)
+	case 'm', 'M', 'x', 'X':
+		return s.memory(pkt)
+	case 'Z', 'z':
+		return s.breakpoint(pkt)
+	case 'H':
+		return s.setThread(pkt)
+	case 'T':
+		return s.threadAlive(pkt[1:])
+	case 'c', 'C', 's', 'S':
+		return s.legacyResume(pkt)
+	case 'q':
+		return s.query(pkt)
+	case 'Q':
+		return s.set(pkt)
+	case 'v':
+		return s.vPacket(pkt)
+	}
+	return replyEmpty
+}
+
+// live returns the current process if it can be worked on.
+func (s *session) live() *process {
+	pr := s.srv.proc
+	if pr == nil || pr.exited || pr.eng.Exited() {
+		return nil
+	}
+	return pr
+}
+
+func (s *session) question() [][]byte {
+	pr := s.srv.proc
+	if pr == nil || pr.exited {
+		return one("W00")
+	}
+	return one(string(s.stopPacket(pr.last)))
+}
+
+// threadIDString formats a thread id for the client.
+func (s *session) threadIDString(pid, tid int) string {
+	return string(ThreadID{Pid: int64(pid), Tid: int64(tid)}.AppendTo(nil, s.multiprocess))
+}
+
+// resolveThread maps a client thread-id to a tid: 0 for "any" or "all",
+// ok false when it names nothing alive.
+func (s *session) resolveThread(id ThreadID) (int, bool) {
+	pr := s.live()
+	if pr == nil {
+		return 0, false
+	}
+	if id.Pid > 0 && id.Pid != int64(pr.p.Pid()) {
+		return 0, false
+	}
+	if id.Tid <= 0 {
+		return 0, true
+	}
+	for _, t := range pr.p.Threads() {
+		if int64(t) == id.Tid {
+			return t, true
+		}
+	}
+	return 0, false
+}
+
+// current is the thread register and memory requests are about.
+func (s *session) current() int {
+	pr := s.live()
+	if pr == nil {
+		return 0
+	}
+	threads := pr.p.Threads()
+	for _, want := range []int{s.gThread, pr.last.Tid} {
+		for _, t := range threads {
+			if want != 0 && t == want {
+				return t
+			}
+		}
+	}
+	if len(threads) > 0 {
+		return threads[0]
+	}
+	return 0
+}
+
+func (s *session) setThread(pkt string) [][]byte {
+	if len(pkt) < 3 {
+		return replyErr
+	}
+	id, err := ParseThreadID(pkt[2:])
+	if err != nil {
+		return replyErr
+	}
+	tid, ok := s.resolveThread(id)
+	if !ok {
+		if s.srv.proc == nil && id.Tid <= 0 {
+			// gdb selects "any thread" before anything runs.
+			return replyOK
+		}
+		return replyErr
+	}
+	switch pkt[1] {
+	case 'g':
+		s.gThread = tid
+	case 'c':
+		s.cThread = tid
+	default:
+		return replyErr
+	}
+	return replyOK
+}
+
+func (s *session) threadAlive(arg string) [][]byte {
+	id, err := ParseThreadID(arg)
+	if err != nil {
+		return replyErr
+	}
+	if tid, ok := s.resolveThread(id); ok && tid != 0 {
+		return replyOK
+	}
+	return replyErr
+}
+
+// splitThreadSuffix extracts lldb's ";thread:TID;" suffix from a register
+// packet (lldb sends it once QThreadSuffixSupported is accepted; accepting
+// it always costs nothing).
+func (s *session) splitThreadSuffix(pkt string) (string, int, bool) {
+	body, suffix, found := strings.Cut(pkt, ";")
+	if !found {
+		return body, s.current(), true
+	}
+	for _, item := range strings.Split(suffix, ";") {
+		if v, ok := strings.CutPrefix(item, "thread:"); ok {
+			id, err := ParseThreadID(v)
+			if err != nil {
+				return body, 0, false
+			}
+			tid, ok := s.resolveThread(id)
+			if !ok {
+				return body, 0, false
+			}
+			if tid == 0 {
+				tid = s.current()
+			}
+			return body, tid, true
+		}
+	}
+	return body, s.current(), true
+}
+
+func parseHexInt(s string, limit uint64) (int, error) {
+	v, err := ParseHexUint64(s)
+	if err != nil {
+		return 0, err
+	}
+	if v > limit {
+		return 0, fmt.Errorf("%w: %s out of range", ErrSyntax, clip(s))
+	}
+	return int(v), nil
+}

@@ -1,0 +1,185 @@
+package gdbproto
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/xml"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/rseqdbg/rseqdbg/regions"
+	"golang.org/x/sys/cpu"
+)
+
+// xfer answers qXfer reads. A document is built when a read starts at
+// offset 0 and kept for the reads that continue it, so a client never sees
+// pieces of two different versions.
+func (s *session) xfer(pkt string) [][]byte {
+	req, err := ParseXferRead(pkt)
+	if err != nil {
+		if strings.Contains(pkt, ":read:") {
+			return one("E00") // a read we support, malformed
+		}
+		return replyEmpty // writes and unknown operations: unsupported
+	}
+	key := req.Object + ":" + req.Annex
+	doc, ok := s.docs[key]
+	if !ok || req.Offset == 0 {
+		var build func(string) ([]byte, bool)
+		switch req.Object {
+		case "features":
+			build = s.featuresDoc
+		case "auxv":
+			build = s.auxvDoc
+		case "libraries-svr4":
+			build = s.librariesDoc
+		case "exec-file":
+			build = s.execFileDoc
+		case "threads":
+			build = s.threadsDoc
+		default:
+			return replyEmpty
+		}
+		doc, ok = build(req.Annex)
+		if !ok {
+			return one("E00")
+		}
+		s.docs[key] = doc
+	}
+	return [][]byte{XferChunk(doc, req.Offset, min(req.Length, packetSize-16))}
+}
+
+func (s *session) featuresDoc(annex string) ([]byte, bool) {
+	// Without a process yet (extended-remote before run), describe what
+	// the host's processes will have.
+	avx := cpu.X86.HasAVX
+	if pr := s.live(); pr != nil {
+		avx = pr.hasAVX()
+	}
+	doc, ok := TargetXML(avx)[annex]
+	return doc, ok
+}
+
+func (s *session) auxvDoc(string) ([]byte, bool) {
+	pr := s.live()
+	if pr == nil {
+		return nil, false
+	}
+	b, err := pr.p.Auxv()
+	return b, err == nil
+}
+
+func (s *session) execFileDoc(annex string) ([]byte, bool) {
+	pr := s.srv.proc
+	if pr == nil {
+		return nil, false
+	}
+	if annex != "" {
+		if pid, err := ParseHexUint64(annex); err != nil || pid != uint64(pr.p.Pid()) {
+			return nil, false
+		}
+	}
+	return []byte(pr.p.ExecPath()), true
+}
+
+func xmlEscape(s string) string {
+	var b bytes.Buffer
+	xml.EscapeText(&b, []byte(s))
+	return b.String()
+}
+
+// threadsDoc lists the threads; a thread stopped inside a critical section
+// says so in the text gdb shows in `info threads`.
+func (s *session) threadsDoc(string) ([]byte, bool) {
+	var b strings.Builder
+	b.WriteString("<?xml version=\"1.0\"?>\n<threads>\n")
+	if pr := s.live(); pr != nil {
+		pid := pr.p.Pid()
+		for _, t := range pr.p.Threads() {
+			fmt.Fprintf(&b, "<thread id=\"%s\"", s.threadIDString(pid, t))
+			if name, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, t)); err == nil {
+				fmt.Fprintf(&b, " name=\"%s\"", xmlEscape(strings.TrimSpace(string(name))))
+			}
+			extra := ""
+			if r, err := pr.p.Regs(t); err == nil {
+				if reg := regionAt(pr.eng, r.Rip); reg != nil {
+					extra = "inside critical section " + reg.Name
+				}
+			}
+			if extra != "" {
+				fmt.Fprintf(&b, ">%s</thread>\n", xmlEscape(extra))
+			} else {
+				b.WriteString("/>\n")
+			}
+		}
+	}
+	b.WriteString("</threads>\n")
+	return []byte(b.String()), true
+}
+
+// librariesDoc lists the dynamic linker's objects as gdbserver does: the
+// executable's entry is main-lm, the others libraries with their link_map
+// address, bias and dynamic section. Before the dynamic linker ran there
+// are none, and gdb finds ld.so by itself through auxv.
+func (s *session) librariesDoc(string) ([]byte, bool) {
+	const empty = "<library-list-svr4 version=\"1.0\"/>\n"
+	pr := s.live()
+	if pr == nil {
+		return []byte(empty), true
+	}
+	objs := pr.eng.Objects()
+	exe := pr.p.ExecPath()
+	if len(objs) == 0 || objs[0].Path != exe {
+		return []byte(empty), true
+	}
+	read := pr.p.ReadMemory
+	rd, err := regions.FindRDebug(read, exe, objs[0].Bias)
+	if err != nil {
+		return []byte(empty), true
+	}
+	var hdr [16]byte
+	if n, _ := read(rd, hdr[:]); n != len(hdr) {
+		return []byte(empty), true
+	}
+	var libs strings.Builder
+	mainLM := uint64(0)
+	seen := map[uint64]bool{}
+	for lm := binary.LittleEndian.Uint64(hdr[8:]); lm != 0 && !seen[lm] && len(seen) < 4096; {
+		seen[lm] = true
+		var e [40]byte // l_addr, l_name, l_ld, l_next, l_prev
+		if n, _ := read(lm, e[:]); n != len(e) {
+			break
+		}
+		if mainLM == 0 {
+			mainLM = lm
+		} else if name := readCString(read, binary.LittleEndian.Uint64(e[8:])); name != "" {
+			fmt.Fprintf(&libs, "  <library name=\"%s\" lm=\"%#x\" l_addr=\"%#x\" l_ld=\"%#x\" lmid=\"0x0\"/>\n",
+				xmlEscape(name), lm, binary.LittleEndian.Uint64(e[0:]), binary.LittleEndian.Uint64(e[16:]))
+		}
+		lm = binary.LittleEndian.Uint64(e[24:])
+	}
+	if mainLM == 0 {
+		return []byte(empty), true
+	}
+	return []byte(fmt.Sprintf("<library-list-svr4 version=\"1.0\" main-lm=\"%#x\">\n%s</library-list-svr4>\n", mainLM, libs.String())), true
+}
+
+func readCString(read func(uint64, []byte) (int, error), addr uint64) string {
+	if addr == 0 {
+		return ""
+	}
+	var out []byte
+	buf := make([]byte, 256)
+	for len(out) < 4096 {
+		n, _ := read(addr+uint64(len(out)), buf)
+		if n <= 0 {
+			break
+		}
+		if i := bytes.IndexByte(buf[:n], 0); i >= 0 {
+			return string(append(out, buf[:i]...))
+		}
+		out = append(out, buf[:n]...)
+	}
+	return string(out)
+}

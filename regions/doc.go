@@ -1,0 +1,5 @@
+// Package regions knows every restartable region of a process — rseq critical
+// sections from ELF tables and from the thread's live rseq_cs, vDSO functions,
+// declared ranges — their exits, and an interval index over them. It does not
+// know how to step.
+package regions

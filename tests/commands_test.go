@@ -1,0 +1,100 @@
+package tests
+
+import (
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The gdb-like command set scripts rely on, against a real fixture.
+func TestHeadlessCommands(t *testing.T) {
+	entry := markerLine(t, "full_tables.c", "FUNC-ENTRY")
+	s := run(t, []string{
+		"break inc_full if $rdi != 0", "continue", "info threads", "thread 1", "thread 2",
+		"info registers rip", "print $fs_base", "x/4gx $rsp", "x/3i $pc", "bt", "info breakpoints", "delete",
+		"finish", "step", "kill", "info threads",
+	}, nil, fixture("full_tables"), "1", "100")
+	stops := s.of("stop")
+	if len(stops) < 2 || stops[1].str("reason") != "breakpoint" || stops[1].num("line") < entry {
+		t.Fatalf("conditional breakpoint not hit in inc_full: %v", stops)
+	}
+	if th := s.of("threads"); len(th) == 0 || len(th[0]["threads"].([]any)) != 2 {
+		t.Errorf("info threads: %v", th)
+	}
+	if r := s.of("registers"); len(r) != 1 || r[0]["registers"].(map[string]any)["rip"] != stops[1].str("pc") {
+		t.Errorf("info registers rip: %v, stop pc %s", r, stops[1].str("pc"))
+	}
+	if v := s.of("value"); len(v) == 0 || v[0]["value"].(float64) == 0 {
+		t.Errorf("print $fs_base: %v", v)
+	}
+	if m := s.of("memory"); len(m) != 1 || len(m[0]["values"].([]any)) != 4 {
+		t.Errorf("x/4gx: %v", m)
+	}
+	if d := s.of("disassembly"); len(d) != 1 || len(d[0]["instructions"].([]any)) != 3 {
+		t.Errorf("x/3i: %v", d)
+	}
+	bt := s.of("backtrace")
+	if len(bt) != 1 {
+		t.Fatalf("no backtrace")
+	}
+	var names []string
+	for _, f := range bt[0]["frames"].([]any) {
+		names = append(names, event(f.(map[string]any)).str("function"))
+	}
+	if len(names) < 3 || !strings.HasPrefix(names[0], "inc_full") || names[1] != "worker" || names[2] != "fixture_thread_start" {
+		t.Errorf("backtrace %v, want inc_full, worker, fixture_thread_start", names)
+	}
+	// finish back into worker, then a source step there.
+	fin := stops[len(stops)-2]
+	if !strings.HasPrefix(fin.str("function"), "worker") || fin.str("reason") != "step" {
+		t.Errorf("finish did not return to worker: %v", fin)
+	}
+	if last := stops[len(stops)-1]; last.num("line") == 0 {
+		t.Errorf("step stopped without a line: %v", last)
+	}
+	if bps := s.of("breakpoints"); len(bps) != 1 || len(bps[0]["breakpoints"].([]any)) != 1 {
+		t.Errorf("info breakpoints: %v", bps)
+	}
+	if len(s.of("killed")) != 1 {
+		t.Errorf("kill not reported")
+	}
+	if s.code != 0 {
+		t.Errorf("exit code %d", s.code)
+	}
+}
+
+// Attaching to a running fixture, stepping through a section, detaching:
+// the program goes on and finishes with exact sums.
+func TestHeadlessAttach(t *testing.T) {
+	prog := exec.Command(fixture("full_tables"), "2", "300000000")
+	var out strings.Builder
+	prog.Stdout = &out
+	if err := prog.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Process.Kill()
+	time.Sleep(100 * time.Millisecond) // well before it finishes (about 2 s)
+	cmd := exec.Command(binary, "run", "--json", "-ex", "break inc_full", "-ex", "continue", "-ex", "delete", "-ex", "stepi 100",
+		"--attach", strconv.Itoa(prog.Process.Pid))
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	if !strings.Contains(string(b), `"outcome":"commit"`) {
+		t.Errorf("no commit while attached:\n%s", b)
+	}
+	if err := prog.Wait(); err != nil {
+		t.Fatalf("program after detach: %v, output %s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "RESULT") {
+		t.Fatalf("no result: %s", out.String())
+	}
+	var total, expected int
+	fmt.Sscanf(out.String()[strings.Index(out.String(), "RESULT"):], "RESULT total=%d expected=%d", &total, &expected)
+	if total != expected {
+		t.Errorf("sums after detach: %d != %d", total, expected)
+	}
+}

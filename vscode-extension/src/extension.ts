@@ -1,0 +1,168 @@
+// rseqdbg's VS Code extension: starts `rseqdbg dap` for debug sessions of
+// type rseqdbg and shows the restartable regions of the debugged program.
+import * as fs from 'fs';
+import * as vscode from 'vscode';
+import { resolveBinary } from './adapter';
+import { DISASM_SCHEME, DisassemblyProvider, showRegionDisassembly } from './disassembly';
+import { Region } from './model';
+import { listProcesses } from './processes';
+import { activeRseqSession, DEBUG_TYPE, RegionDecorations, RegionStore, RegionsTreeProvider } from './regionsView';
+
+let output: vscode.OutputChannel | undefined;
+
+class DescriptorFactory implements vscode.DebugAdapterDescriptorFactory {
+  constructor(private readonly context: vscode.ExtensionContext) {}
+
+  createDebugAdapterDescriptor(session: vscode.DebugSession): vscode.ProviderResult<vscode.DebugAdapterDescriptor> {
+    const setting = vscode.workspace.getConfiguration('rseqdbg', session.workspaceFolder).get<string>('path', '');
+    const bin = resolveBinary(this.context.extensionPath, setting, session.workspaceFolder?.uri.fsPath);
+    output?.appendLine(`starting ${bin.path} dap (${bin.from}) for "${session.name}"`);
+    return new vscode.DebugAdapterExecutable(bin.path, ['dap']);
+  }
+}
+
+class ConfigurationProvider implements vscode.DebugConfigurationProvider {
+  resolveDebugConfiguration(_folder: vscode.WorkspaceFolder | undefined, config: vscode.DebugConfiguration): vscode.ProviderResult<vscode.DebugConfiguration> {
+    if (!config.type && !config.request && !config.name) {
+      // F5 without a launch.json: debug the program built from the open C file.
+      const editor = vscode.window.activeTextEditor;
+      if (editor && (editor.document.languageId === 'c' || editor.document.languageId === 'cpp')) {
+        return {
+          type: DEBUG_TYPE,
+          request: 'launch',
+          name: 'rseqdbg: launch',
+          program: '${fileDirname}/${fileBasenameNoExtension}',
+          cwd: '${fileDirname}',
+        };
+      }
+      return vscode.window.showInformationMessage('Add a launch configuration of type rseqdbg (program: the executable to debug).').then(() => undefined);
+    }
+    return config;
+  }
+
+  resolveDebugConfigurationWithSubstitutedVariables(_folder: vscode.WorkspaceFolder | undefined, config: vscode.DebugConfiguration): vscode.ProviderResult<vscode.DebugConfiguration> {
+    if (config.request === 'attach') {
+      const pid = Number(config.processId);
+      if (!Number.isInteger(pid) || pid <= 0) {
+        return vscode.window.showErrorMessage(`rseqdbg: processId "${String(config.processId)}" is not a process id.`).then(() => undefined);
+      }
+      config.processId = pid;
+      return config;
+    }
+    if (config.request === 'launch') {
+      if (typeof config.program !== 'string' || config.program === '') {
+        return vscode.window.showErrorMessage('rseqdbg: the launch configuration needs "program".').then(() => undefined);
+      }
+      if (!fs.existsSync(config.program)) {
+        return vscode.window.showErrorMessage(`rseqdbg: program ${config.program} does not exist (build it first).`).then(() => undefined);
+      }
+    }
+    return config;
+  }
+}
+
+/** Watches what the adapter sends to refresh the regions on every stop. */
+class TrackerFactory implements vscode.DebugAdapterTrackerFactory {
+  constructor(private readonly store: RegionStore) {}
+
+  createDebugAdapterTracker(session: vscode.DebugSession): vscode.DebugAdapterTracker {
+    const store = this.store;
+    return {
+      onDidSendMessage(m: { type?: string; event?: string }) {
+        if (m.type === 'event' && m.event === 'stopped') {
+          store.scheduleRefresh(session);
+        }
+      },
+      onError(e: Error) {
+        output?.appendLine(`adapter error: ${e.message}`);
+      },
+      onExit(code: number | undefined, signal: string | undefined) {
+        if (code) {
+          output?.appendLine(`rseqdbg dap exited with code ${code}${signal ? ` (signal ${signal})` : ''}`);
+        }
+      },
+    };
+  }
+}
+
+async function revealRegion(region: Region, sessionId: string): Promise<void> {
+  if (region.source && region.source.path && fs.existsSync(region.source.path)) {
+    const line = Math.max(0, region.source.line - 1);
+    const doc = await vscode.workspace.openTextDocument(vscode.Uri.file(region.source.path));
+    const range = new vscode.Range(line, 0, line, doc.lineAt(Math.min(line, doc.lineCount - 1)).text.length);
+    await vscode.window.showTextDocument(doc, { selection: range, preview: true });
+    return;
+  }
+  await showRegionDisassembly(region, sessionId);
+}
+
+async function pickProcess(): Promise<string | undefined> {
+  const items = listProcesses().map((p) => ({ label: p.comm, description: String(p.pid), detail: p.cmdline, pid: p.pid }));
+  const picked = await vscode.window.showQuickPick(items, {
+    title: 'Attach rseqdbg to process',
+    placeHolder: 'Pick the process to attach to (name, pid or command line)',
+    matchOnDescription: true,
+    matchOnDetail: true,
+  });
+  return picked ? String(picked.pid) : undefined;
+}
+
+async function showStats(): Promise<void> {
+  const session = activeRseqSession();
+  if (!session) {
+    void vscode.window.showInformationMessage('No rseqdbg debug session.');
+    return;
+  }
+  try {
+    const body: unknown = await session.customRequest('rseqStats');
+    output?.appendLine(`region statistics of "${session.name}":`);
+    output?.appendLine(JSON.stringify(body, null, 2));
+    output?.show(true);
+  } catch (e) {
+    void vscode.window.showErrorMessage(`rseqdbg: rseqStats failed: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+export function activate(context: vscode.ExtensionContext): void {
+  output = vscode.window.createOutputChannel('rseqdbg');
+  const store = new RegionStore();
+  const tree = new RegionsTreeProvider(store);
+  const decorations = new RegionDecorations(store, context.extensionUri);
+  const disasm = new DisassemblyProvider();
+
+  context.subscriptions.push(
+    output,
+    store,
+    tree,
+    decorations,
+    vscode.debug.registerDebugAdapterDescriptorFactory(DEBUG_TYPE, new DescriptorFactory(context)),
+    vscode.debug.registerDebugConfigurationProvider(DEBUG_TYPE, new ConfigurationProvider()),
+    vscode.debug.registerDebugAdapterTrackerFactory(DEBUG_TYPE, new TrackerFactory(store)),
+    vscode.window.createTreeView('rseqdbg.regions', { treeDataProvider: tree, showCollapseAll: false }),
+    vscode.workspace.registerTextDocumentContentProvider(DISASM_SCHEME, disasm),
+    vscode.debug.onDidStartDebugSession((s) => {
+      if (s.type === DEBUG_TYPE) {
+        disasm.track(s);
+      }
+    }),
+    vscode.debug.onDidTerminateDebugSession((s) => {
+      if (s.type === DEBUG_TYPE) {
+        disasm.untrack(s);
+        store.forget(s);
+      }
+    }),
+    vscode.commands.registerCommand('rseqdbg.refreshRegions', async () => {
+      const s = activeRseqSession();
+      if (s) {
+        await store.refresh(s);
+      }
+    }),
+    vscode.commands.registerCommand('rseqdbg.revealRegion', revealRegion),
+    vscode.commands.registerCommand('rseqdbg.showStats', showStats),
+    vscode.commands.registerCommand('rseqdbg.pickProcess', pickProcess),
+  );
+}
+
+export function deactivate(): void {
+  output = undefined;
+}
