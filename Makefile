@@ -1,7 +1,7 @@
 # The two set-up commands of the README: `make example` and `make test`.
 GO ?= go
 
-.PHONY: build fixtures example test fuzz bench clean
+.PHONY: build fixtures example test fuzz vscode bench clean
 
 build:
 	$(GO) build -o rseqdbg ./cmd/rseqdbg
@@ -18,6 +18,14 @@ test: build fixtures
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 	$(MAKE) fuzz
+	$(MAKE) vscode
+
+# The VS Code extension: lint, DebugClient tests against the Go binary, the
+# platform .vsix with the binary inside, then a real VS Code (code-server in
+# headless Chromium) debugging a fixture through it.
+vscode: build fixtures
+	cd vscode-extension && npm ci --no-audit --no-fund && npm run lint && npm test && npm run package
+	bash tests/vscode-e2e/run.sh
 
 # Short fuzz runs of the input decoders: they must not panic.
 FUZZTIME ?= 8s
