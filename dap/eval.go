@@ -37,13 +37,23 @@ func (e *expr) String() string {
 	case "binary":
 		return "(" + e.x.String() + " " + e.name + " " + e.y.String() + ")"
 	case "index":
-		return e.x.String() + "[" + e.y.String() + "]"
+		return e.x.operand() + "[" + e.y.String() + "]"
 	case "member":
-		return e.x.String() + "." + e.name
+		return e.x.operand() + "." + e.name
 	case "arrow":
-		return e.x.String() + "->" + e.name
+		return e.x.operand() + "->" + e.name
 	}
 	return "?"
+}
+
+// operand renders e where a postfix operator follows: "0.5" or "-p" would
+// read differently without parentheses.
+func (e *expr) operand() string {
+	switch e.op {
+	case "num", "float", "unary":
+		return "(" + e.String() + ")"
+	}
+	return e.String()
 }
 
 // Limits keep hostile input (the fuzz test, a pasted blob) cheap.
