@@ -335,6 +335,15 @@ func (c *Conn) WritePacket(payload []byte) error {
 				return nil
 			}
 		case <-c.done:
+			// The peer may have acked and then hung up; the select above
+			// picks between ready cases at random.
+			select {
+			case ok := <-c.acks:
+				if ok {
+					return nil
+				}
+			default:
+			}
 			if c.err == nil || errors.Is(c.err, io.EOF) {
 				return fmt.Errorf("gdbproto: awaiting ack: %w", io.ErrUnexpectedEOF)
 			}

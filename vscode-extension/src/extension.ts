@@ -1,6 +1,7 @@
 // rseqdbg's VS Code extension: starts `rseqdbg dap` for debug sessions of
 // type rseqdbg and shows the restartable regions of the debugged program.
 import * as fs from 'fs';
+import * as path from 'path';
 import * as vscode from 'vscode';
 import { resolveBinary } from './adapter';
 import { DISASM_SCHEME, DisassemblyProvider, showRegionDisassembly } from './disassembly';
@@ -40,7 +41,7 @@ class ConfigurationProvider implements vscode.DebugConfigurationProvider {
     return config;
   }
 
-  resolveDebugConfigurationWithSubstitutedVariables(_folder: vscode.WorkspaceFolder | undefined, config: vscode.DebugConfiguration): vscode.ProviderResult<vscode.DebugConfiguration> {
+  resolveDebugConfigurationWithSubstitutedVariables(folder: vscode.WorkspaceFolder | undefined, config: vscode.DebugConfiguration): vscode.ProviderResult<vscode.DebugConfiguration> {
     if (config.request === 'attach') {
       const pid = Number(config.processId);
       if (!Number.isInteger(pid) || pid <= 0) {
@@ -53,8 +54,20 @@ class ConfigurationProvider implements vscode.DebugConfigurationProvider {
       if (typeof config.program !== 'string' || config.program === '') {
         return vscode.window.showErrorMessage('rseqdbg: the launch configuration needs "program".').then(() => undefined);
       }
-      if (!fs.existsSync(config.program)) {
-        return vscode.window.showErrorMessage(`rseqdbg: program ${config.program} does not exist (build it first).`).then(() => undefined);
+      // Relative paths are relative to cwd, and cwd to the workspace folder.
+      let cwd: string | undefined = typeof config.cwd === 'string' && config.cwd !== '' ? config.cwd : undefined;
+      if (cwd && !path.isAbsolute(cwd) && folder) {
+        cwd = path.resolve(folder.uri.fsPath, cwd);
+        config.cwd = cwd;
+      }
+      let program: string = config.program;
+      const base = cwd ?? folder?.uri.fsPath;
+      if (!path.isAbsolute(program) && base) {
+        program = path.resolve(base, program);
+        config.program = program;
+      }
+      if (!fs.existsSync(program)) {
+        return vscode.window.showErrorMessage(`rseqdbg: program ${program} does not exist (build it first).`).then(() => undefined);
       }
     }
     return config;
