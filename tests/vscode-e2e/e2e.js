@@ -236,6 +236,16 @@ async function run(page) {
     return n > 0 ? n : undefined;
   }, 10000);
   check(decorated >= 1, `critical-section lines decorated in the gutter (${decorated})`);
+  // The editor's hover at the cursor (on the RSEQ-LINE since the stop); a
+  // mouse hover would be the debug hover of the word under it.
+  await runCommand(page, 'Show or Focus Hover');
+  const hover = await waitFor('the decoration\'s hover', async () => {
+    const t = await texts(page, '.monaco-hover');
+    return t.find((h) => /rseq critical section/.test(h));
+  }, 10000);
+  check(/commit/.test(hover), `hovering the RSEQ-LINE tells the section: "${hover.slice(0, 90)}…"`);
+  await screenshot(page, 'section-hover');
+  await page.mouse.move(5, 500);
   await screenshot(page, 'paused-at-breakpoint');
 
   // Step Over the line holding the critical section: it commits.

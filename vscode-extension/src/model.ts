@@ -130,7 +130,9 @@ export function regionHover(r: Region): string {
     lines.push(`- abort handler \`${hexAddr(r.abort)}\``);
   }
   for (const x of r.exits ?? []) {
-    lines.push(`- exit \`${x}\``);
+    if (!/:(commit|abort)$/.test(x)) {
+      lines.push(`- exit \`${x}\``);
+    }
   }
   for (const w of r.warnings ?? []) {
     lines.push(`- warning: ${w}`);
