@@ -411,7 +411,7 @@ func (e *Engine) stepInstruction(tid int, sig int, others Others) (*Stop, error)
 		return nil, err
 	}
 	if r := e.insideCS(regs.Rip); r != nil {
-		st, err := e.pass(tid, sig, r, &regs, true)
+		st, err := e.pass(tid, sig, r, &regs)
 		if err != nil || st != nil {
 			return e.finishErr(st, err)
 		}
@@ -633,7 +633,7 @@ func (e *Engine) lastCrossed() []Crossing { c := e.passCrossing; e.passCrossing 
 // run alone until r commits or leaves by a non-abort exit (aborts retry),
 // within the budget; re-arm. It returns a stop only when something
 // reportable ended the pass early.
-func (e *Engine) pass(tid, sig int, r *regions.Region, regs *target.Regs, _ bool) (*Stop, error) {
+func (e *Engine) pass(tid, sig int, r *regions.Region, regs *target.Regs) (*Stop, error) {
 	if regs.Rip == r.Start {
 		if store, ok := e.storeBefore(tid, r, regs); ok {
 			regs.Rip = store
@@ -792,7 +792,7 @@ func (e *Engine) moveOff(tid, sig int) (*Stop, error) {
 		return nil, nil // the thread is gone
 	}
 	if r := e.insideCS(regs.Rip); r != nil {
-		st, err := e.pass(tid, sig, r, &regs, false)
+		st, err := e.pass(tid, sig, r, &regs)
 		if err != nil || st != nil {
 			return e.finishErr(st, err)
 		}
@@ -833,7 +833,7 @@ func (e *Engine) rangeStep(tid int, lo, hi uint64, sig int, others Others, stepO
 		}
 		first = false
 		if r := e.insideCS(pc); r != nil {
-			st, err := e.pass(tid, sig, r, &regs, true)
+			st, err := e.pass(tid, sig, r, &regs)
 			sig = 0
 			if err != nil {
 				return nil, err
