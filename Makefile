@@ -27,10 +27,15 @@ vscode: build fixtures
 	cd vscode-extension && npm ci --no-audit --no-fund && npm run lint && npm test && npm run package
 	bash tests/vscode-e2e/run.sh
 
-# Short fuzz runs of the input decoders: they must not panic.
-FUZZTIME ?= 8s
-FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion gdbproto:FuzzReader gdbproto:FuzzVCont gdbproto:FuzzDispatch dap:FuzzRequest dap:FuzzExpression \
-       unwind:FuzzSynthesize unwind:FuzzAddImage
+# Short fuzz runs of the input decoders: they must not panic. The budget is
+# a count of executions, not a duration: with a wall-clock -fuzztime, Go
+# 1.26's fuzz coordinator can fail a target with a bare "context deadline
+# exceeded" when a starved worker misses the deadline (go.dev/issue/75804).
+FUZZTIME ?= 30000x
+FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion \
+       gdbproto:FuzzReader gdbproto:FuzzVCont gdbproto:FuzzDispatch gdbproto:FuzzHexDecode gdbproto:FuzzBinaryUnescape \
+       dap:FuzzRequest dap:FuzzExpression \
+       unwind:FuzzSynthesize unwind:FuzzSynthesizeModel unwind:FuzzAddImage
 fuzz:
 	@set -e; for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t#*:}; \
 	  echo "fuzz $$pkg $$fn"; $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME); done

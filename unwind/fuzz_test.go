@@ -24,7 +24,11 @@ func FuzzSynthesize(f *testing.F) {
 	f.Add([]byte{0x74, 0x02, 0x5b, 0xc3, 0x5b, 0xc3}, uint16(0), uint8(0))
 	f.Add([]byte{0xe8, 0, 0, 0, 0, 0xeb, 0xfe}, uint16(0), uint8(0))
 	f.Add([]byte{0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05}, uint16(0), uint8(0))
-	f.Fuzz(func(t *testing.T, code []byte, rspOff uint16, pcOff uint8) {
+	f.Fuzz(synthesizeOne)
+}
+
+func synthesizeOne(t *testing.T, code []byte, rspOff uint16, pcOff uint8) {
+	{
 		if len(code) == 0 || len(code) > 512 {
 			return
 		}
@@ -58,7 +62,7 @@ func FuzzSynthesize(f *testing.F) {
 		}
 		u.ReturnAddress(regs, read)
 		u.Step(Frame{PC: pc, Regs: regs}, read)
-	})
+	}
 }
 
 func checkRow(t *testing.T, how string, r row) {
