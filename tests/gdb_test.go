@@ -545,6 +545,10 @@ func TestRemoteClientKilledMidRangeStep(t *testing.T) {
 	g.Process.Kill()
 	g.Wait()
 	srv.wait(t, 2*time.Minute)
+	// The detached program prints its result when its loop ends.
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(srv.stdout.String(), "RESULT") && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	r := result(t, srv.stdout.String())
 	if r["total"] != r["expected"] {
 		t.Errorf("the program did not finish its loop: %v", r)

@@ -63,6 +63,9 @@ func (s *stub) start(t testing.TB, name string, args ...string) {
 	s.cmd = exec.Command(name, args...)
 	s.cmd.Stdout, s.cmd.Stderr = &s.stdout, &s.stderr
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A program the server detached from (or one gdbserver left behind
+	// when killed) may hold the output pipe; do not wait on it forever.
+	s.cmd.WaitDelay = 20 * time.Second
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
