@@ -3,6 +3,7 @@ package gdbproto
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/rseqdbg/rseqdbg/stepper"
@@ -107,6 +108,9 @@ func (s *session) supported(pkt string) [][]byte {
 		"QEnvironmentReset+", "QEnvironmentUnset+", "QSetWorkingDir+",
 		"qXfer:features:read+", "qXfer:auxv:read+", "qXfer:libraries-svr4:read+",
 		"qXfer:exec-file:read+", "qXfer:threads:read+", "vContSupported+",
+	}
+	if s.srv.withoutTargetXML {
+		list = slices.DeleteFunc(list, func(f string) bool { return f == "qXfer:features:read+" })
 	}
 	for _, f := range []struct {
 		on   bool

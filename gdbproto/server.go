@@ -105,6 +105,9 @@ type Server struct {
 	hwWorks *bool
 	// onPanic lets tests see panics the packet handlers recover from.
 	onPanic func(v any)
+	// withoutTargetXML makes the server a stub without target
+	// descriptions, so tests can drive lldb down its qRegisterInfo path.
+	withoutTargetXML bool
 }
 
 // process is the debugged process and what clients set on it.
@@ -159,6 +162,13 @@ func (srv *Server) newProcess(p Process, launched bool, pol stepper.SignalPolicy
 		return fmt.Errorf("loading regions of %d: %w", p.Pid(), err)
 	}
 	eng.Do(func() { eng.SetSignalPolicy(pol) })
+	// The old process goes only once the new one exists: a vRun or
+	// vAttach that fails leaves the client what it had.
+	if srv.proc != nil {
+		if err := srv.release(srv.proc.launched); err != nil {
+			slog.Error("releasing the old process", "err", err)
+		}
+	}
 	// gdbserver reports the first stop as SIGTRAP, attach included: gdb
 	// would otherwise pass the attach SIGSTOP on to the program.
 	srv.proc = &process{p: p, eng: eng, launched: launched, bps: map[uint64][]int{},
@@ -512,11 +522,6 @@ func (s *session) lifecycle(pkt string) ([][]byte, bool) {
 		if err != nil || pid == 0 || pid > 1<<22 {
 			return replyErr, true
 		}
-		if srv.proc != nil {
-			if err := srv.release(srv.proc.launched); err != nil {
-				slog.Error("releasing the old process", "err", err)
-			}
-		}
 		if err := srv.attach(int(pid), s.policy); err != nil {
 			slog.Error("vAttach", "pid", pid, "err", err)
 			return replyErr, true
@@ -595,11 +600,6 @@ func (s *session) vRun(body string) [][]byte {
 		spec.Dir = s.cwd
 	}
 	spec.KeepASLR = s.keepASLR
-	if srv.proc != nil {
-		if err := srv.release(srv.proc.launched); err != nil {
-			slog.Error("releasing the old process", "err", err)
-		}
-	}
 	if err := srv.launch(spec, s.policy); err != nil {
 		slog.Error("vRun", "program", spec.Path, "err", err)
 		return replyErr

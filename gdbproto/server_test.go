@@ -15,17 +15,6 @@ import (
 	"github.com/rseqdbg/rseqdbg/target"
 )
 
-func newTestServer(t testing.TB) (*Server, *fakeLauncher) {
-	t.Helper()
-	l := &fakeLauncher{}
-	srv := NewServer(ServerConfig{Launcher: l, Program: &LaunchSpec{Path: "/fake"}, FS: noFS{}})
-	srv.onPanic = func(v any) { t.Errorf("handler panicked: %v", v) }
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return srv, l
-}
-
 func hexs(s string) string { return string(AppendHex(nil, []byte(s))) }
 
 // consoleText decodes the O packets of a reply.
@@ -40,99 +29,140 @@ func consoleText(out [][]byte) string {
 	return b.String()
 }
 
-// TestDispatch walks a gdb-like session through the dispatcher.
+// le is a hex little-endian 64-bit value, as g and p show registers.
+func le(v uint64) string {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], v)
+	return string(AppendHex(nil, b[:]))
+}
+
+// TestDispatch walks a gdb-like session through the dispatcher over a
+// real process.
 func TestDispatch(t *testing.T) {
 	srv, l := newTestServer(t)
 	s := newSession(srv, nil)
-	fake := l.launched[0]
-	steps := []struct {
+	prog := l.prog
+	pid := srv.Pid()
+	th := fmt.Sprintf("p%x.%x", pid, pid)
+	code := prog.start
+	rip := func(off uint64) string { return le(code + off) }
+	at := func(off uint64) string { return fmt.Sprintf("%x", code+off) }
+	hw := `^E01$` // refused: debug registers do not trigger on this machine
+	if srv.debugRegistersWork(prog.path) {
+		hw = `^OK$`
+	}
+	type step struct {
 		pkt  string
 		want string // regexp on the last packet of the reply
-	}{
+	}
+	steps := []step{
 		{"qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386", `^PacketSize=8000;.*qXfer:libraries-svr4:read\+.*vContSupported\+;multiprocess\+;swbreak\+;hwbreak\+$`},
 		{"QStartNoAckMode", `^OK$`},
-		{"?", `^T0506:0000000000000000;07:0000ff7f00000000;10:0000400000000000;thread:p3e9\.3e9;$`},
-		{"g", `^0{112}0000ff7f000000000{128}000040000000000002020000`},
-		{"p10", `^0000400000000000$`},
-		{"P10=0100400000000000", `^OK$`},
-		{"p10", `^0100400000000000$`},
-		{"P10=0000400000000000", `^OK$`},
+		{"?", `^T0506:0000000000000000;07:[0-9a-f]{16};10:` + rip(0) + `;thread:` + th + `;$`},
+		{"g", `^[0-9a-f]{256}` + rip(0)},
+		{"p10", `^` + rip(0) + `$`},
+		{"P10=" + rip(1), `^OK$`},
+		{"p10", `^` + rip(1) + `$`},
+		{"P10=" + rip(0), `^OK$`},
 		{"P28=00112233445566778899aabbccddeeff", `^OK$`},
 		{"p28", `^00112233445566778899aabbccddeeff$`},
-		{"p22", `^ffff0000$`},
-		{"p3a", `^0070000000000000$`},
+		{"p22", `^ffff0000$`},         // ftag: every x87 register empty
+		{"p3a", `^0000000000000000$`}, // fs_base: no libc, no TLS
 		{"p4c", `^E01$`},
 		{"P4c=00", `^E01$`},
 		{"P1=zz", `^E01$`},
-		{"m400000,4", `^90909090$`},
+		{"m" + at(0) + ",4", `^90909090$`},
 		{"m0,4", `^E01$`},
 		{"m", `^E01$`},
-		{"M400000,2:cccc", `^OK$`},
-		{"m400000,2", `^cccc$`},
-		{"X400002,3:#$}", `^OK$`},
-		{"m400002,3", `^23247d$`},
-		{"M400000,5:9090909090", `^OK$`},
-		{"M400000,5:90", `^E01$`},
+		{"M" + at(0) + ",2:cccc", `^OK$`},
+		{"m" + at(0) + ",2", `^cccc$`},
+		{"X" + at(2) + ",3:#$}", `^OK$`},
+		{"m" + at(2) + ",3", `^23247d$`},
+		{"M" + at(0) + ",5:9090909090", `^OK$`},
+		{"M" + at(0) + ",5:90", `^E01$`},
 		{"x0,0", `^OK$`},
-		{"Z0,400010,1", `^OK$`},
-		{"z0,400010,1", `^OK$`},
+		{"Z0," + at(0x10) + ",1", `^OK$`},
+		{"m" + at(0x10) + ",1", `^90$`}, // the client never sees its int3
+	}
+	run := func(steps []step) {
+		t.Helper()
+		for _, st := range steps {
+			out := s.dispatch([]byte(st.pkt))
+			if len(out) == 0 {
+				t.Fatalf("%q: no reply", st.pkt)
+			}
+			last := string(out[len(out)-1])
+			if !regexp.MustCompile(st.want).MatchString(last) {
+				t.Fatalf("%q: got %q, want %s", st.pkt, clip(last), st.want)
+			}
+		}
+	}
+	run(steps)
+	run([]step{
+		{"z0," + at(0x10) + ",1", `^OK$`},
 		{"Z0,zz,1", `^E01$`},
-		{"Z3,400010,8", `^$`},
-		{"Z2,400010,8", `^E01$`}, // the fake's debug registers never fire
+		{"Z3," + at(0x10) + ",8", `^$`},
+		{"Z2," + at(0x10) + ",8", hw},
+		{"z2," + at(0x10) + ",8", `^(OK|E01)$`},
+	})
+	if b := readByte(t, srv, code+0x10); b != 0x90 {
+		t.Fatalf("breakpoint left behind: %#x", b)
+	}
+	exe := regexp.QuoteMeta(prog.path)
+	run([]step{
 		{"qXfer:features:read:target.xml:0,fff", `^[lm]<\?xml`},
 		{"qXfer:features:read:other.xml:0,fff", `^E00$`},
-		{"qXfer:auxv:read::0,100", "^l\x00{16}$"},
-		{"qXfer:threads:read::0,1000", `^l<\?xml version="1.0"\?>\n<threads>\n<thread id="p3e9\.3e9"/>\n</threads>\n$`},
-		{"qXfer:libraries-svr4:read::0,1000", `^l<library-list-svr4 version="1.0"/>\n$`},
-		{"qXfer:exec-file:read:3e9:0,100", `^l$`},
+		{"qXfer:auxv:read::0,1000", "^l(?s:.{16})+$"},
+		{"qXfer:threads:read::0,1000", `^l<\?xml version="1.0"\?>\n<threads>\n<thread id="` + th + `" name="nops"/>\n</threads>\n$`},
+		{"qXfer:libraries-svr4:read::0,1000", `^l<library-list-svr4 version="1.0"`},
+		{fmt.Sprintf("qXfer:exec-file:read:%x:0,100", pid), `^l` + exe + `$`},
 		{"qXfer:features:read:target.xml:zz", `^E00$`},
-		{"qfThreadInfo", `^mp3e9\.3e9$`},
+		{"qfThreadInfo", `^m` + th + `$`},
 		{"qsThreadInfo", `^l$`},
-		{"qC", `^QCp3e9\.3e9$`},
-		{"Hgp3e9.3e9", `^OK$`},
+		{"qC", `^QC` + th + `$`},
+		{"Hg" + th, `^OK$`},
 		{"Hg99999", `^E01$`},
 		{"Hc-1", `^OK$`},
 		{"H", `^E01$`},
-		{"Tp3e9.3e9", `^OK$`},
+		{"T" + th, `^OK$`},
 		{"T999", `^E01$`},
-		{"qAttached:3e9", `^0$`},
+		{fmt.Sprintf("qAttached:%x", pid), `^0$`},
 		{"qOffsets", `^$`},
 		{"qSymbol::", `^OK$`},
 		{"vCont?", `^vCont;c;C;s;S;t;r$`},
-		{"vCont;s:p3e9.3e9", `^T05.*10:0100400000000000;thread:p3e9\.3e9;$`},
-		{"vCont;r400001,400010:p3e9.3e9", `^T05.*10:1000400000000000;thread:p3e9\.3e9;$`},
+		{"vCont;s:" + th, `^T05.*10:` + rip(1) + `;thread:` + th + `;$`},
+		{"vCont;r" + at(1) + "," + at(0x10) + ":" + th, `^T05.*10:` + rip(0x10) + `;thread:` + th + `;$`},
 		{"vCont;x", `^E01$`},
-		{"vCont;s:p3e9.999", `^E01$`},
-		{"vCont;t:p3e9.3e9", `^OK$`},
-		{"Z0,400020,1", `^OK$`},
-		{"vCont;c", `^T05swbreak:;.*10:2000400000000000;thread:p3e9\.3e9;$`},
-		{"c", `^W00;process:3e9$`},
+		{fmt.Sprintf("vCont;s:p%x.999", pid), `^E01$`},
+		{"vCont;t:" + th, `^OK$`},
+		{"Z0," + at(0x20) + ",1", `^OK$`},
+		{"vCont;c", `^T05swbreak:;.*10:` + rip(0x20) + `;thread:` + th + `;$`},
+		{"z0," + at(0x20) + ",1", `^OK$`},
+	})
+	if b := readByte(t, srv, code+0x20); b != 0x90 {
+		t.Fatalf("breakpoint left behind after its hit: %#x", b)
+	}
+	run([]step{
+		{"c", fmt.Sprintf(`^W00;process:%x$`, pid)},
 		{"?", `^W00$`},
 		{"g", `^E01$`},
-		{"vRun;", `^T05.*thread:p3eb\.3eb;$`}, // 3ea was the debug register probe
+		{"vRun;", `^T05.*thread:p([0-9a-f]+)\.([0-9a-f]+);$`},
 		{"qFooBar", `^$`},
 		{"vFile:setfs:0", `^F0$`},
 		{"vFile:open:" + hexs("/etc/passwd") + ",0,0", `^F-1,2$`},
 		{"vFile:pread:7,10,0", `^F-1,9$`},
 		{"vFile:open:zz,0,0", `^E01$`},
+		{"vRun;" + hexs("/bin/true"), `^E`},
+		{"vAttach;1", `^E`},
 		{"QPassSignals:e;14", `^OK$`},
 		{"QEnvironmentHexEncoded:" + hexs("A=1"), `^OK$`},
 		{"QSetWorkingDir:" + hexs("/tmp"), `^OK$`},
 		{"QNonStop:1", `^E01$`},
 		{"QNonStop:0", `^OK$`},
-	}
-	for _, st := range steps {
-		out := s.dispatch([]byte(st.pkt))
-		if len(out) == 0 {
-			t.Fatalf("%q: no reply", st.pkt)
-		}
-		last := string(out[len(out)-1])
-		if !regexp.MustCompile(st.want).MatchString(last) {
-			t.Fatalf("%q: got %q, want %s", st.pkt, last, st.want)
-		}
-	}
-	if fake.bps[0x400010] != 0 {
-		t.Errorf("breakpoint left behind")
+	})
+	waitGone(t, pid)
+	if srv.Pid() == pid || srv.Pid() == 0 {
+		t.Errorf("vRun did not start a new process (pid %d)", srv.Pid())
 	}
 	pol := srv.proc.eng.Policy()
 	if !pol.NoStop[14] || !pol.NoStop[17] || pol.NoStop[2] {
@@ -142,19 +172,21 @@ func TestDispatch(t *testing.T) {
 		t.Errorf("environment %v, cwd %q", s.env[len(s.env)-1:], s.cwd)
 	}
 	// gdb's k is answered by no packet and ends a non-extended session.
+	second := srv.Pid()
 	if out := s.dispatch([]byte("k")); out != nil || !s.quit {
 		t.Errorf("k: %q, quit %v", out, s.quit)
 	}
+	waitGone(t, second)
 }
 
 func TestMonitor(t *testing.T) {
-	srv, _ := newTestServer(t)
+	srv, l := newTestServer(t)
 	s := newSession(srv, nil)
 	for cmd, want := range map[string]string{
 		"rseq stats":    "single-steps 0\nregion runs 0\ncommits 0",
 		"rseq help":     "monitor rseq regions",
 		"help":          "monitor rseq status",
-		"rseq status":   "thread 1001: pc 0x400000 outside any region; no rseq area registered",
+		"rseq status":   fmt.Sprintf("thread %d: pc %#x outside any region; no rseq area registered", srv.Pid(), l.prog.start),
 		"rseq regions":  "kind",
 		"rseq vdso off": "stepped as regions: off",
 		"rseq bogus":    "unknown rseq command",
@@ -170,18 +202,19 @@ func TestMonitor(t *testing.T) {
 	}
 }
 
-// TestRecoverPanic: a handler that panics (here the target) gets E01 and
-// the server goes on.
+// TestRecoverPanic: a handler that panics (here the target, by injection)
+// gets E01 and the server goes on.
 func TestRecoverPanic(t *testing.T) {
-	srv, l := newTestServer(t)
+	srv, l := newTestServerWith(t, func(p Process) Process { return &panicky{Process: p} })
 	var got any
 	srv.onPanic = func(v any) { got = v }
 	s := newSession(srv, nil)
-	l.launched[0].panicRegs = true
+	p := l.first().(*panicky)
+	p.panicRegs = true
 	if out := s.dispatch([]byte("g")); string(out[0]) != "E01" || got == nil {
 		t.Fatalf("g: %q, panic %v", out, got)
 	}
-	l.launched[0].panicRegs = false
+	p.panicRegs = false
 	if out := s.dispatch([]byte("g")); string(out[0]) == "E01" {
 		t.Fatalf("g after recovery: %q", out)
 	}
@@ -258,18 +291,24 @@ func TestWatchChunks(t *testing.T) {
 			t.Errorf("chunks(%#x, %d) = %s, want %s", c.addr, c.n, got, c.want)
 		}
 	}
+	// The kernel checks every value written to the debug registers of
+	// the real process.
+	srv, l := newTestServerWith(t, func(p Process) Process { return &drRecorder{Process: p} })
+	f := l.first().(*drRecorder)
 	var h hwState
-	f := newFake(1)
-	if err := h.insert(f, '2', 0x1000, 8); err != nil {
+	var err error
+	srv.proc.eng.Do(func() { err = h.insert(f, '2', 0x1000, 8) })
+	if err != nil {
 		t.Fatal(err)
 	}
 	if f.dr[0] != 0x1000 || f.dr[7] != 1|1<<16|2<<18 {
 		t.Errorf("DR0 %#x DR7 %#x", f.dr[0], f.dr[7])
 	}
-	if err := h.insert(f, '4', 0x2001, 8); err == nil {
+	srv.proc.eng.Do(func() { err = h.insert(f, '4', 0x2001, 8) })
+	if err == nil {
 		t.Errorf("an unaligned 8-byte watch fit in the 3 registers left")
 	}
-	h.remove(f, '2', 0x1000, 8)
+	srv.proc.eng.Do(func() { h.remove(f, '2', 0x1000, 8) })
 	if f.dr[7] != 0 || f.dr[0] != 0 {
 		t.Errorf("DR0 %#x DR7 %#x after remove", f.dr[0], f.dr[7])
 	}
@@ -316,7 +355,8 @@ func (r *rawClient) expect(ack byte, reply string) {
 // TestServeConnBadInput: damaged, truncated, oversized and unknown packets
 // get the protocol's answers, and the server keeps serving.
 func TestServeConnBadInput(t *testing.T) {
-	srv, l := newTestServer(t)
+	srv, _ := newTestServer(t)
+	pid := srv.Pid()
 	a, b := net.Pipe()
 	done := make(chan error, 1)
 	go func() { done <- srv.ServeConn(a) }()
@@ -343,30 +383,59 @@ func TestServeConnBadInput(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("ServeConn did not return after the client left")
 	}
-	if !l.launched[0].exited || srv.proc != nil {
-		t.Errorf("the launched process was not killed when the client left")
+	if srv.proc != nil {
+		t.Errorf("the server still holds the process after the client left")
 	}
+	waitGone(t, pid)
 }
 
-// FuzzDispatch: no packet makes a handler panic.
+// FuzzDispatch: no packet makes a handler panic. Each input is a session
+// on a fresh real process; @P in it stands for the process's pid and @C for
+// the address of its NOPs, so that mutations stay near meaningful packets.
 func FuzzDispatch(f *testing.F) {
 	for _, s := range []string{
-		"qSupported:multiprocess+;swbreak+\n?\ng\nvCont;s:p3e9.3e9",
-		"Z0,400010,1\nvCont;c\nz0,400010,1\nc",
-		"vCont;r400000,400100:p3e9.3e9;c\nG" + strings.Repeat("00", 560),
-		"P10=00\nP10=0000400000000000\np57\nqXfer:threads:read::0,10\nqXfer:threads:read::10,10",
+		"qSupported:multiprocess+;swbreak+\n?\ng\nvCont;s:p@P.@P",
+		"Z0,@C,1\nvCont;c\nz0,@C,1\nc",
+		"vCont;r@C,@C:p@P.@P;c\nG" + strings.Repeat("00", 560),
+		"P10=00\nP10=@C\np57\nqXfer:threads:read::0,10\nqXfer:threads:read::10,10",
 		"qRcmd,7273657120737461747573\nqRcmd,72736571207664736f206f6e",
-		"vRun;\nvAttach;10\nvKill;10\nD\nk\n!",
-		"qMemoryRegionInfo:400000\nqThreadStopInfo3e9\nqRegisterInfo3a\nQThreadSuffixSupported\np10;thread:3e9;",
+		"vRun;\nvAttach;@P\nvKill;@P\nD\nk\n!",
+		"qMemoryRegionInfo:@C\nqThreadStopInfo@P\nqRegisterInfo3a\nQThreadSuffixSupported\np10;thread:@P;",
 		"vFile:open:2f,0,0\nvFile:pread:3,10,0\nvFile:fstat:3\nvFile:close:3",
-		"Z2,400000,8\nZ1,400000,1\nz2,400000,8\nQPassSignals:e;0;ff\nS05;400010\nC0e",
+		"Z2,@C,8\nZ1,@C,1\nz2,@C,8\nQPassSignals:e;0;ff\nS05;@C\nC0e",
+		"M@C,2:ebfe\nc",
 	} {
 		f.Add([]byte(s))
 	}
+	prog := testProgram(f)
+	l := &testLauncher{prog: prog}
+	srv := NewServer(ServerConfig{Launcher: l, Program: &LaunchSpec{Path: prog.path}, FS: noFS{}})
+	srv.onPanic = func(v any) { f.Errorf("handler panicked: %v", v) }
+	f.Cleanup(func() { srv.release(true) })
 	f.Fuzz(func(t *testing.T, data []byte) {
-		srv, _ := newTestServer(t)
+		if srv.proc == nil {
+			if err := srv.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		defer srv.release(true)
+		pid := fmt.Sprintf("%x", srv.Pid())
+		code := fmt.Sprintf("%x", prog.start)
+		// A patched program may loop forever: interrupt it as gdb's ^C would.
+		stop := make(chan struct{})
+		defer close(stop)
+		p := srv.proc.p
+		go func() {
+			select {
+			case <-stop:
+			case <-time.After(2 * time.Second):
+				p.Interrupt()
+			}
+		}()
 		s := newSession(srv, nil)
 		for _, pkt := range bytes.Split(data, []byte("\n")) {
+			pkt = bytes.ReplaceAll(pkt, []byte("@P"), []byte(pid))
+			pkt = bytes.ReplaceAll(pkt, []byte("@C"), []byte(code))
 			s.dispatch(pkt)
 		}
 	})

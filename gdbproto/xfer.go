@@ -29,6 +29,9 @@ func (s *session) xfer(pkt string) [][]byte {
 		var build func(string) ([]byte, bool)
 		switch req.Object {
 		case "features":
+			if s.srv.withoutTargetXML {
+				return one("E00")
+			}
 			build = s.featuresDoc
 		case "auxv":
 			build = s.auxvDoc
