@@ -41,7 +41,7 @@ fuzz:
 	  echo "fuzz $$pkg $$fn"; $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME); done
 
 bench: build fixtures
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./tests/ ./regions/
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./tests/ ./regions/ ./stepper/
 
 clean:
 	rm -f rseqdbg

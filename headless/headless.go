@@ -723,27 +723,45 @@ func (s *Session) info(arg string) error {
 	return fmt.Errorf("unknown info command %q", what)
 }
 
+// infoRegions streams the list, one region at a time, in both output
+// forms: a program can have 100 000 regions, and a map per region held at
+// once cost rseqdbg hundreds of megabytes.
 func (s *Session) infoRegions() error {
-	var list []map[string]any
-	var b strings.Builder
-	for _, r := range s.eng.Index().All() {
-		m := regionJSON(r)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := bufio.NewWriter(s.out)
+	defer w.Flush()
+	if s.json {
+		w.WriteString(`{"event":"regions","regions":[`)
+	}
+	for i, r := range s.eng.Index().All() {
 		var exits []string
 		for _, x := range r.Exits {
 			exits = append(exits, fmt.Sprintf("%#x:%s", x.Addr, x.Kind))
 		}
-		m["exits"] = exits
-		list = append(list, m)
-		if r.Kind == regions.KindCriticalSection {
-			fmt.Fprintf(&b, "%-8s %-24s start %#x commit %#x abort %#x exits %s (%s, %s)\n", "rseq", r.Name, r.Start, r.End, r.Abort, strings.Join(exits, ","), r.Source, r.Object)
-		} else {
-			fmt.Fprintf(&b, "%-8s %-24s [%#x, %#x) (%s)\n", r.Kind, r.Name, r.Start, r.End, r.Object)
+		switch {
+		case s.json:
+			m := regionJSON(r)
+			m["exits"] = exits
+			b, _ := json.Marshal(m)
+			if i > 0 {
+				w.WriteByte(',')
+			}
+			w.Write(b)
+		case r.Kind == regions.KindCriticalSection:
+			fmt.Fprintf(w, "%-8s %-24s start %#x commit %#x abort %#x exits %s (%s, %s)\n", "rseq", r.Name, r.Start, r.End, r.Abort, strings.Join(exits, ","), r.Source, r.Object)
+		default:
+			fmt.Fprintf(w, "%-8s %-24s [%#x, %#x) (%s)\n", r.Kind, r.Name, r.Start, r.End, r.Object)
 		}
 	}
-	for _, w := range s.eng.Warnings() {
-		fmt.Fprintf(&b, "warning: %s\n", w)
+	if s.json {
+		warnings, _ := json.Marshal(s.eng.Warnings())
+		fmt.Fprintf(w, `],"warnings":%s}`+"\n", warnings)
+		return nil
 	}
-	s.emit(map[string]any{"event": "regions", "regions": list, "warnings": s.eng.Warnings()}, strings.TrimRight(b.String(), "\n"))
+	for _, warning := range s.eng.Warnings() {
+		fmt.Fprintf(w, "warning: %s\n", warning)
+	}
 	return nil
 }
 

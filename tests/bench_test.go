@@ -41,16 +41,7 @@ func timeNext(b *testing.B, srv *stub, line int) float64 {
 func BenchmarkGDBNext(b *testing.B) {
 	needTool(b, "gdb")
 	needTool(b, "gdbserver")
-	line := 0
-	src, err := os.ReadFile(filepath.Join(filepath.Dir(fixtures), "loop_next.c"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for i, l := range strings.Split(string(src), "\n") {
-		if strings.Contains(l, "/* LOOP-LINE */") {
-			line = i + 1
-		}
-	}
+	line := sourceLine(b, "loop_next.c", "/* LOOP-LINE */")
 	var ours, theirs float64
 	for i := 0; i < b.N; i++ {
 		srv := startRseqdbg(b, nil, fixture("loop_next"), "8000")
@@ -65,4 +56,67 @@ func BenchmarkGDBNext(b *testing.B) {
 	b.ReportMetric(theirs/n*1000, "gdbserver-ms/next")
 	b.ReportMetric(theirs/ours, "speedup")
 	b.Logf("gdb next over 8000 iterations: rseqdbg %.1f ms, gdbserver %.1f ms, %.0fx faster", ours/n*1000, theirs/n*1000, theirs/ours)
+}
+
+var stepiTimeRE = regexp.MustCompile(`STEPI-SECONDS ([0-9.]+)`)
+
+// timeStepi measures n gdb `stepi` round trips on the LOOP-LINE of
+// loop_next through a server, from gdb's side.
+func timeStepi(b *testing.B, srv *stub, line, n int) float64 {
+	out, err := gdbRun(b, srv.port, fixture("loop_next"), false, []string{
+		fmt.Sprintf("break loop_next.c:%d", line), "continue", "delete",
+		"python import time",
+		"python t0 = time.time()",
+		fmt.Sprintf("stepi %d", n),
+		`python print("STEPI-SECONDS %f" % (time.time() - t0))`,
+		"kill",
+	}, 5*time.Minute)
+	if err != nil {
+		b.Fatalf("gdb: %v\n%s", err, out)
+	}
+	m := stepiTimeRE.FindStringSubmatch(out)
+	if m == nil {
+		b.Fatalf("no timing:\n%s", out)
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+// BenchmarkGDBStepi compares the latency of one gdb `stepi` (a vCont;s and
+// its stop reply, and what gdb reads after it) through rseqdbg and through
+// gdbserver, same run, on plain code where both do the same.
+func BenchmarkGDBStepi(b *testing.B) {
+	needTool(b, "gdb")
+	needTool(b, "gdbserver")
+	const n = 1000
+	line := sourceLine(b, "loop_next.c", "/* LOOP-LINE */")
+	var ours, theirs float64
+	for i := 0; i < b.N; i++ {
+		srv := startRseqdbg(b, nil, fixture("loop_next"), "8000")
+		ours += timeStepi(b, srv, line, n)
+		srv.wait(b, time.Minute)
+		gs := startGDBServer(b, fixture("loop_next"), "8000")
+		theirs += timeStepi(b, gs, line, n)
+		gs.wait(b, time.Minute)
+	}
+	per := float64(b.N * n)
+	b.ReportMetric(ours/per*1e6, "rseqdbg-us/stepi")
+	b.ReportMetric(theirs/per*1e6, "gdbserver-us/stepi")
+	b.ReportMetric(ours/theirs, "ratio")
+	b.Logf("gdb stepi round trip: rseqdbg %.0f µs, gdbserver %.0f µs", ours/per*1e6, theirs/per*1e6)
+}
+
+// sourceLine is the 1-based line of file (in the fixtures) holding marker.
+func sourceLine(b *testing.B, file, marker string) int {
+	src, err := os.ReadFile(filepath.Join(filepath.Dir(fixtures), file))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i, l := range strings.Split(string(src), "\n") {
+		if strings.Contains(l, marker) {
+			return i + 1
+		}
+	}
+	b.Fatalf("%s has no %s", file, marker)
+	return 0
 }
