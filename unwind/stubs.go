@@ -152,3 +152,15 @@ func (u *Unwinder) stubExtent(pc uint64, read regions.MemReader) []regions.Insn 
 	sort.Slice(out, func(i, j int) bool { return out[i].Addr < out[j].Addr })
 	return out
 }
+
+// FuncName names the function symbol containing pc and pc's offset in it,
+// from the symbol tables of the objects the unwinder holds.
+func (u *Unwinder) FuncName(pc uint64) (name string, off uint64, ok bool) {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	s, ok := u.symbolAt(pc)
+	if !ok {
+		return "", 0, false
+	}
+	return s.name, pc - s.start, true
+}
