@@ -491,6 +491,11 @@ func TestUnwindDAP(t *testing.T) {
 		pc, _ := strconv.ParseUint(strings.TrimPrefix(f.InstructionPointerReference, "0x"), 16, 64)
 		frames = append(frames, btFrame{pc: pc, fn: f.Name})
 	}
+	// The program's output reaches the client on its own schedule, maybe
+	// after the stop.
+	if !chainRE.MatchString(c.out.String()) {
+		c.until("the CHAIN line", func(map[string]any) bool { return chainRE.MatchString(c.out.String()) })
+	}
 	truth := parseChain(t, c.out.String())
 	if !truth.holds(frames, 1) {
 		t.Errorf("not the true chain (mid %#x, top %#x, main %#x) from frame 1:\n%s", truth.mid, truth.top, truth.main, showFrames(frames))
