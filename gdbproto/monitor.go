@@ -12,6 +12,8 @@ const monitorHelp = `rseqdbg monitor commands:
   monitor rseq regions      every restartable region: object, start, commit, abort, exits, source
   monitor rseq status       per thread: inside a region?, its rseq_cs, its registered signature
   monitor rseq stats        stepping counters (single-steps, region runs, commits, aborts, ...)
+  monitor rseq bt           the current thread's backtrace as rseqdbg unwinds it (synthesized CFI marked)
+  monitor rseq cfi          where the debug object with the synthesized CFI is (for add-symbol-file)
   monitor rseq vdso on|off  step vDSO functions as regions (on by default)
   monitor rseq help         this text
 `
@@ -38,6 +40,10 @@ func (s *session) monitor(hexCmd string) [][]byte {
 		text = s.monitorStatus()
 	case fields[0] == "stats":
 		text = s.monitorStats()
+	case fields[0] == "bt":
+		text = s.monitorBT()
+	case fields[0] == "cfi":
+		text = s.monitorCFI()
 	case fields[0] == "vdso" && len(fields) == 2 && (fields[1] == "on" || fields[1] == "off"):
 		pr := s.live()
 		if pr == nil {

@@ -122,6 +122,8 @@ type process struct {
 	bps map[uint64][]int
 	hw  hwState
 	avx *bool
+	// synth is the debug object of its code without CFI (synthcfi.go).
+	synth *synthCFI
 }
 
 // NewServer returns a server; call Start, then Serve or ServeConn.
@@ -208,6 +210,7 @@ func (srv *Server) release(kill bool) error {
 		return nil
 	}
 	srv.proc = nil
+	pr.synth.close()
 	var err error
 	gone := false
 	pr.p.Do(func() {
@@ -238,6 +241,7 @@ func (srv *Server) release(kill bool) error {
 func (srv *Server) dropExited() {
 	if pr := srv.proc; pr != nil && pr.exited {
 		srv.proc = nil
+		pr.synth.close()
 		pr.p.Close()
 	}
 }

@@ -165,6 +165,7 @@ func (s *session) librariesDoc(string) ([]byte, bool) {
 	if mainLM == 0 {
 		return []byte(empty), true
 	}
+	libs.WriteString(s.synthLibraryEntry(pr))
 	return []byte(fmt.Sprintf("<library-list-svr4 version=\"1.0\" main-lm=\"%#x\">\n%s</library-list-svr4>\n", mainLM, libs.String())), true
 }
 
