@@ -89,6 +89,8 @@ func (ss *session) stackFrame(f *frame) dap.StackFrame {
 	name := fmt.Sprintf("%#x", f.pc)
 	if fn, ok := ss.core.Syms.Func(f.lookup); ok {
 		name = fn.Name
+	} else if stub, _, ok := ss.core.StubName(f.pc); ok {
+		name = stub
 	} else if o := ss.dbg.objectOf(f.pc); o != nil {
 		// Stripped code (libc's local functions): at least say where.
 		name = fmt.Sprintf("%s+%#x", filepath.Base(o.path), f.pc-o.lo)

@@ -190,3 +190,32 @@ func GNUSyntax(in regions.Insn, syms *symbols.Table) string {
 		return "", 0
 	})
 }
+
+// StubName names code without a function symbol that holds pc, such as an
+// abort handler in __rseq_failure ("inc_call.rseq_abort", the name gdb
+// sees in the synthesized debug object), and pc's offset in it.
+func (c *Core) StubName(pc uint64) (string, uint64, bool) {
+	name, ok := c.Unwind.StubName(c.Eng.Index(), pc, c.T.ReadMemory)
+	if !ok {
+		return "", 0, false
+	}
+	for _, e := range unwind.Entries(c.Eng.Index()) {
+		if e.Name == name && e.PC <= pc {
+			return name, pc - e.PC, true
+		}
+	}
+	return name, 0, true
+}
+
+// Describe is pc as "function+offset", naming stubs as StubName does.
+func (c *Core) Describe(pc uint64) string {
+	if _, ok := c.Syms.Func(pc); !ok {
+		if name, off, ok := c.StubName(pc); ok {
+			if off == 0 {
+				return name
+			}
+			return fmt.Sprintf("%s+%d", name, off)
+		}
+	}
+	return c.Syms.Describe(pc)
+}

@@ -96,37 +96,10 @@ func (c *synthCFI) sync(pr *process) {
 	}
 }
 
-// entries lists where code without CFI may be entered: the abort handler
-// of every critical section, exits into code outside the section's
-// function (stubs), and the start of every declared region.
-func entries(idx *regions.Index) []unwind.Entry {
-	var out []unwind.Entry
-	for _, r := range idx.All() {
-		owner, _, _ := strings.Cut(r.Name, "+")
-		if owner == "" || strings.HasPrefix(owner, "0x") {
-			owner = fmt.Sprintf("rseq_%x", r.Start)
-		}
-		switch r.Kind {
-		case regions.KindCriticalSection:
-			if r.Abort != 0 {
-				out = append(out, unwind.Entry{Name: owner + ".rseq_abort", PC: r.Abort})
-			}
-			for _, x := range r.Exits {
-				if x.Kind == regions.ExitPoint || x.Kind == regions.ExitBranch {
-					out = append(out, unwind.Entry{Name: owner + ".rseq_exit", PC: x.Addr})
-				}
-			}
-		case regions.KindDeclared:
-			out = append(out, unwind.Entry{Name: owner, PC: r.Start})
-		}
-	}
-	return out
-}
-
 // refresh rebuilds the object when the objects or regions changed.
 func (c *synthCFI) refresh(pr *process) {
 	c.sync(pr)
-	ents := entries(pr.eng.Index())
+	ents := unwind.Entries(pr.eng.Index())
 	var key strings.Builder
 	for p, b := range c.loaded {
 		fmt.Fprintf(&key, "%s@%x;", p, b)

@@ -283,7 +283,7 @@ func hex(v uint64) string { return fmt.Sprintf("%#x", v) }
 
 // where describes a PC: function+offset and source position.
 func (s *Session) where(pc uint64) (fn, file string, line int) {
-	fn = s.syms.Describe(pc)
+	fn = s.core.Describe(pc)
 	if l, ok := s.syms.LineAt(pc); ok {
 		file, line = l.File, l.Line
 	}

@@ -1,7 +1,9 @@
 package unwind
 
 import (
+	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/rseqdbg/rseqdbg/regions"
 )
@@ -35,6 +37,59 @@ type SynthRow struct {
 // CFA describes the row's CFA rule as "reg+offset" in DWARF register
 // numbers (for tests and diagnostics).
 func (r SynthRow) CFA() (reg uint64, offset int64) { return r.r.cfa.Reg, r.r.cfa.Offset }
+
+// Entries lists where code without CFI may be entered in idx's regions:
+// the abort handler of every critical section, exits into code outside the
+// section's function (stubs), and the start of every declared region. The
+// names are what gdb sees in the synthesized debug object and what the
+// other front ends show.
+func Entries(idx *regions.Index) []Entry {
+	var out []Entry
+	for _, r := range idx.All() {
+		out = appendEntries(out, r)
+	}
+	return out
+}
+
+func appendEntries(out []Entry, r *regions.Region) []Entry {
+	owner, _, _ := strings.Cut(r.Name, "+")
+	if owner == "" || strings.HasPrefix(owner, "0x") {
+		owner = fmt.Sprintf("rseq_%x", r.Start)
+	}
+	switch r.Kind {
+	case regions.KindCriticalSection:
+		if r.Abort != 0 {
+			out = append(out, Entry{Name: owner + ".rseq_abort", PC: r.Abort})
+		}
+		for _, x := range r.Exits {
+			if x.Kind == regions.ExitPoint || x.Kind == regions.ExitBranch {
+				out = append(out, Entry{Name: owner + ".rseq_exit", PC: x.Addr})
+			}
+		}
+	case regions.KindDeclared:
+		out = append(out, Entry{Name: owner, PC: r.Start})
+	}
+	return out
+}
+
+// StubName names the code without CFI that holds pc, if pc is in the
+// extent of one of idx's entries ("inc_call.rseq_abort"), as gdb names it.
+// Only entries shortly before pc are described, so the cost does not grow
+// with the number of regions.
+func (u *Unwinder) StubName(idx *regions.Index, pc uint64, read regions.MemReader) (string, bool) {
+	var near []Entry
+	for _, e := range Entries(idx) {
+		if e.PC <= pc && pc-e.PC < stubInsns*16 {
+			near = append(near, e)
+		}
+	}
+	for _, f := range u.Describe(near, read) {
+		if pc >= f.Lo && pc < f.Hi {
+			return f.Name, true
+		}
+	}
+	return "", false
+}
 
 // stubInsns bounds the instructions one stub may span.
 const stubInsns = 256
