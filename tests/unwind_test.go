@@ -510,3 +510,44 @@ func TestUnwindDAP(t *testing.T) {
 	t.Logf("stack trace:\n%s", showFrames(frames))
 	c.call("disconnect", map[string]any{"terminateDebuggee": true})
 }
+
+// TestUnwindGDBAfterDlopen: a library loaded by dlopen brings its abort
+// stubs into a regenerated synthesized object, which gdb loads by itself.
+func TestUnwindGDBAfterDlopen(t *testing.T) {
+	needTool(t, "gdb")
+	srv := startRseqdbg(t, nil, fixture("dlopen_main"), "1", "50")
+	out := gdb(t, srv.port, fixture("dlopen_main"), false, []string{
+		"break main", "continue",
+		"echo @@before\\n", "monitor rseq cfi", "info sharedlibrary",
+		"break lib_loop", "continue",
+		"echo @@after\\n", "monitor rseq cfi", "info sharedlibrary",
+		"echo @@end\\n", "delete", "continue",
+	}, 2*time.Minute)
+	srv.wait(t, 30*time.Second)
+	section := func(name string) string {
+		_, rest, ok := strings.Cut(out, "@@"+name+"\n")
+		if !ok {
+			t.Fatalf("no section %s:\n%s", name, out)
+		}
+		rest, _, _ = strings.Cut(rest, "@@")
+		return rest
+	}
+	objRE := regexp.MustCompile(`\S*synthesized-cfi-\d+-\d+\.debug`)
+	before, after := section("before"), section("after")
+	if strings.Contains(before, "rseq_abort") && strings.Contains(before, "lib_") {
+		t.Errorf("the library's stubs are described before it is loaded:\n%s", before)
+	}
+	if !regexp.MustCompile(`(?m)^\s+(inc_lib|lib_loop)\.rseq_abort\s`).MatchString(after) {
+		t.Errorf("monitor rseq cfi does not list the library's abort stubs after dlopen:\n%s", after)
+	}
+	loaded := regexp.MustCompile(`(?m)^0x[0-9a-f]+\s+0x[0-9a-f]+\s+Yes\s+(\S*synthesized-cfi-\d+-\d+\.debug)$`).FindAllStringSubmatch(after, -1)
+	if len(loaded) != 1 {
+		t.Fatalf("gdb did not load exactly one synthesized object after dlopen:\n%s", after)
+	}
+	if prev := objRE.FindString(before); prev != "" && prev == loaded[0][1] {
+		t.Errorf("the object was not regenerated after dlopen: still %s", prev)
+	}
+	if !strings.Contains(after, loaded[0][1]) || !strings.Contains(srv.stdout.String(), "RESULT") {
+		t.Errorf("program output:\n%s", srv.stdout.String())
+	}
+}
