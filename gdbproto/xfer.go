@@ -131,19 +131,27 @@ func (s *session) librariesDoc(string) ([]byte, bool) {
 	if pr == nil {
 		return []byte(empty), true
 	}
+	// Without a link map (a static executable, or before the dynamic
+	// linker ran) the list holds only the synthesized CFI object, so gdb
+	// still gets it with no user action.
+	synth := s.synthLibraryEntry(pr)
+	alone := []byte(empty)
+	if synth != "" {
+		alone = []byte("<library-list-svr4 version=\"1.0\">\n" + synth + "</library-list-svr4>\n")
+	}
 	objs := pr.eng.Objects()
 	exe := pr.p.ExecPath()
 	if len(objs) == 0 || objs[0].Path != exe {
-		return []byte(empty), true
+		return alone, true
 	}
 	read := pr.p.ReadMemory
 	rd, err := regions.FindRDebug(read, exe, objs[0].Bias)
 	if err != nil {
-		return []byte(empty), true
+		return alone, true
 	}
 	var hdr [16]byte
 	if n, _ := read(rd, hdr[:]); n != len(hdr) {
-		return []byte(empty), true
+		return alone, true
 	}
 	var libs strings.Builder
 	mainLM := uint64(0)
@@ -163,9 +171,9 @@ func (s *session) librariesDoc(string) ([]byte, bool) {
 		lm = binary.LittleEndian.Uint64(e[24:])
 	}
 	if mainLM == 0 {
-		return []byte(empty), true
+		return alone, true
 	}
-	libs.WriteString(s.synthLibraryEntry(pr))
+	libs.WriteString(synth)
 	return []byte(fmt.Sprintf("<library-list-svr4 version=\"1.0\" main-lm=\"%#x\">\n%s</library-list-svr4>\n", mainLM, libs.String())), true
 }
 

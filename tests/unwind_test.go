@@ -86,6 +86,8 @@ func gdbFrames(out string) []btFrame {
 // chain starts.
 type unwindCase struct {
 	mode string
+	// prog is the fixture ("" = unwind_chain).
+	prog string
 	// gdbBreak is gdb's location for the stop; stub names the abort handler
 	// of the leaf's section instead (gdb cannot name it by itself).
 	gdbBreak string
@@ -103,6 +105,13 @@ type unwindCase struct {
 	broken bool
 }
 
+func (c unwindCase) fixtureName() string {
+	if c.prog == "" {
+		return "unwind_chain"
+	}
+	return c.prog
+}
+
 var unwindCases = []unwindCase{
 	{mode: "abort", stub: "abort_leaf", steps: 1, chainAt: 1, frame0: "abort_leaf.rseq_abort", broken: true},
 	{mode: "stub", stub: "stub_leaf", steps: 7, chainAt: 1, frame0: "stub_leaf.rseq_abort", broken: true},
@@ -114,7 +123,12 @@ var unwindCases = []unwindCase{
 // abortLoc is gdb's location of the abort handler of the section in fn.
 func abortLoc(t *testing.T, fn string) string {
 	t.Helper()
-	for _, r := range sections(t, "unwind_chain") {
+	return abortLocIn(t, "unwind_chain", fn)
+}
+
+func abortLocIn(t *testing.T, prog, fn string) string {
+	t.Helper()
+	for _, r := range sections(t, prog) {
 		if r.fn == fn {
 			abort, err := strconv.ParseUint(strings.TrimPrefix(r.Abort, "0x"), 16, 64)
 			if err != nil {
@@ -133,7 +147,7 @@ func gdbPositions(t *testing.T, c unwindCase, srv *stub, extra ...string) ([][]b
 	t.Helper()
 	loc := c.gdbBreak
 	if c.stub != "" {
-		loc = abortLoc(t, c.stub)
+		loc = abortLocIn(t, c.fixtureName(), c.stub)
 	}
 	cmds := []string{"break " + loc, "continue", "delete", "echo @@bt\\n", "bt"}
 	for range c.steps {
@@ -141,7 +155,7 @@ func gdbPositions(t *testing.T, c unwindCase, srv *stub, extra ...string) ([][]b
 	}
 	cmds = append(append(cmds, "echo @@end\\n"), extra...)
 	cmds = append(cmds, "kill")
-	out, _ := gdbRun(t, srv.port, fixture("unwind_chain"), false, cmds, 2*time.Minute)
+	out, _ := gdbRun(t, srv.port, fixture(c.fixtureName()), false, cmds, 2*time.Minute)
 	srv.wait(t, 30*time.Second)
 	body, _, _ := strings.Cut(out, "@@end\n")
 	parts := strings.Split(body, "@@bt\n")
@@ -161,9 +175,12 @@ func gdbPositions(t *testing.T, c unwindCase, srv *stub, extra ...string) ([][]b
 // PLT entry); plain gdb (gdbserver) does not where the code has no CFI.
 func TestUnwindGDB(t *testing.T) {
 	needTool(t, "gdb")
-	for _, c := range unwindCases {
-		t.Run(c.mode, func(t *testing.T) {
-			srv := startRseqdbg(t, nil, fixture("unwind_chain"), c.mode)
+	// A static executable has no link map: the object is listed alone.
+	static := unwindCases[0]
+	static.prog = "unwind_chain_static"
+	for _, c := range append(unwindCases[:len(unwindCases):len(unwindCases)], static) {
+		t.Run(c.fixtureName()+"/"+c.mode, func(t *testing.T) {
+			srv := startRseqdbg(t, nil, fixture(c.fixtureName()), c.mode)
 			bts, out := gdbPositions(t, c, srv, "echo @@cfi\\n", "monitor rseq cfi")
 			truth := parseChain(t, srv.stdout.String())
 			for i, frames := range bts {
@@ -183,12 +200,12 @@ func TestUnwindGDB(t *testing.T) {
 			}
 
 			if !c.broken {
-				plain := startGDBServer(t, fixture("unwind_chain"), c.mode)
+				plain := startGDBServer(t, fixture(c.fixtureName()), c.mode)
 				pbts, _ := gdbPositions(t, c, plain)
 				t.Logf("plain gdb (the code has CFI):\n%s", showFrames(pbts[0]))
 				return
 			}
-			plain := startGDBServer(t, fixture("unwind_chain"), c.mode)
+			plain := startGDBServer(t, fixture(c.fixtureName()), c.mode)
 			pbts, pout := gdbPositions(t, c, plain)
 			ptruth := parseChain(t, plain.stdout.String())
 			broken := 0
