@@ -212,7 +212,18 @@ func TestPauseStopsAllThreads(t *testing.T) {
 	c := newClient(t, Options{})
 	pe := c.launch(map[string]any{"program": fixture("full_tables"), "args": []string{"4", "2000000000"}})
 	c.call("configurationDone", nil)
-	time.Sleep(300 * time.Millisecond)
+	// While it runs, threads lists every thread the kernel has, the
+	// workers started since launch included.
+	var running []dap.Thread
+	for deadline := time.Now().Add(timeout); len(running) != 5; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("threads while running: %+v, want main and 4 workers", running)
+		}
+		running = c.call("threads", nil).(*dap.ThreadsResponse).Body.Threads
+	}
+	if running[0].Id != pe.Body.SystemProcessId || !strings.Contains(running[0].Name, "main") {
+		t.Errorf("threads while running: %+v, want the main thread first", running)
+	}
 	c.call("pause", map[string]any{"threadId": pe.Body.SystemProcessId})
 	st := c.stopped()
 	if st.Body.Reason != "pause" || !st.Body.AllThreadsStopped {
