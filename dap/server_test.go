@@ -89,6 +89,11 @@ func TestLaunchFullTables(t *testing.T) {
 	if got := c.evaluate(top, "i % 2 == 0 && t->iterations > 100").Result; got != "1" {
 		t.Errorf("evaluate condition = %q", got)
 	}
+	// Hovering a word that is no variable here fails quietly: VS Code
+	// would turn showUser into a notification on every such hover.
+	if e := c.fail("evaluate", map[string]any{"expression": "INC_FULL_ASM", "frameId": top, "context": "hover"}); e.Body.Error == nil || e.Body.Error.ShowUser {
+		t.Errorf("failed hover evaluate: %+v, want an error without showUser", e.Body.Error)
+	}
 
 	// Registers, with eflags decoded and the thread pointer.
 	regs := c.variables(c.scope(top, "Registers"))
@@ -365,11 +370,21 @@ func TestMalformedMessages(t *testing.T) {
 	}
 	c.seq = 10
 	c.fail("noSuchCommand", nil)
-	c.fail("stackTrace", map[string]any{"threadId": 1})
-	c.fail("launch", map[string]any{"program": "/nonexistent/program"})
-	c.fail("launch", map[string]any{})
-	c.fail("attach", map[string]any{"processId": "zero"})
-	c.fail("evaluate", map[string]any{"expression": "(((", "frameId": 0})
+	// What the user started is shown (a dialog for launch and attach, a
+	// notification otherwise); what the workbench asks by itself is not.
+	shown := func(e *dap.ErrorResponse, want bool) {
+		t.Helper()
+		if e.Body.Error == nil || e.Body.Error.ShowUser != want {
+			t.Errorf("%s error %+v: want showUser %v", e.Command, e.Body.Error, want)
+		}
+	}
+	shown(c.fail("stackTrace", map[string]any{"threadId": 1}), false)
+	shown(c.fail("launch", map[string]any{"program": "/nonexistent/program"}), true)
+	shown(c.fail("launch", map[string]any{}), true)
+	shown(c.fail("attach", map[string]any{"processId": "zero"}), true)
+	shown(c.fail("evaluate", map[string]any{"expression": "(((", "frameId": 0, "context": "hover"}), false)
+	shown(c.fail("next", map[string]any{"threadId": 1}), true)
+	shown(c.fail("noSuchCommand", nil), false)
 	// A bad header, then a good request.
 	if _, err := c.conn.Write([]byte("Content-Type: nonsense\r\n\r\n")); err != nil {
 		t.Fatal(err)
