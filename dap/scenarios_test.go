@@ -277,6 +277,11 @@ func TestNextRetriesThroughAbort(t *testing.T) {
 	if st.Body.Reason != "step" || st.Body.Description != "critical section committed" || fs[0].Line == line {
 		t.Fatalf("next from inside: %+v at %s:%d, want a committed step past line %d", st.Body, fs[0].Name, fs[0].Line, line)
 	}
+	// The text tells each run of the section once: the aborted one, then
+	// the retry that committed.
+	if n := strings.Count(st.Body.Text, "ran natively"); n != 2 || !strings.Contains(st.Body.Text, "after 1 abort(s)") || !strings.Contains(st.Body.Text, "ran natively: committed at") {
+		t.Errorf("next's text %q: want the aborted run, then the commit", st.Body.Text)
+	}
 	// The abort really happened: the handler counted it.
 	if after := c.evaluate(fs[0].Id, "t->aborts").Result; after == before {
 		t.Errorf("t->aborts still %s: the section did not abort", after)

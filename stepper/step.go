@@ -672,10 +672,13 @@ func (e *Engine) pass(tid, sig int, r *regions.Region, regs *target.Regs) (*Stop
 	if err != nil {
 		return nil, err
 	}
-	e.passCrossing = st.Crossed
 	if st.Kind == StopStep {
+		e.passCrossing = st.Crossed
 		return nil, nil
 	}
+	// The stop carries the crossing itself; kept here too, it would be
+	// reported twice, or by a later pass that did not make it.
+	e.passCrossing = nil
 	return st, nil
 }
 
