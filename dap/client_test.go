@@ -50,6 +50,22 @@ func markerLine(t *testing.T, src, marker string) int {
 	return 0
 }
 
+// lineWith finds the first line of a fixture source that contains text.
+func lineWith(t *testing.T, src, text string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(fixtures, "..", src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, text) {
+			return i + 1
+		}
+	}
+	t.Fatalf("no line with %q in %s", text, src)
+	return 0
+}
+
 // timeout bounds every wait: ptrace is slow here (35 µs a step), and a
 // hang must fail the test rather than the whole run.
 const timeout = 60 * time.Second

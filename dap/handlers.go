@@ -2,6 +2,7 @@ package dap
 
 import (
 	"bytes"
+	"cmp"
 	"debug/dwarf"
 	"encoding/base64"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -512,6 +514,17 @@ func (s *Server) onThreads(r *dap.ThreadsRequest) (dap.ResponseMessage, error) {
 			}
 		})
 	}
+	if running {
+		// The tracer thread is busy with the run, and the list of the last
+		// stop misses threads started since (all the workers, when the run
+		// began at launch): the kernel's list is current and needs no
+		// ptrace.
+		if live, err := liveThreads(ss.proc.Pid()); err == nil {
+			tids = live
+		} else {
+			ss.log.Debug("dap: listing threads of the running program", "err", err)
+		}
+	}
 	if ended {
 		tids = nil
 	}
@@ -520,6 +533,33 @@ func (s *Server) onThreads(r *dap.ThreadsRequest) (dap.ResponseMessage, error) {
 		out = append(out, dap.Thread{Id: t, Name: ss.threadName(t)})
 	}
 	return &dap.ThreadsResponse{Body: dap.ThreadsResponseBody{Threads: out}}, nil
+}
+
+// liveThreads lists the threads of process pid from /proc, the main thread
+// first.
+func liveThreads(pid int) ([]int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil, fmt.Errorf("listing threads: %w", err)
+	}
+	tids := make([]int, 0, len(ents))
+	for _, e := range ents {
+		if t, err := strconv.Atoi(e.Name()); err == nil {
+			tids = append(tids, t)
+		}
+	}
+	slices.SortFunc(tids, func(a, b int) int {
+		switch {
+		case a == b:
+			return 0
+		case a == pid:
+			return -1
+		case b == pid:
+			return 1
+		}
+		return cmp.Compare(a, b)
+	})
+	return tids, nil
 }
 
 func (s *Server) onStackTrace(r *dap.StackTraceRequest) (dap.ResponseMessage, error) {

@@ -2,6 +2,7 @@ package dap
 
 import (
 	"encoding/base64"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -226,6 +227,97 @@ func TestClangLocals(t *testing.T) {
 	c.call("next", map[string]any{"threadId": st.Body.ThreadId})
 	if st = c.stopped(); st.Body.Description != "critical section committed" {
 		t.Errorf("next: %+v", st.Body)
+	}
+	c.call("disconnect", nil)
+}
+
+// TestNextRetriesThroughAbort forces a real abort: the thread stops inside
+// the RSEQ-LINE's section, so the kernel aborts it on resume, and the abort
+// handler's retry passes a breakpoint on the same line. next must take the
+// retry as part of the line and end on the commit path, not at that
+// breakpoint.
+func TestNextRetriesThroughAbort(t *testing.T) {
+	c := newClient(t, Options{})
+	line := markerLine(t, "full_tables.c", "RSEQ-LINE")
+	c.launch(map[string]any{"program": fixture("full_tables"), "args": []string{"1", "50", "--main"}})
+	var sec RseqRegion
+	for _, r := range c.call("rseqRegions", nil).(*RseqRegionsResponse).Body.Regions {
+		if r.Kind == "rseq" && strings.HasSuffix(r.Source, "full_tables.c:"+strconv.Itoa(line)) {
+			sec = r
+		}
+	}
+	if sec.Abort == "" {
+		t.Fatalf("no section on full_tables.c:%d", line)
+	}
+	// The abort handler: incq of the abort counter, then jmp .Lretry.
+	handler := c.call("disassemble", map[string]any{"memoryReference": sec.Abort, "instructionCount": 2}).(*dap.DisassembleResponse).Body.Instructions
+	retry := ""
+	if len(handler) == 2 && strings.HasPrefix(handler[1].Instruction, "jmp") {
+		retry = strings.Fields(handler[1].Instruction)[1]
+	}
+	if !strings.HasPrefix(retry, "0x") {
+		t.Fatalf("abort handler %+v does not jump back", handler)
+	}
+	// The second instruction of the section: stopped there, the section
+	// has started and cannot be rewound.
+	body := c.call("disassemble", map[string]any{"memoryReference": sec.Start, "instructionCount": 2}).(*dap.DisassembleResponse).Body.Instructions
+	inside := body[1].Address
+	c.call("setInstructionBreakpoints", map[string]any{"breakpoints": []map[string]any{{"instructionReference": inside}}})
+	c.call("configurationDone", nil)
+	st := c.stopped()
+	if st.Body.Description != "stopped inside a critical section: it will abort on resume" {
+		t.Fatalf("stop inside the section: %+v", st.Body)
+	}
+	tid := st.Body.ThreadId
+	before := c.evaluate(c.frames(tid)[0].Id, "t->aborts").Result
+	c.call("setInstructionBreakpoints", map[string]any{"breakpoints": []map[string]any{{"instructionReference": retry}}})
+	c.call("next", map[string]any{"threadId": tid})
+	st = c.stopped()
+	fs := c.frames(tid)
+	if st.Body.Reason != "step" || st.Body.Description != "critical section committed" || fs[0].Line == line {
+		t.Fatalf("next from inside: %+v at %s:%d, want a committed step past line %d", st.Body, fs[0].Name, fs[0].Line, line)
+	}
+	// The text tells each run of the section once: the aborted one, then
+	// the retry that committed.
+	if n := strings.Count(st.Body.Text, "ran natively"); n != 2 || !strings.Contains(st.Body.Text, "after 1 abort(s)") || !strings.Contains(st.Body.Text, "ran natively: committed at") {
+		t.Errorf("next's text %q: want the aborted run, then the commit", st.Body.Text)
+	}
+	// The abort really happened: the handler counted it.
+	if after := c.evaluate(fs[0].Id, "t->aborts").Result; after == before {
+		t.Errorf("t->aborts still %s: the section did not abort", after)
+	}
+	c.call("disconnect", nil)
+}
+
+// TestNextUnderSignalStorm steps from a breakpoint while SIGALRM fires
+// every 100 µs: a signal is pending whenever the thread resumes, its
+// handler returns onto the breakpoint the step starts from, and that must
+// not count as a new hit. Every next ends past the line, committed.
+func TestNextUnderSignalStorm(t *testing.T) {
+	c := newClient(t, Options{})
+	line := markerLine(t, "full_tables.c", "RSEQ-LINE")
+	src := map[string]any{"path": fixture("../full_tables.c")}
+	c.launch(map[string]any{"program": fixture("full_tables"), "args": []string{"1", "1000000", "--signals", "--main"}})
+	c.call("setBreakpoints", map[string]any{"source": src, "breakpoints": []map[string]any{{"line": line}}})
+	c.call("configurationDone", nil)
+	for i := 0; i < 5; i++ {
+		st := c.stopped()
+		for st.Body.Reason == "exception" {
+			// A SIGALRM the policy stops for is not what this is about.
+			c.call("continue", map[string]any{"threadId": st.Body.ThreadId})
+			st = c.stopped()
+		}
+		if st.Body.Reason != "breakpoint" {
+			t.Fatalf("round %d: %+v, want the breakpoint", i, st.Body)
+		}
+		tid := st.Body.ThreadId
+		c.call("next", map[string]any{"threadId": tid})
+		st = c.stopped()
+		fs := c.frames(tid)
+		if st.Body.Reason != "step" || st.Body.Description != "critical section committed" || fs[0].Line == line {
+			t.Fatalf("round %d: next ended %+v at %s:%d", i, st.Body, fs[0].Name, fs[0].Line)
+		}
+		c.call("continue", map[string]any{"threadId": tid})
 	}
 	c.call("disconnect", nil)
 }

@@ -180,8 +180,28 @@ func (s *Server) errorResponse(reqSeq int, command string, err error) *dap.Error
 			ProtocolMessage: dap.ProtocolMessage{Type: "response"},
 			RequestSeq:      reqSeq, Command: command, Message: err.Error(),
 		},
-		Body: dap.ErrorResponseBody{Error: &dap.ErrorMessage{Id: 1, Format: err.Error(), ShowUser: true}},
+		Body: dap.ErrorResponseBody{Error: &dap.ErrorMessage{Id: 1, Format: err.Error(), ShowUser: showUser[command]}},
 	}
+}
+
+// showUser lists the requests whose failure the user must be told about.
+// VS Code turns every error with showUser into a notification, whatever
+// the request (rawDebugSession.handleErrorResponse), except for launch
+// and attach, where showUser decides whether their failure dialog opens.
+// So it is set for what the user asked for by hand: starting, stepping,
+// breakpoints, changing values. It is not set for what the workbench asks
+// on its own to fill its views: threads, stackTrace, scopes and variables
+// (the views show the error in place), evaluate (a hover that fails shows
+// nothing; watches and the Debug Console show the error inline, so a
+// notification on every mouse move over a word would be noise),
+// disassemble and readMemory (their views), rseqRegions and rseqStats (the
+// extension handles their errors), disconnect (VS Code ignores its
+// errors), and requests rseqdbg does not know.
+var showUser = map[string]bool{
+	"launch": true, "attach": true, "configurationDone": true,
+	"setBreakpoints": true, "setFunctionBreakpoints": true, "setInstructionBreakpoints": true,
+	"continue": true, "next": true, "stepIn": true, "stepOut": true, "pause": true,
+	"setVariable": true, "writeMemory": true, "terminate": true,
 }
 
 // incoming is a decoded request with its bytes, for the few arguments

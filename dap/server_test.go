@@ -25,9 +25,11 @@ func TestLaunchFullTables(t *testing.T) {
 	c := newClient(t, Options{})
 	line := markerLine(t, "full_tables.c", "RSEQ-LINE")
 	src := fixture("../full_tables.c")
-	c.launch(map[string]any{"program": fixture("full_tables"), "args": []string{"1", "200"}})
+	// --main: the worker runs on the main thread, so its stack reaches
+	// main(). From iteration 40 on, to see counters that are not zero.
+	c.launch(map[string]any{"program": fixture("full_tables"), "args": []string{"1", "200", "--main"}})
 
-	bps := c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src}, "breakpoints": []map[string]any{{"line": line}}}).(*dap.SetBreakpointsResponse)
+	bps := c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src}, "breakpoints": []map[string]any{{"line": line, "condition": "i >= 40"}}}).(*dap.SetBreakpointsResponse)
 	if len(bps.Body.Breakpoints) != 1 || !bps.Body.Breakpoints[0].Verified || bps.Body.Breakpoints[0].Line != line {
 		t.Fatalf("breakpoint not verified on line %d: %+v", line, bps.Body.Breakpoints)
 	}
@@ -40,24 +42,38 @@ func TestLaunchFullTables(t *testing.T) {
 	}
 	tid := st.Body.ThreadId
 	threads := c.call("threads", nil).(*dap.ThreadsResponse).Body.Threads
-	if len(threads) < 2 {
-		t.Errorf("want main and a worker, got %+v", threads)
+	if len(threads) != 1 || threads[0].Id != tid {
+		t.Errorf("want the main thread %d alone, got %+v", tid, threads)
 	}
 
-	// The stack: the section runs in worker, started by fixture_thread_start.
+	// The stack: the section runs in worker, called through
+	// fixture_thread_start by fixture_main, called by main; each on the
+	// source line of the call.
 	fs := c.frames(tid)
 	var names []string
 	for _, f := range fs {
 		names = append(names, f.Name)
 	}
-	if len(fs) < 3 || !strings.HasPrefix(fs[0].Name, "worker") || !strings.HasPrefix(fs[1].Name, "fixture_thread_start") {
-		t.Fatalf("stack %q, want worker ← fixture_thread_start ← …", names)
+	want := []struct {
+		fn, file string
+		line     int
+	}{
+		{"worker", "full_tables.c", line},
+		{"fixture_thread_start", "fixture_common.c", lineWith(t, "fixture_common.c", "return fixture_worker(arg);")},
+		{"fixture_main", "fixture_common.c", lineWith(t, "fixture_common.c", "fixture_thread_start(&ts[0]);")},
+		{"main", "full_tables.c", lineWith(t, "full_tables.c", "return fixture_main(")},
 	}
-	if fs[0].Line != line || fs[0].Source == nil || !strings.HasSuffix(fs[0].Source.Path, "full_tables.c") || fs[0].InstructionPointerReference == "" {
-		t.Errorf("top frame %+v, want full_tables.c:%d with an instruction pointer", fs[0], line)
+	if len(fs) < len(want) {
+		t.Fatalf("stack %q, want worker ← fixture_thread_start ← fixture_main ← main", names)
 	}
-	if fs[1].Source == nil || !strings.HasSuffix(fs[1].Source.Path, "fixture_common.c") {
-		t.Errorf("caller frame %+v has no source", fs[1])
+	for i, w := range want {
+		f := fs[i]
+		if !strings.HasPrefix(f.Name, w.fn) || f.Source == nil || !strings.HasSuffix(f.Source.Path, "/"+w.file) || f.Line != w.line {
+			t.Errorf("frame %d: %s at %+v:%d, want %s at %s:%d (stack %q)", i, f.Name, f.Source, f.Line, w.fn, w.file, w.line, names)
+		}
+		if f.InstructionPointerReference == "" {
+			t.Errorf("frame %d (%s) has no instruction pointer", i, f.Name)
+		}
 	}
 	top := fs[0].Id
 
@@ -68,8 +84,8 @@ func TestLaunchFullTables(t *testing.T) {
 	if !ok {
 		t.Fatalf("no local i in %+v", locals)
 	}
-	if n, err := strconv.Atoi(iv.Value); err != nil || n%2 != 0 || n < 0 || n >= 200 {
-		t.Errorf("i = %q, want an even iteration number", iv.Value)
+	if iv.Value != "40" {
+		t.Errorf("i = %q, want 40 (the first hit of i >= 40)", iv.Value)
 	}
 	tv, ok := find(locals, "t")
 	if !ok || tv.VariablesReference == 0 || !strings.HasPrefix(tv.Value, "0x") {
@@ -88,6 +104,17 @@ func TestLaunchFullTables(t *testing.T) {
 	}
 	if got := c.evaluate(top, "i % 2 == 0 && t->iterations > 100").Result; got != "1" {
 		t.Errorf("evaluate condition = %q", got)
+	}
+	// The per-CPU counters at the breakpoint: one count per iteration
+	// committed so far, 0 to 39, whatever CPUs they ran on.
+	if total := counters(c, top); total != 40 {
+		t.Errorf("per-CPU counters sum to %d at i = 40, want 40", total)
+	}
+
+	// Hovering a word that is no variable here fails quietly: VS Code
+	// would turn showUser into a notification on every such hover.
+	if e := c.fail("evaluate", map[string]any{"expression": "INC_FULL_ASM", "frameId": top, "context": "hover"}); e.Body.Error == nil || e.Body.Error.ShowUser {
+		t.Errorf("failed hover evaluate: %+v, want an error without showUser", e.Body.Error)
 	}
 
 	// Registers, with eflags decoded and the thread pointer.
@@ -120,24 +147,36 @@ func TestLaunchFullTables(t *testing.T) {
 		t.Errorf("instruction 4 at %s, want the pc %s", dis.Body.Instructions[4].Address, fs[0].InstructionPointerReference)
 	}
 	text := ""
+	marks := map[string]string{}
 	for _, in := range dis.Body.Instructions {
 		text += in.Address + " " + in.Instruction + "\n"
-	}
-	for _, want := range []string{"critical section", "start", "commit"} {
-		if !strings.Contains(text, want) {
-			t.Errorf("disassembly does not mark %q:\n%s", want, text)
-		}
+		marks[in.Address] = in.Instruction
 	}
 
 	regionsResp := c.call("rseqRegions", nil).(*RseqRegionsResponse)
-	found := false
+	var sec RseqRegion
 	for _, r := range regionsResp.Body.Regions {
-		if r.Kind == "rseq" && strings.Contains(r.Source, "full_tables.c:") && r.Commit != "" && r.Abort != "" {
-			found = true
+		if r.Kind == "rseq" && (r.Source == "full_tables.c:"+strconv.Itoa(line) || strings.HasSuffix(r.Source, "/full_tables.c:"+strconv.Itoa(line))) {
+			sec = r
 		}
 	}
-	if !found {
-		t.Errorf("rseqRegions lacks the full_tables sections: %+v", regionsResp.Body.Regions)
+	if sec.Commit == "" || sec.Abort == "" {
+		t.Fatalf("rseqRegions lacks the section of full_tables.c:%d: %+v", line, regionsResp.Body.Regions)
+	}
+	// The section's start and commit are marked on their instructions,
+	// the ones between as run atomically, and the abort handler too.
+	if m := marks[sec.Start]; !strings.Contains(m, "critical section") || !strings.Contains(m, "start") {
+		t.Errorf("start %s not marked:\n%s", sec.Start, text)
+	}
+	if m := marks[sec.Commit]; !strings.Contains(m, "commit") {
+		t.Errorf("commit %s not marked:\n%s", sec.Commit, text)
+	}
+	if !strings.Contains(text, "inside rseq") {
+		t.Errorf("the instructions inside the section are not marked:\n%s", text)
+	}
+	handler := c.call("disassemble", map[string]any{"memoryReference": sec.Abort, "instructionCount": 1}).(*dap.DisassembleResponse).Body.Instructions
+	if len(handler) != 1 || !strings.Contains(handler[0].Instruction, "abort handler") {
+		t.Errorf("abort handler %s not marked: %+v", sec.Abort, handler)
 	}
 
 	// next runs the section atomically and lands on the commit path.
@@ -151,22 +190,9 @@ func TestLaunchFullTables(t *testing.T) {
 		t.Errorf("after next at %s:%d, want another line of worker", fs[0].Name, fs[0].Line)
 	}
 
-	// The counters hold the commits so far.
-	ev := c.evaluate(fs[0].Id, "fixture_counters")
-	if ev.MemoryReference == "" || ev.IndexedVariables != 256 {
-		t.Fatalf("fixture_counters: %+v", ev)
-	}
-	mem := c.call("readMemory", map[string]any{"memoryReference": ev.MemoryReference, "count": 256 * 64}).(*dap.ReadMemoryResponse)
-	data, err := base64.StdEncoding.DecodeString(mem.Body.Data)
-	if err != nil || len(data) != 256*64 {
-		t.Fatalf("readMemory: %d bytes, %v", len(data), err)
-	}
-	var total int64
-	for i := 0; i < 256; i++ {
-		total += int64(binary.LittleEndian.Uint64(data[i*64:]))
-	}
-	if total < 1 || total > 200 {
-		t.Errorf("per-CPU counters sum to %d", total)
+	// The section of iteration 40 committed: one more count.
+	if total := counters(c, fs[0].Id); total != 41 {
+		t.Errorf("per-CPU counters sum to %d after next, want 41", total)
 	}
 
 	// Back to the breakpoint, then instruction steps through the section:
@@ -206,13 +232,69 @@ func TestLaunchFullTables(t *testing.T) {
 	c.call("disconnect", nil)
 }
 
+// TestCallerLocals stops in inc_full on its third call: the caller
+// worker's locals (i, t) are read in its frame through the registers
+// inc_full saved, the arguments match them, and the per-CPU counters hold
+// the five iterations done.
+func TestCallerLocals(t *testing.T) {
+	c := newClient(t, Options{})
+	entry := markerLine(t, "full_tables.c", "FUNC-ENTRY")
+	c.launch(map[string]any{"program": fixture("full_tables"), "args": []string{"1", "200", "--main"}})
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": fixture("../full_tables.c")}, "breakpoints": []map[string]any{{"line": entry, "hitCondition": "3"}}})
+	c.call("configurationDone", nil)
+	st := c.stopped()
+	fs := c.frames(st.Body.ThreadId)
+	callLine := lineWith(t, "full_tables.c", "t->commits += inc_full(")
+	if len(fs) < 5 || !strings.HasPrefix(fs[0].Name, "inc_full") || !strings.HasPrefix(fs[1].Name, "worker") || fs[1].Line != callLine || !strings.HasPrefix(fs[4].Name, "main") {
+		t.Fatalf("stack %+v, want inc_full ← worker (line %d) ← fixture_thread_start ← fixture_main ← main", fs, callLine)
+	}
+	// Odd iterations call inc_full: the third call is iteration 5.
+	locals := c.variables(c.scope(fs[1].Id, "Locals"))
+	if iv, ok := find(locals, "i"); !ok || iv.Value != "5" {
+		t.Errorf("worker's i = %+v, want 5 (locals %+v)", iv, locals)
+	}
+	tv, ok := find(locals, "t")
+	if !ok || !strings.HasPrefix(tv.Value, "0x") {
+		t.Fatalf("worker's t = %+v", tv)
+	}
+	if got := c.evaluate(fs[1].Id, "t->iterations").Result; got != "200" {
+		t.Errorf("t->iterations in worker's frame = %q", got)
+	}
+	// inc_full's arguments are what worker passed.
+	args := c.variables(c.scope(fs[0].Id, "Arguments"))
+	ab, _ := find(args, "aborts")
+	if want := c.evaluate(fs[1].Id, "&t->aborts").Result; ab.Value == "" || !strings.HasPrefix(ab.Value, want) {
+		t.Errorf("inc_full's aborts = %q, worker's &t->aborts = %q", ab.Value, want)
+	}
+	// The caller's registers: its pc is the return address of the call.
+	regs := c.variables(c.scope(fs[1].Id, "Registers"))
+	if rip, ok := find(regs, "rip"); !ok || !strings.HasPrefix(rip.Value, fs[1].InstructionPointerReference) {
+		t.Errorf("worker's rip %+v, frame at %s", rip, fs[1].InstructionPointerReference)
+	}
+	if total := counters(c, fs[0].Id); total != 5 {
+		t.Errorf("per-CPU counters sum to %d in the third call, want 5 (iterations 0-4)", total)
+	}
+	c.call("disconnect", nil)
+}
+
 // TestPauseStopsAllThreads pauses a busy four-worker fixture: every thread
 // is stopped (ptrace stop state) and has a stack.
 func TestPauseStopsAllThreads(t *testing.T) {
 	c := newClient(t, Options{})
 	pe := c.launch(map[string]any{"program": fixture("full_tables"), "args": []string{"4", "2000000000"}})
 	c.call("configurationDone", nil)
-	time.Sleep(300 * time.Millisecond)
+	// While it runs, threads lists every thread the kernel has, the
+	// workers started since launch included.
+	var running []dap.Thread
+	for deadline := time.Now().Add(timeout); len(running) != 5; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("threads while running: %+v, want main and 4 workers", running)
+		}
+		running = c.call("threads", nil).(*dap.ThreadsResponse).Body.Threads
+	}
+	if running[0].Id != pe.Body.SystemProcessId || !strings.Contains(running[0].Name, "main") {
+		t.Errorf("threads while running: %+v, want the main thread first", running)
+	}
 	c.call("pause", map[string]any{"threadId": pe.Body.SystemProcessId})
 	st := c.stopped()
 	if st.Body.Reason != "pause" || !st.Body.AllThreadsStopped {
@@ -245,6 +327,27 @@ func TestPauseStopsAllThreads(t *testing.T) {
 	c.call("disconnect", map[string]any{"terminateDebuggee": true})
 }
 
+// counters reads fixture_counters (256 per-CPU slots of 64 bytes, a long
+// count first) through evaluate's memory reference and readMemory, and sums
+// the counts.
+func counters(c *client, frameID int) int64 {
+	c.t.Helper()
+	ev := c.evaluate(frameID, "fixture_counters")
+	if ev.MemoryReference == "" || ev.IndexedVariables != 256 {
+		c.t.Fatalf("fixture_counters: %+v", ev)
+	}
+	mem := c.call("readMemory", map[string]any{"memoryReference": ev.MemoryReference, "count": 256 * 64}).(*dap.ReadMemoryResponse)
+	data, err := base64.StdEncoding.DecodeString(mem.Body.Data)
+	if err != nil || len(data) != 256*64 || mem.Body.UnreadableBytes != 0 {
+		c.t.Fatalf("readMemory: %d bytes (%d unreadable), %v", len(data), mem.Body.UnreadableBytes, err)
+	}
+	var total int64
+	for i := 0; i < 256; i++ {
+		total += int64(binary.LittleEndian.Uint64(data[i*64:]))
+	}
+	return total
+}
+
 func threadState(t *testing.T, pid, tid int) string {
 	t.Helper()
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid) + "/stat")
@@ -267,7 +370,15 @@ func TestAttach(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	time.Sleep(100 * time.Millisecond)
+	// Attach once the worker runs, so the attach meets a program at work.
+	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
+		if tids, err := liveThreads(cmd.Process.Pid); err == nil && len(tids) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fixture's worker thread did not start")
+		}
+	}
 
 	c := newClient(t, Options{})
 	c.call("initialize", map[string]any{"adapterID": "rseqdbg"})
@@ -354,11 +465,21 @@ func TestMalformedMessages(t *testing.T) {
 	}
 	c.seq = 10
 	c.fail("noSuchCommand", nil)
-	c.fail("stackTrace", map[string]any{"threadId": 1})
-	c.fail("launch", map[string]any{"program": "/nonexistent/program"})
-	c.fail("launch", map[string]any{})
-	c.fail("attach", map[string]any{"processId": "zero"})
-	c.fail("evaluate", map[string]any{"expression": "(((", "frameId": 0})
+	// What the user started is shown (a dialog for launch and attach, a
+	// notification otherwise); what the workbench asks by itself is not.
+	shown := func(e *dap.ErrorResponse, want bool) {
+		t.Helper()
+		if e.Body.Error == nil || e.Body.Error.ShowUser != want {
+			t.Errorf("%s error %+v: want showUser %v", e.Command, e.Body.Error, want)
+		}
+	}
+	shown(c.fail("stackTrace", map[string]any{"threadId": 1}), false)
+	shown(c.fail("launch", map[string]any{"program": "/nonexistent/program"}), true)
+	shown(c.fail("launch", map[string]any{}), true)
+	shown(c.fail("attach", map[string]any{"processId": "zero"}), true)
+	shown(c.fail("evaluate", map[string]any{"expression": "(((", "frameId": 0, "context": "hover"}), false)
+	shown(c.fail("next", map[string]any{"threadId": 1}), true)
+	shown(c.fail("noSuchCommand", nil), false)
 	// A bad header, then a good request.
 	if _, err := c.conn.Write([]byte("Content-Type: nonsense\r\n\r\n")); err != nil {
 		t.Fatal(err)

@@ -101,6 +101,9 @@ func (ss *session) step(kind stepKind, tid int, instr bool, others stepper.Other
 		for {
 			crossed = append(crossed, st.Crossed...)
 			st.Crossed = crossed
+			if ss.retryPass(st, tid, lo, hi, cfa0, frameOK) {
+				break // the same line, retried: go on stepping it
+			}
 			if !ss.ignorable(st) {
 				return st, nil
 			}
@@ -142,6 +145,37 @@ func (ss *session) step(kind stepKind, tid int, instr bool, others stepper.Other
 			}
 		}
 	}
+}
+
+// retryPass reports a breakpoint stop of the stepped thread on the line it
+// is stepping, reached again because the kernel aborted a critical section
+// of that line and the abort handler went back to retry it. The line has
+// not finished: stopping there would hand the user the abort path the step
+// exists to hide, so the step goes on to the commit. Other threads' hits,
+// and hits after a section committed, are reported as usual.
+func (ss *session) retryPass(st *stepper.Stop, tid int, lo, hi, cfa0 uint64, frameOK bool) bool {
+	if st.Kind != stepper.StopBreakpoint || st.Tid != tid || !frameOK {
+		return false
+	}
+	aborted := false
+	for _, c := range st.Crossed {
+		if c.Region.Kind != regions.KindCriticalSection {
+			continue
+		}
+		// Only the latest run of a section counts: an earlier abort that
+		// later committed does not explain this stop.
+		aborted = c.Outcome == stepper.Aborted || c.Outcome == stepper.Interrupted && c.Aborts > 0
+	}
+	if !aborted {
+		return false
+	}
+	where, err := ss.stepPosition(tid, lo, hi, cfa0, frameOK)
+	if err != nil || where != inRange {
+		return false
+	}
+	// Frames cached for the stop are stale once the step goes on.
+	ss.invalidate()
+	return true
 }
 
 // ignorable reports a breakpoint stop the client does not see.

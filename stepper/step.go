@@ -559,7 +559,15 @@ func (e *Engine) runHandler(tid, sig int, regs0 target.Regs) (*Stop, error) {
 	if r.Rsp+128 >= regs0.Rsp {
 		return nil, nil
 	}
-	return e.runToReturn(tid, 0, regs0.Rip, regs0.Rsp, OthersStay)
+	st, err := e.runToReturn(tid, 0, regs0.Rip, regs0.Rsp, OthersStay)
+	if st != nil && st.Kind == StopBreakpoint && st.Tid == tid && st.PC == regs0.Rip {
+		// Back where the step started: a user breakpoint there is the one
+		// being stepped off, not a new hit. Reporting it would make every
+		// step from a breakpoint under a signal storm end where it began.
+		delete(e.reported, tid)
+		return nil, nil
+	}
+	return st, err
 }
 
 // regionRun runs tid natively through region r until one of exits.
@@ -664,10 +672,13 @@ func (e *Engine) pass(tid, sig int, r *regions.Region, regs *target.Regs) (*Stop
 	if err != nil {
 		return nil, err
 	}
-	e.passCrossing = st.Crossed
 	if st.Kind == StopStep {
+		e.passCrossing = st.Crossed
 		return nil, nil
 	}
+	// The stop carries the crossing itself; kept here too, it would be
+	// reported twice, or by a later pass that did not make it.
+	e.passCrossing = nil
 	return st, nil
 }
 

@@ -13,6 +13,7 @@ const WORKSPACE = need('WORKSPACE');
 const STATE = need('STATE');
 const ARTIFACTS = need('ARTIFACTS');
 const RSEQ_LINE = Number(need('RSEQ_LINE'));
+const MAIN_LINE = Number(need('MAIN_LINE'));
 const T0 = Date.now();
 
 function need(name) {
@@ -80,6 +81,15 @@ async function runCommand(page, label, tries = 15) {
     await page.waitForTimeout(1000);
   }
   throw new Error('command not in palette: ' + label);
+}
+
+// What the Call Stack says about the stop: the state in its header when the
+// session has one thread (VS Code then lists frames without a thread row),
+// or the thread rows otherwise.
+async function stopState(page) {
+  const header = await texts(page, '.call-stack-state-message:not([hidden])');
+  const threads = (await texts(page, SEL.callStack)).filter((r) => /^Thread/.test(r));
+  return [...header, ...threads].filter((r) => r !== '');
 }
 
 // "Ln 41, Col 9" from the status bar.
@@ -195,14 +205,27 @@ async function run(page) {
   });
   check(stopLine === RSEQ_LINE, `paused at the breakpoint, full_tables.c:${stopLine}`);
 
-  // Call Stack: the thread, worker at the RSEQ-LINE and its callers.
+  // Call Stack: the thread, worker at the RSEQ-LINE and its callers down
+  // to main (the launch runs the worker on the main thread: --main).
   const stack = await waitFor('call stack rows', async () => {
     const t = await texts(page, SEL.callStack);
-    return t.some((r) => /worker/.test(r)) ? t : undefined;
+    return t.some((r) => /^main\s*full_tables\.c/.test(r)) ? t : undefined;
   });
   log('call stack: ' + JSON.stringify(stack));
-  check(stack.some((r) => /worker/.test(r) && r.includes(`full_tables.c`) && r.includes(String(RSEQ_LINE))), 'Call Stack shows worker at full_tables.c:' + RSEQ_LINE);
-  check(stack.some((r) => /paused on/i.test(r)), 'Call Stack shows a paused thread');
+  // A row reads "<function><file><line>:<column>" (no spaces between).
+  const at = (file, line) => new RegExp(`${file.replace('.', '\\.')}\\s*${line}:\\d+`);
+  const frameAt = (fn, file, line) => stack.findIndex((r) => r.startsWith(fn) && at(file, line).test(r));
+  const order = [
+    frameAt('worker', 'full_tables.c', RSEQ_LINE),
+    stack.findIndex((r) => r.startsWith('fixture_thread_start') && r.includes('fixture_common.c')),
+    stack.findIndex((r) => r.startsWith('fixture_main') && r.includes('fixture_common.c')),
+    frameAt('main', 'full_tables.c', MAIN_LINE),
+  ];
+  check(order[0] >= 0, 'Call Stack shows worker at full_tables.c:' + RSEQ_LINE);
+  check(order.every((k, i) => k >= 0 && (i === 0 || k === order[i - 1] + 1)),
+    `Call Stack goes worker <- fixture_thread_start <- fixture_main <- main (full_tables.c:${MAIN_LINE}), with source lines`);
+  const state = await waitFor('the pause reason', async () => (await stopState(page)).find((r) => /paused on breakpoint/i.test(r)));
+  check(true, `Call Stack says "${state}"`);
 
   // Variables: expand the Locals scope (VS Code expands only the first).
   await expandPane(page, 'Variables');
@@ -245,6 +268,15 @@ async function run(page) {
   }, 10000);
   check(/commit/.test(hover), `hovering the RSEQ-LINE tells the section: "${hover.slice(0, 90)}…"`);
   await screenshot(page, 'section-hover');
+  // Closed, so it does not hide the lines the next screenshots are about:
+  // Escape with the focus back in the editor.
+  const sectionHover = page.locator('.monaco-hover:visible', { hasText: 'rseq critical section' });
+  for (let i = 0; i < 3 && (await sectionHover.count()) > 0; i++) {
+    await runCommand(page, 'View: Focus Active Editor Group');
+    await page.keyboard.press('Escape');
+    await page.waitForTimeout(300);
+  }
+  check((await sectionHover.count()) === 0, 'the section hover closed');
   await page.mouse.move(5, 500);
   await screenshot(page, 'paused-at-breakpoint');
 
@@ -256,10 +288,12 @@ async function run(page) {
     }
     const l = await cursorLine(page);
     const st = await texts(page, SEL.callStack);
-    const thread = st.find((r) => /^Thread/.test(r) && !/\(main\)/.test(r) && !/Paused on breakpoint/i.test(r)) || '';
-    return l && l !== RSEQ_LINE && thread ? { l, thread } : undefined;
+    const thread = (await stopState(page)).find((r) => !/Paused on breakpoint|Running/i.test(r)) || '';
+    const top = st.find((r) => r.startsWith('worker')) || '';
+    return l && l !== RSEQ_LINE && thread && top ? { l, thread, top } : undefined;
   });
-  log(`after Step Over: line ${afterLine.l}, thread "${afterLine.thread}"`);
+  log(`after Step Over: line ${afterLine.l}, thread "${afterLine.thread}", frame "${afterLine.top}"`);
+  check(at('full_tables.c', afterLine.l).test(afterLine.top), `the top frame is on the editor's current line ${afterLine.l}`);
   check(await page.$(SEL.topFrameLine), `the new current line ${afterLine.l} is highlighted`);
   check(/critical section committed/i.test(afterLine.thread), 'the Call Stack says the critical section committed');
   check(!/abort/i.test(afterLine.thread), 'Step Over did not stop in the abort handler');

@@ -59,7 +59,7 @@ cat >"$WS/.vscode/launch.json" <<'JSON'
       "request": "launch",
       "name": "full_tables",
       "program": "${workspaceFolder}/build/full_tables",
-      "args": ["1", "100"],
+      "args": ["1", "100", "--main"],
       "cwd": "${workspaceFolder}"
     }
   ]
@@ -105,5 +105,6 @@ curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null || { cat "$STATE/server.log
 rm -rf "$ART" && mkdir -p "$ART"
 step "workbench"
 RSEQ_LINE=$(grep -n '/\* RSEQ-LINE \*/' "$WS/full_tables.c" | cut -d: -f1)
-URL="http://127.0.0.1:$PORT" WORKSPACE=$WS STATE=$STATE ARTIFACTS=$ART RSEQ_LINE=$RSEQ_LINE \
+MAIN_LINE=$(grep -n 'return fixture_main(' "$WS/full_tables.c" | cut -d: -f1)
+URL="http://127.0.0.1:$PORT" WORKSPACE=$WS STATE=$STATE ARTIFACTS=$ART RSEQ_LINE=$RSEQ_LINE MAIN_LINE=$MAIN_LINE \
   timeout 240 node "$HERE/e2e.js"

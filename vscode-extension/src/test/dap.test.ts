@@ -8,13 +8,14 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { DebugClient } from '@vscode/debugadapter-testsupport';
 import { DebugProtocol } from '@vscode/debugprotocol';
-import { addrValue, normalizeRegions, Region } from '../model';
+import { addrValue, hexAddr, normalizeRegions, Region } from '../model';
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const BINARY = process.env.RSEQDBG_BINARY ?? path.join(REPO, 'rseqdbg');
 const FIXTURES = path.join(REPO, 'tests', 'fixtures');
 const FULL_TABLES = path.join(FIXTURES, 'build', 'full_tables');
 const FULL_TABLES_C = path.join(FIXTURES, 'full_tables.c');
+const FIXTURE_COMMON_C = path.join(FIXTURES, 'fixture_common.c');
 const TIMEOUT = 20000;
 
 /** 1-based line of the first line of file holding marker. */
@@ -25,6 +26,33 @@ function markerLine(file: string, marker: string): number {
     throw new Error(`${marker} not in ${file}`);
   }
   return i + 1;
+}
+
+/** The state letter of a thread in /proc (t: stopped by the tracer). */
+function threadState(pid: number, tid: number): string {
+  const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+}
+
+/** How many threads process pid has. */
+function taskCount(pid: number): number {
+  try {
+    return fs.readdirSync(`/proc/${pid}/task`).length;
+  } catch {
+    return 0;
+  }
+}
+
+/** The pid tracing process pid, 0 when none. */
+function tracerOf(pid: number): number {
+  const m = /^TracerPid:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : -1;
+}
+
+async function waitFor(what: string, cond: () => boolean): Promise<void> {
+  for (const end = Date.now() + TIMEOUT; !cond(); await new Promise((r) => setTimeout(r, 10))) {
+    assert.ok(Date.now() < end, `timed out waiting for ${what}`);
+  }
 }
 
 /** Why the DAP tests cannot run, or undefined when they can. */
@@ -44,6 +72,7 @@ function skipReason(): string | undefined {
 
 const RSEQ_LINE = markerLine(FULL_TABLES_C, '/* RSEQ-LINE */');
 const FUNC_ENTRY_LINE = markerLine(FULL_TABLES_C, '/* FUNC-ENTRY */');
+const CALL_LINE = markerLine(FULL_TABLES_C, 't->commits += inc_full(');
 
 interface Stop {
   event: DebugProtocol.StoppedEvent;
@@ -114,12 +143,13 @@ describe('rseqdbg dap (DebugClient against the Go binary)', function () {
     return { event, frames: st.body.stackFrames };
   }
 
-  /** Launch, break on the RSEQ-LINE, configurationDone, first stop there. */
-  async function stopAtRseqLine(extra: Record<string, unknown> = {}): Promise<Stop> {
+  /** Launch, break on the RSEQ-LINE (when condition holds), configurationDone, first stop there. */
+  async function stopAtRseqLine(extra: Record<string, unknown> = {}, condition?: string): Promise<Stop> {
     const stopped = dc.waitForEvent('initialized', TIMEOUT);
-    await launch(extra);
+    const { args, ...rest } = extra;
+    await launch(rest, (args as string[] | undefined) ?? ['1', '200']);
     await stopped;
-    const bps = await setLineBreakpoints([RSEQ_LINE]);
+    const bps = (await dc.setBreakpointsRequest({ source: { path: FULL_TABLES_C }, breakpoints: [{ line: RSEQ_LINE, condition }] })).body.breakpoints;
     assert.strictEqual(bps.length, 1);
     assert.ok(bps[0].verified, `breakpoint on full_tables.c:${RSEQ_LINE} not verified: ${JSON.stringify(bps[0])}`);
     const stop = waitStopped();
@@ -127,21 +157,48 @@ describe('rseqdbg dap (DebugClient against the Go binary)', function () {
     return stop;
   }
 
+  /** Sum of the per-CPU counters: fixture_counters is 256 slots of 64 bytes, a long count first. */
+  async function counterSum(frameId: number): Promise<bigint> {
+    const ev = await dc.evaluateRequest({ expression: 'fixture_counters', frameId, context: 'watch' });
+    assert.ok(ev.body.memoryReference, `fixture_counters has no memory reference: ${JSON.stringify(ev.body)}`);
+    const mem = await dc.customRequest('readMemory', { memoryReference: ev.body.memoryReference, count: 256 * 64 });
+    const body = mem.body as DebugProtocol.ReadMemoryResponse['body'];
+    const data = Buffer.from(body?.data ?? '', 'base64');
+    assert.strictEqual(data.length, 256 * 64, `readMemory gave ${data.length} bytes`);
+    let sum = 0n;
+    for (let i = 0; i < 256; i++) {
+      sum += data.readBigInt64LE(i * 64);
+    }
+    return sum;
+  }
+
   async function regions(): Promise<Region[]> {
     const r = await dc.customRequest('rseqRegions');
     return normalizeRegions(r.body);
   }
 
-  it('verifies and hits a breakpoint on the RSEQ-LINE; the stack has source lines', async () => {
-    const { event, frames } = await stopAtRseqLine();
+  it('verifies and hits a breakpoint on the RSEQ-LINE; the stack reaches main with source lines', async () => {
+    // --main: the worker runs on the main thread, so its stack goes through
+    // fixture_thread_start and fixture_main to main.
+    const { event, frames } = await stopAtRseqLine({ args: ['1', '200', '--main'] });
     assert.strictEqual(event.body.reason, 'breakpoint');
-    assert.match(frames[0].name, /worker/);
-    assert.strictEqual(frames[0].line, RSEQ_LINE);
-    assert.strictEqual(path.resolve(frames[0].source?.path ?? ''), FULL_TABLES_C);
-    assert.ok(frames.length >= 2, `one frame only: ${JSON.stringify(frames)}`);
-    assert.ok(frames[0].instructionPointerReference, 'frame 0 has no instructionPointerReference');
+    const want: [RegExp, string, number][] = [
+      [/^worker/, FULL_TABLES_C, RSEQ_LINE],
+      [/^fixture_thread_start/, FIXTURE_COMMON_C, markerLine(FIXTURE_COMMON_C, 'return fixture_worker(arg);')],
+      [/^fixture_main/, FIXTURE_COMMON_C, markerLine(FIXTURE_COMMON_C, 'fixture_thread_start(&ts[0]);')],
+      [/^main\b/, FULL_TABLES_C, markerLine(FULL_TABLES_C, 'return fixture_main(')],
+    ];
+    const shown = frames.map((f) => `${f.name} ${f.source?.path ?? '?'}:${f.line}`).join(' <- ');
+    assert.ok(frames.length >= want.length, `stack too short: ${shown}`);
+    want.forEach(([name, file, line], i) => {
+      const f = frames[i];
+      assert.match(f.name, name, `frame ${i}: ${shown}`);
+      assert.strictEqual(path.resolve(f.source?.path ?? ''), file, `frame ${i} source: ${shown}`);
+      assert.strictEqual(f.line, line, `frame ${i} line: ${shown}`);
+      assert.ok(f.instructionPointerReference, `frame ${i} has no instructionPointerReference`);
+    });
 
-    // A breakpoint in inc_full: its caller worker is frame 1, on a source line of its own.
+    // A breakpoint in inc_full: its caller worker is frame 1, on the line of the call.
     await setLineBreakpoints([FUNC_ENTRY_LINE]);
     const next = waitStopped();
     await dc.continueRequest({ threadId: event.body.threadId! });
@@ -149,9 +206,8 @@ describe('rseqdbg dap (DebugClient against the Go binary)', function () {
     assert.match(s2.frames[0].name, /inc_full/);
     assert.strictEqual(path.resolve(s2.frames[0].source?.path ?? ''), FULL_TABLES_C);
     assert.match(s2.frames[1].name, /worker/);
-    assert.strictEqual(path.resolve(s2.frames[1].source?.path ?? ''), FULL_TABLES_C);
-    assert.ok(s2.frames[1].line > FUNC_ENTRY_LINE && s2.frames[1].line < RSEQ_LINE, `caller line ${s2.frames[1].line}`);
-    assert.ok(s2.frames.length >= 3, 'no frame above worker (start_thread)');
+    assert.strictEqual(s2.frames[1].line, CALL_LINE);
+    assert.ok(s2.frames.some((f) => /^main\b/.test(f.name) && f.line > 0), 'main is not on the stack of inc_full');
   });
 
   it('lists the regions of full_tables with rseqRegions', async () => {
@@ -173,15 +229,17 @@ describe('rseqdbg dap (DebugClient against the Go binary)', function () {
   it('next over the RSEQ-LINE takes the commit path', async () => {
     const { event } = await stopAtRseqLine();
     const threadId = event.body.threadId!;
+    // Without the breakpoint, so nothing but the step ends the step.
+    await setLineBreakpoints([]);
     const next = waitStopped();
     await dc.nextRequest({ threadId });
     const s = await next;
+    // A real abort (preemption, migration) may happen on the way: the
+    // section is retried, and next still ends on the commit path.
     assert.strictEqual(s.event.body.reason, 'step');
-    const text = `${s.event.body.description ?? ''} ${s.event.body.text ?? ''}`;
-    assert.ok(/commit/i.test(text) || (s.frames[0].line !== RSEQ_LINE && /worker/.test(s.frames[0].name)), `after next: ${text} at ${s.frames[0].name}:${s.frames[0].line}`);
-    // A real abort (preemption, migration) may happen on the way; next must
-    // still end on the commit path, never in the abort handler.
-    assert.ok(/committed/i.test(text) && !/aborted by the kernel/i.test(text), `next did not end on the commit path: ${text}`);
+    assert.strictEqual(s.event.body.description, 'critical section committed', JSON.stringify(s.event.body));
+    assert.match(s.frames[0].name, /^worker/);
+    assert.notStrictEqual(s.frames[0].line, RSEQ_LINE, 'next stayed on the line');
   });
 
   it('instruction steps through the section reach its commit, never stopping inside', async () => {
@@ -193,84 +251,141 @@ describe('rseqdbg dap (DebugClient against the Go binary)', function () {
     const commit = addrValue(region.commit)!;
     let pc = addrValue(frames[0].instructionPointerReference)!;
     const seen: string[] = [];
+    let last: DebugProtocol.StoppedEvent | undefined;
     for (let i = 0; i < 64 && pc !== commit; i++) {
       const next = waitStopped();
       await dc.stepInRequest({ threadId, granularity: 'instruction' });
       const s = await next;
+      last = s.event;
       pc = addrValue(s.frames[0].instructionPointerReference)!;
       seen.push('0x' + pc.toString(16));
       assert.ok(!(pc > start && pc < commit), `stopped inside the section at 0x${pc.toString(16)} after ${seen.join(' ')}`);
     }
     assert.strictEqual(pc, commit, `never reached commit 0x${commit.toString(16)}: ${seen.join(' ')}`);
+    assert.strictEqual(last?.body.description, 'critical section committed', JSON.stringify(last?.body));
+    const stats = (await dc.customRequest('rseqStats')).body as { stepsInside: number; commits: number };
+    assert.strictEqual(stats.stepsInside, 0, 'a hardware step started inside the section');
   });
 
-  it('shows the caller\'s locals with values and the registers', async () => {
+  it('shows the caller\'s locals with their values, and the registers', async () => {
     const stopped = dc.waitForEvent('initialized', TIMEOUT);
-    await launch();
+    await launch({}, ['1', '200', '--main']);
     await stopped;
-    assert.ok((await setLineBreakpoints([FUNC_ENTRY_LINE]))[0].verified);
+    // The third call of inc_full: odd iterations call it, so worker's i is 5.
+    const bps = await dc.setBreakpointsRequest({ source: { path: FULL_TABLES_C }, breakpoints: [{ line: FUNC_ENTRY_LINE, hitCondition: '3' }] });
+    assert.ok(bps.body.breakpoints[0].verified);
     const first = waitStopped();
     await dc.configurationDoneRequest();
     const { frames } = await first;
-    assert.match(frames[1].name, /worker/);
+    assert.match(frames[0].name, /^inc_full/);
+    assert.match(frames[1].name, /^worker/);
     const scopes = (await dc.scopesRequest({ frameId: frames[1].id })).body.scopes;
-    const locals = scopes.find((s) => /local/i.test(s.name));
+    const locals = scopes.find((s) => s.name === 'Locals');
     assert.ok(locals, `no Locals scope: ${JSON.stringify(scopes)}`);
     const vars = (await dc.variablesRequest({ variablesReference: locals.variablesReference })).body.variables;
-    const names = vars.map((v) => v.name);
-    assert.ok(names.includes('t') || names.includes('i') || names.includes('rs'), `worker's locals: ${names.join(', ')}`);
-    const valued = vars.filter((v) => v.value !== '' && !/optimi[sz]ed out|unavailable|error/i.test(v.value));
-    assert.ok(valued.length > 0, `no local has a value: ${JSON.stringify(vars)}`);
+    const byName = new Map(vars.map((v) => [v.name, v]));
+    assert.strictEqual(byName.get('i')?.value, '5', `worker's locals: ${JSON.stringify(vars)}`);
+    const t = byName.get('t');
+    assert.ok(t && /^0x[0-9a-f]+/.test(t.value) && t.variablesReference > 0, `t: ${JSON.stringify(t)}`);
+    // t->iterations is the n of the loop.
+    const n = await dc.evaluateRequest({ expression: 't->iterations', frameId: frames[1].id, context: 'watch' });
+    assert.strictEqual(n.body.result, '200');
 
-    const regsScope = (await dc.scopesRequest({ frameId: frames[0].id })).body.scopes.find((s) => /regist/i.test(s.name));
+    const regsScope = (await dc.scopesRequest({ frameId: frames[0].id })).body.scopes.find((s) => s.name === 'Registers');
     assert.ok(regsScope, 'no Registers scope');
     const regs = (await dc.variablesRequest({ variablesReference: regsScope.variablesReference })).body.variables;
-    const rip = regs.find((v) => v.name === 'rip' || v.name === 'pc');
+    const rip = regs.find((v) => v.name === 'rip');
     assert.ok(rip && /^0x[0-9a-f]+/i.test(rip.value), `rip: ${JSON.stringify(regs.slice(0, 5))}`);
     assert.strictEqual(addrValue(rip.value.split(/\s/)[0]), addrValue(frames[0].instructionPointerReference));
-    assert.ok(regs.some((v) => v.name === 'rsp'), 'no rsp');
+    for (const name of ['rsp', 'rdi', 'eflags', 'fs_base']) {
+      assert.ok(regs.some((v) => v.name === name && v.value !== ''), `no ${name} among ${regs.map((v) => v.name).join(' ')}`);
+    }
+    // inc_full's first argument is the thread's rseq area, in rdi.
+    const rdi = regs.find((v) => v.name === 'rdi')!;
+    const rs = await dc.evaluateRequest({ expression: 'rs', frameId: frames[0].id, context: 'watch' });
+    assert.strictEqual(addrValue(rdi.value.split(/\s/)[0]), addrValue(rs.body.result.split(/\s/)[0]));
   });
 
-  it('disassembly marks the section and readMemory returns its bytes', async () => {
+  /** Sends a request and resolves with its response, failed or not. */
+  function rawRequest(command: string, args: unknown): Promise<DebugProtocol.Response> {
+    return new Promise((resolve) => (dc as unknown as { doSend(c: string, a: unknown, cb: (r: DebugProtocol.Response) => void): void }).doSend(command, args, resolve));
+  }
+
+  it('tells the user about failures of what they started, not of hovers', async () => {
+    const { frames } = await stopAtRseqLine();
+    // VS Code turns showUser into a notification: a hover over a word that
+    // is no variable must fail quietly.
+    const hover = (await rawRequest('evaluate', { expression: 'INC_FULL_ASM', frameId: frames[0].id, context: 'hover' })) as DebugProtocol.ErrorResponse;
+    assert.strictEqual(hover.success, false);
+    assert.ok(hover.body?.error && !hover.body.error.showUser, `hover error: ${JSON.stringify(hover)}`);
+    const set = (await rawRequest('setVariable', { variablesReference: 999999, name: 'i', value: '1' })) as DebugProtocol.ErrorResponse;
+    assert.strictEqual(set.success, false);
+    assert.strictEqual(set.body?.error?.showUser, true, `setVariable error: ${JSON.stringify(set)}`);
+  });
+
+  it('disassembly marks the section\'s start, commit and abort handler', async () => {
     await stopAtRseqLine();
     const region = (await regions()).find((r) => r.source && r.source.line === RSEQ_LINE)!;
     const start = addrValue(region.start)!;
     const commit = addrValue(region.commit)!;
     const dis = await dc.disassembleRequest({ memoryReference: '0x' + start.toString(16), instructionOffset: -2, instructionCount: 24, resolveSymbols: true });
     const ins = dis.body?.instructions ?? [];
-    assert.ok(ins.length >= 10, `disassembly: ${JSON.stringify(ins.slice(0, 3))}`);
-    const inSection = ins.filter((i) => addrValue(i.address)! >= start && addrValue(i.address)! <= commit);
-    assert.ok(inSection.length > 0, 'no instruction of the section');
-    const marked = inSection.filter((i) => /rseq|critical|restartable|commit|region/i.test(`${i.instruction} ${i.symbol ?? ''}`));
-    assert.ok(marked.length > 0, `section not marked: ${JSON.stringify(inSection)}`);
+    assert.ok(ins.length === 24, `disassembly: ${JSON.stringify(ins.slice(0, 3))}`);
+    const at = (a: bigint) => ins.find((i) => addrValue(i.address) === a);
+    assert.match(at(start)?.instruction ?? '', /critical section.*start/, `start: ${JSON.stringify(at(start))}`);
+    assert.match(at(commit)?.instruction ?? '', /commit/, `commit: ${JSON.stringify(at(commit))}`);
+    const inside = ins.filter((i) => addrValue(i.address)! > start && addrValue(i.address)! < commit);
+    assert.ok(inside.length > 0 && inside.every((i) => /inside rseq/.test(i.instruction)), `inside: ${JSON.stringify(inside)}`);
+    const handler = await dc.disassembleRequest({ memoryReference: hexAddr(region.abort), instructionCount: 1 });
+    assert.match(handler.body?.instructions[0].instruction ?? '', /abort handler/);
 
+    // readMemory at the section gives the bytes the disassembly decoded.
     const mem = await dc.customRequest('readMemory', { memoryReference: '0x' + start.toString(16), count: Number(commit - start) });
-    const body = mem.body as DebugProtocol.ReadMemoryResponse['body'];
-    assert.ok(body?.data, 'readMemory returned no data');
-    const bytes = Buffer.from(body.data, 'base64');
+    const bytes = Buffer.from((mem.body as DebugProtocol.ReadMemoryResponse['body'])!.data!, 'base64');
     assert.strictEqual(bytes.length, Number(commit - start));
-    const fileBytes = ins.find((i) => addrValue(i.address) === start)?.instructionBytes;
-    if (fileBytes) {
-      const hex = fileBytes.replace(/\s+/g, '').toLowerCase();
-      assert.strictEqual(bytes.subarray(0, hex.length / 2).toString('hex'), hex);
-    }
+    const hex = (at(start)?.instructionBytes ?? '').replace(/\s+/g, '').toLowerCase();
+    assert.ok(hex.length > 0, 'no instruction bytes');
+    assert.strictEqual(bytes.subarray(0, hex.length / 2).toString('hex'), hex);
   });
 
-  it('pauses a running multi-threaded program', async () => {
+  it('readMemory returns the per-CPU counters, which sum to the iterations done', async () => {
+    const { event, frames } = await stopAtRseqLine({ args: ['1', '200', '--main'] }, 'i == 40');
+    assert.strictEqual(await counterSum(frames[0].id), 40n, 'iterations 0-39 committed once each');
+    const next = waitStopped();
+    await setLineBreakpoints([]);
+    await dc.nextRequest({ threadId: event.body.threadId! });
+    const s = await next;
+    assert.strictEqual(s.event.body.description, 'critical section committed');
+    assert.strictEqual(await counterSum(s.frames[0].id), 41n, 'the section of iteration 40 added one');
+  });
+
+  it('pause stops every thread of a running multi-threaded program', async () => {
     const init = dc.waitForEvent('initialized', TIMEOUT);
-    await launch({}, ['4', '200000000']);
+    const proc = dc.waitForEvent('process', TIMEOUT) as Promise<DebugProtocol.ProcessEvent>;
+    // Iterations enough for minutes: no worker ends before the pause.
+    await launch({}, ['4', '2000000000']);
+    const pid = (await proc).body.systemProcessId!;
     await init;
     await dc.configurationDoneRequest();
-    await new Promise((r) => setTimeout(r, 500));
-    const running = (await dc.threadsRequest()).body.threads;
+    // While it runs, threads lists main and the four workers it started.
+    let running: DebugProtocol.Thread[] = [];
+    for (const end = Date.now() + TIMEOUT; running.length !== 5; await new Promise((r) => setTimeout(r, 20))) {
+      assert.ok(Date.now() < end, `threads while running: ${JSON.stringify(running)}`);
+      running = (await dc.threadsRequest()).body.threads;
+    }
+    assert.strictEqual(running[0].id, pid, 'the main thread comes first');
     const stopped = waitStopped();
-    await dc.pauseRequest({ threadId: running[0].id });
+    await dc.pauseRequest({ threadId: pid });
     const s = await stopped;
     assert.strictEqual(s.event.body.reason, 'pause');
-    assert.ok(s.frames.length > 0);
+    assert.strictEqual(s.event.body.allThreadsStopped, true);
     const threads = (await dc.threadsRequest()).body.threads;
-    // Workers that already finished are gone: main and at least one worker.
-    assert.ok(threads.length >= 2, `main and its workers, got ${JSON.stringify(threads)}`);
+    assert.strictEqual(threads.length, 5, JSON.stringify(threads));
+    for (const th of threads) {
+      assert.strictEqual(threadState(pid, th.id), 't', `thread ${th.id} is not in a traced stop`);
+      const st = await dc.stackTraceRequest({ threadId: th.id, levels: 20 });
+      assert.ok(st.body.stackFrames.length > 0, `thread ${th.id} has no frames`);
+    }
     await disconnect(true);
   });
 
@@ -305,8 +420,10 @@ describe('rseqdbg dap (DebugClient against the Go binary)', function () {
   it('attaches to a running fixture by pid and stops at a breakpoint', async () => {
     const child = cp.spawn(FULL_TABLES, ['1', '2000000000'], { stdio: 'ignore' });
     children.push(child);
-    await new Promise((r) => setTimeout(r, 300));
-    assert.ok(child.pid && child.exitCode === null, 'fixture did not start');
+    // Attach once the worker runs, so the attach meets a program at work.
+    for (const end = Date.now() + TIMEOUT; !child.pid || taskCount(child.pid) < 2; await new Promise((r) => setTimeout(r, 10))) {
+      assert.ok(Date.now() < end && child.exitCode === null, 'the fixture\'s worker did not start');
+    }
     const init = dc.waitForEvent('initialized', TIMEOUT);
     await dc.initializeRequest({ adapterID: 'rseqdbg', linesStartAt1: true, columnsStartAt1: true, pathFormat: 'path' });
     await dc.attachRequest({ processId: child.pid } as DebugProtocol.AttachRequestArguments);
@@ -325,7 +442,9 @@ describe('rseqdbg dap (DebugClient against the Go binary)', function () {
     assert.strictEqual(s.frames[0].line, RSEQ_LINE);
     await dc.setBreakpointsRequest({ source: { path: FULL_TABLES_C }, breakpoints: [] });
     await disconnect(false);
-    await new Promise((r) => setTimeout(r, 300));
+    // Detached: it runs on (2e9 iterations), untraced.
+    assert.strictEqual(child.exitCode, null, 'the detached process died');
+    await waitFor('the detach', () => tracerOf(child.pid!) === 0);
     assert.strictEqual(child.exitCode, null, 'the detached process died');
   });
 });
