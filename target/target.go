@@ -7,6 +7,7 @@ package target
 import (
 	"errors"
 	"fmt"
+	"io"
 )
 
 // Regs are the x86-64 general registers in the kernel's user_regs_struct
@@ -177,4 +178,19 @@ type Target interface {
 	Kill() error
 	// Detach removes every breakpoint and lets the process run on.
 	Detach() error
+}
+
+// File is an object file of the debugged process, read where the process
+// runs.
+type File interface {
+	io.ReaderAt
+	io.Closer
+	Size() int64
+}
+
+// FileReader is implemented by targets whose files need not be the
+// debugger's own (a remote stub, an emulator): the core reads the
+// executable and libraries through it instead of opening local paths.
+type FileReader interface {
+	OpenFile(path string) (File, error)
 }
