@@ -207,7 +207,9 @@ func (s *session) runStop(op func() (*stepper.Stop, error)) [][]byte {
 			return one("W00")
 		}
 		slog.Error("resuming", "err", err)
-		return replyErr
+		// gdb shows the text and takes the error as a stop (its "Remote
+		// failure reply"): the client learns why instead of hanging.
+		return append(consoleOutput(fmt.Sprintf("rseqdbg: resuming failed: %v\n", err)), replyErr...)
 	}
 	if st == nil {
 		return replyErr

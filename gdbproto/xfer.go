@@ -124,6 +124,9 @@ func (s *session) threadsDoc(string) ([]byte, bool) {
 // are none, and gdb finds ld.so by itself through auxv.
 func (s *session) librariesDoc(string) ([]byte, bool) {
 	const empty = "<library-list-svr4 version=\"1.0\"/>\n"
+	if doc, ok := s.upstreamLibrariesDoc(); ok {
+		return doc, true
+	}
 	pr := s.live()
 	if pr == nil {
 		return []byte(empty), true
