@@ -168,9 +168,9 @@ func (t *Target) handshake(opts Options) error {
 	if _, err := t.c.Request("vCont?"); err != nil {
 		return fmt.Errorf("the stub does not support vCont: %w", err)
 	}
-	if _, err := t.c.Request("QThreadEvents:1"); err == nil {
-		t.threadEvents = true
-	}
+	// No QThreadEvents: gdbserver 13 crashes reporting a thread's exit in
+	// all-stop mode. Threads are listed again after each stop instead, and
+	// a solo run whose thread ends comes back as "N" (no-resumed+).
 	// gdbserver describes the registers of its current thread: pick one
 	// first, as gdb does.
 	if _, err := t.c.Request("Hg0"); err != nil && !errors.Is(err, gdbproto.ErrUnsupported) {
@@ -329,8 +329,17 @@ func (t *Target) Threads() []int {
 
 func (t *Target) refreshThreads() error {
 	var list []int
-	reply, err := t.request("qfThreadInfo")
-	for err == nil && len(reply) > 0 && reply[0] == 'm' {
+	// Both requests at once: the first reply usually lists every thread.
+	if t.lost != nil {
+		return t.lost
+	}
+	replies, err := t.c.Pipeline("qfThreadInfo", "qsThreadInfo")
+	err = t.fail(err)
+	var reply []byte
+	if err == nil {
+		reply = replies[0]
+	}
+	for i := 1; err == nil && len(reply) > 0 && reply[0] == 'm'; i++ {
 		for _, f := range strings.Split(string(reply[1:]), ",") {
 			id, perr := gdbproto.ParseThreadID(f)
 			if perr != nil || id.Tid <= 0 {
@@ -341,7 +350,11 @@ func (t *Target) refreshThreads() error {
 			}
 			list = append(list, int(id.Tid))
 		}
-		reply, err = t.request("qsThreadInfo")
+		if i < len(replies) {
+			reply = replies[i]
+		} else {
+			reply, err = t.request("qsThreadInfo")
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("listing threads: %w", err)
@@ -782,6 +795,7 @@ func (t *Target) resume() error {
 	}
 	t.invalidate()
 	t.running.Store(true)
+	slog.Debug("upstream <-", "packet", b.String())
 	if err := t.c.Send(b.String()); err != nil {
 		t.running.Store(false)
 		return t.fail(err)
@@ -813,6 +827,7 @@ func (t *Target) Wait() (target.Event, error) {
 		if err != nil {
 			return target.Event{}, t.fail(err)
 		}
+		slog.Debug("upstream ->", "packet", clip(reply))
 		st, err := gdbproto.ParseStopReply(reply)
 		if err != nil {
 			if len(reply) > 0 && reply[0] == 'E' {
