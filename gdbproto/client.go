@@ -1,14 +1,15 @@
 package gdbproto
 
 import (
-	"context"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -16,10 +17,25 @@ import (
 // (gdbserver, qemu-user's gdbstub, lldb-server) the way gdb does, for
 // target/remote. Requests are not safe for concurrent use, except
 // [Client.Interrupt], which may be called from any goroutine.
+//
+// Unlike [Conn], the client reads the stub in the caller's goroutine: a
+// proxy sits in the middle of every round trip, and handing each reply
+// from a reading goroutine to the caller costs a wake-up per packet.
 type Client struct {
-	conn       *Conn
+	rw         io.ReadWriteCloser
+	rd         *Reader
 	features   map[string]string
 	packetSize int
+	noAck      bool
+
+	wmu  sync.Mutex // serializes writes (Interrupt comes from elsewhere)
+	wbuf []byte
+
+	errMu     sync.Mutex
+	err       error // the connection is broken: every call fails with it
+	done      chan struct{}
+	closeOnce sync.Once
+
 	// Console receives the text of O packets (the stub's console output,
 	// qRcmd output arriving outside a forwarded request); nil drops it.
 	Console func(text string)
@@ -50,10 +66,11 @@ const clientFeatures = "qSupported:multiprocess+;swbreak+;hwbreak+;vContSupporte
 // NewClient starts a session over rw: qSupported, then no-ack mode when the
 // stub offers it.
 func NewClient(rw io.ReadWriteCloser) (*Client, error) {
-	c := &Client{conn: NewConn(rw, 0), features: map[string]string{}, packetSize: 0x3fff, Timeout: 2 * time.Minute}
+	c := &Client{rw: rw, rd: NewReader(rw, 0), features: map[string]string{}, packetSize: 0x3fff,
+		Timeout: 2 * time.Minute, done: make(chan struct{})}
 	reply, err := c.Request(clientFeatures)
 	if err != nil {
-		c.conn.Close()
+		c.Close()
 		return nil, fmt.Errorf("qSupported: %w", err)
 	}
 	for _, f := range strings.Split(string(reply), ";") {
@@ -73,10 +90,34 @@ func NewClient(rw io.ReadWriteCloser) (*Client, error) {
 	}
 	if c.Supports("QStartNoAckMode") {
 		if reply, err := c.Request("QStartNoAckMode"); err == nil && string(reply) == "OK" {
-			c.conn.SetNoAck()
+			c.noAck = true
 		}
 	}
 	return c, nil
+}
+
+// broken records why the connection can no longer be used.
+func (c *Client) broken(err error) error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	if c.err == nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		c.err = err
+		c.closeOnce.Do(func() {
+			close(c.done)
+			c.rw.Close()
+		})
+	}
+	return c.err
+}
+
+// Err is why the connection broke, nil while it works.
+func (c *Client) Err() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.err
 }
 
 // Supports reports whether the stub announced feature+ in qSupported.
@@ -85,11 +126,18 @@ func (c *Client) Supports(feature string) bool { return c.features[feature] == "
 // PacketSize is the largest packet the stub accepts.
 func (c *Client) PacketSize() int { return c.packetSize }
 
+// NoAck reports whether the session runs without acknowledgements, where
+// requests may be sent ahead of their replies.
+func (c *Client) NoAck() bool { return c.noAck }
+
 // Close ends the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+func (c *Client) Close() error {
+	c.broken(ErrClosed)
+	return nil
+}
 
 // Done is closed when the connection to the stub is gone.
-func (c *Client) Done() <-chan struct{} { return c.conn.Done() }
+func (c *Client) Done() <-chan struct{} { return c.done }
 
 // isConsole tells an O packet (console output in hex) from a reply.
 func isConsole(p []byte) bool {
@@ -104,40 +152,109 @@ func isConsole(p []byte) bool {
 	return true
 }
 
-// Send writes one packet without waiting for a reply (a resumption).
-func (c *Client) Send(pkt string) error {
-	if err := c.conn.WritePacket([]byte(pkt)); err != nil {
-		return fmt.Errorf("sending %s: %w", clip(pkt), err)
+// write sends raw bytes.
+func (c *Client) write(b []byte) error {
+	if err := c.Err(); err != nil {
+		return err
+	}
+	if _, err := c.rw.Write(b); err != nil {
+		return c.broken(err)
 	}
 	return nil
+}
+
+// Send writes one packet without waiting for a reply (a resumption). In
+// ack mode it waits for the stub's '+', sending again on '-'.
+func (c *Client) Send(pkt string) error {
+	slog.Debug("upstream <-", "packet", clip(pkt))
+	c.wmu.Lock()
+	c.wbuf = AppendPacket(c.wbuf[:0], []byte(pkt))
+	err := c.write(c.wbuf)
+	c.wmu.Unlock()
+	if err != nil {
+		return fmt.Errorf("sending %s: %w", clip(pkt), err)
+	}
+	for tries := 0; !c.noAck; tries++ {
+		m, err := c.next(c.Timeout)
+		if err != nil {
+			return fmt.Errorf("sending %s: %w", clip(pkt), err)
+		}
+		switch {
+		case m.Kind == KindAck:
+			return nil
+		case m.Kind == KindNak && tries < maxTransmits:
+			c.wmu.Lock()
+			err = c.write(c.wbuf)
+			c.wmu.Unlock()
+			if err != nil {
+				return fmt.Errorf("sending %s: %w", clip(pkt), err)
+			}
+		case m.Kind == KindNak:
+			return fmt.Errorf("sending %s: rejected %d times", clip(pkt), maxTransmits)
+		}
+	}
+	return nil
+}
+
+// next reads one message, within timeout when it is not zero.
+func (c *Client) next(timeout time.Duration) (Message, error) {
+	if err := c.Err(); err != nil {
+		return Message{}, err
+	}
+	type deadliner interface{ SetReadDeadline(time.Time) error }
+	d, canTime := c.rw.(deadliner)
+	if canTime {
+		var t time.Time
+		if timeout > 0 {
+			t = time.Now().Add(timeout)
+		}
+		d.SetReadDeadline(t)
+	}
+	m, err := c.rd.Next()
+	if err != nil && !errors.Is(err, ErrTooLarge) {
+		// A timeout may have cut a frame: the stream is out of step.
+		return Message{}, c.broken(fmt.Errorf("reading from the stub: %w", err))
+	}
+	return m, err
 }
 
 // Receive reads the next packet that is not console output, handing
 // console output to Console. A zero timeout waits as long as it takes.
 func (c *Client) Receive(timeout time.Duration) ([]byte, error) {
-	ctx := context.Background()
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
 	for {
-		p, err := c.conn.ReadPacketContext(ctx)
+		m, err := c.next(timeout)
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, fmt.Errorf("reading from the stub: %w", err)
+			return nil, err
 		}
-		if isConsole(p) {
+		if m.Kind != KindPacket {
+			continue // stale acks, notifications
+		}
+		if !c.noAck {
+			ack := "+"
+			if m.BadChecksum {
+				ack = "-"
+			}
+			c.wmu.Lock()
+			err := c.write([]byte(ack))
+			c.wmu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+			if m.BadChecksum {
+				continue
+			}
+		} else if m.BadChecksum {
+			return nil, c.broken(ErrBadChecksum)
+		}
+		if isConsole(m.Payload) {
 			if c.Console != nil {
-				if text, err := DecodeHex(string(p[1:])); err == nil {
+				if text, err := DecodeHex(string(m.Payload[1:])); err == nil {
 					c.Console(string(text))
 				}
 			}
 			continue
 		}
-		return p, nil
+		return m.Payload, nil
 	}
 }
 
@@ -168,7 +285,7 @@ func checkReply(pkt string, reply []byte) ([]byte, error) {
 // replies, saving a round trip per request. Only in no-ack mode: with acks
 // each packet waits for its own.
 func (c *Client) Pipeline(pkts ...string) ([][]byte, error) {
-	if !c.conn.NoAck() {
+	if !c.noAck {
 		var out [][]byte
 		for _, p := range pkts {
 			r, err := c.Request(p)
@@ -203,26 +320,26 @@ func (c *Client) Pipeline(pkts ...string) ([][]byte, error) {
 // Forward sends a packet the proxy does not interpret and returns what the
 // stub answered: console output packets, then the reply, unchanged.
 func (c *Client) Forward(pkt []byte) ([][]byte, error) {
-	if err := c.conn.WritePacket(pkt); err != nil {
+	if err := c.Send(string(pkt)); err != nil {
+		return nil, fmt.Errorf("forwarding: %w", err)
+	}
+	console := c.Console
+	var out [][]byte
+	c.Console = func(text string) { out = append(out, AppendHex([]byte{'O'}, []byte(text))) }
+	defer func() { c.Console = console }()
+	reply, err := c.Receive(c.Timeout)
+	if err != nil {
 		return nil, fmt.Errorf("forwarding %s: %w", clip(string(pkt)), err)
 	}
-	var out [][]byte
-	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
-	defer cancel()
-	for {
-		p, err := c.conn.ReadPacketContext(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("forwarding %s: %w", clip(string(pkt)), err)
-		}
-		out = append(out, p)
-		if !isConsole(p) {
-			return out, nil
-		}
-	}
+	return append(out, reply), nil
 }
 
 // Interrupt sends ^C (0x03) to stop a running target.
-func (c *Client) Interrupt() error { return c.conn.SendInterrupt() }
+func (c *Client) Interrupt() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.write([]byte{0x03})
+}
 
 // ReadXfer reads a whole qXfer object.
 func (c *Client) ReadXfer(object, annex string) ([]byte, error) {

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+
+	"github.com/rseqdbg/rseqdbg/stepper"
+	"github.com/rseqdbg/rseqdbg/target"
 )
 
 // Proxy mode: the server's process is behind another stub (gdbserver,
@@ -27,6 +30,21 @@ type Upstream interface {
 // linker's objects itself (qXfer:libraries-svr4).
 type upstreamLibraries interface {
 	Libraries() ([]byte, error)
+}
+
+// stackPrefetcher is implemented by an upstream that can read the top of a
+// stopped thread's stack while the client reads the stop reply.
+type stackPrefetcher interface {
+	PrefetchStack(tid int)
+}
+
+// prefetch starts reading what the client will ask for after a stop.
+func (s *session) prefetch(st *stepper.Stop) {
+	if pr := s.srv.proc; pr != nil && st != nil && !pr.exited {
+		if p, ok := pr.p.(stackPrefetcher); ok {
+			p.PrefetchStack(st.Tid)
+		}
+	}
 }
 
 // rseqNoter explains, for `monitor rseq status`, how a target found a
@@ -179,4 +197,16 @@ func rseqNote(p Process, tid int) string {
 		}
 	}
 	return ""
+}
+
+// stopRegs returns a thread's registers for a stop reply or a thread
+// listing, which need the PC, stack and frame pointers only: from a target
+// that knows those cheaply (a remote stub's stop reply), just those.
+func stopRegs(p Process, tid int) (target.Regs, error) {
+	if q, ok := p.(target.StopRegs); ok {
+		if pc, sp, fp, ok := q.StopRegs(tid); ok {
+			return target.Regs{Rip: pc, Rsp: sp, Rbp: fp}, nil
+		}
+	}
+	return p.Regs(tid)
 }

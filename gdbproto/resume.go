@@ -214,7 +214,9 @@ func (s *session) runStop(op func() (*stepper.Stop, error)) [][]byte {
 	if st == nil {
 		return replyErr
 	}
-	return s.report(st)
+	out := s.report(st)
+	s.prefetch(st)
+	return out
 }
 
 // watchClient forwards interrupts to the running target until the
@@ -357,7 +359,7 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 		}
 	}
 	tid := st.Tid
-	if r, err := pr.p.Regs(tid); err == nil {
+	if r, err := stopRegs(pr.p, tid); err == nil {
 		pairs = append(pairs, expedite(&r)...)
 	}
 	pairs = append(pairs, StopPair{Key: "thread", Value: s.threadIDString(pr.p.Pid(), tid)})
@@ -369,7 +371,7 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 		for _, t := range pr.p.Threads() {
 			ids = append(ids, fmt.Sprintf("%x", t))
 			pc := uint64(0)
-			if r, err := pr.p.Regs(t); err == nil {
+			if r, err := stopRegs(pr.p, t); err == nil {
 				pc = r.Rip
 			}
 			pcs = append(pcs, fmt.Sprintf("%x", pc))

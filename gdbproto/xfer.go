@@ -102,7 +102,7 @@ func (s *session) threadsDoc(string) ([]byte, bool) {
 				fmt.Fprintf(&b, " name=\"%s\"", xmlEscape(strings.TrimSpace(string(name))))
 			}
 			extra := ""
-			if r, err := pr.p.Regs(t); err == nil {
+			if r, err := stopRegs(pr.p, t); err == nil {
 				if reg := regionAt(pr.eng, r.Rip); reg != nil {
 					extra = "inside critical section " + reg.Name
 				}

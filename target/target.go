@@ -194,3 +194,12 @@ type File interface {
 type FileReader interface {
 	OpenFile(path string) (File, error)
 }
+
+// StopRegs is implemented by targets where reading every register costs a
+// round trip (a remote stub) but a thread's PC, stack and frame pointers
+// are known cheaply once it stopped (the stub's stop reply carries them):
+// the core asks for those alone where they are all it needs. ok is false
+// when they are not known without reading the registers.
+type StopRegs interface {
+	StopRegs(tid int) (pc, sp, fp uint64, ok bool)
+}

@@ -68,7 +68,7 @@ func (f *remoteFile) Close() error {
 	if f.fd < 0 {
 		return nil
 	}
-	err := f.t.c.FileClose(f.fd)
+	err := f.t.cl().FileClose(f.fd)
 	f.fd = -1
 	return f.t.fail(err)
 }
@@ -82,7 +82,7 @@ func (f *remoteFile) block(i int64) ([]byte, error) {
 	}
 	var b []byte
 	for int64(len(b)) < fileBlock {
-		part, err := f.t.c.FilePread(f.fd, fileBlock-len(b), i*fileBlock+int64(len(b)))
+		part, err := f.t.cl().FilePread(f.fd, fileBlock-len(b), i*fileBlock+int64(len(b)))
 		if err != nil {
 			return nil, f.t.fail(err)
 		}
@@ -126,7 +126,7 @@ func (t *Target) openRemote(path string) (int, error) {
 	if !t.vfile {
 		return -1, fmt.Errorf("%s: %w", path, gdbproto.ErrUnsupported)
 	}
-	fd, err := t.c.FileOpen(path, 0, 0)
+	fd, err := t.cl().FileOpen(path, 0, 0)
 	if errors.Is(err, gdbproto.ErrUnsupported) {
 		t.vfile = false
 	}
@@ -155,9 +155,9 @@ func (t *Target) OpenFile(path string) (target.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	size, err := t.c.FileSize(fd)
+	size, err := t.cl().FileSize(fd)
 	if err != nil {
-		t.c.FileClose(fd)
+		t.cl().FileClose(fd)
 		return nil, t.fail(err)
 	}
 	e := &fileEntry{size: size, blocks: map[int64][]byte{}}

@@ -62,7 +62,9 @@ type Target struct {
 	pcReg  int // index of rip
 
 	cache   map[int]*regFile
-	hg      int // thread the stub's Hg points at; 0 unknown
+	exp     map[int][3]uint64 // pc, sp, fp from the last stop reply
+	regnum  [3]int            // numbers of rip, rsp, rbp
+	hg      int               // thread the stub's Hg points at; 0 unknown
 	threads []int
 	fresh   bool // threads is current
 
@@ -77,7 +79,11 @@ type Target struct {
 
 	auxv  []byte
 	files *fileCache
-	rseq  rseqSymbols
+	// pending is a memory read sent ahead (see PrefetchStack); mem holds
+	// what such reads brought, valid until the target runs or is written.
+	pending *memRange
+	mem     []memRange
+	rseq    rseqSymbols
 }
 
 // regFile is one thread's registers as the stub sent them.
@@ -151,7 +157,7 @@ func newTarget(rw io.ReadWriteCloser, opts Options) (*Target, error) {
 	}
 	c.Console = opts.Console
 	t := &Target{
-		c: c, closeRW: c.Close, byName: map[string]int{}, cache: map[int]*regFile{},
+		c: c, closeRW: c.Close, byName: map[string]int{}, cache: map[int]*regFile{}, exp: map[int][3]uint64{},
 		bps: map[uint64]int{}, stepping: map[int]bool{},
 		multiprocess: c.Supports("multiprocess"), swbreak: c.Supports("swbreak"),
 		vfile: true, pcReg: -1,
@@ -165,7 +171,7 @@ func newTarget(rw io.ReadWriteCloser, opts Options) (*Target, error) {
 }
 
 func (t *Target) handshake(opts Options) error {
-	if _, err := t.c.Request("vCont?"); err != nil {
+	if _, err := t.cl().Request("vCont?"); err != nil {
 		return fmt.Errorf("the stub does not support vCont: %w", err)
 	}
 	// No QThreadEvents: gdbserver 13 crashes reporting a thread's exit in
@@ -173,13 +179,13 @@ func (t *Target) handshake(opts Options) error {
 	// a solo run whose thread ends comes back as "N" (no-resumed+).
 	// gdbserver describes the registers of its current thread: pick one
 	// first, as gdb does.
-	if _, err := t.c.Request("Hg0"); err != nil && !errors.Is(err, gdbproto.ErrUnsupported) {
+	if _, err := t.cl().Request("Hg0"); err != nil && !errors.Is(err, gdbproto.ErrUnsupported) {
 		slog.Debug("upstream Hg0", "err", err)
 	}
 	if err := t.describe(); err != nil {
 		return err
 	}
-	reply, err := t.c.Request("?")
+	reply, err := t.cl().Request("?")
 	if err != nil {
 		return fmt.Errorf("initial stop: %w", err)
 	}
@@ -203,12 +209,12 @@ func (t *Target) handshake(opts Options) error {
 		t.pid = t.threads[0]
 	}
 	// qAttached: 1 attached, 0 created by the stub.
-	if reply, err := t.c.Request(fmt.Sprintf("qAttached:%x", t.pid)); err == nil {
+	if reply, err := t.cl().Request(fmt.Sprintf("qAttached:%x", t.pid)); err == nil {
 		t.launched = string(reply) == "0"
 	} else {
 		t.launched = true
 	}
-	if doc, err := t.c.ReadXfer("exec-file", fmt.Sprintf("%x", t.pid)); err == nil && len(doc) > 0 {
+	if doc, err := t.cl().ReadXfer("exec-file", fmt.Sprintf("%x", t.pid)); err == nil && len(doc) > 0 {
 		t.exe = string(doc)
 	} else if opts.ExecPath != "" {
 		t.exe = opts.ExecPath
@@ -229,7 +235,7 @@ func (t *Target) handshake(opts Options) error {
 // describe reads the target description and lays out the register file.
 func (t *Target) describe() error {
 	regs, err := gdbproto.ParseTargetDescription(func(annex string) ([]byte, error) {
-		return t.c.ReadXfer("features", annex)
+		return t.cl().ReadXfer("features", annex)
 	})
 	if err != nil {
 		return fmt.Errorf("reading the upstream's registers: %w", err)
@@ -248,6 +254,12 @@ func (t *Target) describe() error {
 		return errors.New("the upstream's target description has no rip: not an x86-64 target")
 	}
 	t.pcReg = pc
+	t.regnum = [3]int{regs[pc].Regnum, -1, -1}
+	for i, name := range []string{"rsp", "rbp"} {
+		if j, ok := t.byName[name]; ok {
+			t.regnum[i+1] = regs[j].Regnum
+		}
+	}
 	t.gCount = len(regs)
 	return nil
 }
@@ -291,12 +303,8 @@ func (t *Target) fail(err error) error {
 	if errors.As(err, &fe) {
 		return err
 	}
-	select {
-	case <-t.c.Done():
-	default:
-		if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, gdbproto.ErrClosed) {
-			return err
-		}
+	if t.c.Err() == nil {
+		return err
 	}
 	if t.lost == nil {
 		t.lost = fmt.Errorf("%w: %v", ErrUpstreamLost, err)
@@ -309,7 +317,7 @@ func (t *Target) request(pkt string) ([]byte, error) {
 	if t.lost != nil {
 		return nil, t.lost
 	}
-	r, err := t.c.Request(pkt)
+	r, err := t.cl().Request(pkt)
 	return r, t.fail(err)
 }
 
@@ -333,7 +341,7 @@ func (t *Target) refreshThreads() error {
 	if t.lost != nil {
 		return t.lost
 	}
-	replies, err := t.c.Pipeline("qfThreadInfo", "qsThreadInfo")
+	replies, err := t.cl().Pipeline("qfThreadInfo", "qsThreadInfo")
 	err = t.fail(err)
 	var reply []byte
 	if err == nil {
@@ -389,7 +397,7 @@ func (t *Target) fetch(tid int) (*regFile, error) {
 	if t.hg != tid {
 		pkts = []string{"Hg" + t.threadID(tid), "g"}
 	}
-	replies, err := t.c.Pipeline(pkts...)
+	replies, err := t.cl().Pipeline(pkts...)
 	if err = t.fail(err); err != nil {
 		t.hg = 0
 		return nil, fmt.Errorf("reading registers of thread %d: %w", tid, err)
@@ -505,6 +513,7 @@ func (t *Target) write(tid int, rf *regFile, i int, val []byte) error {
 
 // SetRegs writes the registers that changed.
 func (t *Target) SetRegs(tid int, regs target.Regs) error {
+	delete(t.exp, tid)
 	rf, err := t.fetch(tid)
 	if err != nil {
 		return err
@@ -662,6 +671,10 @@ func (t *Target) ReadMemory(addr uint64, buf []byte) (int, error) {
 	if err := t.check(); err != nil {
 		return 0, err
 	}
+	t.cl()
+	if t.cached(addr, buf) {
+		return len(buf), nil
+	}
 	done := 0
 	for done < len(buf) {
 		n := min(len(buf)-done, t.chunk())
@@ -697,6 +710,8 @@ func (t *Target) WriteMemory(addr uint64, data []byte) (int, error) {
 	if err := t.check(); err != nil {
 		return 0, err
 	}
+	t.cl()
+	t.mem = nil
 	done := 0
 	for done < len(data) {
 		n := min(len(data)-done, t.chunk())
@@ -746,13 +761,32 @@ func (t *Target) RemoveBreakpoint(addr uint64) error {
 // BreakpointAt reports whether a breakpoint of ours is at addr.
 func (t *Target) BreakpointAt(addr uint64) bool { return t.bps[addr] > 0 }
 
-// invalidate forgets what a resumption may change.
-func (t *Target) invalidate() {
+// invalidate forgets what a resumption may change. The thread list stays
+// valid across a single-step of one thread with the others stopped: only
+// threads running freely create threads unnoticed (a stepped thread that
+// ends comes back as "N").
+func (t *Target) invalidate(threads bool) {
+	t.cl()
+	t.mem = nil
 	clear(t.cache)
+	clear(t.exp)
 	t.hg = 0
-	if !t.threadEvents {
+	if threads && !t.threadEvents {
 		t.fresh = false
 	}
+}
+
+// StopRegs returns the PC, stack and frame pointers of a stopped thread
+// without reading its registers when the stub expedited them.
+func (t *Target) StopRegs(tid int) (pc, sp, fp uint64, ok bool) {
+	if rf := t.cache[tid]; rf != nil {
+		r, err := t.Regs(tid)
+		return r.Rip, r.Rsp, r.Rbp, err == nil
+	}
+	if e, ok := t.exp[tid]; ok {
+		return e[0], e[1], e[2], true
+	}
+	return 0, 0, 0, false
 }
 
 // Resume sends one vCont: per-thread actions, then the default.
@@ -786,17 +820,17 @@ func (t *Target) resume() error {
 			fmt.Fprintf(&b, ";%c:%s", kind, t.threadID(tid))
 		}
 	}
+	free := len(t.stepping) == 0
 	if t.def.Kind == target.Continue {
-		any = true
+		any, free = true, true
 		b.WriteString(";c")
 	}
 	if !any {
 		return errors.New("resume: no thread to run")
 	}
-	t.invalidate()
+	t.invalidate(free || len(t.stepping) > 1)
 	t.running.Store(true)
-	slog.Debug("upstream <-", "packet", b.String())
-	if err := t.c.Send(b.String()); err != nil {
+	if err := t.cl().Send(b.String()); err != nil {
 		t.running.Store(false)
 		return t.fail(err)
 	}
@@ -823,7 +857,7 @@ func (t *Target) Wait() (target.Event, error) {
 		return target.Event{}, err
 	}
 	for {
-		reply, err := t.c.Receive(0)
+		reply, err := t.cl().Receive(0)
 		if err != nil {
 			return target.Event{}, t.fail(err)
 		}
@@ -892,6 +926,19 @@ func (t *Target) event(st gdbproto.StopReply) (target.Event, bool, error) {
 	case "exec":
 		t.execReset()
 		return target.Event{Kind: target.EventExec, Tid: t.pid, Sig: int(unix.SIGTRAP)}, false, nil
+	}
+	if len(st.Regs) > 0 {
+		var e [3]uint64
+		n := 0
+		for i, num := range t.regnum {
+			if b, ok := st.Regs[num]; ok && num >= 0 && len(b) >= 8 {
+				e[i] = le(b)
+				n++
+			}
+		}
+		if n == 3 {
+			t.exp[tid] = e
+		}
 	}
 	ev := target.Event{Kind: target.EventStop, Tid: tid, Sig: sig}
 	if t.intr.Load() && (sig == int(unix.SIGINT) || sig == int(unix.SIGSTOP)) {
@@ -1004,7 +1051,7 @@ func (t *Target) execReset() {
 	t.files.reset()
 	t.rseq = rseqSymbols{}
 	t.fresh = false
-	if doc, err := t.c.ReadXfer("exec-file", fmt.Sprintf("%x", t.pid)); err == nil && len(doc) > 0 {
+	if doc, err := t.cl().ReadXfer("exec-file", fmt.Sprintf("%x", t.pid)); err == nil && len(doc) > 0 {
 		t.exe = string(doc)
 	}
 	t.refreshThreads()
@@ -1029,7 +1076,7 @@ func (t *Target) Auxv() ([]byte, error) {
 	if err := t.check(); err != nil {
 		return nil, err
 	}
-	b, err := t.c.ReadXfer("auxv", "")
+	b, err := t.cl().ReadXfer("auxv", "")
 	if err = t.fail(err); err != nil {
 		return nil, fmt.Errorf("reading auxv from the upstream: %w", err)
 	}
@@ -1047,7 +1094,7 @@ func (t *Target) Maps() ([]target.Mapping, error) {
 	for len(data) < 16<<20 {
 		b, err := t.c.FilePread(f, t.c.PacketSize(), int64(len(data)))
 		if err != nil {
-			t.c.FileClose(f)
+			t.cl().FileClose(f)
 			return nil, fmt.Errorf("reading the memory map: %w", t.fail(err))
 		}
 		if len(b) == 0 {
@@ -1055,7 +1102,7 @@ func (t *Target) Maps() ([]target.Mapping, error) {
 		}
 		data = append(data, b...)
 	}
-	t.c.FileClose(f)
+	t.cl().FileClose(f)
 	var out []target.Mapping
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
@@ -1091,7 +1138,7 @@ func (t *Target) Kill() error {
 		}
 	}
 	// k has no reply; the stub may close the connection.
-	if err := t.c.Send("k"); err != nil {
+	if err := t.cl().Send("k"); err != nil {
 		return t.fail(err)
 	}
 	return nil
@@ -1146,9 +1193,8 @@ func (t *Target) Forward(pkt []byte) ([][]byte, error) {
 	if err := t.check(); err != nil {
 		return nil, err
 	}
-	out, err := t.c.Forward(pkt)
-	t.invalidate()
-	t.fresh = false
+	out, err := t.cl().Forward(pkt)
+	t.invalidate(true)
 	return out, t.fail(err)
 }
 
@@ -1173,6 +1219,7 @@ func (t *Target) readCString(addr uint64) string {
 
 var _ target.Target = (*Target)(nil)
 var _ target.FileReader = (*Target)(nil)
+var _ target.StopRegs = (*Target)(nil)
 
 // Libraries is the upstream's qXfer:libraries-svr4 document, when it has
 // one.
@@ -1183,6 +1230,55 @@ func (t *Target) Libraries() ([]byte, error) {
 	if err := t.check(); err != nil {
 		return nil, err
 	}
-	doc, err := t.c.ReadXfer("libraries-svr4", "")
+	doc, err := t.cl().ReadXfer("libraries-svr4", "")
 	return doc, t.fail(err)
+}
+
+// memRange is target memory read ahead.
+type memRange struct {
+	addr uint64
+	data []byte
+}
+
+// cl is the client, once any read sent ahead has been answered.
+func (t *Target) cl() *gdbproto.Client {
+	if p := t.pending; p != nil {
+		t.pending = nil
+		reply, err := t.c.Receive(t.c.Timeout)
+		if err == nil {
+			if b, derr := gdbproto.DecodeHex(string(reply)); derr == nil && len(b) > 0 {
+				t.mem = append(t.mem, memRange{addr: p.addr, data: b})
+			}
+		} else {
+			t.fail(err)
+		}
+	}
+	return t.c
+}
+
+// PrefetchStack reads the top of a stopped thread's stack ahead, while the
+// proxy's client is busy with the stop reply: gdb reads those bytes right
+// after every stop to find the frame, and the answer is then already here.
+func (t *Target) PrefetchStack(tid int) {
+	e, ok := t.exp[tid]
+	if !ok || t.pending != nil || !t.c.NoAck() || t.check() != nil {
+		return
+	}
+	const n = 64
+	if err := t.cl().Send(fmt.Sprintf("m%x,%x", e[1], n)); err != nil {
+		t.fail(err)
+		return
+	}
+	t.pending = &memRange{addr: e[1]}
+}
+
+// cached answers a read from memory read ahead.
+func (t *Target) cached(addr uint64, buf []byte) bool {
+	for _, m := range t.mem {
+		if addr >= m.addr && addr-m.addr+uint64(len(buf)) <= uint64(len(m.data)) {
+			copy(buf, m.data[addr-m.addr:])
+			return true
+		}
+	}
+	return false
 }
