@@ -128,8 +128,32 @@ func (s *session) forward(u Upstream, pkt string) [][]byte {
 		slog.Error("forwarding to the upstream", "packet", clip(pkt), "err", err)
 		return replyErr
 	}
+	s.noteHWBreak(pkt, out)
 	return out
 }
+
+// noteHWBreak remembers the hardware breakpoints the upstream accepted, so
+// that their stops are reported as breakpoints, not watchpoints.
+func (s *session) noteHWBreak(pkt string, out [][]byte) {
+	if len(pkt) < 3 || pkt[1] != '1' || (pkt[0] != 'Z' && pkt[0] != 'z') || len(out) == 0 || string(out[len(out)-1]) != "OK" {
+		return
+	}
+	f := strings.SplitN(pkt[3:], ",", 2)
+	addr, err := ParseHexUint64(f[0])
+	if err != nil {
+		return
+	}
+	if s.hwBreaks == nil {
+		s.hwBreaks = map[uint64]int{}
+	}
+	if pkt[0] == 'Z' {
+		s.hwBreaks[addr]++
+	} else if s.hwBreaks[addr]--; s.hwBreaks[addr] <= 0 {
+		delete(s.hwBreaks, addr)
+	}
+}
+
+func (s *session) upstreamHWBreak(addr uint64) bool { return s.hwBreaks[addr] > 0 }
 
 // proxyLifecycle refuses what a proxy cannot do: its process is the
 // upstream's, so it cannot run or attach to another.

@@ -338,7 +338,7 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 		reason = "watchpoint"
 		w := pr.hw.hit(st.WatchAddr)
 		switch {
-		case w != nil && w.typ == '1':
+		case w != nil && w.typ == '1', w == nil && s.upstreamHWBreak(st.WatchAddr):
 			reason = "breakpoint"
 			if s.hwbreak {
 				pairs = append(pairs, StopPair{Key: "hwbreak"})

@@ -394,6 +394,9 @@ type session struct {
 	files  map[int]File
 	nextFD int
 	docs   map[string][]byte
+
+	// hwBreaks counts the hardware breakpoints an upstream accepted.
+	hwBreaks map[uint64]int
 }
 
 func newSession(srv *Server, w wire) *session {
