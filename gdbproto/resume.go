@@ -207,12 +207,16 @@ func (s *session) runStop(op func() (*stepper.Stop, error)) [][]byte {
 			return one("W00")
 		}
 		slog.Error("resuming", "err", err)
-		return replyErr
+		// gdb shows the text and takes the error as a stop (its "Remote
+		// failure reply"): the client learns why instead of hanging.
+		return append(consoleOutput(fmt.Sprintf("rseqdbg: resuming failed: %v\n", err)), replyErr...)
 	}
 	if st == nil {
 		return replyErr
 	}
-	return s.report(st)
+	out := s.report(st)
+	s.prefetch(st)
+	return out
 }
 
 // watchClient forwards interrupts to the running target until the
@@ -334,7 +338,7 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 		reason = "watchpoint"
 		w := pr.hw.hit(st.WatchAddr)
 		switch {
-		case w != nil && w.typ == '1':
+		case w != nil && w.typ == '1', w == nil && s.upstreamHWBreak(st.WatchAddr):
 			reason = "breakpoint"
 			if s.hwbreak {
 				pairs = append(pairs, StopPair{Key: "hwbreak"})
@@ -355,7 +359,7 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 		}
 	}
 	tid := st.Tid
-	if r, err := pr.p.Regs(tid); err == nil {
+	if r, err := stopRegs(pr.p, tid); err == nil {
 		pairs = append(pairs, expedite(&r)...)
 	}
 	pairs = append(pairs, StopPair{Key: "thread", Value: s.threadIDString(pr.p.Pid(), tid)})
@@ -367,7 +371,7 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 		for _, t := range pr.p.Threads() {
 			ids = append(ids, fmt.Sprintf("%x", t))
 			pc := uint64(0)
-			if r, err := pr.p.Regs(t); err == nil {
+			if r, err := stopRegs(pr.p, t); err == nil {
 				pc = r.Rip
 			}
 			pcs = append(pcs, fmt.Sprintf("%x", pc))

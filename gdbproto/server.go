@@ -75,6 +75,10 @@ type ServerConfig struct {
 	Program *LaunchSpec
 	// Attach is a pid Start attaches to (0: none).
 	Attach int
+	// Proxy is a process behind another stub (target/remote), stopped:
+	// Start adopts it, and packets the server does not interpret pass
+	// through to that stub when it implements Upstream.
+	Proxy Process
 	// Keep leaves a launched process alive when a client disconnects:
 	// traced and stopped for the next client of a multi server, detached
 	// when the server ends.
@@ -140,6 +144,23 @@ func NewServer(cfg ServerConfig) *Server {
 // Start launches the configured program or attaches to the configured pid.
 func (srv *Server) Start() error {
 	switch {
+	case srv.cfg.Proxy != nil:
+		launched := true
+		if u, ok := srv.cfg.Proxy.(Upstream); ok {
+			launched = u.Launched()
+		}
+		if err := srv.newProcess(srv.cfg.Proxy, launched, stepper.DefaultSignalPolicy()); err != nil {
+			return err
+		}
+		// The upstream's threads need not include one numbered like the
+		// process (qemu-user says pid 1).
+		srv.cfg.Proxy.Do(func() {
+			if th := srv.cfg.Proxy.Threads(); len(th) > 0 {
+				srv.proc.last.Tid = th[0]
+			}
+		})
+		fmt.Fprintf(srv.cfg.Notices, "Proxying process %s; pid = %d\n", srv.cfg.Proxy.ExecPath(), srv.cfg.Proxy.Pid())
+		return nil
 	case srv.cfg.Program != nil:
 		return srv.launch(*srv.cfg.Program, stepper.DefaultSignalPolicy())
 	case srv.cfg.Attach != 0:
@@ -387,6 +408,9 @@ type session struct {
 	files  map[int]File
 	nextFD int
 	docs   map[string][]byte
+
+	// hwBreaks counts the hardware breakpoints an upstream accepted.
+	hwBreaks map[uint64]int
 }
 
 func newSession(srv *Server, w wire) *session {
@@ -515,6 +539,9 @@ func (s *session) dispatch(pkt []byte) (out [][]byte) {
 // run on a process's tracer thread.
 func (s *session) lifecycle(pkt string) ([][]byte, bool) {
 	srv := s.srv
+	if out, ok := s.proxyLifecycle(pkt); ok {
+		return out, true
+	}
 	switch {
 	case pkt == "!":
 		s.extended = true
@@ -621,9 +648,9 @@ func (s *session) initialStop() [][]byte {
 	return out
 }
 
-// handle answers packets that work on the current process (or need none).
-// It runs on the process's tracer thread when there is a process.
-func (s *session) handle(pkt string) [][]byte {
+// handleLocal answers packets that work on the current process (or need
+// none). It runs on the process's tracer thread when there is a process.
+func (s *session) handleLocal(pkt string) [][]byte {
 	switch pkt[0] {
 	case '?':
 		return s.question()

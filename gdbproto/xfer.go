@@ -105,7 +105,7 @@ func (s *session) threadsDoc(string) ([]byte, bool) {
 				fmt.Fprintf(&b, " name=\"%s\"", xmlEscape(strings.TrimSpace(string(name))))
 			}
 			extra := ""
-			if r, err := pr.p.Regs(t); err == nil {
+			if r, err := stopRegs(pr.p, t); err == nil {
 				if reg := regionAt(pr.eng, r.Rip); reg != nil {
 					extra = "inside critical section " + reg.Name
 				}
@@ -127,6 +127,9 @@ func (s *session) threadsDoc(string) ([]byte, bool) {
 // are none, and gdb finds ld.so by itself through auxv.
 func (s *session) librariesDoc(string) ([]byte, bool) {
 	const empty = "<library-list-svr4 version=\"1.0\"/>\n"
+	if doc, ok := s.upstreamLibrariesDoc(); ok {
+		return doc, true
+	}
 	pr := s.live()
 	if pr == nil {
 		return []byte(empty), true

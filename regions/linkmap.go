@@ -66,6 +66,12 @@ func DynamicLinkerBreakpoint(interpPath string, interpBase uint64) (uint64, erro
 		return 0, fmt.Errorf("reading the dynamic linker %s: %w", interpPath, err)
 	}
 	defer f.Close()
+	return DynamicLinkerBreakpointELF(f, interpPath, interpBase)
+}
+
+// DynamicLinkerBreakpointELF is DynamicLinkerBreakpoint for a dynamic linker
+// already open (read through a remote stub, for instance).
+func DynamicLinkerBreakpointELF(f *elf.File, interpPath string, interpBase uint64) (uint64, error) {
 	// AT_BASE is where the first byte of the file is mapped.
 	var bias uint64
 	found := false
@@ -100,6 +106,11 @@ func FindRDebug(read MemReader, execPath string, execBias uint64) (uint64, error
 		return 0, fmt.Errorf("finding r_debug: %w", err)
 	}
 	defer f.Close()
+	return FindRDebugELF(read, f, execPath, execBias)
+}
+
+// FindRDebugELF is FindRDebug for an executable already open.
+func FindRDebugELF(read MemReader, f *elf.File, execPath string, execBias uint64) (uint64, error) {
 	var dyn *elf.Prog
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_DYNAMIC {

@@ -209,19 +209,19 @@ func (e *Engine) load() error {
 	e.auxv = regions.ParseAuxv(raw)
 	exe := e.t.ExecPath()
 	if exe != "" {
-		f, err := elf.Open(exe)
+		f, done, err := e.openELF(exe)
 		if err != nil {
 			return fmt.Errorf("opening executable %s: %w", exe, err)
 		}
 		bias := regions.ExecBias(e.auxv, f)
 		interp := interpreter(f)
-		f.Close()
+		done()
 		e.addObject(exe, bias)
 		if base := e.auxv[regions.AtBase]; interp != "" && base != 0 {
 			// The dynamic linker is linked at 0; it is in the link map only
 			// once it ran, but its code runs from the first instruction.
 			e.addObject(interp, base)
-			if addr, err := regions.DynamicLinkerBreakpoint(interp, base); err == nil {
+			if addr, err := e.dynamicLinkerBreakpoint(interp, base); err == nil {
 				if err := e.t.InsertBreakpoint(addr); err == nil {
 					e.dlBreak = addr
 				}
@@ -263,7 +263,7 @@ func (e *Engine) addObject(path string, bias uint64) {
 	if _, ok := e.objs[path]; ok {
 		return
 	}
-	obj, err := regions.LoadFile(path, bias)
+	obj, err := e.loadObject(path, bias)
 	if err != nil {
 		e.warn(fmt.Sprintf("%s: %v", path, err))
 		obj = &regions.Object{Path: path, Bias: bias}
@@ -322,7 +322,7 @@ func (e *Engine) refreshLinkMap() {
 	if obj == nil {
 		return
 	}
-	rd, err := regions.FindRDebug(e.read, exe, obj.Bias)
+	rd, err := e.findRDebug(exe, obj.Bias)
 	if err != nil {
 		return
 	}

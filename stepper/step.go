@@ -230,7 +230,7 @@ func (e *Engine) finish(st *Stop) *Stop {
 	if st.Kind == StopExited || st.Kind == StopKilled || st.Kind == StopThreadExited || e.exited {
 		return st
 	}
-	if r, err := e.t.Regs(st.Tid); err == nil {
+	if r, _, err := e.quickRegs(st.Tid); err == nil {
 		st.PC = r.Rip
 		st.Inside = e.insideCS(r.Rip)
 	}
@@ -406,9 +406,19 @@ func (e *Engine) stepInstruction(tid int, sig int, others Others) (*Stop, error)
 	if e.exited {
 		return nil, target.ErrExited
 	}
-	regs, err := e.t.Regs(tid)
+	// Most instructions need only the PC (and the stack pointer for ret)
+	// to tell where they lead: a remote target spares reading the rest.
+	regs, full, err := e.quickRegs(tid)
 	if err != nil {
 		return nil, err
+	}
+	if !full {
+		in, derr := e.decode(regs.Rip)
+		if e.insideCS(regs.Rip) != nil || derr != nil || needsFullRegs(in) {
+			if regs, err = e.t.Regs(tid); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if r := e.insideCS(regs.Rip); r != nil {
 		st, err := e.pass(tid, sig, r, &regs)
@@ -468,7 +478,8 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 		}
 	}()
 	// Registers are cached by the target while the thread is stopped.
-	regs0, err := e.t.Regs(tid)
+	// The handler path needs the PC and stack pointer only.
+	regs0, _, err := e.quickRegs(tid)
 	if err != nil {
 		return nil, err
 	}

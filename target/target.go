@@ -7,6 +7,7 @@ package target
 import (
 	"errors"
 	"fmt"
+	"io"
 )
 
 // Regs are the x86-64 general registers in the kernel's user_regs_struct
@@ -177,4 +178,28 @@ type Target interface {
 	Kill() error
 	// Detach removes every breakpoint and lets the process run on.
 	Detach() error
+}
+
+// File is an object file of the debugged process, read where the process
+// runs.
+type File interface {
+	io.ReaderAt
+	io.Closer
+	Size() int64
+}
+
+// FileReader is implemented by targets whose files need not be the
+// debugger's own (a remote stub, an emulator): the core reads the
+// executable and libraries through it instead of opening local paths.
+type FileReader interface {
+	OpenFile(path string) (File, error)
+}
+
+// StopRegs is implemented by targets where reading every register costs a
+// round trip (a remote stub) but a thread's PC, stack and frame pointers
+// are known cheaply once it stopped (the stub's stop reply carries them):
+// the core asks for those alone where they are all it needs. ok is false
+// when they are not known without reading the registers.
+type StopRegs interface {
+	StopRegs(tid int) (pc, sp, fp uint64, ok bool)
 }

@@ -60,17 +60,17 @@ func BenchmarkGDBNext(b *testing.B) {
 
 var stepiTimeRE = regexp.MustCompile(`STEPI-SECONDS ([0-9.]+)`)
 
-// timeStepi measures n gdb `stepi` round trips on the LOOP-LINE of
-// loop_next through a server, from gdb's side.
-func timeStepi(b *testing.B, srv *stub, line, n int) float64 {
-	out, err := gdbRun(b, srv.port, fixture("loop_next"), false, []string{
+// timeStepi measures n gdb stepi at the LOOP-LINE of loop_next through a
+// server, from gdb's side: the round trip a user waits for per stepi.
+func timeStepi(b *testing.B, port, line, n int) float64 {
+	out, err := gdbRun(b, port, fixture("loop_next"), false, []string{
 		fmt.Sprintf("break loop_next.c:%d", line), "continue", "delete",
 		"python import time",
 		"python t0 = time.time()",
 		fmt.Sprintf("stepi %d", n),
 		`python print("STEPI-SECONDS %f" % (time.time() - t0))`,
 		"kill",
-	}, 5*time.Minute)
+	}, 10*time.Minute)
 	if err != nil {
 		b.Fatalf("gdb: %v\n%s", err, out)
 	}
@@ -93,10 +93,10 @@ func BenchmarkGDBStepi(b *testing.B) {
 	var ours, theirs float64
 	for i := 0; i < b.N; i++ {
 		srv := startRseqdbg(b, nil, fixture("loop_next"), "8000")
-		ours += timeStepi(b, srv, line, n)
+		ours += timeStepi(b, srv.port, line, n)
 		srv.wait(b, time.Minute)
 		gs := startGDBServer(b, fixture("loop_next"), "8000")
-		theirs += timeStepi(b, gs, line, n)
+		theirs += timeStepi(b, gs.port, line, n)
 		gs.wait(b, time.Minute)
 	}
 	per := float64(b.N * n)
@@ -119,4 +119,51 @@ func sourceLine(b *testing.B, file, marker string) int {
 	}
 	b.Fatalf("%s has no %s", file, marker)
 	return 0
+}
+
+// BenchmarkProxyStepi compares gdb's stepi round trip through rseqdbg in
+// front of gdbserver with gdbserver alone, same run (target: at most
+// 1.3x).
+func BenchmarkProxyStepi(b *testing.B) {
+	needTool(b, "gdb")
+	needTool(b, "gdbserver")
+	const n = 500
+	line := sourceLine(b, "loop_next.c", "/* LOOP-LINE */")
+	var proxy, direct float64
+	for i := 0; i < b.N; i++ {
+		gs := startGDBServer(b, fixture("loop_next"), "8000")
+		direct += timeStepi(b, gs.port, line, n)
+		gs.wait(b, time.Minute)
+		p := viaGDBServer(b, fixture("loop_next"), "8000")
+		proxy += timeStepi(b, p.port(), line, n)
+		p.wait(b)
+	}
+	per := func(v float64) float64 { return v / float64(b.N) / n * 1e6 }
+	b.ReportMetric(per(proxy), "proxy-us/stepi")
+	b.ReportMetric(per(direct), "gdbserver-us/stepi")
+	b.ReportMetric(proxy/direct, "ratio")
+	b.Logf("gdb stepi round trip: through the proxy %.0f us, gdbserver alone %.0f us: %.2fx", per(proxy), per(direct), proxy/direct)
+}
+
+// BenchmarkProxyNext compares gdb's next over the 8000-iteration loop
+// through rseqdbg in front of gdbserver with gdbserver alone (target: at
+// least 50x faster).
+func BenchmarkProxyNext(b *testing.B) {
+	needTool(b, "gdb")
+	needTool(b, "gdbserver")
+	line := sourceLine(b, "loop_next.c", "/* LOOP-LINE */")
+	var proxy, direct float64
+	for i := 0; i < b.N; i++ {
+		p := viaGDBServer(b, fixture("loop_next"), "8000")
+		proxy += timeNext(b, &stub{port: p.port()}, line)
+		p.wait(b)
+		gs := startGDBServer(b, fixture("loop_next"), "8000")
+		direct += timeNext(b, gs, line)
+		gs.wait(b, time.Minute)
+	}
+	n := float64(b.N)
+	b.ReportMetric(proxy/n*1000, "proxy-ms/next")
+	b.ReportMetric(direct/n*1000, "gdbserver-ms/next")
+	b.ReportMetric(direct/proxy, "speedup")
+	b.Logf("gdb next over 8000 iterations: proxy %.1f ms, gdbserver alone %.1f ms, %.0fx faster", proxy/n*1000, direct/n*1000, direct/proxy)
 }

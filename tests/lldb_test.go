@@ -59,6 +59,15 @@ func lldbSections(out, cmd string) []string {
 // Acceptance 3: lldb 14 through `gdb-remote PORT`.
 func TestLLDB(t *testing.T) {
 	needTool(t, "lldb")
+	checkLLDB(t, func(prog ...string) (int, func()) {
+		srv := startRseqdbg(t, nil, prog...)
+		return srv.port, func() { srv.wait(t, 30*time.Second) }
+	})
+}
+
+// checkLLDB runs the lldb scenario against a server that start starts for
+// a program; it returns the port and a wait for the server's end.
+func checkLLDB(t *testing.T, start func(prog ...string) (int, func())) {
 	const prog = "full_tables"
 	line := markerLine(t, "full_tables.c", "RSEQ-LINE")
 	var syms symbols.Table
@@ -78,20 +87,23 @@ func TestLLDB(t *testing.T) {
 		}
 	}
 
-	cmds := []string{"breakpoint set -n inc_full", "continue"}
-	for i := 0; i < 12; i++ {
+	cmds := []string{"breakpoint set -n inc_full", "continue", "bt"}
+	// Enough steps for a retry: the fixture's own cpu check aborts an
+	// attempt when the thread migrated between two steps before the
+	// section, which single-stepping on two busy cores makes likely.
+	for i := 0; i < 40; i++ {
 		cmds = append(cmds, "thread step-inst")
 	}
-	cmds = append(cmds, "process plugin packet monitor rseq stats", "register read fs_base", "bt",
+	cmds = append(cmds, "process plugin packet monitor rseq stats", "register read fs_base",
 		"breakpoint delete 1",
 		// lldb's own line lookup picks a hoisted instruction of the line;
 		// put the breakpoint where the statement starts, as gdb does.
 		fmt.Sprintf("breakpoint set -n worker -K false -R %#x", addrs[0]-worker),
 		"continue", "process plugin packet monitor rseq stats", "thread step-over",
 		"process plugin packet monitor rseq stats", "process kill")
-	srv := startRseqdbg(t, nil, fixture(prog), "1", "100")
-	out := lldb(t, srv.port, fixture(prog), cmds, 2*time.Minute)
-	srv.wait(t, 30*time.Second)
+	port, wait := start(fixture(prog), "1", "100")
+	out := lldb(t, port, fixture(prog), cmds, 2*time.Minute)
+	wait()
 
 	// The breakpoint stop is a breakpoint stop at the breakpoint's address.
 	bp := regexp.MustCompile(`Breakpoint 1: where = \S+inc_full(?: \+ (\d+))? .*address = 0x([0-9a-f]+)`).FindStringSubmatch(out)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rseqdbg/rseqdbg/gdbproto"
 	"github.com/rseqdbg/rseqdbg/target/ptrace"
+	"github.com/rseqdbg/rseqdbg/target/remote"
 	"github.com/spf13/cobra"
 )
 
@@ -39,6 +40,9 @@ func addGDBRemoteFlags(root *cobra.Command) {
 		portFile string
 		cwd      string
 		aslr     bool
+		upstream string
+		upCmd    string
+		file     string
 	)
 	f := root.Flags()
 	f.StringVar(&addr, "gdb-remote", "", "serve the GDB remote protocol on [HOST:]PORT (loopback unless a host is given; port 0 picks one)")
@@ -49,6 +53,9 @@ func addGDBRemoteFlags(root *cobra.Command) {
 	f.StringVar(&portFile, "port-file", "", "with --gdb-remote: write the port listened on to this file")
 	f.StringVar(&cwd, "cwd", "", "with --gdb-remote: working directory of the program")
 	f.BoolVar(&aslr, "aslr", false, "with --gdb-remote: leave address-space randomization on")
+	f.StringVar(&upstream, "upstream", "", "with --gdb-remote: proxy the process of another GDB stub at [HOST:]PORT (gdbserver, qemu-user -g)")
+	f.StringVar(&upCmd, "upstream-cmd", "", "with --gdb-remote: proxy a stub started by this shell command, spoken to over its stdin/stdout ('gdbserver - ./prog')")
+	f.StringVar(&file, "file", "", "with --upstream: the program's local path, when the stub does not say (qemu-user)")
 	root.Args = cobra.ArbitraryArgs
 	root.RunE = func(cmd *cobra.Command, args []string) error {
 		if addr == "" {
@@ -56,6 +63,12 @@ func addGDBRemoteFlags(root *cobra.Command) {
 				return fmt.Errorf("unknown command %q (see rseqdbg --help)", args[0])
 			}
 			return cmd.Help()
+		}
+		if upstream != "" || upCmd != "" {
+			return serveProxy(addr, portFile, upstream, upCmd, file, keep, attach != 0 || len(args) > 0 || multi)
+		}
+		if file != "" {
+			return errors.New("--file goes with --upstream or --upstream-cmd")
 		}
 		if attach != 0 && len(args) > 0 || attach == 0 && len(args) == 0 && !multi {
 			return errors.New("--gdb-remote needs a program after -- or --attach PID (one of them; neither with --multi)")
@@ -137,4 +150,35 @@ func serveGDB(spec, portFile string, cfg gdbproto.ServerConfig) error {
 		return err
 	}
 	return nil
+}
+
+// serveProxy serves gdb and lldb in front of another stub: its process,
+// stepped through the rseq-aware core.
+func serveProxy(addr, portFile, upstream, upCmd, file string, keep, other bool) error {
+	if upstream != "" && upCmd != "" {
+		return errors.New("--upstream and --upstream-cmd exclude each other")
+	}
+	if other {
+		return errors.New("--upstream and --upstream-cmd take no program, --attach or --multi: the process is the upstream's")
+	}
+	opts := remote.Options{ExecPath: file, Console: func(text string) { fmt.Fprint(os.Stderr, text) }}
+	var t *remote.Target
+	var err error
+	if upstream != "" {
+		a, _, perr := listenAddress(upstream)
+		if perr != nil {
+			return fmt.Errorf("--upstream %q: want [HOST:]PORT", upstream)
+		}
+		if host, _, _ := net.SplitHostPort(upstream); host != "" {
+			a = upstream
+		}
+		t, err = remote.Dial(a, opts)
+	} else {
+		t, err = remote.Start(upCmd, opts)
+	}
+	if err != nil {
+		return err
+	}
+	cfg := gdbproto.ServerConfig{Proxy: t, Keep: keep, Notices: os.Stderr}
+	return serveGDB(addr, portFile, cfg)
 }

@@ -1,0 +1,161 @@
+package gdbproto
+
+import (
+	"net"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Stop replies as gdbserver 13 and qemu-user 7.2 send them.
+func TestParseStopReply(t *testing.T) {
+	st, err := ParseStopReply([]byte("T0506:b0e5ffffff7f0000;07:80e5ffffff7f0000;10:a151555555550000;thread:p3bd2.3bd2;core:1;"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Kind != 'T' || st.Signal != 5 || st.Thread != (ThreadID{Pid: 0x3bd2, Tid: 0x3bd2}) || !st.HasThread {
+		t.Errorf("got %+v", st)
+	}
+	if pc := st.Regs[0x10]; len(pc) != 8 || pc[0] != 0xa1 || pc[5] != 0x55 {
+		t.Errorf("expedited rip %x", pc)
+	}
+	for in, want := range map[string]StopReply{
+		"T05swbreak:;thread:p1.7c05;":    {Kind: 'T', Signal: 5, Reason: "swbreak", Thread: ThreadID{Pid: 1, Tid: 0x7c05}, HasThread: true},
+		"T05watch:7ffe0010;thread:p1.2;": {Kind: 'T', Signal: 5, Reason: "watch", Addr: 0x7ffe0010, Thread: ThreadID{Pid: 1, Tid: 2}, HasThread: true},
+		"S02":                            {Kind: 'T', Signal: 2},
+		"W00;process:3bd2":               {Kind: 'W', Thread: ThreadID{Pid: 0x3bd2}},
+		"X09":                            {Kind: 'X', Signal: 9},
+		"w01;p3bd2.3bd3":                 {Kind: 'w', Code: 1, Thread: ThreadID{Pid: 0x3bd2, Tid: 0x3bd3}, HasThread: true},
+		"N":                              {Kind: 'N'},
+		"T05create:;thread:p10.11;":      {Kind: 'T', Signal: 5, Reason: "create", Thread: ThreadID{Pid: 0x10, Tid: 0x11}, HasThread: true},
+	} {
+		got, err := ParseStopReply([]byte(in))
+		if err != nil {
+			t.Errorf("%s: %v", in, err)
+			continue
+		}
+		if len(got.Regs) != 0 {
+			t.Errorf("%s: registers %v", in, got.Regs)
+		}
+		got.Regs, want.Regs = nil, nil
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: got %+v, want %+v", in, got, want)
+		}
+	}
+	for _, bad := range []string{"", "T", "Tzz", "W", "W1ff", "Q05", "w00;zz", "T05thread:pzz.1;"} {
+		if _, err := ParseStopReply([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// The description gdbserver serves (our own, which is gdbserver's layout)
+// and qemu's style with xi:include and no regnum attributes.
+func TestParseTargetDescription(t *testing.T) {
+	docs := TargetXML(true)
+	regs, err := ParseTargetDescription(func(annex string) ([]byte, error) { return docs[annex], nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Registers(true)
+	if len(regs) != len(want) {
+		t.Fatalf("%d registers, want %d", len(regs), len(want))
+	}
+	for i, r := range regs {
+		if r.Name != want[i].Name || r.Regnum != want[i].Regnum || r.Size() != want[i].Size {
+			t.Errorf("register %d: %+v, want %s/%d/%d", i, r, want[i].Name, want[i].Regnum, want[i].Size)
+		}
+	}
+	qemu := map[string]string{
+		"target.xml":     `<?xml version="1.0"?><!DOCTYPE target SYSTEM "gdb-target.dtd"><target><architecture>i386:x86-64</architecture><xi:include href="i386-64bit.xml"/></target>`,
+		"i386-64bit.xml": `<?xml version="1.0"?><feature name="org.gnu.gdb.i386.core"><reg name="rax" bitsize="64" type="int64"/><reg name="rbx" bitsize="64"/><reg name="st0" bitsize="80" type="i387_ext"/><reg name="fs_base" bitsize="64" regnum="40"/><reg name="gs_base" bitsize="64"/></feature>`,
+	}
+	regs, err = ParseTargetDescription(func(annex string) ([]byte, error) { return []byte(qemu[annex]), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(regs) != 5 || regs[2].Name != "st0" || regs[2].Size() != 10 || regs[3].Regnum != 40 || regs[4].Regnum != 41 || regs[1].Regnum != 1 {
+		t.Errorf("qemu-style description: %+v", regs)
+	}
+	loop := map[string]string{"target.xml": `<target><xi:include href="target.xml"/></target>`}
+	if _, err := ParseTargetDescription(func(a string) ([]byte, error) { return []byte(loop[a]), nil }); err == nil {
+		t.Error("include loop accepted")
+	}
+	if _, err := ParseTargetDescription(func(a string) ([]byte, error) { return []byte(`<target><reg name="x" bitsize="-8"/></target>`), nil }); err == nil {
+		t.Error("negative bitsize accepted")
+	}
+}
+
+func TestInsertLibraries(t *testing.T) {
+	lib := `<library name="/x.so" lm="0x1" l_addr="0x2" l_ld="0x3"/>`
+	for in, want := range map[string]string{
+		`<library-list-svr4 version="1.0"></library-list-svr4>`: `<library-list-svr4 version="1.0">` + lib + "\n</library-list-svr4>",
+		`<library-list-svr4 version="1.0"/>` + "\n":             `<library-list-svr4 version="1.0">` + "\n" + lib + "\n</library-list-svr4>\n",
+	} {
+		if got := string(insertLibraries([]byte(in), []string{lib})); got != want {
+			t.Errorf("%s:\ngot  %q\nwant %q", in, got, want)
+		}
+	}
+}
+
+// The client against this package's own server (a real TCP connection and
+// a real ptrace-free exchange): handshake, no-ack, requests, qXfer,
+// pipelining, forwarding of console output, and a server that hangs up.
+func TestClientAgainstServer(t *testing.T) {
+	srv := NewServer(ServerConfig{Launcher: &testLauncher{prog: testProgram(t)}})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	conn, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewClient(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !c.NoAck() || !c.Supports("qXfer:features:read") || c.PacketSize() != packetSize {
+		t.Errorf("handshake: noack %v features %v size %#x", c.NoAck(), c.features, c.PacketSize())
+	}
+	doc, err := c.ReadXfer("features", "target.xml")
+	if err != nil || !strings.Contains(string(doc), "org.gnu.gdb.i386.core") {
+		t.Fatalf("qXfer: %v %q", err, doc)
+	}
+	replies, err := c.Pipeline("qC", "vMustReplyEmpty", "qfThreadInfo")
+	if err == nil || len(replies) != 3 {
+		t.Errorf("pipeline: %q %v (want the empty reply reported)", replies, err)
+	}
+	out, err := c.Forward([]byte("qRcmd," + string(AppendHex(nil, []byte("rseq help")))))
+	if err != nil || len(out) < 2 || !isConsole(out[0]) || string(out[len(out)-1]) != "OK" {
+		t.Errorf("forwarded monitor command: %q %v", out, err)
+	}
+	if _, err := c.Request("m0,4"); err == nil {
+		t.Error("memory read without a process succeeded")
+	}
+	srv.Shutdown()
+	c.Timeout = 10 * time.Second
+	if _, err := c.Request("qC"); err == nil || c.Err() == nil {
+		t.Errorf("request after the server hung up: %v, connection error %v", err, c.Err())
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Error("Done not closed after the connection broke")
+	}
+}
+
+func FuzzStopReply(f *testing.F) {
+	for _, s := range []string{"T0506:b0e5ffffff7f0000;thread:p1.2;swbreak:;", "W00;process:1", "w00;p1.2", "N", "X09", "T05watch:10;"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, err := ParseStopReply(b)
+		if err == nil && !strings.ContainsRune("TWXwN", rune(st.Kind)) {
+			t.Fatalf("kind %q from %q", st.Kind, b)
+		}
+	})
+}

@@ -1,0 +1,236 @@
+package gdbproto
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/rseqdbg/rseqdbg/stepper"
+	"github.com/rseqdbg/rseqdbg/target"
+)
+
+// Proxy mode: the server's process is behind another stub (gdbserver,
+// qemu-user, lldb-server) reached through target/remote. Every resumption
+// still goes through the stepping core; registers, memory, breakpoints and
+// threads go through the target interface; the packets below pass through
+// to the upstream unchanged.
+
+// Upstream is implemented by a process behind another stub.
+type Upstream interface {
+	// Forward sends a packet the proxy does not interpret and returns the
+	// upstream's answer: console output packets, then the reply.
+	Forward(pkt []byte) ([][]byte, error)
+	// Launched reports whether the upstream created the process (it is
+	// killed on disconnect) rather than attached to it (detached).
+	Launched() bool
+}
+
+// upstreamLibraries is implemented by an upstream that lists the dynamic
+// linker's objects itself (qXfer:libraries-svr4).
+type upstreamLibraries interface {
+	Libraries() ([]byte, error)
+}
+
+// stackPrefetcher is implemented by an upstream that can read the top of a
+// stopped thread's stack while the client reads the stop reply.
+type stackPrefetcher interface {
+	PrefetchStack(tid int)
+}
+
+// prefetch starts reading what the client will ask for after a stop.
+func (s *session) prefetch(st *stepper.Stop) {
+	if pr := s.srv.proc; pr != nil && st != nil && !pr.exited {
+		if p, ok := pr.p.(stackPrefetcher); ok {
+			p.PrefetchStack(st.Tid)
+		}
+	}
+}
+
+// rseqNoter explains, for `monitor rseq status`, how a target found a
+// thread's rseq area or why it found none.
+type rseqNoter interface {
+	RseqNote(tid int) string
+}
+
+func (s *session) upstream() Upstream {
+	if pr := s.srv.proc; pr != nil {
+		if u, ok := pr.p.(Upstream); ok {
+			return u
+		}
+	}
+	return nil
+}
+
+// handle answers packets that work on the current process (or need none),
+// passing to the upstream in proxy mode what the server does not answer
+// itself. It runs on the process's tracer thread when there is a process.
+func (s *session) handle(pkt string) [][]byte {
+	u := s.upstream()
+	if u == nil {
+		return s.handleLocal(pkt)
+	}
+	if forward(pkt) {
+		return s.forward(u, pkt)
+	}
+	out := s.handleLocal(pkt)
+	if len(out) == 1 && len(out[0]) == 0 && forwardWhenUnknown(pkt) {
+		return s.forward(u, pkt)
+	}
+	if strings.HasPrefix(pkt, "vFile:") && len(out) == 1 && bytes.HasPrefix(out[0], []byte("F-1,")) {
+		// The upstream may see files the proxy does not.
+		if fwd := s.forward(u, pkt); len(fwd) > 0 && len(fwd[len(fwd)-1]) > 0 {
+			return fwd
+		}
+	}
+	return out
+}
+
+// forward reports the packets that always go to the upstream: hardware
+// breakpoints and watchpoints (its debug registers), vFile (its files),
+// and monitor commands that are not rseqdbg's.
+func forward(pkt string) bool {
+	switch {
+	case len(pkt) >= 2 && (pkt[0] == 'Z' || pkt[0] == 'z') && pkt[1] >= '1' && pkt[1] <= '4':
+		return true
+	case strings.HasPrefix(pkt, "vFile:"):
+		return true
+	case strings.HasPrefix(pkt, "qRcmd,"):
+		cmd, err := DecodeHex(pkt[len("qRcmd,"):])
+		if err != nil {
+			return false
+		}
+		f := strings.Fields(string(cmd))
+		return len(f) > 0 && f[0] != "rseq"
+	}
+	return false
+}
+
+// forwardWhenUnknown reports the packets the server answered as unknown
+// that the upstream may implement: queries and settings (qOffsets,
+// qGetTLSAddr, qCRC, qSearch:memory, qTStatus, QCatchSyscalls, ...), never
+// anything that resumes, ends or reconfigures the connection.
+func forwardWhenUnknown(pkt string) bool {
+	if pkt == "" || (pkt[0] != 'q' && pkt[0] != 'Q') {
+		return false
+	}
+	for _, p := range []string{"qSupported", "QStartNoAckMode", "QNonStop", "QThreadEvents", "QListThreadsInStopReply", "QThreadSuffixSupported"} {
+		if strings.HasPrefix(pkt, p) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *session) forward(u Upstream, pkt string) [][]byte {
+	out, err := u.Forward([]byte(pkt))
+	if err != nil {
+		slog.Error("forwarding to the upstream", "packet", clip(pkt), "err", err)
+		return replyErr
+	}
+	s.noteHWBreak(pkt, out)
+	return out
+}
+
+// noteHWBreak remembers the hardware breakpoints the upstream accepted, so
+// that their stops are reported as breakpoints, not watchpoints.
+func (s *session) noteHWBreak(pkt string, out [][]byte) {
+	if len(pkt) < 3 || pkt[1] != '1' || (pkt[0] != 'Z' && pkt[0] != 'z') || len(out) == 0 || string(out[len(out)-1]) != "OK" {
+		return
+	}
+	f := strings.SplitN(pkt[3:], ",", 2)
+	addr, err := ParseHexUint64(f[0])
+	if err != nil {
+		return
+	}
+	if s.hwBreaks == nil {
+		s.hwBreaks = map[uint64]int{}
+	}
+	if pkt[0] == 'Z' {
+		s.hwBreaks[addr]++
+	} else if s.hwBreaks[addr]--; s.hwBreaks[addr] <= 0 {
+		delete(s.hwBreaks, addr)
+	}
+}
+
+func (s *session) upstreamHWBreak(addr uint64) bool { return s.hwBreaks[addr] > 0 }
+
+// proxyLifecycle refuses what a proxy cannot do: its process is the
+// upstream's, so it cannot run or attach to another.
+func (s *session) proxyLifecycle(pkt string) ([][]byte, bool) {
+	if s.upstream() == nil && s.srv.cfg.Proxy == nil {
+		return nil, false
+	}
+	if strings.HasPrefix(pkt, "vRun;") || strings.HasPrefix(pkt, "vAttach;") {
+		slog.Error("a proxy serves the upstream's process only", "packet", clip(pkt))
+		return replyErr, true
+	}
+	return nil, false
+}
+
+// upstreamLibrariesDoc is the upstream's own library list when it has one,
+// merged with the proxy's additions.
+func (s *session) upstreamLibrariesDoc() ([]byte, bool) {
+	pr := s.live()
+	if pr == nil {
+		return nil, false
+	}
+	u, ok := pr.p.(upstreamLibraries)
+	if !ok {
+		return nil, false
+	}
+	doc, err := u.Libraries()
+	if err != nil {
+		slog.Debug("upstream library list", "err", err)
+		return nil, false
+	}
+	return insertLibraries(doc, s.extraLibraries()), true
+}
+
+// extraLibraries are <library> elements the server adds to a library list
+// it did not build itself. This is the hook for the unwinding work's
+// synthetic debug object (CFI for stubs and the vDSO): list it here and it
+// reaches gdb in proxy mode too.
+func (s *session) extraLibraries() []string { return nil }
+
+// insertLibraries adds library elements to a library-list-svr4 document,
+// before its closing tag (or expanding a self-closed root).
+func insertLibraries(doc []byte, libs []string) []byte {
+	if len(libs) == 0 {
+		return doc
+	}
+	add := strings.Join(libs, "\n") + "\n"
+	s := string(doc)
+	if i := strings.LastIndex(s, "</library-list-svr4>"); i >= 0 {
+		return []byte(s[:i] + add + s[i:])
+	}
+	if i := strings.Index(s, "<library-list-svr4"); i >= 0 {
+		if j := strings.Index(s[i:], "/>"); j >= 0 {
+			j += i
+			return []byte(s[:j] + ">\n" + add + "</library-list-svr4>" + s[j+2:])
+		}
+	}
+	return doc
+}
+
+// rseqNote is the target's explanation for a thread without an rseq area.
+func rseqNote(p Process, tid int) string {
+	if n, ok := p.(rseqNoter); ok {
+		if note := n.RseqNote(tid); note != "" {
+			return fmt.Sprintf(" (%s)", note)
+		}
+	}
+	return ""
+}
+
+// stopRegs returns a thread's registers for a stop reply or a thread
+// listing, which need the PC, stack and frame pointers only: from a target
+// that knows those cheaply (a remote stub's stop reply), just those.
+func stopRegs(p Process, tid int) (target.Regs, error) {
+	if q, ok := p.(target.StopRegs); ok {
+		if pc, sp, fp, ok := q.StopRegs(tid); ok {
+			return target.Regs{Rip: pc, Rsp: sp, Rbp: fp}, nil
+		}
+	}
+	return p.Regs(tid)
+}

@@ -1,0 +1,96 @@
+package stepper
+
+import (
+	"debug/elf"
+	"fmt"
+
+	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/target"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// openELF opens an object file of the process: through the target when it
+// reads files where the process runs (a remote stub), else the local path.
+func (e *Engine) openELF(path string) (*elf.File, func(), error) {
+	fr, ok := e.t.(target.FileReader)
+	if !ok {
+		f, err := elf.Open(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		return f, func() { f.Close() }, nil
+	}
+	file, err := fr.OpenFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := elf.NewFile(file)
+	if err != nil {
+		file.Close()
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, func() { file.Close() }, nil
+}
+
+// loadObject reads the regions an object file publishes.
+func (e *Engine) loadObject(path string, bias uint64) (*regions.Object, error) {
+	fr, ok := e.t.(target.FileReader)
+	if !ok {
+		return regions.LoadFile(path, bias)
+	}
+	file, err := fr.OpenFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading regions of %s: %w", path, err)
+	}
+	defer file.Close()
+	return regions.LoadELF(file, path, bias)
+}
+
+// findRDebug locates r_debug through the executable's DT_DEBUG.
+func (e *Engine) findRDebug(exe string, bias uint64) (uint64, error) {
+	f, done, err := e.openELF(exe)
+	if err != nil {
+		return 0, fmt.Errorf("finding r_debug: %w", err)
+	}
+	defer done()
+	return regions.FindRDebugELF(e.read, f, exe, bias)
+}
+
+// dynamicLinkerBreakpoint is where the dynamic linker reports changes.
+func (e *Engine) dynamicLinkerBreakpoint(interp string, base uint64) (uint64, error) {
+	f, done, err := e.openELF(interp)
+	if err != nil {
+		return 0, fmt.Errorf("reading the dynamic linker %s: %w", interp, err)
+	}
+	defer done()
+	return regions.DynamicLinkerBreakpointELF(f, interp, base)
+}
+
+// quickRegs returns the thread's registers, or, from a target that knows
+// only the PC, stack and frame pointers of a stopped thread cheaply, a Regs
+// holding just those (full false).
+func (e *Engine) quickRegs(tid int) (target.Regs, bool, error) {
+	if q, ok := e.t.(target.StopRegs); ok {
+		if pc, sp, fp, ok := q.StopRegs(tid); ok {
+			return target.Regs{Rip: pc, Rsp: sp, Rbp: fp}, false, nil
+		}
+	}
+	r, err := e.t.Regs(tid)
+	return r, true, err
+}
+
+// needsFullRegs reports whether deciding where in leads takes more than
+// the PC and stack pointer: an indirect branch's operand, or a store that
+// may publish a descriptor into rseq_cs.
+func needsFullRegs(in regions.Insn) bool {
+	switch in.Kind {
+	case regions.FlowIndirectJump, regions.FlowIndirectCall:
+		return true
+	case regions.FlowSeq:
+		if in.Inst.Op == x86asm.MOV {
+			_, mem := in.Inst.Args[0].(x86asm.Mem)
+			return mem
+		}
+	}
+	return false
+}

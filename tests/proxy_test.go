@@ -1,0 +1,402 @@
+package tests
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Proxy mode: rseqdbg --gdb-remote in front of another stub (Debian's
+// gdbserver, qemu-user's gdbstub), every resumption through the stepping
+// core. The same scenarios against gdbserver alone fail: see
+// TestGDBServerStepiNeverCommits, TestGDBServerBreakpointAtStartLoops and
+// TestGDBServerVDSOStepiNeverReturns.
+
+// startProxy starts `rseqdbg --gdb-remote :0 --upstream 127.0.0.1:PORT`.
+func startProxy(t testing.TB, upstream *stub, flags ...string) *stub {
+	t.Helper()
+	args := append([]string{"--gdb-remote", ":0", "--port-file", filepath.Join(t.TempDir(), "port"),
+		"--upstream", fmt.Sprintf("127.0.0.1:%d", upstream.port)}, flags...)
+	s := &stub{}
+	s.start(t, binary, args...)
+	s.waitPort(t)
+	return s
+}
+
+// proxied is a proxy and its upstream; the program's output is the
+// upstream's.
+type proxied struct {
+	proxy, upstream *stub
+}
+
+func (p proxied) port() int      { return p.proxy.port }
+func (p proxied) output() string { return p.upstream.stdout.String() }
+
+func (p proxied) wait(t testing.TB) {
+	t.Helper()
+	p.proxy.wait(t, time.Minute)
+	p.upstream.wait(t, time.Minute)
+	if strings.Contains(p.proxy.stderr.String(), "panic") {
+		t.Errorf("the proxy panicked:\n%s", p.proxy.stderr.String())
+	}
+}
+
+// viaGDBServer starts gdbserver with the program and rseqdbg in front.
+func viaGDBServer(t testing.TB, prog ...string) proxied {
+	t.Helper()
+	gs := startGDBServer(t, prog...)
+	return proxied{proxy: startProxy(t, gs), upstream: gs}
+}
+
+// freePort finds a port for a stub that cannot pick one itself (qemu).
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// viaQEMU runs the program under qemu-user's gdbstub with rseqdbg in
+// front. qemu-user does not implement rseq, so the fixtures run with
+// --allow-unregistered.
+func viaQEMU(t testing.TB, prog ...string) proxied {
+	t.Helper()
+	needTool(t, "qemu-x86_64")
+	q := &stub{port: freePort(t)}
+	q.start(t, "qemu-x86_64", append([]string{"-g", strconv.Itoa(q.port)}, prog...)...)
+	// qemu listens once it has loaded the program, and serves the first
+	// connection only: watch for the listening socket instead of probing.
+	for deadline := time.Now().Add(30 * time.Second); !isListening(q.port); {
+		select {
+		case <-q.done:
+			t.Fatalf("qemu exited: %v\n%s", q.err, q.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("qemu did not listen on %d", q.port)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return proxied{proxy: startProxy(t, q), upstream: q}
+}
+
+// isListening tells from /proc/net/tcp whether something listens on port,
+// without connecting (qemu serves the first connection only).
+func isListening(port int) bool {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return false
+	}
+	want := fmt.Sprintf(":%04X ", port)
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 3 && strings.HasSuffix(f[1]+" ", want) && f[3] == "0A" {
+			return true
+		}
+	}
+	return false
+}
+
+// Acceptance 1: stepi x400 through the proxy in front of gdbserver reaches
+// the commits in every flavour and the program ends with exact sums.
+func TestProxyStepiReachesCommit(t *testing.T) {
+	needTool(t, "gdb")
+	for _, f := range flavours {
+		if f.prog == "dlopen_main" {
+			continue // its sections are in the library: this test reads the executable's symbols
+		}
+		t.Run(f.prog, func(t *testing.T) {
+			p := viaGDBServer(t, fixture(f.prog), "1", "200")
+			out := gdb(t, p.port(), fixture(f.prog), false, stepiScript(f.fn, true), 2*time.Minute)
+			p.wait(t)
+			st := stats(t, out)
+			if st["commits"] < 2 || st["steps inside a section"] != 0 {
+				t.Errorf("stepi x400 through the proxy: %v", st)
+			}
+			if f.prog != "no_tables" {
+				if commits, inside := commitHits(t, f.prog, f.fn, out); commits == 0 || inside != 0 {
+					t.Errorf("gdb stopped %d times at a commit and %d times inside a section", commits, inside)
+				}
+			}
+			if !strings.Contains(out, "exited normally") {
+				t.Errorf("program did not exit normally:\n%s", tail(out))
+			}
+			exactSums(t, p.output())
+		})
+	}
+}
+
+// Acceptance 1: next at the RSEQ-LINE takes the commit path through the
+// proxy.
+func TestProxyNextTakesCommitPath(t *testing.T) {
+	needTool(t, "gdb")
+	for _, f := range flavours {
+		t.Run(f.prog, func(t *testing.T) {
+			line := markerLine(t, f.src, "RSEQ-LINE")
+			p := viaGDBServer(t, fixture(f.prog), "1", "100")
+			out := gdb(t, p.port(), fixture(f.prog), false, []string{
+				fmt.Sprintf("break %s:%d", f.src, line), "continue", "delete",
+				"monitor rseq stats", "echo NEXT\\n", "next", "info line *$pc", "monitor rseq stats", "continue",
+			}, time.Minute)
+			p.wait(t)
+			before, after, ok := strings.Cut(out, "NEXT\n")
+			if !ok {
+				t.Fatalf("no next:\n%s", out)
+			}
+			m := infoLineRE.FindStringSubmatch(after)
+			if m == nil {
+				t.Fatalf("next stopped without line information (abort stub?):\n%s", tail(out))
+			}
+			if n, _ := strconv.Atoi(m[1]); n == line || !strings.HasSuffix(m[2], f.src) {
+				t.Errorf("next stopped at %s:%s, want the line after %d", m[2], m[1], line)
+			}
+			b, a := stats(t, before), stats(t, after)
+			if a["commits"]+a["other exits"] <= b["commits"]+b["other exits"] || a["steps inside a section"] != 0 {
+				t.Errorf("next through the proxy: before %v after %v", b, a)
+			}
+			exactSums(t, p.output())
+		})
+	}
+}
+
+// Acceptance 1: a breakpoint on start_ip, auto-continued, 4 threads,
+// through the proxy: one hit per entry and exact sums.
+func TestProxyBreakpointAtStartAutoContinued(t *testing.T) {
+	needTool(t, "gdb")
+	const threads, iters = 4, 200
+	loc := startBreak(t, "full_tables", "inc_full")
+	p := viaGDBServer(t, fixture("full_tables"), strconv.Itoa(threads), strconv.Itoa(iters))
+	out := gdb(t, p.port(), fixture("full_tables"), false, []string{
+		"break " + loc, "ignore 1 100000", "continue", "info breakpoints",
+	}, 3*time.Minute)
+	p.wait(t)
+	if !strings.Contains(out, "exited normally") {
+		t.Fatalf("program did not finish:\n%s", tail(out))
+	}
+	m := hitsRE.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no hit count:\n%s", tail(out))
+	}
+	if hits, _ := strconv.Atoi(m[1]); hits < threads*iters/2 || hits > threads*iters {
+		t.Errorf("breakpoint hit %d times, want about %d", hits, threads*iters/2)
+	}
+	exactSums(t, p.output())
+}
+
+var vdsoStepRE = regexp.MustCompile(`(?m)^=> 0x[0-9a-f]+(?: <([^+>]+)(?:\+\d+)?>)?:`)
+
+// vdsoStepi steps from the clock_gettime call of vdso_clock and returns the
+// function of each stop ("" where gdb knows none: vDSO code).
+func vdsoStepi(t *testing.T, port, steps int, after ...string) ([]string, string) {
+	t.Helper()
+	line := markerLine(t, "vdso_clock.c", "VDSO-CALL")
+	// The second call: the first goes through lazy PLT binding in ld.so.
+	out, _ := gdbRun(t, port, fixture("vdso_clock"), false, append([]string{
+		fmt.Sprintf("break vdso_clock.c:%d", line), "continue", "continue", "delete",
+		"set $i = 0", fmt.Sprintf("while $i < %d", steps), "  stepi", "  x/i $pc", "  set $i = $i + 1", "end",
+	}, append(after, "kill")...), 3*time.Minute)
+	var fns []string
+	for _, m := range vdsoStepRE.FindAllStringSubmatch(out, -1) {
+		fns = append(fns, m[1])
+	}
+	return fns, out
+}
+
+// backInCaller reports whether the steps reached glibc's clock_gettime
+// (which calls the vDSO's) and then came back to read_clock.
+func backInCaller(fns []string) (entered, back bool) {
+	for _, f := range fns {
+		switch {
+		case strings.HasSuffix(f, "clock_gettime") || f == "":
+			entered = true
+		case entered && f == "read_clock":
+			return true, true
+		}
+	}
+	return entered, false
+}
+
+// Acceptance 1: stepi into the vDSO's clock_gettime comes back out through
+// the proxy.
+func TestProxyVDSOStepi(t *testing.T) {
+	needTool(t, "gdb")
+	p := viaGDBServer(t, fixture("vdso_clock"), "1", "10")
+	fns, out := vdsoStepi(t, p.port(), 60, "monitor rseq stats")
+	p.wait(t)
+	if entered, back := backInCaller(fns); !entered || !back {
+		t.Errorf("stepi through clock_gettime: entered %v, back in read_clock %v:\n%s", entered, back, tail(out))
+	}
+	for _, f := range fns {
+		if f == "clock_gettime" || f == "" {
+			t.Errorf("a stepi stopped inside the vDSO:\n%s", out)
+			break
+		}
+	}
+	if st := stats(t, out); st["region runs"] < 1 {
+		t.Errorf("no vDSO region run: %v", st)
+	}
+}
+
+// Acceptance 1 (the failing side): through gdbserver alone, stepi into the
+// vDSO's clock_gettime loops in its seqlock retry and never returns.
+func TestGDBServerVDSOStepiNeverReturns(t *testing.T) {
+	needTool(t, "gdb")
+	gs := startGDBServer(t, fixture("vdso_clock"), "1", "10")
+	fns, out := vdsoStepi(t, gs.port, 200)
+	gs.wait(t, time.Minute)
+	entered, back := backInCaller(fns)
+	if !entered || back {
+		t.Fatalf("expected gdbserver to loop in the vDSO: entered %v, back %v:\n%s", entered, back, tail(out))
+	}
+	t.Logf("gdbserver: %d stepi, still inside clock_gettime", len(fns))
+}
+
+// Acceptance 2: lldb 14 through the proxy.
+func TestProxyLLDB(t *testing.T) {
+	needTool(t, "lldb")
+	checkLLDB(t, func(prog ...string) (int, func()) {
+		p := viaGDBServer(t, prog...)
+		return p.port(), func() { p.wait(t) }
+	})
+}
+
+// Acceptance 3: qemu-user as the upstream. It does not implement rseq, so
+// glibc registers nothing and nothing would abort; the point is that the
+// sections are still stepped atomically, found through the tables, and that
+// the tool says rseq is not registered.
+func TestProxyQEMU(t *testing.T) {
+	needTool(t, "gdb")
+	needTool(t, "qemu-x86_64")
+	for _, f := range flavours {
+		if f.prog == "dlopen_main" || f.prog == "no_tables" {
+			// no_tables has no table: its sections are found when the
+			// kernel-registered rseq_cs is stored, which qemu never has.
+			continue
+		}
+		t.Run(f.prog, func(t *testing.T) {
+			p := viaQEMU(t, fixture(f.prog), "1", "50", "--allow-unregistered")
+			script := stepiScript(f.fn, true)
+			script = append(script[:len(script)-1], "monitor rseq status", "continue")
+			out := gdb(t, p.port(), fixture(f.prog), false, script, 2*time.Minute)
+			p.wait(t)
+			st := stats(t, out)
+			if st["region runs"] < 2 || st["commits"] < 2 || st["steps inside a section"] != 0 {
+				t.Errorf("stepi x400 under qemu: %v", st)
+			}
+			if commits, inside := commitHits(t, f.prog, f.fn, out); commits == 0 || inside != 0 {
+				t.Errorf("gdb stopped %d times at a commit and %d times inside a section", commits, inside)
+			}
+			if !regexp.MustCompile(`no rseq area registered \(glibc did not register rseq .*qemu-user`).MatchString(out) {
+				t.Errorf("monitor rseq status does not say rseq is unregistered:\n%s", tail(out))
+			}
+			if !strings.Contains(out, "exited normally") {
+				t.Errorf("program did not exit normally:\n%s", tail(out))
+			}
+			exactSums(t, p.output())
+		})
+	}
+}
+
+// --upstream-cmd: the upstream spoken to over a pipe (gdbserver -). The
+// program's output reaches the proxy's stderr through gdbserver's.
+func TestProxyUpstreamCmd(t *testing.T) {
+	needTool(t, "gdb")
+	needTool(t, "gdbserver")
+	s := &stub{}
+	s.start(t, binary, "--gdb-remote", ":0", "--upstream-cmd",
+		fmt.Sprintf("exec gdbserver - %s 1 50", fixture("call_helper")))
+	s.waitPort(t)
+	out := gdb(t, s.port, fixture("call_helper"), false, stepiScript("inc_call", true), 2*time.Minute)
+	s.wait(t, time.Minute)
+	if commits, inside := commitHits(t, "call_helper", "inc_call", out); commits == 0 || inside != 0 {
+		t.Errorf("gdb stopped %d times at a commit and %d times inside a section", commits, inside)
+	}
+	exactSums(t, s.stderr.String())
+}
+
+// Acceptance 4: the upstream dies while a range step runs: gdb gets an
+// error stop with the reason on its console; the proxy does not panic and
+// ends when gdb leaves.
+func TestProxyUpstreamDiesMidStep(t *testing.T) {
+	needTool(t, "gdb")
+	for _, how := range []string{"tcp", "pipe"} {
+		t.Run(how, func(t *testing.T) {
+			line := markerLine(t, "loop_next.c", "LOOP-LINE")
+			const n = "3000000000" // seconds of native looping
+			var proxy, upstream *stub
+			if how == "tcp" {
+				p := viaGDBServer(t, fixture("loop_next"), n)
+				proxy, upstream = p.proxy, p.upstream
+			} else {
+				proxy = &stub{}
+				proxy.start(t, binary, "--gdb-remote", ":0", "-v", "--upstream-cmd",
+					fmt.Sprintf("exec gdbserver - %s %s", fixture("loop_next"), n))
+				proxy.waitPort(t)
+			}
+			g := &stub{}
+			script := filepath.Join(t.TempDir(), "cmds.gdb")
+			os.WriteFile(script, []byte(fmt.Sprintf("set confirm off\ntarget remote :%d\nbreak loop_next.c:%d\ncontinue\n"+
+				"echo NEXT\\n\nnext\necho AFTER\\n\ninfo registers rip\n", proxy.port, line)), 0o644)
+			g.start(t, "gdb", "-nx", "-batch", "-x", script, fixture("loop_next"))
+			deadline := time.Now().Add(time.Minute)
+			for !strings.Contains(g.stdout.String(), "NEXT") {
+				if time.Now().After(deadline) {
+					t.Fatalf("gdb never got to next:\n%s%s", g.stdout.String(), g.stderr.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			// The range step runs natively for seconds; kill the stub in it.
+			time.Sleep(500 * time.Millisecond)
+			if upstream != nil {
+				syscall.Kill(-upstream.cmd.Process.Pid, syscall.SIGKILL)
+			} else {
+				killChildren(t, proxy.cmd.Process.Pid)
+			}
+			g.wait(t, time.Minute)
+			proxy.wait(t, time.Minute)
+			out := g.stdout.String() + g.stderr.String()
+			if !strings.Contains(out, "rseqdbg: resuming failed") || !strings.Contains(out, "connection to the upstream stub lost") ||
+				!strings.Contains(out, "Remote failure reply") {
+				t.Errorf("gdb did not get an error stop:\n%s", out)
+			}
+			if strings.Contains(proxy.stderr.String(), "panic") {
+				t.Errorf("the proxy panicked:\n%s", proxy.stderr.String())
+			}
+		})
+	}
+}
+
+// killChildren kills the processes whose parent is pid (the stub an
+// --upstream-cmd proxy started).
+func killChildren(t *testing.T, pid int) {
+	t.Helper()
+	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	killed := 0
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so cut at ')'.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			c, _ := strconv.Atoi(strings.Fields(s)[0])
+			syscall.Kill(c, syscall.SIGKILL)
+			killed++
+		}
+	}
+	if killed == 0 {
+		t.Fatalf("no child of %d to kill", pid)
+	}
+}
