@@ -188,10 +188,20 @@ func (s *session) upstreamLibrariesDoc() ([]byte, bool) {
 }
 
 // extraLibraries are <library> elements the server adds to a library list
-// it did not build itself. This is the hook for the unwinding work's
-// synthetic debug object (CFI for stubs and the vDSO): list it here and it
-// reaches gdb in proxy mode too.
-func (s *session) extraLibraries() []string { return nil }
+// it did not build itself: the synthesized CFI object. gdb reads it
+// through vFile, which the proxy passes to the upstream, so it reaches gdb
+// when the upstream runs on this machine (gdbserver, qemu-user here); with
+// a remote upstream, `monitor rseq cfi` gives the path for add-symbol-file.
+func (s *session) extraLibraries() []string {
+	pr := s.live()
+	if pr == nil {
+		return nil
+	}
+	if e := strings.TrimSpace(s.synthLibraryEntry(pr)); e != "" {
+		return []string{e}
+	}
+	return nil
+}
 
 // insertLibraries adds library elements to a library-list-svr4 document,
 // before its closing tag (or expanding a self-closed root).

@@ -400,3 +400,27 @@ func killChildren(t *testing.T, pid int) {
 		t.Fatalf("no child of %d to kill", pid)
 	}
 }
+
+// TestProxyUnwind: in front of gdbserver, gdb gets the synthesized CFI in
+// the upstream's library list and shows the true chain from an abort stub.
+func TestProxyUnwind(t *testing.T) {
+	needTool(t, "gdb")
+	needTool(t, "gdbserver")
+	c := unwindCases[0]
+	p := viaGDBServer(t, fixture("unwind_chain"), c.mode)
+	out, err := gdbRun(t, p.port(), fixture("unwind_chain"), false, []string{
+		"break " + abortLocIn(t, "unwind_chain", c.stub), "continue", "delete",
+		"echo @@bt\\n", "bt", "echo @@end\\n", "kill",
+	}, 2*time.Minute)
+	if err != nil {
+		t.Fatalf("gdb: %v\n%s", err, out)
+	}
+	p.wait(t)
+	truth := parseChain(t, p.output())
+	_, body, _ := strings.Cut(out, "@@bt\n")
+	body, _, _ = strings.Cut(body, "@@end\n")
+	frames := gdbFrames(body)
+	if !truth.holds(frames, c.chainAt) || len(frames) == 0 || frames[0].fn != c.frame0 {
+		t.Errorf("not the true chain from %s (mid %#x, top %#x, main %#x):\n%s", c.frame0, truth.mid, truth.top, truth.main, out)
+	}
+}
