@@ -283,6 +283,17 @@ func (c *Conn) ReadPacketContext(ctx context.Context) ([]byte, error) {
 	}
 }
 
+// PollPacket is ReadPacket without waiting: ok is false when no packet has
+// arrived yet.
+func (c *Conn) PollPacket() (payload []byte, err error, ok bool) {
+	select {
+	case in := <-c.packets:
+		return in.payload, in.err, true
+	default:
+		return nil, nil, false
+	}
+}
+
 // Notifications delivers the payloads of notifications ("Stop:T05..." in
 // non-stop mode), which only a client receives. A client that may receive
 // them must drain this channel, or the read goroutine eventually stalls.

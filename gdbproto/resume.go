@@ -219,17 +219,23 @@ func (s *session) runStop(op func() (*stepper.Stop, error)) [][]byte {
 	return out
 }
 
+// watchDelay is how long a resumption runs before the client is watched.
+// Most end sooner (an instruction step, a short range), and a watcher
+// started and stopped for each of them costs a hand-off between threads,
+// a sizable part of a stepi's round trip. A ^C waits at most this long.
+const watchDelay = 2 * time.Millisecond
+
 // watchClient forwards interrupts to the running target until the
 // returned function is called. It keeps interrupting every so often once
 // asked, because the engine may be between two resumptions of the target
-// when the first request arrives.
+// when the first request arrives. Watching starts after watchDelay.
 func (s *session) watchClient(t target.Target) func() {
 	if s.w == nil {
 		return func() {}
 	}
 	done := make(chan struct{})
 	finished := make(chan struct{})
-	go func() {
+	timer := time.AfterFunc(watchDelay, func() {
 		defer close(finished)
 		intr, gone := s.w.Interrupts(), s.w.Done()
 		var ticker *time.Ticker
@@ -260,8 +266,17 @@ func (s *session) watchClient(t target.Target) func() {
 				t.Interrupt()
 			}
 		}
-	}()
+	})
 	return func() {
+		if timer.Stop() {
+			// Never started. A ^C that came meanwhile was for this run,
+			// which has stopped: it must not cut the next one short.
+			select {
+			case <-s.w.Interrupts():
+			default:
+			}
+			return
+		}
 		close(done)
 		<-finished
 	}
