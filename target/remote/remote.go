@@ -68,7 +68,15 @@ type Target struct {
 	threads []int
 	fresh   bool // threads is current
 
-	bps      map[uint64]int
+	bps map[uint64]int // breakpoints wanted, with their counts
+	// upstream holds the breakpoints the stub has inserted. A debugger
+	// removes every breakpoint at each stop and inserts them again before
+	// each resumption (gdb does, the engine does too around a step): the
+	// stub is told only at the next resumption, and only of what changed,
+	// which saves four round trips per stepi. An address is inserted at
+	// once the first time, so a stub's refusal reaches the caller.
+	upstream map[uint64]bool
+	accepted map[uint64]bool // addresses the stub accepted a breakpoint at
 	running  atomic.Bool
 	intr     atomic.Bool
 	stepping map[int]bool
@@ -81,7 +89,7 @@ type Target struct {
 	files *fileCache
 	// pending is a memory read sent ahead (see PrefetchStack); mem holds
 	// what such reads brought, valid until the target runs or is written.
-	pending *memRange
+	pending []memRange // reads sent ahead, answers not yet received
 	mem     []memRange
 	rseq    rseqSymbols
 }
@@ -158,7 +166,7 @@ func newTarget(rw io.ReadWriteCloser, opts Options) (*Target, error) {
 	c.Console = opts.Console
 	t := &Target{
 		c: c, closeRW: c.Close, byName: map[string]int{}, cache: map[int]*regFile{}, exp: map[int][3]uint64{},
-		bps: map[uint64]int{}, stepping: map[int]bool{},
+		bps: map[uint64]int{}, upstream: map[uint64]bool{}, accepted: map[uint64]bool{}, stepping: map[int]bool{},
 		multiprocess: c.Supports("multiprocess"), swbreak: c.Supports("swbreak"),
 		vfile: true, pcReg: -1,
 	}
@@ -729,10 +737,11 @@ func (t *Target) InsertBreakpoint(addr uint64) error {
 	if err := t.check(); err != nil {
 		return err
 	}
-	if t.bps[addr] == 0 {
+	if t.bps[addr] == 0 && !t.upstream[addr] && !t.accepted[addr] {
 		if _, err := t.request(fmt.Sprintf("Z0,%x,1", addr)); err != nil {
 			return fmt.Errorf("inserting a breakpoint at %#x: %w", addr, err)
 		}
+		t.upstream[addr], t.accepted[addr] = true, true
 	}
 	t.bps[addr]++
 	return nil
@@ -749,11 +758,48 @@ func (t *Target) RemoveBreakpoint(addr uint64) error {
 		return nil
 	}
 	delete(t.bps, addr)
-	if err := t.check(); err != nil {
-		return err
+	return t.check()
+}
+
+// syncBreakpoints tells the stub what changed since it last ran: removals
+// first, then insertions, in one pipelined batch.
+func (t *Target) syncBreakpoints() error {
+	var pkts []string
+	var addrs []uint64
+	for addr := range t.upstream {
+		if t.bps[addr] == 0 {
+			pkts, addrs = append(pkts, fmt.Sprintf("z0,%x,1", addr)), append(addrs, addr)
+		}
 	}
-	if _, err := t.request(fmt.Sprintf("z0,%x,1", addr)); err != nil {
-		return fmt.Errorf("removing the breakpoint at %#x: %w", addr, err)
+	removals := len(pkts)
+	for addr, n := range t.bps {
+		if n > 0 && !t.upstream[addr] {
+			pkts, addrs = append(pkts, fmt.Sprintf("Z0,%x,1", addr)), append(addrs, addr)
+		}
+	}
+	if len(pkts) == 0 {
+		return nil
+	}
+	replies, err := t.cl().Pipeline(pkts...)
+	if len(replies) != len(pkts) {
+		if err == nil {
+			err = errors.New("short reply")
+		}
+		return t.fail(fmt.Errorf("updating breakpoints: %w", err))
+	}
+	for i, r := range replies {
+		ok := string(r) == "OK"
+		switch {
+		case i < removals && ok:
+			delete(t.upstream, addrs[i])
+		case i < removals:
+			slog.Warn("removing a breakpoint", "addr", addrs[i], "reply", string(r))
+			delete(t.upstream, addrs[i])
+		case ok:
+			t.upstream[addrs[i]] = true
+		default:
+			return fmt.Errorf("inserting a breakpoint at %#x: %q", addrs[i], r)
+		}
 	}
 	return nil
 }
@@ -795,6 +841,9 @@ func (t *Target) Resume(actions map[int]target.Action, def target.Action) error 
 		return err
 	}
 	t.acts, t.def = actions, def
+	if err := t.syncBreakpoints(); err != nil {
+		return err
+	}
 	return t.resume()
 }
 
@@ -1149,12 +1198,10 @@ func (t *Target) Detach() error {
 	if err := t.check(); err != nil {
 		return err
 	}
-	for addr := range t.bps {
-		if _, err := t.request(fmt.Sprintf("z0,%x,1", addr)); err != nil {
-			slog.Warn("removing a breakpoint before detaching", "addr", addr, "err", err)
-		}
-	}
 	clear(t.bps)
+	if err := t.syncBreakpoints(); err != nil {
+		slog.Warn("removing breakpoints before detaching", "err", err)
+	}
 	t.exited = true
 	pkt := "D"
 	if t.multiprocess {
@@ -1242,15 +1289,16 @@ type memRange struct {
 
 // cl is the client, once any read sent ahead has been answered.
 func (t *Target) cl() *gdbproto.Client {
-	if p := t.pending; p != nil {
-		t.pending = nil
+	pending := t.pending
+	t.pending = nil
+	for _, p := range pending {
 		reply, err := t.c.Receive(t.c.Timeout)
-		if err == nil {
-			if b, derr := gdbproto.DecodeHex(string(reply)); derr == nil && len(b) > 0 {
-				t.mem = append(t.mem, memRange{addr: p.addr, data: b})
-			}
-		} else {
+		if err != nil {
 			t.fail(err)
+			break
+		}
+		if b, derr := gdbproto.DecodeHex(string(reply)); derr == nil && len(b) > 0 {
+			t.mem = append(t.mem, memRange{addr: p.addr, data: b})
 		}
 	}
 	return t.c
@@ -1264,12 +1312,21 @@ func (t *Target) PrefetchStack(tid int) {
 	if !ok || t.pending != nil || !t.c.NoAck() || t.check() != nil {
 		return
 	}
+	// gdb reads at the stack pointer, and at the frame pointer when the
+	// frame has one: both are sent at once, one round trip.
 	const n = 64
-	if err := t.cl().Send(fmt.Sprintf("m%x,%x", e[1], n)); err != nil {
-		t.fail(err)
-		return
+	sp, fp := e[1], e[2]
+	addrs := []uint64{sp}
+	if fp != 0 && (fp < sp || fp >= sp+n) {
+		addrs = append(addrs, fp)
 	}
-	t.pending = &memRange{addr: e[1]}
+	for _, a := range addrs {
+		if err := t.c.Send(fmt.Sprintf("m%x,%x", a, n)); err != nil {
+			t.fail(err)
+			return
+		}
+		t.pending = append(t.pending, memRange{addr: a})
+	}
 }
 
 // cached answers a read from memory read ahead.
