@@ -453,6 +453,10 @@ func (s *session) loop(c *Conn) error {
 // answered with an error and reading goes on.
 func (s *session) read(c *Conn) ([]byte, error) {
 	pkt, err := c.ReadPacket()
+	return s.received(c, pkt, err)
+}
+
+func (s *session) received(c *Conn, pkt []byte, err error) ([]byte, error) {
 	if err != nil {
 		if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrBadChecksum) {
 			slog.Debug("bad packet", "err", err)
@@ -474,13 +478,7 @@ var spinFor = 100 * time.Microsecond
 func (s *session) readSoon(c *Conn) ([]byte, error) {
 	for deadline := time.Now().Add(spinFor); time.Now().Before(deadline); {
 		if pkt, err, ok := c.PollPacket(); ok {
-			if err != nil {
-				if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrBadChecksum) {
-					return nil, c.WritePacket([]byte("E01"))
-				}
-				return nil, err
-			}
-			return pkt, nil
+			return s.received(c, pkt, err)
 		}
 		// Let a runnable debugger have this CPU: on a busy machine it may
 		// be the one we wait for.
