@@ -1314,18 +1314,22 @@ func (t *Target) PrefetchStack(tid int) {
 	}
 	// gdb reads at the stack pointer, and at the frame pointer when the
 	// frame has one: both are sent at once, one round trip.
-	const n = 64
+	const n, near = 64, 512
 	sp, fp := e[1], e[2]
-	addrs := []uint64{sp}
-	if fp != 0 && (fp < sp || fp >= sp+n) {
-		addrs = append(addrs, fp)
+	reads := []memRange{{addr: sp, data: make([]byte, n)}}
+	switch {
+	case fp >= sp && fp+n-sp <= near:
+		// One read covers both: the stub answers one request, not two.
+		reads[0].data = make([]byte, fp+n-sp)
+	case fp != 0:
+		reads = append(reads, memRange{addr: fp, data: make([]byte, n)})
 	}
-	for _, a := range addrs {
-		if err := t.c.Send(fmt.Sprintf("m%x,%x", a, n)); err != nil {
+	for _, r := range reads {
+		if err := t.c.Send(fmt.Sprintf("m%x,%x", r.addr, len(r.data))); err != nil {
 			t.fail(err)
 			return
 		}
-		t.pending = append(t.pending, memRange{addr: a})
+		t.pending = append(t.pending, memRange{addr: r.addr})
 	}
 }
 
