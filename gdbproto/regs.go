@@ -7,30 +7,6 @@ import (
 	"github.com/rseqdbg/rseqdbg/target"
 )
 
-// Offsets into the XSAVE area (its first 512 bytes are the FXSAVE layout),
-// as the kernel's NT_X86_XSTATE regset hands it out.
-const (
-	fxFCW      = 0
-	fxFSW      = 2
-	fxFTW      = 4 // abridged: one bit per physical register
-	fxFOP      = 6
-	fxFIP      = 8
-	fxFCS      = 12
-	fxFDP      = 16
-	fxFDS      = 20
-	fxMXCSR    = 24
-	fxST       = 32
-	fxXMM      = 160
-	xsaveXCR0  = 464 // sw_reserved: the kernel stores XCR0 here for ptrace
-	xsaveBV    = 512 // XSTATE_BV of the header
-	xsaveYMMH  = 576
-	xsaveAVXOK = xsaveYMMH + 16*16
-
-	xfeatureX87 = 1 << 0
-	xfeatureSSE = 1 << 1
-	xfeatureAVX = 1 << 2
-)
-
 // avx reports whether the process's XSAVE area holds the AVX state, which
 // decides the target description and the g packet layout. Asked once.
 func (pr *process) hasAVX() bool {
@@ -38,8 +14,8 @@ func (pr *process) hasAVX() bool {
 		return *pr.avx
 	}
 	v := false
-	if x, err := pr.p.FPRegs(pr.p.Pid()); err == nil && len(x) >= xsaveAVXOK {
-		v = binary.LittleEndian.Uint64(x[xsaveXCR0:])&xfeatureAVX != 0
+	if x, err := pr.p.FPRegs(pr.p.Pid()); err == nil && len(x) >= target.XsaveAVXOK {
+		v = binary.LittleEndian.Uint64(x[target.XsaveXCR0:])&target.XfeatureAVX != 0
 	}
 	pr.avx = &v
 	return v
@@ -69,27 +45,27 @@ func gpr(r *target.Regs, regnum int) *uint64 {
 func fpSlice(x []byte, regnum int) (off, size int, ok bool) {
 	switch {
 	case regnum >= 24 && regnum < 32:
-		off, size = fxST+16*(regnum-24), 10
+		off, size = target.FxST+16*(regnum-24), 10
 	case regnum == 32:
-		off, size = fxFCW, 2
+		off, size = target.FxFCW, 2
 	case regnum == 33:
-		off, size = fxFSW, 2
+		off, size = target.FxFSW, 2
 	case regnum == 35:
-		off, size = fxFCS, 2
+		off, size = target.FxFCS, 2
 	case regnum == 36:
-		off, size = fxFIP, 4
+		off, size = target.FxFIP, 4
 	case regnum == 37:
-		off, size = fxFDS, 2
+		off, size = target.FxFDS, 2
 	case regnum == 38:
-		off, size = fxFDP, 4
+		off, size = target.FxFDP, 4
 	case regnum == 39:
-		off, size = fxFOP, 2
+		off, size = target.FxFOP, 2
 	case regnum >= 40 && regnum < 56:
-		off, size = fxXMM+16*(regnum-40), 16
+		off, size = target.FxXMM+16*(regnum-40), 16
 	case regnum == 56:
-		off, size = fxMXCSR, 4
+		off, size = target.FxMXCSR, 4
 	case regnum >= 60 && regnum < 76:
-		off, size = xsaveYMMH+16*(regnum-60), 16
+		off, size = target.XsaveYMMH+16*(regnum-60), 16
 	default:
 		return 0, 0, false
 	}
@@ -100,14 +76,14 @@ func fpSlice(x []byte, regnum int) (off, size int, ok bool) {
 // shows: per physical register, valid, zero, special or empty, judged from
 // the register's contents as the FSAVE instruction would.
 func fullTag(x []byte) uint16 {
-	abridged := x[fxFTW]
-	top := int(binary.LittleEndian.Uint16(x[fxFSW:])>>11) & 7
+	abridged := x[target.FxFTW]
+	top := int(binary.LittleEndian.Uint16(x[target.FxFSW:])>>11) & 7
 	var tag uint16
 	for phys := 0; phys < 8; phys++ {
 		t := uint16(3) // empty
 		if abridged&(1<<phys) != 0 {
 			st := (phys - top) & 7
-			raw := x[fxST+16*st : fxST+16*st+10]
+			raw := x[target.FxST+16*st : target.FxST+16*st+10]
 			exp := binary.LittleEndian.Uint16(raw[8:]) & 0x7fff
 			mant := binary.LittleEndian.Uint64(raw[:8])
 			integer := mant>>63 != 0
@@ -166,7 +142,7 @@ func setReg(r *target.Regs, x []byte, ri RegInfo, val []byte) (fpChanged, ok boo
 	if len(x) < 512 {
 		return false, false
 	}
-	feature := uint64(xfeatureX87)
+	feature := uint64(target.XfeatureX87)
 	switch {
 	case ri.Regnum == 34:
 		tag := binary.LittleEndian.Uint16(val)
@@ -176,7 +152,7 @@ func setReg(r *target.Regs, x []byte, ri RegInfo, val []byte) (fpChanged, ok boo
 				abridged |= 1 << phys
 			}
 		}
-		x[fxFTW] = abridged
+		x[target.FxFTW] = abridged
 	default:
 		off, size, ok := fpSlice(x, ri.Regnum)
 		if !ok {
@@ -188,14 +164,14 @@ func setReg(r *target.Regs, x []byte, ri RegInfo, val []byte) (fpChanged, ok boo
 		}
 		switch {
 		case ri.Regnum >= 40 && ri.Regnum <= 56:
-			feature = xfeatureSSE
+			feature = target.XfeatureSSE
 		case ri.Regnum >= 60:
-			feature = xfeatureAVX
+			feature = target.XfeatureAVX
 		}
 	}
-	if len(x) >= xsaveBV+8 {
-		bv := binary.LittleEndian.Uint64(x[xsaveBV:])
-		binary.LittleEndian.PutUint64(x[xsaveBV:], bv|feature)
+	if len(x) >= target.XsaveBV+8 {
+		bv := binary.LittleEndian.Uint64(x[target.XsaveBV:])
+		binary.LittleEndian.PutUint64(x[target.XsaveBV:], bv|feature)
 	}
 	return true, true
 }

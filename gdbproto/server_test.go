@@ -225,10 +225,10 @@ func TestRegisterFile(t *testing.T) {
 	regs := target.Regs{Rax: 1, Rip: 0x401000, Eflags: 0x246, Cs: 0x33, FsBase: 0x7000}
 	// st0 = 1.0: exponent 0x3fff, integer bit set; physical register 7
 	// is the top of stack, valid.
-	binary.LittleEndian.PutUint16(x[fxFSW:], 7<<11)
-	x[fxFTW] = 0x80
-	binary.LittleEndian.PutUint64(x[fxST:], 1<<63)
-	binary.LittleEndian.PutUint16(x[fxST+8:], 0x3fff)
+	binary.LittleEndian.PutUint16(x[target.FxFSW:], 7<<11)
+	x[target.FxFTW] = 0x80
+	binary.LittleEndian.PutUint64(x[target.FxST:], 1<<63)
+	binary.LittleEndian.PutUint16(x[target.FxST+8:], 0x3fff)
 	if tag := fullTag(x); tag != 0x3fff {
 		t.Errorf("tag word %#x, want 0x3fff (st0 valid, the rest empty)", tag)
 	}
@@ -256,7 +256,7 @@ func TestRegisterFile(t *testing.T) {
 	if !bytes.Equal(x2[:512], x[:512]) {
 		t.Errorf("FXSAVE area did not round-trip")
 	}
-	if bv := binary.LittleEndian.Uint64(x2[xsaveBV:]); bv&3 != 3 {
+	if bv := binary.LittleEndian.Uint64(x2[target.XsaveBV:]); bv&3 != 3 {
 		t.Errorf("XSTATE_BV %#x: x87 and SSE not marked present", bv)
 	}
 }

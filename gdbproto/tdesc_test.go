@@ -224,12 +224,12 @@ func regPatterns(t *testing.T, srv *Server, avx bool) map[string][]byte {
 		if x, err = p.FPRegs(pid); err != nil {
 			return
 		}
-		binary.LittleEndian.PutUint16(x[6:], 0x2828)       // fop
-		binary.LittleEndian.PutUint32(x[fxMXCSR:], 0x1fbf) // default mask, every status flag
-		copy(x[fxXMM+15*16:], bytes.Repeat([]byte{0x38}, 16))
+		binary.LittleEndian.PutUint16(x[6:], 0x2828)              // fop
+		binary.LittleEndian.PutUint32(x[target.FxMXCSR:], 0x1fbf) // default mask, every status flag
+		copy(x[target.FxXMM+15*16:], bytes.Repeat([]byte{0x38}, 16))
 		if avx {
-			copy(x[xsaveYMMH+15*16:], bytes.Repeat([]byte{0x4c}, 16))
-			x[xsaveBV] |= xfeatureAVX | xfeatureSSE
+			copy(x[target.XsaveYMMH+15*16:], bytes.Repeat([]byte{0x4c}, 16))
+			x[target.XsaveBV] |= target.XfeatureAVX | target.XfeatureSSE
 		}
 		if err = p.SetFPRegs(pid, x); err != nil {
 			return
@@ -248,12 +248,12 @@ func regPatterns(t *testing.T, srv *Server, avx bool) map[string][]byte {
 		"rax": u64(regs.Rax), "rsp": u64(regs.Rsp), "rbp": u64(regs.Rbp), "r15": u64(regs.R15),
 		"rip": u64(regs.Rip), "eflags": u32(regs.Eflags), "gs": u32(regs.Gs),
 		"fop":      u32(uint64(binary.LittleEndian.Uint16(x[6:]))),
-		"mxcsr":    u32(uint64(binary.LittleEndian.Uint32(x[fxMXCSR:]))),
-		"xmm15":    x[fxXMM+15*16 : fxXMM+16*16],
+		"mxcsr":    u32(uint64(binary.LittleEndian.Uint32(x[target.FxMXCSR:]))),
+		"xmm15":    x[target.FxXMM+15*16 : target.FxXMM+16*16],
 		"orig_rax": u64(regs.OrigRax), "fs_base": u64(regs.FsBase), "gs_base": u64(regs.GsBase),
 	}
 	if avx {
-		want["ymm15h"] = x[xsaveYMMH+15*16 : xsaveYMMH+16*16]
+		want["ymm15h"] = x[target.XsaveYMMH+15*16 : target.XsaveYMMH+16*16]
 	}
 	return want
 }

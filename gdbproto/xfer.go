@@ -167,7 +167,7 @@ func (s *session) librariesDoc(string) ([]byte, bool) {
 		}
 		if mainLM == 0 {
 			mainLM = lm
-		} else if name := readCString(read, binary.LittleEndian.Uint64(e[8:])); name != "" {
+		} else if name := regions.ReadCString(read, binary.LittleEndian.Uint64(e[8:]), 4096); name != "" {
 			fmt.Fprintf(&libs, "  <library name=\"%s\" lm=\"%#x\" l_addr=\"%#x\" l_ld=\"%#x\" lmid=\"0x0\"/>\n",
 				xmlEscape(name), lm, binary.LittleEndian.Uint64(e[0:]), binary.LittleEndian.Uint64(e[16:]))
 		}
@@ -178,23 +178,4 @@ func (s *session) librariesDoc(string) ([]byte, bool) {
 	}
 	libs.WriteString(synth)
 	return []byte(fmt.Sprintf("<library-list-svr4 version=\"1.0\" main-lm=\"%#x\">\n%s</library-list-svr4>\n", mainLM, libs.String())), true
-}
-
-func readCString(read func(uint64, []byte) (int, error), addr uint64) string {
-	if addr == 0 {
-		return ""
-	}
-	var out []byte
-	buf := make([]byte, 256)
-	for len(out) < 4096 {
-		n, _ := read(addr+uint64(len(out)), buf)
-		if n <= 0 {
-			break
-		}
-		if i := bytes.IndexByte(buf[:n], 0); i >= 0 {
-			return string(append(out, buf[:i]...))
-		}
-		out = append(out, buf[:n]...)
-	}
-	return string(out)
 }

@@ -220,7 +220,7 @@ func LinkMap(read MemReader, rdebug uint64) ([]LoadedObject, error) {
 			}
 			le := binary.LittleEndian
 			out = append(out, LoadedObject{
-				Name:    readCString(read, le.Uint64(b[8:]), 4096),
+				Name:    ReadCString(read, le.Uint64(b[8:]), 4096),
 				Bias:    le.Uint64(b[0:]),
 				Dynamic: le.Uint64(b[16:]),
 			})
@@ -231,8 +231,9 @@ func LinkMap(read MemReader, rdebug uint64) ([]LoadedObject, error) {
 	return out, nil
 }
 
-// readCString reads a NUL-terminated string of at most max bytes.
-func readCString(read MemReader, addr uint64, max int) string {
+// ReadCString reads a NUL-terminated string of at most max bytes from
+// target memory ("" at address 0).
+func ReadCString(read MemReader, addr uint64, max int) string {
 	if addr == 0 {
 		return ""
 	}

@@ -203,3 +203,30 @@ type FileReader interface {
 type StopRegs interface {
 	StopRegs(tid int) (pc, sp, fp uint64, ok bool)
 }
+
+// The XSAVE area FPRegs returns and SetFPRegs takes, as the kernel's
+// NT_X86_XSTATE regset lays it out: the FXSAVE image (its first 512
+// bytes), XCR0 in its software-reserved bytes, the XSAVE header, then the
+// AVX upper halves.
+const (
+	FxFCW      = 0
+	FxFSW      = 2
+	FxFTW      = 4 // abridged: one bit per physical register
+	FxFOP      = 6
+	FxFIP      = 8
+	FxFCS      = 12
+	FxFDP      = 16
+	FxFDS      = 20
+	FxMXCSR    = 24
+	FxST       = 32
+	FxXMM      = 160
+	XsaveXCR0  = 464 // sw_reserved: the kernel stores XCR0 here for ptrace
+	XsaveBV    = 512 // XSTATE_BV of the header
+	XsaveYMMH  = 576
+	XsaveAVXOK = XsaveYMMH + 16*16 // an area this long holds the AVX state
+
+	// State components, bits of XCR0 and XSTATE_BV.
+	XfeatureX87 = 1 << 0
+	XfeatureSSE = 1 << 1
+	XfeatureAVX = 1 << 2
+)

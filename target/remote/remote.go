@@ -228,7 +228,7 @@ func (t *Target) handshake(opts Options) error {
 		t.exe = opts.ExecPath
 	} else if av, err := t.Auxv(); err == nil {
 		if p := regions.ParseAuxv(av)[regions.AtExecfn]; p != 0 {
-			t.exe = t.readCString(p)
+			t.exe = regions.ReadCString(t.ReadMemory, p, 4096)
 		}
 	}
 	if t.exe == "" {
@@ -550,54 +550,34 @@ func (t *Target) SetRegs(tid int, regs target.Regs) error {
 	return nil
 }
 
-// XSAVE layout (the kernel's user_xstateregs): the FXSAVE image, XCR0 in
-// its software-reserved bytes, the header, then the AVX upper halves.
-const (
-	fxFCW      = 0
-	fxFSW      = 2
-	fxFTW      = 4
-	fxFOP      = 6
-	fxFIP      = 8
-	fxFCS      = 12
-	fxFDP      = 16
-	fxFDS      = 20
-	fxMXCSR    = 24
-	fxST       = 32
-	fxXMM      = 160
-	xsaveXCR0  = 464
-	xsaveBV    = 512
-	xsaveYMMH  = 576
-	xsaveAVXOK = xsaveYMMH + 16*16
-)
-
 // fpField says where a target-description register goes in the XSAVE area.
 func fpField(name string) (off, size int, ok bool) {
 	var n int
 	switch {
 	case len(name) == 3 && strings.HasPrefix(name, "st") && name[2] >= '0' && name[2] <= '7':
-		return fxST + 16*int(name[2]-'0'), 10, true
+		return target.FxST + 16*int(name[2]-'0'), 10, true
 	case name == "fctrl":
-		return fxFCW, 2, true
+		return target.FxFCW, 2, true
 	case name == "fstat":
-		return fxFSW, 2, true
+		return target.FxFSW, 2, true
 	case name == "fiseg":
-		return fxFCS, 2, true
+		return target.FxFCS, 2, true
 	case name == "fioff":
-		return fxFIP, 4, true
+		return target.FxFIP, 4, true
 	case name == "foseg":
-		return fxFDS, 2, true
+		return target.FxFDS, 2, true
 	case name == "fooff":
-		return fxFDP, 4, true
+		return target.FxFDP, 4, true
 	case name == "fop":
-		return fxFOP, 2, true
+		return target.FxFOP, 2, true
 	case name == "mxcsr":
-		return fxMXCSR, 4, true
+		return target.FxMXCSR, 4, true
 	}
 	if _, err := fmt.Sscanf(name, "xmm%d", &n); err == nil && n >= 0 && n < 16 && name == fmt.Sprintf("xmm%d", n) {
-		return fxXMM + 16*n, 16, true
+		return target.FxXMM + 16*n, 16, true
 	}
 	if _, err := fmt.Sscanf(name, "ymm%dh", &n); err == nil && n >= 0 && n < 16 && name == fmt.Sprintf("ymm%dh", n) {
-		return xsaveYMMH + 16*n, 16, true
+		return target.XsaveYMMH + 16*n, 16, true
 	}
 	return 0, 0, false
 }
@@ -611,9 +591,9 @@ func (t *Target) FPRegs(tid int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	size, features := xsaveYMMH, uint64(3)
+	size, features := target.XsaveYMMH, uint64(3)
 	if t.hasAVX() {
-		size, features = xsaveAVXOK, 7
+		size, features = target.XsaveAVXOK, 7
 	}
 	x := make([]byte, size)
 	for _, r := range t.regs {
@@ -634,10 +614,10 @@ func (t *Target) FPRegs(tid int) ([]byte, error) {
 				abridged |= 1 << i
 			}
 		}
-		x[fxFTW] = abridged
+		x[target.FxFTW] = abridged
 	}
-	binary.LittleEndian.PutUint64(x[xsaveXCR0:], features)
-	binary.LittleEndian.PutUint64(x[xsaveBV:], features)
+	binary.LittleEndian.PutUint64(x[target.XsaveXCR0:], features)
+	binary.LittleEndian.PutUint64(x[target.XsaveBV:], features)
 	return x, nil
 }
 
@@ -660,7 +640,7 @@ func (t *Target) SetFPRegs(tid int, x []byte) error {
 			return err
 		}
 	}
-	if i, ok := t.byName["ftag"]; ok && len(x) > fxFTW && x[fxFTW] != old[fxFTW] {
+	if i, ok := t.byName["ftag"]; ok && len(x) > target.FxFTW && x[target.FxFTW] != old[target.FxFTW] {
 		val := make([]byte, t.regs[i].Size())
 		binary.LittleEndian.PutUint16(val, gdbproto.X87TagWord(x))
 		if err := t.write(tid, rf, i, val); err != nil {
@@ -1247,22 +1227,6 @@ func (t *Target) Forward(pkt []byte) ([][]byte, error) {
 
 // Supports reports whether the upstream announced feature+.
 func (t *Target) Supports(feature string) bool { return t.c.Supports(feature) }
-
-func (t *Target) readCString(addr uint64) string {
-	var out []byte
-	buf := make([]byte, 64)
-	for len(out) < 4096 {
-		n, _ := t.ReadMemory(addr+uint64(len(out)), buf)
-		if n <= 0 {
-			break
-		}
-		if i := bytes.IndexByte(buf[:n], 0); i >= 0 {
-			return string(append(out, buf[:i]...))
-		}
-		out = append(out, buf[:n]...)
-	}
-	return string(out)
-}
 
 var _ target.Target = (*Target)(nil)
 var _ target.FileReader = (*Target)(nil)

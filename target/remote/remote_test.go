@@ -121,7 +121,7 @@ func TestGDBServerUpstream(t *testing.T) {
 	if err != nil || len(x) < 512 {
 		t.Fatalf("fp regs %v", err)
 	}
-	copy(x[fxXMM+16:], bytes.Repeat([]byte{0xab}, 16))
+	copy(x[target.FxXMM+16:], bytes.Repeat([]byte{0xab}, 16))
 	if err := tg.SetFPRegs(tid, x); err != nil {
 		t.Fatal(err)
 	}
@@ -129,8 +129,8 @@ func TestGDBServerUpstream(t *testing.T) {
 	if r2, _ := tg.Regs(tid); r2.Rdi != 41 {
 		t.Errorf("rdi %d after writing 41", r2.Rdi)
 	}
-	if x2, _ := tg.FPRegs(tid); !bytes.Equal(x2[fxXMM+16:fxXMM+32], x[fxXMM+16:fxXMM+32]) {
-		t.Errorf("xmm1 %x", x2[fxXMM+16:fxXMM+32])
+	if x2, _ := tg.FPRegs(tid); !bytes.Equal(x2[target.FxXMM+16:target.FxXMM+32], x[target.FxXMM+16:target.FxXMM+32]) {
+		t.Errorf("xmm1 %x", x2[target.FxXMM+16:target.FxXMM+32])
 	}
 	// A step with the breakpoint lifted: a step event.
 	tg.RemoveBreakpoint(marker)
