@@ -11,28 +11,41 @@ import (
 	"time"
 )
 
-var nextTimeRE = regexp.MustCompile(`NEXT-SECONDS ([0-9.]+)`)
+var gdbTimeRE = regexp.MustCompile(`GDB-SECONDS ([0-9.]+)`)
 
-// timeNext measures one gdb `next` over the LOOP-LINE of loop_next (8000
-// iterations of one source line) through a server, from gdb's side.
-func timeNext(b *testing.B, srv *stub, line int) float64 {
-	out, err := gdbRun(b, srv.port, fixture("loop_next"), false, []string{
+// timeGDB measures, from gdb's side, how long gdb takes for cmd once
+// stopped at the LOOP-LINE of loop_next through the server on port; then
+// gdb ends the session with end.
+func timeGDB(b *testing.B, port, line int, cmd, end string) float64 {
+	out, err := gdbRun(b, port, fixture("loop_next"), false, []string{
 		fmt.Sprintf("break loop_next.c:%d", line), "continue", "delete",
 		"python import time",
 		"python t0 = time.time()",
-		"next",
-		`python print("NEXT-SECONDS %f" % (time.time() - t0))`,
-		"continue",
+		cmd,
+		`python print("GDB-SECONDS %f" % (time.time() - t0))`,
+		end,
 	}, 10*time.Minute)
 	if err != nil {
 		b.Fatalf("gdb: %v\n%s", err, out)
 	}
-	m := nextTimeRE.FindStringSubmatch(out)
+	m := gdbTimeRE.FindStringSubmatch(out)
 	if m == nil {
 		b.Fatalf("no timing:\n%s", out)
 	}
 	v, _ := strconv.ParseFloat(m[1], 64)
 	return v
+}
+
+// timeNext measures one gdb `next` over the LOOP-LINE (8000 iterations of
+// one source line).
+func timeNext(b *testing.B, port, line int) float64 {
+	return timeGDB(b, port, line, "next", "continue")
+}
+
+// timeStepi measures n gdb stepi at the LOOP-LINE: n round trips a user
+// waits for.
+func timeStepi(b *testing.B, port, line, n int) float64 {
+	return timeGDB(b, port, line, fmt.Sprintf("stepi %d", n), "kill")
 }
 
 // BenchmarkGDBNext compares gdb's `next` over a one-line 8000-iteration
@@ -45,10 +58,10 @@ func BenchmarkGDBNext(b *testing.B) {
 	var ours, theirs float64
 	for i := 0; i < b.N; i++ {
 		srv := startRseqdbg(b, nil, fixture("loop_next"), "8000")
-		ours += timeNext(b, srv, line)
+		ours += timeNext(b, srv.port, line)
 		srv.wait(b, time.Minute)
 		gs := startGDBServer(b, fixture("loop_next"), "8000")
-		theirs += timeNext(b, gs, line)
+		theirs += timeNext(b, gs.port, line)
 		gs.wait(b, time.Minute)
 	}
 	n := float64(b.N)
@@ -56,30 +69,6 @@ func BenchmarkGDBNext(b *testing.B) {
 	b.ReportMetric(theirs/n*1000, "gdbserver-ms/next")
 	b.ReportMetric(theirs/ours, "speedup")
 	b.Logf("gdb next over 8000 iterations: rseqdbg %.1f ms, gdbserver %.1f ms, %.0fx faster", ours/n*1000, theirs/n*1000, theirs/ours)
-}
-
-var stepiTimeRE = regexp.MustCompile(`STEPI-SECONDS ([0-9.]+)`)
-
-// timeStepi measures n gdb stepi at the LOOP-LINE of loop_next through a
-// server, from gdb's side: the round trip a user waits for per stepi.
-func timeStepi(b *testing.B, port, line, n int) float64 {
-	out, err := gdbRun(b, port, fixture("loop_next"), false, []string{
-		fmt.Sprintf("break loop_next.c:%d", line), "continue", "delete",
-		"python import time",
-		"python t0 = time.time()",
-		fmt.Sprintf("stepi %d", n),
-		`python print("STEPI-SECONDS %f" % (time.time() - t0))`,
-		"kill",
-	}, 10*time.Minute)
-	if err != nil {
-		b.Fatalf("gdb: %v\n%s", err, out)
-	}
-	m := stepiTimeRE.FindStringSubmatch(out)
-	if m == nil {
-		b.Fatalf("no timing:\n%s", out)
-	}
-	v, _ := strconv.ParseFloat(m[1], 64)
-	return v
 }
 
 // BenchmarkGDBStepi compares the latency of one gdb `stepi` (a vCont;s and
@@ -155,10 +144,10 @@ func BenchmarkProxyNext(b *testing.B) {
 	var proxy, direct float64
 	for i := 0; i < b.N; i++ {
 		p := viaGDBServer(b, fixture("loop_next"), "8000")
-		proxy += timeNext(b, &stub{port: p.port()}, line)
+		proxy += timeNext(b, p.port(), line)
 		p.wait(b)
 		gs := startGDBServer(b, fixture("loop_next"), "8000")
-		direct += timeNext(b, gs, line)
+		direct += timeNext(b, gs.port, line)
 		gs.wait(b, time.Minute)
 	}
 	n := float64(b.N)
