@@ -193,10 +193,15 @@ func (t *Table) Func(pc uint64) (Func, bool) {
 	return f, true
 }
 
-// Describe renders pc as "func+off".
+// Describe renders pc as "func+off"; in code without a symbol (libc's
+// local functions in a stripped build) as "object+0xaddr", the address as
+// the object links it, for objdump or addr2line.
 func (t *Table) Describe(pc uint64) string {
 	f, ok := t.Func(pc)
 	if !ok {
+		if o := t.objectAt(pc); o != nil {
+			return fmt.Sprintf("%s+%#x", filepath.Base(o.path), pc-o.bias)
+		}
 		return fmt.Sprintf("%#x", pc)
 	}
 	if pc == f.Lo {
