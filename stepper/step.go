@@ -363,6 +363,19 @@ func (e *Engine) regionExits(r *regions.Region, regs *target.Regs, in regions.In
 	return exits
 }
 
+// entryExits are the exits of a run that enters r by the instruction in:
+// r's own, and the instruction's successors outside r (a conditional
+// branch into r may as well fall through).
+func (e *Engine) entryExits(r *regions.Region, regs *target.Regs, in regions.Insn, succ []uint64) exitSet {
+	exits := e.regionExits(r, regs, in)
+	for _, s := range succ {
+		if !r.Contains(s) {
+			exits.add(s)
+		}
+	}
+	return exits
+}
+
 func readU64(read regions.MemReader, addr uint64) (uint64, bool) {
 	var b [8]byte
 	if n, err := read(addr, b[:]); err != nil || n != 8 {
@@ -432,13 +445,7 @@ func (e *Engine) stepInstruction(tid int, sig int, others Others) (*Stop, error)
 		return nil, err
 	}
 	if r != nil {
-		exits := e.regionExits(r, &regs, in)
-		for _, s := range succ[:n] {
-			if !r.Contains(s) {
-				exits.add(s)
-			}
-		}
-		return e.regionRun(tid, sig, r, exits, false)
+		return e.regionRun(tid, sig, r, e.entryExits(r, &regs, in, succ[:n]), false)
 	}
 	if in.Kind == regions.FlowSyscall {
 		e.forgetUnregistered(tid)
@@ -872,13 +879,7 @@ func (e *Engine) rangeStep(tid int, lo, hi uint64, sig int, others Others, stepO
 			return nil, err
 		}
 		if r != nil {
-			exits := e.regionExits(r, &regs, in)
-			for _, s := range succ[:n] {
-				if !r.Contains(s) {
-					exits.add(s)
-				}
-			}
-			st, err := e.regionRun(tid, sig, r, exits, r.Kind == regions.KindCriticalSection)
+			st, err := e.regionRun(tid, sig, r, e.entryExits(r, &regs, in, succ[:n]), r.Kind == regions.KindCriticalSection)
 			sig = 0
 			if err != nil {
 				return nil, err

@@ -15,18 +15,34 @@ import (
 	"time"
 )
 
+// server starts a GDB remote server (rseqdbg, or rseqdbg in front of
+// gdbserver) for a program and returns its port and a function that waits
+// for it to end and returns the program's output.
+type server func(t *testing.T, prog ...string) (port int, done func() string)
+
+// direct is rseqdbg itself.
+func direct(t *testing.T, prog ...string) (int, func() string) {
+	srv := startRseqdbg(t, nil, prog...)
+	return srv.port, func() string {
+		srv.wait(t, 30*time.Second)
+		return srv.stdout.String()
+	}
+}
+
 // Acceptance 1: gdb's stepi through every flavour reaches the commits (each
 // section runs atomically as one step) and the program ends with exact sums.
-func TestGDBStepiReachesCommit(t *testing.T) {
+func TestGDBStepiReachesCommit(t *testing.T) { stepiReachesCommit(t, direct) }
+
+func stepiReachesCommit(t *testing.T, start server) {
 	needTool(t, "gdb")
 	for _, f := range flavours {
 		if f.prog == "dlopen_main" {
 			continue // its sections are in the library: this test reads the executable's symbols
 		}
 		t.Run(f.prog, func(t *testing.T) {
-			srv := startRseqdbg(t, nil, fixture(f.prog), "1", "200")
-			out := gdb(t, srv.port, fixture(f.prog), false, stepiScript(f.fn, true), 2*time.Minute)
-			srv.wait(t, 30*time.Second)
+			port, done := start(t, fixture(f.prog), "1", "200")
+			out := gdb(t, port, fixture(f.prog), false, stepiScript(f.fn, true), 2*time.Minute)
+			output := done()
 			st := stats(t, out)
 			if st["commits"] < 2 {
 				t.Errorf("stepi x400 committed %d times, want several: %v", st["commits"], st)
@@ -43,7 +59,7 @@ func TestGDBStepiReachesCommit(t *testing.T) {
 			if !strings.Contains(out, "exited normally") {
 				t.Errorf("program did not exit normally:\n%s", tail(out))
 			}
-			exactSums(t, srv.stdout.String())
+			exactSums(t, output)
 		})
 	}
 }
@@ -79,18 +95,20 @@ var infoLineRE = regexp.MustCompile(`Line (\d+) of "([^"]+)"`)
 
 // Acceptance 1: next at the RSEQ-LINE lands on the following line by the
 // commit path (no stop in the abort stub, no step inside the section).
-func TestGDBNextTakesCommitPath(t *testing.T) {
+func TestGDBNextTakesCommitPath(t *testing.T) { nextTakesCommitPath(t, direct) }
+
+func nextTakesCommitPath(t *testing.T, start server) {
 	needTool(t, "gdb")
 	for _, f := range flavours {
 		t.Run(f.prog, func(t *testing.T) {
 			line := markerLine(t, f.src, "RSEQ-LINE")
-			srv := startRseqdbg(t, nil, fixture(f.prog), "1", "100")
-			out := gdb(t, srv.port, fixture(f.prog), false, []string{
+			port, done := start(t, fixture(f.prog), "1", "100")
+			out := gdb(t, port, fixture(f.prog), false, []string{
 				fmt.Sprintf("break %s:%d", f.src, line), "continue", "delete",
 				"monitor rseq stats", "echo NEXT\\n", "next", "info line *$pc", "monitor rseq stats", "continue",
 			}, time.Minute)
-			srv.wait(t, 30*time.Second)
-			_, after, ok := strings.Cut(out, "NEXT\n")
+			output := done()
+			before, after, ok := strings.Cut(out, "NEXT\n")
 			if !ok {
 				t.Fatalf("no next:\n%s", out)
 			}
@@ -101,14 +119,14 @@ func TestGDBNextTakesCommitPath(t *testing.T) {
 			if n, _ := strconv.Atoi(m[1]); n == line || !strings.HasSuffix(m[2], f.src) {
 				t.Errorf("next stopped at %s:%s, want the line after %d", m[2], m[1], line)
 			}
-			before, afterStats := stats(t, out[:strings.Index(out, "NEXT\n")]), stats(t, after)
-			if afterStats["commits"]+afterStats["other exits"] <= before["commits"]+before["other exits"] {
-				t.Errorf("next crossed no section: before %v after %v", before, afterStats)
+			b, a := stats(t, before), stats(t, after)
+			if a["commits"]+a["other exits"] <= b["commits"]+b["other exits"] {
+				t.Errorf("next crossed no section: before %v after %v", b, a)
 			}
-			if afterStats["steps inside a section"] != 0 {
-				t.Errorf("hardware steps inside a section: %v", afterStats)
+			if a["steps inside a section"] != 0 {
+				t.Errorf("hardware steps inside a section: %v", a)
 			}
-			exactSums(t, srv.stdout.String())
+			exactSums(t, output)
 		})
 	}
 }
@@ -129,15 +147,17 @@ var hitsRE = regexp.MustCompile(`breakpoint already hit (\d+) time`)
 
 // Acceptance 1: a breakpoint on start_ip, auto-continued by gdb, 4 threads:
 // every hit shows one attempt and the program finishes with exact sums.
-func TestGDBBreakpointAtStartAutoContinued(t *testing.T) {
+func TestGDBBreakpointAtStartAutoContinued(t *testing.T) { autoContinuedAtStart(t, direct) }
+
+func autoContinuedAtStart(t *testing.T, start server) {
 	needTool(t, "gdb")
 	const threads, iters = 4, 200
 	loc := startBreak(t, "full_tables", "inc_full")
-	srv := startRseqdbg(t, nil, fixture("full_tables"), strconv.Itoa(threads), strconv.Itoa(iters))
-	out := gdb(t, srv.port, fixture("full_tables"), false, []string{
+	port, done := start(t, fixture("full_tables"), strconv.Itoa(threads), strconv.Itoa(iters))
+	out := gdb(t, port, fixture("full_tables"), false, []string{
 		"break " + loc, "ignore 1 100000", "continue", "info breakpoints",
 	}, 3*time.Minute)
-	srv.wait(t, 30*time.Second)
+	output := done()
 	if !strings.Contains(out, "exited normally") {
 		t.Fatalf("program did not finish:\n%s", tail(out))
 	}
@@ -150,7 +170,7 @@ func TestGDBBreakpointAtStartAutoContinued(t *testing.T) {
 	if hits, _ := strconv.Atoi(m[1]); hits < threads*iters/2 || hits > threads*iters {
 		t.Errorf("breakpoint hit %d times, want about %d", hits, threads*iters/2)
 	}
-	exactSums(t, srv.stdout.String())
+	exactSums(t, output)
 }
 
 // Acceptance 4: through gdbserver the same breakpoint traps the program in

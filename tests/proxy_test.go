@@ -107,91 +107,26 @@ func isListening(port int) bool {
 	return false
 }
 
-// Acceptance 1: stepi x400 through the proxy in front of gdbserver reaches
-// the commits in every flavour and the program ends with exact sums.
-func TestProxyStepiReachesCommit(t *testing.T) {
-	needTool(t, "gdb")
-	for _, f := range flavours {
-		if f.prog == "dlopen_main" {
-			continue // its sections are in the library: this test reads the executable's symbols
-		}
-		t.Run(f.prog, func(t *testing.T) {
-			p := viaGDBServer(t, fixture(f.prog), "1", "200")
-			out := gdb(t, p.port(), fixture(f.prog), false, stepiScript(f.fn, true), 2*time.Minute)
-			p.wait(t)
-			st := stats(t, out)
-			if st["commits"] < 2 || st["steps inside a section"] != 0 {
-				t.Errorf("stepi x400 through the proxy: %v", st)
-			}
-			if f.prog != "no_tables" {
-				if commits, inside := commitHits(t, f.prog, f.fn, out); commits == 0 || inside != 0 {
-					t.Errorf("gdb stopped %d times at a commit and %d times inside a section", commits, inside)
-				}
-			}
-			if !strings.Contains(out, "exited normally") {
-				t.Errorf("program did not exit normally:\n%s", tail(out))
-			}
-			exactSums(t, p.output())
-		})
+// proxy is rseqdbg in front of gdbserver.
+func proxy(t *testing.T, prog ...string) (int, func() string) {
+	p := viaGDBServer(t, prog...)
+	return p.port(), func() string {
+		p.wait(t)
+		return p.output()
 	}
 }
+
+// Acceptance 1: stepi x400 through the proxy in front of gdbserver reaches
+// the commits in every flavour and the program ends with exact sums.
+func TestProxyStepiReachesCommit(t *testing.T) { stepiReachesCommit(t, proxy) }
 
 // Acceptance 1: next at the RSEQ-LINE takes the commit path through the
 // proxy.
-func TestProxyNextTakesCommitPath(t *testing.T) {
-	needTool(t, "gdb")
-	for _, f := range flavours {
-		t.Run(f.prog, func(t *testing.T) {
-			line := markerLine(t, f.src, "RSEQ-LINE")
-			p := viaGDBServer(t, fixture(f.prog), "1", "100")
-			out := gdb(t, p.port(), fixture(f.prog), false, []string{
-				fmt.Sprintf("break %s:%d", f.src, line), "continue", "delete",
-				"monitor rseq stats", "echo NEXT\\n", "next", "info line *$pc", "monitor rseq stats", "continue",
-			}, time.Minute)
-			p.wait(t)
-			before, after, ok := strings.Cut(out, "NEXT\n")
-			if !ok {
-				t.Fatalf("no next:\n%s", out)
-			}
-			m := infoLineRE.FindStringSubmatch(after)
-			if m == nil {
-				t.Fatalf("next stopped without line information (abort stub?):\n%s", tail(out))
-			}
-			if n, _ := strconv.Atoi(m[1]); n == line || !strings.HasSuffix(m[2], f.src) {
-				t.Errorf("next stopped at %s:%s, want the line after %d", m[2], m[1], line)
-			}
-			b, a := stats(t, before), stats(t, after)
-			if a["commits"]+a["other exits"] <= b["commits"]+b["other exits"] || a["steps inside a section"] != 0 {
-				t.Errorf("next through the proxy: before %v after %v", b, a)
-			}
-			exactSums(t, p.output())
-		})
-	}
-}
+func TestProxyNextTakesCommitPath(t *testing.T) { nextTakesCommitPath(t, proxy) }
 
 // Acceptance 1: a breakpoint on start_ip, auto-continued, 4 threads,
 // through the proxy: one hit per entry and exact sums.
-func TestProxyBreakpointAtStartAutoContinued(t *testing.T) {
-	needTool(t, "gdb")
-	const threads, iters = 4, 200
-	loc := startBreak(t, "full_tables", "inc_full")
-	p := viaGDBServer(t, fixture("full_tables"), strconv.Itoa(threads), strconv.Itoa(iters))
-	out := gdb(t, p.port(), fixture("full_tables"), false, []string{
-		"break " + loc, "ignore 1 100000", "continue", "info breakpoints",
-	}, 3*time.Minute)
-	p.wait(t)
-	if !strings.Contains(out, "exited normally") {
-		t.Fatalf("program did not finish:\n%s", tail(out))
-	}
-	m := hitsRE.FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("no hit count:\n%s", tail(out))
-	}
-	if hits, _ := strconv.Atoi(m[1]); hits < threads*iters/2 || hits > threads*iters {
-		t.Errorf("breakpoint hit %d times, want about %d", hits, threads*iters/2)
-	}
-	exactSums(t, p.output())
-}
+func TestProxyBreakpointAtStartAutoContinued(t *testing.T) { autoContinuedAtStart(t, proxy) }
 
 var vdsoStepRE = regexp.MustCompile(`(?m)^=> 0x[0-9a-f]+(?: <([^+>]+)(?:\+\d+)?>)?:`)
 
