@@ -2,7 +2,6 @@ package tests
 
 import (
 	"fmt"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -21,25 +20,11 @@ func lldb(t *testing.T, port int, exe string, cmds []string, timeout time.Durati
 		args = append(args, "-o", c)
 	}
 	args = append(args, exe)
-	cmd := exec.Command("lldb", args...)
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	out, err := runTool(t, timeout, "lldb", args...)
+	if err != nil {
+		t.Fatalf("lldb: %v\n%s", err, out)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("lldb: %v\n%s", err, out.String())
-		}
-	case <-time.After(timeout):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("lldb timed out:\n%s", out.String())
-	}
-	return out.String()
+	return out
 }
 
 // lldbSection is the output of the command echoed as "(lldb) CMD" for the

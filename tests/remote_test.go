@@ -194,7 +194,14 @@ func gdbRun(t testing.TB, port int, exe string, extended bool, cmds []string, ti
 	if exe != "" {
 		args = append(args, exe)
 	}
-	cmd := exec.Command("gdb", args...)
+	return runTool(t, timeout, "gdb", args...)
+}
+
+// runTool runs a debugger to its end, or kills it after timeout, and
+// returns its combined output.
+func runTool(t testing.TB, timeout time.Duration, name string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -208,7 +215,7 @@ func gdbRun(t testing.TB, port int, exe string, extended bool, cmds []string, ti
 	case <-time.After(timeout):
 		cmd.Process.Kill()
 		<-done
-		return out.String(), fmt.Errorf("timed out after %v", timeout)
+		return out.String(), fmt.Errorf("%s timed out after %v", name, timeout)
 	}
 }
 
