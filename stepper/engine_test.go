@@ -2,7 +2,6 @@ package stepper
 
 import (
 	"bytes"
-	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rseqdbg/rseqdbg/symbols"
 	"github.com/rseqdbg/rseqdbg/target"
 	"github.com/rseqdbg/rseqdbg/target/ptrace"
 	"golang.org/x/sys/unix"
@@ -52,19 +52,11 @@ func devnull(t testing.TB) *os.File {
 }
 
 func symbolAddr(t testing.TB, path, name string, bias uint64) uint64 {
-	f, err := elf.Open(path)
+	v, err := symbols.Value(path, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	syms, _ := f.Symbols()
-	for _, s := range syms {
-		if s.Name == name {
-			return s.Value + bias
-		}
-	}
-	t.Fatalf("no symbol %s in %s", name, path)
-	return 0
+	return v + bias
 }
 
 func (e *Engine) biasOf(path string) uint64 {

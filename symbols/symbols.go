@@ -41,6 +41,26 @@ type object struct {
 	dwarf *dwarf.Data
 }
 
+// Value is the link-time value of the symbol called name in the object at
+// path (any kind: function, object, label).
+func Value(path, name string) (uint64, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("reading symbols of %s: %w", path, err)
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		return 0, fmt.Errorf("reading symbols of %s: %w", path, err)
+	}
+	for _, s := range syms {
+		if s.Name == name {
+			return s.Value, nil
+		}
+	}
+	return 0, fmt.Errorf("%s has no symbol %s", path, name)
+}
+
 // Table holds the symbols of the loaded objects.
 type Table struct {
 	objs []*object

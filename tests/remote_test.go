@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rseqdbg/rseqdbg/symbols"
 	"github.com/rseqdbg/rseqdbg/target"
 	"github.com/rseqdbg/rseqdbg/target/ptrace"
 )
@@ -265,19 +266,11 @@ func sections(t *testing.T, prog string) []region {
 // symbolValue is a function's link-time address.
 func symbolValue(t *testing.T, prog, name string) uint64 {
 	t.Helper()
-	f, err := elf.Open(fixture(prog))
+	v, err := symbols.Value(fixture(prog), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	syms, _ := f.Symbols()
-	for _, s := range syms {
-		if s.Name == name {
-			return s.Value
-		}
-	}
-	t.Fatalf("no symbol %s in %s", name, prog)
-	return 0
+	return v
 }
 
 var (

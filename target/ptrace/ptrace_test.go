@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/rseqdbg/rseqdbg/symbols"
 	"github.com/rseqdbg/rseqdbg/target"
 )
 
@@ -42,19 +43,12 @@ int main(void) {
 `
 
 func symbol(t *testing.T, path, name string) uint64 {
-	f, err := elf.Open(path)
+	t.Helper()
+	v, err := symbols.Value(path, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	syms, _ := f.Symbols()
-	for _, s := range syms {
-		if s.Name == name {
-			return s.Value
-		}
-	}
-	t.Fatalf("no symbol %s", name)
-	return 0
+	return v
 }
 
 func TestLaunchBreakpointThreadsExit(t *testing.T) {

@@ -2,13 +2,13 @@ package remote
 
 import (
 	"bytes"
-	"debug/elf"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
+	"github.com/rseqdbg/rseqdbg/symbols"
 	"github.com/rseqdbg/rseqdbg/target"
 	"golang.org/x/sys/unix"
 )
@@ -46,19 +46,11 @@ func build(t *testing.T) string {
 
 func symbol(t *testing.T, path, name string) uint64 {
 	t.Helper()
-	f, err := elf.Open(path)
+	v, err := symbols.Value(path, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	syms, _ := f.Symbols()
-	for _, s := range syms {
-		if s.Name == name {
-			return s.Value
-		}
-	}
-	t.Fatalf("no %s", name)
-	return 0
+	return v
 }
 
 func TestGDBServerUpstream(t *testing.T) {
