@@ -56,6 +56,18 @@ func ExecBias(auxv map[uint64]uint64, f *elf.File) uint64 {
 	return 0
 }
 
+// BaseBias is the bias of an object whose first byte is mapped at base
+// (AT_BASE, AT_SYSINFO_EHDR, a load address): the loadable segment that
+// holds file offset 0 fixes it. ok is false when no segment does.
+func BaseBias(f *elf.File, base uint64) (bias uint64, ok bool) {
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && p.Off == 0 {
+			return base - p.Vaddr, true
+		}
+	}
+	return 0, false
+}
+
 // DynamicLinkerBreakpoint returns the run-time address of _dl_debug_state,
 // the function the dynamic linker calls after each change to its object
 // list (gdb's approach). interpBase is AT_BASE. When the symbol is missing,
@@ -73,14 +85,7 @@ func DynamicLinkerBreakpoint(interpPath string, interpBase uint64) (uint64, erro
 // already open (read through a remote stub, for instance).
 func DynamicLinkerBreakpointELF(f *elf.File, interpPath string, interpBase uint64) (uint64, error) {
 	// AT_BASE is where the first byte of the file is mapped.
-	var bias uint64
-	found := false
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD && p.Off == 0 {
-			bias, found = interpBase-p.Vaddr, true
-			break
-		}
-	}
+	bias, found := BaseBias(f, interpBase)
 	if !found {
 		return 0, fmt.Errorf("reading the dynamic linker %s: no loadable segment maps the ELF header", interpPath)
 	}

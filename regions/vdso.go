@@ -34,14 +34,7 @@ func LoadVDSO(image []byte, base uint64) (obj *Object, err error) {
 	}
 	// The image is mapped from its first byte at base, so the segment
 	// holding file offset 0 fixes the bias.
-	var bias uint64
-	found := false
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD && p.Off == 0 {
-			bias, found = base-p.Vaddr, true
-			break
-		}
-	}
+	bias, found := BaseBias(f, base)
 	if !found {
 		return nil, fmt.Errorf("reading the vDSO at %#x: no loadable segment maps the ELF header", base)
 	}

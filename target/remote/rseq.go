@@ -135,11 +135,8 @@ func (t *Target) findRseqSymbols() error {
 		}
 		b := o.bias
 		if o.base {
-			for _, p := range ef.f.Progs {
-				if p.Type == elf.PT_LOAD && p.Off == 0 {
-					b = o.bias - p.Vaddr
-					break
-				}
+			if bb, ok := regions.BaseBias(ef.f, o.bias); ok {
+				b = bb
 			}
 		}
 		syms := map[string]uint64{}
