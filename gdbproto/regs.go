@@ -39,10 +39,15 @@ func gpr(r *target.Regs, regnum int) *uint64 {
 	return nil
 }
 
-// fpSlice locates a floating-point or vector register in the XSAVE area.
+// fpSlice locates a floating-point or vector register in the XSAVE area x.
 // Registers gdb numbers differently from the hardware (the tag word, fop)
 // are handled by the callers.
 func fpSlice(x []byte, regnum int) (off, size int, ok bool) {
+	off, size, ok = fpSlot(regnum)
+	return off, size, ok && off+size <= len(x)
+}
+
+func fpSlot(regnum int) (off, size int, ok bool) {
 	switch {
 	case regnum >= 24 && regnum < 32:
 		off, size = target.FxST+16*(regnum-24), 10
@@ -69,7 +74,19 @@ func fpSlice(x []byte, regnum int) (off, size int, ok bool) {
 	default:
 		return 0, 0, false
 	}
-	return off, size, off+size <= len(x)
+	return off, size, true
+}
+
+// XsaveSlot locates the register gdb calls name (st0, fctrl, xmm3, ymm3h,
+// mxcsr, ...) in the XSAVE area, for targets that get registers by name.
+// The tag word (ftag) has no slot: FXSAVE keeps an abridged form.
+func XsaveSlot(name string) (off, size int, ok bool) {
+	for _, r := range Registers(true) {
+		if r.Name == name {
+			return fpSlot(r.Regnum)
+		}
+	}
+	return 0, 0, false
 }
 
 // fullTag expands FXSAVE's abridged tag byte into the x87 tag word gdb

@@ -550,38 +550,6 @@ func (t *Target) SetRegs(tid int, regs target.Regs) error {
 	return nil
 }
 
-// fpField says where a target-description register goes in the XSAVE area.
-func fpField(name string) (off, size int, ok bool) {
-	var n int
-	switch {
-	case len(name) == 3 && strings.HasPrefix(name, "st") && name[2] >= '0' && name[2] <= '7':
-		return target.FxST + 16*int(name[2]-'0'), 10, true
-	case name == "fctrl":
-		return target.FxFCW, 2, true
-	case name == "fstat":
-		return target.FxFSW, 2, true
-	case name == "fiseg":
-		return target.FxFCS, 2, true
-	case name == "fioff":
-		return target.FxFIP, 4, true
-	case name == "foseg":
-		return target.FxFDS, 2, true
-	case name == "fooff":
-		return target.FxFDP, 4, true
-	case name == "fop":
-		return target.FxFOP, 2, true
-	case name == "mxcsr":
-		return target.FxMXCSR, 4, true
-	}
-	if _, err := fmt.Sscanf(name, "xmm%d", &n); err == nil && n >= 0 && n < 16 && name == fmt.Sprintf("xmm%d", n) {
-		return target.FxXMM + 16*n, 16, true
-	}
-	if _, err := fmt.Sscanf(name, "ymm%dh", &n); err == nil && n >= 0 && n < 16 && name == fmt.Sprintf("ymm%dh", n) {
-		return target.XsaveYMMH + 16*n, 16, true
-	}
-	return 0, 0, false
-}
-
 func (t *Target) hasAVX() bool { _, ok := t.byName["ymm0h"]; return ok }
 
 // FPRegs assembles an XSAVE area from the stub's x87, SSE and AVX
@@ -597,7 +565,7 @@ func (t *Target) FPRegs(tid int) ([]byte, error) {
 	}
 	x := make([]byte, size)
 	for _, r := range t.regs {
-		off, n, ok := fpField(r.Name)
+		off, n, ok := gdbproto.XsaveSlot(r.Name)
 		if !ok || off+n > len(x) {
 			continue
 		}
@@ -630,7 +598,7 @@ func (t *Target) SetFPRegs(tid int, x []byte) error {
 	}
 	rf := t.cache[tid]
 	for i, r := range t.regs {
-		off, n, ok := fpField(r.Name)
+		off, n, ok := gdbproto.XsaveSlot(r.Name)
 		if !ok || off+n > len(x) || off+n > len(old) || bytes.Equal(x[off:off+n], old[off:off+n]) {
 			continue
 		}
