@@ -195,16 +195,7 @@ func GNUSyntax(in regions.Insn, syms *symbols.Table) string {
 // abort handler in __rseq_failure ("inc_call.rseq_abort", the name gdb
 // sees in the synthesized debug object), and pc's offset in it.
 func (c *Core) StubName(pc uint64) (string, uint64, bool) {
-	name, ok := c.Unwind.StubName(c.Eng.Index(), pc, c.T.ReadMemory)
-	if !ok {
-		return "", 0, false
-	}
-	for _, e := range unwind.Entries(c.Eng.Index()) {
-		if e.Name == name && e.PC <= pc {
-			return name, pc - e.PC, true
-		}
-	}
-	return name, 0, true
+	return c.Unwind.StubName(c.Eng.Index(), pc, c.T.ReadMemory)
 }
 
 // Describe is pc as "function+offset", naming stubs as StubName does.

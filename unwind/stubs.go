@@ -73,10 +73,11 @@ func appendEntries(out []Entry, r *regions.Region) []Entry {
 }
 
 // StubName names the code without CFI that holds pc, if pc is in the
-// extent of one of idx's entries ("inc_call.rseq_abort"), as gdb names it.
-// Only entries shortly before pc are described, so the cost does not grow
-// with the number of regions.
-func (u *Unwinder) StubName(idx *regions.Index, pc uint64, read regions.MemReader) (string, bool) {
+// extent of one of idx's entries ("inc_call.rseq_abort", as gdb names it),
+// and gives pc's offset from the start of that code. Only entries shortly
+// before pc are described, so the cost does not grow with the number of
+// regions.
+func (u *Unwinder) StubName(idx *regions.Index, pc uint64, read regions.MemReader) (name string, off uint64, ok bool) {
 	var near []Entry
 	for _, e := range Entries(idx) {
 		if e.PC <= pc && pc-e.PC < stubInsns*16 {
@@ -85,10 +86,10 @@ func (u *Unwinder) StubName(idx *regions.Index, pc uint64, read regions.MemReade
 	}
 	for _, f := range u.Describe(near, read) {
 		if pc >= f.Lo && pc < f.Hi {
-			return f.Name, true
+			return f.Name, pc - f.Lo, true
 		}
 	}
-	return "", false
+	return "", 0, false
 }
 
 // stubInsns bounds the instructions one stub may span.
