@@ -472,7 +472,7 @@ func (s *session) received(c *Conn, pkt []byte, err error) ([]byte, error) {
 // before it sleeps. A debugger answers a reply within tens of microseconds
 // when it has more to ask (gdb sends eight packets per stepi); a thread
 // that slept would cost a wake-up between OS threads for each.
-var spinFor = 100 * time.Microsecond
+const spinFor = 100 * time.Microsecond
 
 // readSoon is read, polling for spinFor first.
 func (s *session) readSoon(c *Conn) ([]byte, error) {
