@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -67,7 +66,7 @@ const clientFeatures = "qSupported:multiprocess+;swbreak+;hwbreak+;vContSupporte
 // NewClient starts a session over rw: qSupported, then no-ack mode when the
 // stub offers it.
 func NewClient(rw io.ReadWriteCloser) (*Client, error) {
-	c := &Client{rw: rw, rd: NewReader(newSpinReader(rw), 0), features: map[string]string{}, packetSize: 0x3fff,
+	c := &Client{rw: rw, rd: NewReader(rw, 0), features: map[string]string{}, packetSize: 0x3fff,
 		Timeout: 2 * time.Minute, done: make(chan struct{})}
 	reply, err := c.Request(clientFeatures)
 	if err != nil {
@@ -662,55 +661,4 @@ func X87TagWord(xsave []byte) uint16 {
 		return 0xffff
 	}
 	return fullTag(xsave)
-}
-
-// upstreamSpin is how long a client polls for the stub's reply before it
-// sleeps in the poller. A stub answers a step or a memory read within a
-// few hundred microseconds; on the VMs this runs on, a sleeping reader
-// costs a wake-up of tens of microseconds for every reply, and the proxy
-// pays it on top of gdb's own round trip.
-const upstreamSpin = 300 * time.Microsecond
-
-// spinReader reads without sleeping for a while when the connection can
-// be polled (sockets, pipes), then reads normally.
-type spinReader struct {
-	r   io.Reader
-	raw syscall.RawConn
-}
-
-func newSpinReader(r io.Reader) io.Reader {
-	sc, ok := r.(syscall.Conn)
-	if !ok {
-		return r
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return r
-	}
-	return &spinReader{r: r, raw: raw}
-}
-
-func (s *spinReader) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	for deadline := time.Now().Add(upstreamSpin); time.Now().Before(deadline); {
-		var n int
-		var rerr error
-		err := s.raw.Read(func(fd uintptr) bool {
-			n, rerr = syscall.Read(int(fd), p)
-			return true // one attempt: never wait in the poller here
-		})
-		if err != nil || (rerr != nil && rerr != syscall.EAGAIN) {
-			break // let the normal read report it
-		}
-		if rerr == nil {
-			if n == 0 {
-				return 0, io.EOF
-			}
-			return n, nil
-		}
-		syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
-	}
-	return s.r.Read(p)
 }

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"sort"
@@ -102,54 +101,37 @@ type regFile struct {
 
 // Dial connects to a stub listening at addr (HOST:PORT).
 func Dial(addr string, opts Options) (*Target, error) {
-	conn, err := net.DialTimeout("tcp", addr, 30*time.Second)
+	w, err := dialWire(addr, 30*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the upstream stub at %s: %w", addr, err)
 	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
-	t, err := newTarget(conn, opts)
+	t, err := newTarget(w, opts)
 	if err != nil {
-		conn.Close()
+		w.Close()
 		return nil, fmt.Errorf("upstream %s: %w", addr, err)
 	}
 	return t, nil
 }
 
-// pipeRW is a stub's stdin and stdout.
-type pipeRW struct {
-	io.Reader
-	w io.WriteCloser
-	r io.Closer
-}
-
-func (p pipeRW) Write(b []byte) (int, error) { return p.w.Write(b) }
-func (p pipeRW) Close() error {
-	p.w.Close()
-	return p.r.Close()
-}
-
 // Start runs command with the shell and speaks to it over its stdin and
 // stdout, as gdb's `target remote | command` does (gdbserver - PROG).
 func Start(command string, opts Options) (*Target, error) {
+	w, stdin, stdout, err := pipeWire()
+	if err != nil {
+		return nil, fmt.Errorf("upstream command: %w", err)
+	}
 	cmd := exec.Command("/bin/sh", "-c", command)
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, os.Stderr
+	err = cmd.Start()
+	stdin.Close()
+	stdout.Close()
 	if err != nil {
-		return nil, fmt.Errorf("upstream command: %w", err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, fmt.Errorf("upstream command: %w", err)
-	}
-	if err := cmd.Start(); err != nil {
+		w.Close()
 		return nil, fmt.Errorf("starting upstream %q: %w", command, err)
 	}
-	rw := pipeRW{Reader: out, w: in, r: out}
-	t, err := newTarget(rw, opts)
+	t, err := newTarget(w, opts)
 	if err != nil {
-		rw.Close()
+		w.Close()
 		cmd.Process.Kill()
 		cmd.Wait()
 		return nil, fmt.Errorf("upstream %q: %w", command, err)
