@@ -215,7 +215,9 @@ func (s *session) runStop(op func() (*stepper.Stop, error)) [][]byte {
 		return replyErr
 	}
 	out := s.report(st)
-	s.prefetch(st)
+	// Read ahead once the stop reply is out: the client starts on it at
+	// once, and the stub answers the read while the client works.
+	s.prefetchAfterReply = st
 	return out
 }
 
@@ -225,17 +227,27 @@ func (s *session) runStop(op func() (*stepper.Stop, error)) [][]byte {
 // a sizable part of a stepi's round trip. A ^C waits at most this long.
 const watchDelay = 2 * time.Millisecond
 
+// sleepNotifier is implemented by a target that can say when waiting for
+// it is about to sleep (target/remote, once its stub has not answered
+// within its polling window). The client is watched from then on: no
+// timer is armed for the resumptions that end sooner, and arming one
+// per stepi wakes the runtime's timer thread each time.
+type sleepNotifier interface {
+	OnWaitSleep(f func())
+}
+
 // watchClient forwards interrupts to the running target until the
 // returned function is called. It keeps interrupting every so often once
 // asked, because the engine may be between two resumptions of the target
-// when the first request arrives. Watching starts after watchDelay.
+// when the first request arrives. Watching starts when the target says
+// waiting for it sleeps, or else after watchDelay.
 func (s *session) watchClient(t target.Target) func() {
 	if s.w == nil {
 		return func() {}
 	}
 	done := make(chan struct{})
 	finished := make(chan struct{})
-	timer := time.AfterFunc(watchDelay, func() {
+	watch := func() {
 		defer close(finished)
 		intr, gone := s.w.Interrupts(), s.w.Done()
 		var ticker *time.Ticker
@@ -266,15 +278,38 @@ func (s *session) watchClient(t target.Target) func() {
 				t.Interrupt()
 			}
 		}
-	})
+	}
+	// A ^C that came while the target ran unwatched was for this run,
+	// which has stopped: it must not cut the next one short.
+	dropStale := func() {
+		select {
+		case <-s.w.Interrupts():
+		default:
+		}
+	}
+	if n, ok := t.(sleepNotifier); ok {
+		// The hook runs on this goroutine, inside the target's Wait.
+		started := false
+		n.OnWaitSleep(func() {
+			if !started {
+				started = true
+				go watch()
+			}
+		})
+		return func() {
+			n.OnWaitSleep(nil)
+			if !started {
+				dropStale()
+				return
+			}
+			close(done)
+			<-finished
+		}
+	}
+	timer := time.AfterFunc(watchDelay, watch)
 	return func() {
 		if timer.Stop() {
-			// Never started. A ^C that came meanwhile was for this run,
-			// which has stopped: it must not cut the next one short.
-			select {
-			case <-s.w.Interrupts():
-			default:
-			}
+			dropStale()
 			return
 		}
 		close(done)

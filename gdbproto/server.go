@@ -411,6 +411,10 @@ type session struct {
 	nextFD int
 	docs   map[string][]byte
 
+	// prefetchAfterReply is a stop whose reply is being sent; what the
+	// client reads next is fetched once it is out.
+	prefetchAfterReply *stepper.Stop
+
 	// hwBreaks counts the hardware breakpoints an upstream accepted.
 	hwBreaks map[uint64]int
 }
@@ -498,6 +502,10 @@ func (s *session) reply(c *Conn, out [][]byte) error {
 	if s.noAckNext {
 		s.noAckNext = false
 		c.SetNoAck()
+	}
+	if st := s.prefetchAfterReply; st != nil {
+		s.prefetchAfterReply = nil
+		s.prefetch(st)
 	}
 	return nil
 }

@@ -503,16 +503,18 @@ func (r *rawClient) expect(ack byte, reply string) {
 }
 
 // ^C (0x03) while the target runs stops it: gdb gets SIGINT.
-func TestRemoteInterrupt(t *testing.T) {
-	srv := startRseqdbg(t, nil, fixture("loop_next"), "3000000000")
-	rc := dialRaw(t, srv.port)
+func TestRemoteInterrupt(t *testing.T) { interruptStops(t, direct) }
+
+func interruptStops(t *testing.T, start server) {
+	port, done := start(t, fixture("loop_next"), "3000000000")
+	rc := dialRaw(t, port)
 	defer rc.c.Close()
 	rc.send("+" + rawFrame("qSupported:multiprocess+;swbreak+"))
 	rc.expect('+', `^\$PacketSize=`)
 	rc.send(rawFrame("vCont;c"))
 	rc.expect('+', "")
 	time.Sleep(300 * time.Millisecond)
-	start := time.Now()
+	began := time.Now()
 	rc.send("\x03")
 	rc.expect('$', "") // the reply starts without an ack
 	rc.br.UnreadByte()
@@ -523,7 +525,7 @@ func TestRemoteInterrupt(t *testing.T) {
 	}
 	rc.br.Discard(2)
 	rc.send("+")
-	if d := time.Since(start); d > 2*time.Second {
+	if d := time.Since(began); d > 2*time.Second {
 		t.Errorf("interrupt took %v", d)
 	}
 	pid := regexp.MustCompile(`thread:p([0-9a-f]+)\.`).FindStringSubmatch(line)
@@ -533,8 +535,7 @@ func TestRemoteInterrupt(t *testing.T) {
 	rc.send(rawFrame("vKill;" + pid[1]))
 	rc.expect('+', `^\$OK#$`)
 	rc.c.Close()
-	srv.wait(t, 30*time.Second)
-	if strings.Contains(srv.stdout.String(), "RESULT") {
+	if strings.Contains(done(), "RESULT") {
 		t.Errorf("the loop ran to its end instead of stopping")
 	}
 }

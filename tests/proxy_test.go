@@ -128,6 +128,10 @@ func TestProxyNextTakesCommitPath(t *testing.T) { nextTakesCommitPath(t, proxy) 
 // through the proxy: one hit per entry and exact sums.
 func TestProxyBreakpointAtStartAutoContinued(t *testing.T) { autoContinuedAtStart(t, proxy) }
 
+// ^C while the target runs behind the proxy stops it: the proxy watches
+// its client once waiting for the upstream sleeps.
+func TestProxyInterrupt(t *testing.T) { interruptStops(t, proxy) }
+
 var vdsoStepRE = regexp.MustCompile(`(?m)^=> 0x[0-9a-f]+(?: <([^+>]+)(?:\+\d+)?>)?:`)
 
 // vdsoStepi steps from the clock_gettime call of vdso_clock and returns the

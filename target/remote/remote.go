@@ -43,7 +43,9 @@ type Options struct {
 type Target struct {
 	c       *gdbproto.Client
 	closeRW func() error
-	cmd     *exec.Cmd
+	// sleepHook is told when waiting for the stub sleeps (OnWaitSleep).
+	sleepHook func()
+	cmd       *exec.Cmd
 
 	pid          int
 	multiprocess bool
@@ -153,6 +155,9 @@ func newTarget(rw io.ReadWriteCloser, opts Options) (*Target, error) {
 		vfile: true, pcReg: -1,
 	}
 	t.files = &fileCache{t: t, entries: map[string]*fileEntry{}}
+	if w, ok := rw.(*wire); ok {
+		w.beforeSleep = t.waitSleeping
+	}
 	if err := t.handshake(opts); err != nil {
 		c.Close()
 		return nil, err
@@ -814,6 +819,17 @@ func (t *Target) resume() error {
 		return t.fail(err)
 	}
 	return nil
+}
+
+// OnWaitSleep sets f to be called when a wait for the stub, having
+// polled it for upstreamSpin, goes to sleep; nil removes it. It is called
+// on the goroutine that waits, once per read.
+func (t *Target) OnWaitSleep(f func()) { t.sleepHook = f }
+
+func (t *Target) waitSleeping() {
+	if t.sleepHook != nil {
+		t.sleepHook()
+	}
 }
 
 // Interrupt asks the stub to stop the running target (^C). Safe from any

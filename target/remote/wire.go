@@ -31,6 +31,10 @@ type wire struct {
 
 	deadline atomic.Int64 // read deadline in Unix nanoseconds; 0 for none
 
+	// beforeSleep, when set, is called by a read about to sleep in poll,
+	// on the reading goroutine.
+	beforeSleep func()
+
 	// Descriptors are closed by whoever leaves last, so a read blocked in
 	// poll never sees its descriptor number reused.
 	mu     sync.Mutex
@@ -160,6 +164,7 @@ func (w *wire) Read(p []byte) (int, error) {
 	}
 	defer w.leave()
 	spinUntil := time.Now().Add(upstreamSpin)
+	announced := false
 	for {
 		n, err := unix.Read(w.rfd, p)
 		switch {
@@ -186,6 +191,10 @@ func (w *wire) Read(p []byte) (int, error) {
 				return 0, os.ErrDeadlineExceeded
 			}
 			timeout = int((left + time.Millisecond - 1) / time.Millisecond)
+		}
+		if !announced && w.beforeSleep != nil {
+			announced = true
+			w.beforeSleep()
 		}
 		if err := w.wait(w.rfd, unix.POLLIN, timeout); err != nil {
 			return 0, err
