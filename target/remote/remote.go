@@ -620,8 +620,16 @@ func (t *Target) ReadMemory(addr uint64, buf []byte) (int, error) {
 	}
 	done := 0
 	for done < len(buf) {
+		at := addr + uint64(done)
 		n := min(len(buf)-done, t.chunk())
-		reply, err := t.request(fmt.Sprintf("m%x,%x", addr+uint64(done), n))
+		reply, err := t.request(fmt.Sprintf("m%x,%x", at, n))
+		if toPage := int(pageSize - at%pageSize); err != nil && toPage < n && isStubError(err) {
+			// lldb-server refuses a whole read that runs into an unmapped
+			// page where gdbserver returns what it could: read up to the
+			// page boundary, and the next round finds where memory ends.
+			n = toPage
+			reply, err = t.request(fmt.Sprintf("m%x,%x", at, n))
+		}
 		if err != nil {
 			if done > 0 && t.lost == nil {
 				return done, nil
@@ -646,6 +654,13 @@ func clip(b []byte) string {
 		return string(b[:64]) + "..."
 	}
 	return string(b)
+}
+
+const pageSize = 4096
+
+func isStubError(err error) bool {
+	var se *gdbproto.StubError
+	return errors.As(err, &se)
 }
 
 // WriteMemory writes data; the stub keeps its breakpoints in place.
@@ -830,6 +845,15 @@ func (t *Target) waitSleeping() {
 	if t.sleepHook != nil {
 		t.sleepHook()
 	}
+}
+
+// RouteConsole sends the stub's console output (the program's output,
+// for lldb-server) to f until the returned function restores the
+// previous destination.
+func (t *Target) RouteConsole(f func(text string)) (restore func()) {
+	old := t.c.Console
+	t.c.Console = f
+	return func() { t.c.Console = old }
 }
 
 // Interrupt asks the stub to stop the running target (^C). Safe from any
