@@ -99,6 +99,20 @@ func TestInsertLibraries(t *testing.T) {
 	}
 }
 
+func TestWithLmid(t *testing.T) {
+	for in, want := range map[string]string{
+		// lldb-server's form: no namespace, no main-lm.
+		`<library-list-svr4 version="1.0"><library name="/lib/a.so" lm="0x1" l_addr="0x2" l_ld="0x3" /><library name="b" lm="0x4" l_addr="0" l_ld="0"></library></library-list-svr4>`: `<library-list-svr4 version="1.0"><library name="/lib/a.so" lm="0x1" l_addr="0x2" l_ld="0x3" lmid="0x0"/><library name="b" lm="0x4" l_addr="0" l_ld="0" lmid="0x0"></library></library-list-svr4>`,
+		// gdbserver's form is left alone.
+		`<library name="/lib/a.so" lm="0x1" l_addr="0x2" l_ld="0x3" lmid="0x7"/>`: `<library name="/lib/a.so" lm="0x1" l_addr="0x2" l_ld="0x3" lmid="0x7"/>`,
+		`<library-list-svr4 version="1.0"/>`:                                      `<library-list-svr4 version="1.0"/>`,
+	} {
+		if got := string(withLmid([]byte(in))); got != want {
+			t.Errorf("%s:\ngot  %s\nwant %s", in, got, want)
+		}
+	}
+}
+
 // The client against this package's own server (a real TCP connection and
 // a real ptrace-free exchange): handshake, no-ack, requests, qXfer,
 // pipelining, forwarding of console output, and a server that hangs up.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 
 	"github.com/rseqdbg/rseqdbg/stepper"
@@ -184,7 +185,34 @@ func (s *session) upstreamLibrariesDoc() ([]byte, bool) {
 		slog.Debug("upstream library list", "err", err)
 		return nil, false
 	}
-	return insertLibraries(doc, s.extraLibraries()), true
+	return insertLibraries(withLmid(doc), s.extraLibraries()), true
+}
+
+var libraryElement = regexp.MustCompile(`<library\s[^>]*?/?>`)
+
+// withLmid gives every library of an upstream's list the namespace
+// attribute gdb 13 requires and lldb-server leaves out (its objects are
+// all in the initial namespace, 0).
+func withLmid(doc []byte) []byte {
+	return libraryElement.ReplaceAllFunc(doc, func(el []byte) []byte {
+		if bytes.Contains(el, []byte(" lmid=")) {
+			return el
+		}
+		end := len(el) - 1
+		if bytes.HasSuffix(el, []byte("/>")) {
+			end--
+		}
+		out := append([]byte(nil), el[:end]...)
+		out = append(bytes.TrimRight(out, " \t\n"), ` lmid="0x0"`...)
+		return append(out, el[end:]...)
+	})
+}
+
+// consoleRouter is implemented by an upstream whose console output (O
+// packets) can be redirected: while a resumption runs, it goes to the
+// client, which shows it as the program's output.
+type consoleRouter interface {
+	RouteConsole(f func(text string)) (restore func())
 }
 
 // extraLibraries are <library> elements the server adds to a library list

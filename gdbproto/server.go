@@ -384,10 +384,12 @@ const packetSize = 0x8000
 // a client may count the escaping of X data differently.
 const maxIncoming = 2*packetSize + 64
 
-// wire is what a resumption watches while the target runs.
+// wire is what a resumption watches while the target runs, and where an
+// upstream's console output goes meanwhile.
 type wire interface {
 	Interrupts() <-chan struct{}
 	Done() <-chan struct{}
+	WritePacket(payload []byte) error
 }
 
 // session is one client's connection state.

@@ -246,6 +246,67 @@ func TestProxyQEMU(t *testing.T) {
 	}
 }
 
+// viaLLDBServer runs the program under lldb-server's gdbserver mode with
+// rseqdbg in front. lldb-server forwards the program's output to the
+// client as console packets, so it shows in gdb's transcript.
+func viaLLDBServer(t testing.TB, prog ...string) proxied {
+	t.Helper()
+	needTool(t, "lldb-server")
+	l := &stub{port: freePort(t)}
+	l.start(t, "lldb-server", append([]string{"gdbserver", fmt.Sprintf("127.0.0.1:%d", l.port), "--"}, prog...)...)
+	for deadline := time.Now().Add(30 * time.Second); !isListening(l.port); time.Sleep(20 * time.Millisecond) {
+		select {
+		case <-l.done:
+			t.Fatalf("lldb-server exited: %v\n%s", l.err, l.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lldb-server did not listen on %d", l.port)
+		}
+	}
+	return proxied{proxy: startProxy(t, l), upstream: l}
+}
+
+// lldb-server as the upstream: it expedites no fs_base and describes its
+// registers its own way (lldb names, full ymm registers), refuses a
+// memory read that runs into an unmapped page, and lists libraries without
+// namespaces. The sections are still stepped atomically through the
+// tables, and the tool says why it cannot see the rseq area.
+func TestProxyLLDBServer(t *testing.T) {
+	needTool(t, "gdb")
+	for _, f := range flavours {
+		if f.prog == "dlopen_main" || f.prog == "no_tables" {
+			// no_tables' sections are found through the registered rseq
+			// area, which needs fs_base.
+			continue
+		}
+		t.Run(f.prog, func(t *testing.T) {
+			p := viaLLDBServer(t, fixture(f.prog), "2", "50")
+			script := stepiScript(f.fn, true)
+			script = append(script[:len(script)-1], "monitor rseq status", "continue")
+			out := gdb(t, p.port(), fixture(f.prog), false, script, 2*time.Minute)
+			p.wait(t)
+			st := stats(t, out)
+			if st["region runs"] < 2 || st["commits"] < 2 || st["steps inside a section"] != 0 {
+				t.Errorf("stepi x400 through lldb-server: %v", st)
+			}
+			if commits, inside := commitHits(t, f.prog, f.fn, out); commits == 0 || inside != 0 {
+				t.Errorf("gdb stopped %d times at a commit and %d times inside a section", commits, inside)
+			}
+			if !strings.Contains(out, "upstream does not describe fs_base") {
+				t.Errorf("monitor rseq status does not say why the rseq area is unknown:\n%s", tail(out))
+			}
+			if strings.Contains(out, "while parsing target library list") {
+				t.Errorf("gdb rejected the library list:\n%s", tail(out))
+			}
+			if !strings.Contains(out, "exited normally") {
+				t.Errorf("program did not exit normally:\n%s", tail(out))
+			}
+			exactSums(t, out)
+		})
+	}
+}
+
 // --upstream-cmd: the upstream spoken to over a pipe (gdbserver -). The
 // program's output reaches the proxy's stderr through gdbserver's.
 func TestProxyUpstreamCmd(t *testing.T) {

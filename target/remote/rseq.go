@@ -49,6 +49,11 @@ func (t *Target) RseqArea(tid int) (target.RseqArea, error) {
 		return target.RseqArea{}, fmt.Errorf("reading __rseq_offset: %w", err)
 	}
 	offset := binary.LittleEndian.Uint64(b[:])
+	if _, ok := t.byName["fs_base"]; !ok {
+		t.rseq.note[tid] = "the upstream does not describe fs_base (lldb-server 14 does not), so the thread " +
+			"pointer and the rseq area past it are unknown: sections are found through the tables only"
+		return target.RseqArea{}, nil
+	}
 	regs, err := t.Regs(tid)
 	if err != nil {
 		return target.RseqArea{}, err
