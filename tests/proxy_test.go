@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -243,6 +244,43 @@ func TestProxyQEMU(t *testing.T) {
 			}
 			exactSums(t, p.output())
 		})
+	}
+}
+
+// A client killed while the target behind the proxy runs a vCont;r range
+// step: with --keep the proxy removes its breakpoints from the upstream
+// and detaches, and the program runs its loop to the end instead of dying
+// of a stray int3.
+func TestProxyClientKilledMidRangeStep(t *testing.T) {
+	needTool(t, "gdb")
+	needTool(t, "gdbserver")
+	line := markerLine(t, "loop_next.c", "LOOP-LINE")
+	gs := startGDBServer(t, fixture("loop_next"), "3000000000") // a few seconds natively
+	p := proxied{proxy: startProxy(t, gs, "--keep", "-v"), upstream: gs}
+	script := filepath.Join(t.TempDir(), "cmds.gdb")
+	os.WriteFile(script, []byte(fmt.Sprintf("set confirm off\ntarget remote :%d\nbreak loop_next.c:%d\ncontinue\nnext\n", p.port(), line)), 0o644)
+	g := exec.Command("gdb", "-nx", "-batch", "-x", script, fixture("loop_next"))
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(p.proxy.stderr.String(), "packet=vCont;r"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			g.Process.Kill()
+			t.Fatalf("gdb never range-stepped:\n%s", p.proxy.stderr.String())
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	g.Process.Kill()
+	g.Wait()
+	p.proxy.wait(t, 2*time.Minute)
+	if !strings.Contains(p.proxy.stderr.String(), "Detached from process") {
+		t.Errorf("no detach:\n%s", tail(p.proxy.stderr.String()))
+	}
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(p.output(), "RESULT") && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := result(t, p.output()); r["total"] != r["expected"] {
+		t.Errorf("the program did not finish its loop: %v", r)
 	}
 }
 
