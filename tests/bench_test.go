@@ -148,11 +148,7 @@ func viaRelay(b *testing.B, prog ...string) *stub {
 	gs := startGDBServer(b, prog...)
 	r := &stub{port: freePort(b)}
 	r.start(b, fixture("relay"), strconv.Itoa(r.port), strconv.Itoa(gs.port))
-	for deadline := time.Now().Add(10 * time.Second); !isListening(r.port); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Fatalf("the relay did not listen on %d: %s", r.port, r.stderr.String())
-		}
-	}
+	r.waitListening(b)
 	return r
 }
 

@@ -77,18 +77,24 @@ func viaQEMU(t testing.TB, prog ...string) proxied {
 	q.start(t, "qemu-x86_64", append([]string{"-g", strconv.Itoa(q.port)}, prog...)...)
 	// qemu listens once it has loaded the program, and serves the first
 	// connection only: watch for the listening socket instead of probing.
-	for deadline := time.Now().Add(30 * time.Second); !isListening(q.port); {
+	q.waitListening(t)
+	return proxied{proxy: startProxy(t, q), upstream: q}
+}
+
+// waitListening waits for a stub started on a port it was given to
+// listen there.
+func (s *stub) waitListening(t testing.TB) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !isListening(s.port); time.Sleep(20 * time.Millisecond) {
 		select {
-		case <-q.done:
-			t.Fatalf("qemu exited: %v\n%s", q.err, q.stderr.String())
+		case <-s.done:
+			t.Fatalf("%s exited: %v\n%s", s.cmd.Path, s.err, s.stderr.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("qemu did not listen on %d", q.port)
+			t.Fatalf("%s did not listen on %d", s.cmd.Path, s.port)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	return proxied{proxy: startProxy(t, q), upstream: q}
 }
 
 // isListening tells from /proc/net/tcp whether something listens on port,
@@ -210,6 +216,27 @@ func TestProxyLLDB(t *testing.T) {
 	})
 }
 
+// stepiThrough runs gdb's 400 stepi from fn through the proxy p, then
+// monitor rseq status, and returns the transcript once the program has
+// exited normally with every section run atomically.
+func stepiThrough(t *testing.T, p proxied, prog, fn string) string {
+	t.Helper()
+	script := stepiScript(fn, true)
+	script = append(script[:len(script)-1], "monitor rseq status", "continue")
+	out := gdb(t, p.port(), fixture(prog), false, script, 2*time.Minute)
+	p.wait(t)
+	if st := stats(t, out); st["region runs"] < 2 || st["commits"] < 2 || st["steps inside a section"] != 0 {
+		t.Errorf("stepi x400: %v", st)
+	}
+	if commits, inside := commitHits(t, prog, fn, out); commits == 0 || inside != 0 {
+		t.Errorf("gdb stopped %d times at a commit and %d times inside a section", commits, inside)
+	}
+	if !strings.Contains(out, "exited normally") {
+		t.Errorf("program did not exit normally:\n%s", tail(out))
+	}
+	return out
+}
+
 // Acceptance 3: qemu-user as the upstream. It does not implement rseq, so
 // glibc registers nothing and nothing would abort; the point is that the
 // sections are still stepped atomically, found through the tables, and that
@@ -225,22 +252,9 @@ func TestProxyQEMU(t *testing.T) {
 		}
 		t.Run(f.prog, func(t *testing.T) {
 			p := viaQEMU(t, fixture(f.prog), "1", "50", "--allow-unregistered")
-			script := stepiScript(f.fn, true)
-			script = append(script[:len(script)-1], "monitor rseq status", "continue")
-			out := gdb(t, p.port(), fixture(f.prog), false, script, 2*time.Minute)
-			p.wait(t)
-			st := stats(t, out)
-			if st["region runs"] < 2 || st["commits"] < 2 || st["steps inside a section"] != 0 {
-				t.Errorf("stepi x400 under qemu: %v", st)
-			}
-			if commits, inside := commitHits(t, f.prog, f.fn, out); commits == 0 || inside != 0 {
-				t.Errorf("gdb stopped %d times at a commit and %d times inside a section", commits, inside)
-			}
+			out := stepiThrough(t, p, f.prog, f.fn)
 			if !regexp.MustCompile(`no rseq area registered \(glibc did not register rseq .*qemu-user`).MatchString(out) {
 				t.Errorf("monitor rseq status does not say rseq is unregistered:\n%s", tail(out))
-			}
-			if !strings.Contains(out, "exited normally") {
-				t.Errorf("program did not exit normally:\n%s", tail(out))
 			}
 			exactSums(t, p.output())
 		})
@@ -292,16 +306,7 @@ func viaLLDBServer(t testing.TB, prog ...string) proxied {
 	needTool(t, "lldb-server")
 	l := &stub{port: freePort(t)}
 	l.start(t, "lldb-server", append([]string{"gdbserver", fmt.Sprintf("127.0.0.1:%d", l.port), "--"}, prog...)...)
-	for deadline := time.Now().Add(30 * time.Second); !isListening(l.port); time.Sleep(20 * time.Millisecond) {
-		select {
-		case <-l.done:
-			t.Fatalf("lldb-server exited: %v\n%s", l.err, l.stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lldb-server did not listen on %d", l.port)
-		}
-	}
+	l.waitListening(t)
 	return proxied{proxy: startProxy(t, l), upstream: l}
 }
 
@@ -320,25 +325,12 @@ func TestProxyLLDBServer(t *testing.T) {
 		}
 		t.Run(f.prog, func(t *testing.T) {
 			p := viaLLDBServer(t, fixture(f.prog), "2", "50")
-			script := stepiScript(f.fn, true)
-			script = append(script[:len(script)-1], "monitor rseq status", "continue")
-			out := gdb(t, p.port(), fixture(f.prog), false, script, 2*time.Minute)
-			p.wait(t)
-			st := stats(t, out)
-			if st["region runs"] < 2 || st["commits"] < 2 || st["steps inside a section"] != 0 {
-				t.Errorf("stepi x400 through lldb-server: %v", st)
-			}
-			if commits, inside := commitHits(t, f.prog, f.fn, out); commits == 0 || inside != 0 {
-				t.Errorf("gdb stopped %d times at a commit and %d times inside a section", commits, inside)
-			}
+			out := stepiThrough(t, p, f.prog, f.fn)
 			if !strings.Contains(out, "upstream does not describe fs_base") {
 				t.Errorf("monitor rseq status does not say why the rseq area is unknown:\n%s", tail(out))
 			}
 			if strings.Contains(out, "while parsing target library list") {
 				t.Errorf("gdb rejected the library list:\n%s", tail(out))
-			}
-			if !strings.Contains(out, "exited normally") {
-				t.Errorf("program did not exit normally:\n%s", tail(out))
 			}
 			exactSums(t, out)
 		})
