@@ -298,6 +298,38 @@ func TestProxyClientKilledMidRangeStep(t *testing.T) {
 	}
 }
 
+// gdbserver attached to a running program (--attach), rseqdbg in front:
+// stepi still runs the sections atomically, and on detach the program
+// goes on to exact sums.
+func TestProxyAttach(t *testing.T) {
+	needTool(t, "gdb")
+	needTool(t, "gdbserver")
+	prog := &stub{}
+	prog.start(t, fixture("full_tables"), "1", "1000000000") // seconds natively
+	gs := &stub{}
+	gs.start(t, "gdbserver", "--once", "--attach", ":0", strconv.Itoa(prog.cmd.Process.Pid))
+	gs.waitPort(t)
+	p := proxied{proxy: startProxy(t, gs), upstream: gs}
+	out := gdb(t, p.port(), fixture("full_tables"), false, []string{
+		"break inc_full", "continue", "delete",
+		fmt.Sprintf(`printf "FUNC %%lx\n", (long)&inc_full`),
+		"set $i = 0", "while $i < 100", "  stepi", `  printf "PC %lx\n", $pc`, "  set $i = $i + 1", "end",
+		"monitor rseq stats", "detach",
+	}, 2*time.Minute)
+	p.wait(t)
+	if st := stats(t, out); st["commits"] < 1 || st["steps inside a section"] != 0 {
+		t.Errorf("stepi x100 after attaching: %v", st)
+	}
+	if _, inside := commitHits(t, "full_tables", "inc_full", out); inside != 0 {
+		t.Errorf("gdb stopped %d times inside a section", inside)
+	}
+	if !strings.Contains(p.proxy.stderr.String(), "Detached from process") {
+		t.Errorf("the proxy did not detach:\n%s", tail(p.proxy.stderr.String()))
+	}
+	prog.wait(t, 2*time.Minute)
+	exactSums(t, prog.stdout.String())
+}
+
 // viaLLDBServer runs the program under lldb-server's gdbserver mode with
 // rseqdbg in front. lldb-server forwards the program's output to the
 // client as console packets, so it shows in gdb's transcript.
