@@ -476,6 +476,13 @@ type RemoteRegister struct {
 	Bitsize int
 	Type    string
 	Feature string
+	// Offset is where lldb-server puts the register in its g packet (its
+	// offset attribute: the packet follows the kernel's register area, not
+	// the register numbers); -1 when the description gives none.
+	Offset int
+	// Pseudo marks a view of other registers (lldb's value_regnums, eax
+	// in rax): never in the g packet.
+	Pseudo bool
 }
 
 // Size is the register's size in bytes.
@@ -532,7 +539,15 @@ func ParseTargetDescription(fetch func(annex string) ([]byte, error)) ([]RemoteR
 					}
 				}
 			case "reg":
-				r := RemoteRegister{Name: attr("name"), Type: attr("type"), Feature: feature, Regnum: next}
+				r := RemoteRegister{Name: attr("name"), Type: attr("type"), Feature: feature, Regnum: next,
+					Offset: -1, Pseudo: attr("value_regnums") != ""}
+				if o := attr("offset"); o != "" {
+					v, err := strconv.Atoi(o)
+					if err != nil || v < 0 || v > 1<<20 {
+						return fmt.Errorf("target description %s: bad offset %q", annex, o)
+					}
+					r.Offset = v
+				}
 				bits, err := strconv.Atoi(attr("bitsize"))
 				if err != nil || bits <= 0 || bits > 4096 || r.Name == "" {
 					return fmt.Errorf("target description %s: bad register %q", annex, r.Name)

@@ -1,6 +1,7 @@
 package gdbproto
 
 import (
+	"fmt"
 	"net"
 	"reflect"
 	"strings"
@@ -84,6 +85,32 @@ func TestParseTargetDescription(t *testing.T) {
 	}
 	if _, err := ParseTargetDescription(func(a string) ([]byte, error) { return []byte(`<target><reg name="x" bitsize="-8"/></target>`), nil }); err == nil {
 		t.Error("negative bitsize accepted")
+	}
+}
+
+// lldb-server's description: offsets into its g packet, and pseudo
+// registers that are views of others.
+func TestParseTargetDescriptionLLDB(t *testing.T) {
+	doc := `<target><feature><reg name="rax" bitsize="64" regnum="0" offset="80"/>` +
+		`<reg name="rbx" bitsize="64" regnum="1" offset="40"/>` +
+		`<reg name="eax" bitsize="32" regnum="2" offset="80" value_regnums="0"/><reg name="x" bitsize="8"/></feature></target>`
+	regs, err := ParseTargetDescription(func(string) ([]byte, error) { return []byte(doc), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []RemoteRegister{
+		{Name: "rax", Regnum: 0, Bitsize: 64, Offset: 80},
+		{Name: "rbx", Regnum: 1, Bitsize: 64, Offset: 40},
+		{Name: "eax", Regnum: 2, Bitsize: 32, Offset: 80, Pseudo: true},
+		{Name: "x", Regnum: 3, Bitsize: 8, Offset: -1},
+	}
+	if fmt.Sprint(regs) != fmt.Sprint(want) {
+		t.Fatalf("got  %v\nwant %v", regs, want)
+	}
+	if _, err := ParseTargetDescription(func(string) ([]byte, error) {
+		return []byte(`<target><reg name="a" bitsize="8" offset="-4"/></target>`), nil
+	}); err == nil {
+		t.Error("negative offset accepted")
 	}
 }
 

@@ -83,10 +83,19 @@ func TestGDBServerStepiNeverCommits(t *testing.T) {
 	}
 }
 
+// tail and head are the last and first 40 lines of a transcript.
 func tail(s string) string {
 	lines := strings.Split(s, "\n")
 	if len(lines) > 40 {
 		lines = lines[len(lines)-40:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func head(s string) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > 40 {
+		lines = lines[:40]
 	}
 	return strings.Join(lines, "\n")
 }

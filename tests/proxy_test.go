@@ -173,23 +173,29 @@ func backInCaller(fns []string) (entered, back bool) {
 }
 
 // Acceptance 1: stepi into the vDSO's clock_gettime comes back out through
-// the proxy.
+// the proxy, in front of gdbserver and of lldb-server.
 func TestProxyVDSOStepi(t *testing.T) {
 	needTool(t, "gdb")
-	p := viaGDBServer(t, fixture("vdso_clock"), "1", "10")
-	fns, out := vdsoStepi(t, p.port(), 60, "monitor rseq stats")
-	p.wait(t)
-	if entered, back := backInCaller(fns); !entered || !back {
-		t.Errorf("stepi through clock_gettime: entered %v, back in read_clock %v:\n%s", entered, back, tail(out))
-	}
-	for _, f := range fns {
-		if f == "clock_gettime" || f == "" {
-			t.Errorf("a stepi stopped inside the vDSO:\n%s", out)
-			break
-		}
-	}
-	if st := stats(t, out); st["region runs"] < 1 {
-		t.Errorf("no vDSO region run: %v", st)
+	for name, via := range map[string]func(testing.TB, ...string) proxied{
+		"gdbserver": viaGDBServer, "lldb-server": viaLLDBServer,
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := via(t, fixture("vdso_clock"), "1", "10")
+			fns, out := vdsoStepi(t, p.port(), 60, "monitor rseq stats")
+			p.wait(t)
+			if entered, back := backInCaller(fns); !entered || !back {
+				t.Errorf("stepi through clock_gettime: entered %v, back in read_clock %v:\n%s", entered, back, tail(out))
+			}
+			for _, f := range fns {
+				if f == "clock_gettime" || f == "" {
+					t.Errorf("a stepi stopped inside the vDSO:\n%s", out)
+					break
+				}
+			}
+			if st := stats(t, out); st["region runs"] < 1 {
+				t.Errorf("no vDSO region run: %v", st)
+			}
+		})
 	}
 }
 
@@ -358,6 +364,11 @@ func TestProxyLLDBServer(t *testing.T) {
 		t.Run(f.prog, func(t *testing.T) {
 			p := viaLLDBServer(t, fixture(f.prog), "2", "50")
 			out := stepiThrough(t, p, f.prog, f.fn)
+			// gdb shows the arguments from the registers at the breakpoint:
+			// lldb-server's g packet follows its offsets, not its numbers.
+			if !regexp.MustCompile(`ctr=(ctr@entry=)?0x[0-9a-f]+ <fixture_counters>`).MatchString(out) {
+				t.Errorf("wrong registers at the breakpoint:\n%s", head(out))
+			}
 			if !strings.Contains(out, "upstream does not describe fs_base") {
 				t.Errorf("monitor rseq status does not say why the rseq area is unknown:\n%s", tail(out))
 			}

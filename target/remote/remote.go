@@ -60,7 +60,10 @@ type Target struct {
 	size   int   // register file size
 	byName map[string]int
 	gCount int // registers the g packet carried (the rest need p)
-	pcReg  int // index of rip
+	// gByOffset: the g packet is laid out by the registers' offsets
+	// (lldb-server), not one register after another in number order.
+	gByOffset bool
+	pcReg     int // index of rip
 
 	cache   map[int]*regFile
 	exp     map[int][3]uint64 // pc, sp, fp from the last stop reply
@@ -256,7 +259,24 @@ func (t *Target) describe() error {
 		}
 	}
 	t.gCount = len(regs)
+	t.gByOffset = false
+	for _, r := range regs {
+		if r.Offset >= 0 {
+			t.gByOffset = true
+		} else if !r.Pseudo {
+			t.gByOffset = false
+			break
+		}
+	}
 	return nil
+}
+
+// inG reports whether the g packet carries register i.
+func (t *Target) inG(i int) bool {
+	if t.gByOffset {
+		return !t.regs[i].Pseudo && t.regs[i].Offset >= 0
+	}
+	return i < t.gCount
 }
 
 // Do runs f; calls are serialized by the caller (the server's session).
@@ -400,6 +420,20 @@ func (t *Target) fetch(tid int) (*regFile, error) {
 	t.hg = tid
 	g := string(replies[len(replies)-1])
 	rf := &regFile{raw: make([]byte, t.size), have: make([]bool, len(t.regs))}
+	if t.gByOffset {
+		for i, r := range t.regs {
+			if !t.inG(i) || 2*(r.Offset+r.Size()) > len(g) {
+				continue
+			}
+			field := g[2*r.Offset : 2*(r.Offset+r.Size())]
+			if b, err := gdbproto.DecodeHex(field); err == nil && !strings.ContainsRune(field, 'x') {
+				copy(rf.raw[t.offs[i]:], b)
+				rf.have[i] = true
+			}
+		}
+		t.cache[tid] = rf
+		return rf, nil
+	}
 	pos := 0
 	for i, r := range t.regs {
 		n := 2 * r.Size()
@@ -430,7 +464,7 @@ func (t *Target) value(tid int, rf *regFile, name string) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
-	if !rf.have[i] && i >= t.gCount {
+	if !rf.have[i] && (!t.inG(i) || t.gByOffset) {
 		if err := t.selectThread(tid); err == nil {
 			if reply, err := t.request(fmt.Sprintf("p%x", t.regs[i].Regnum)); err == nil && !bytes.ContainsRune(reply, 'x') {
 				if b, err := gdbproto.DecodeHex(string(reply)); err == nil {
@@ -485,7 +519,7 @@ func (t *Target) write(tid int, rf *regFile, i int, val []byte) error {
 		return err
 	}
 	_, err := t.request(fmt.Sprintf("P%x=%s", r.Regnum, gdbproto.AppendHex(nil, val)))
-	if errors.Is(err, gdbproto.ErrUnsupported) && i < t.gCount {
+	if errors.Is(err, gdbproto.ErrUnsupported) && !t.gByOffset && t.inG(i) {
 		raw := append([]byte(nil), rf.raw...)
 		copy(raw[t.offs[i]:], val)
 		var g []byte
