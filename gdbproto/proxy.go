@@ -208,11 +208,11 @@ func withLmid(doc []byte) []byte {
 	})
 }
 
-// consoleRouter is implemented by an upstream whose console output (O
-// packets) can be redirected: while a resumption runs, it goes to the
+// consoleTee is implemented by an upstream whose console output (O
+// packets) can be copied: while a resumption runs, it also goes to the
 // client, which shows it as the program's output.
-type consoleRouter interface {
-	RouteConsole(f func(text string)) (restore func())
+type consoleTee interface {
+	TeeConsole(f func(text string)) (restore func())
 }
 
 // extraLibraries are <library> elements the server adds to a library list

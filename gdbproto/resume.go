@@ -191,10 +191,10 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 // the client; the others run on.
 func (s *session) runStop(op func() (*stepper.Stop, error)) [][]byte {
 	pr := s.srv.proc
-	if r, ok := pr.p.(consoleRouter); ok && s.w != nil {
+	if r, ok := pr.p.(consoleTee); ok && s.w != nil {
 		// The client waits for a stop reply: console packets may come
 		// before it, and gdb and lldb print them as the program's output.
-		restore := r.RouteConsole(func(text string) {
+		restore := r.TeeConsole(func(text string) {
 			for _, o := range consoleOutput(text) {
 				if err := s.w.WritePacket(o); err != nil {
 					slog.Debug("console output to the client", "err", err)

@@ -123,6 +123,20 @@ func proxy(t *testing.T, prog ...string) (int, func() string) {
 	}
 }
 
+// behindLLDBServer is rseqdbg in front of lldb-server, which sends the
+// program's output as console packets: the proxy passes them to gdb and
+// copies them to its stderr.
+func behindLLDBServer(t *testing.T, prog ...string) (int, func() string) {
+	if len(prog) > 0 && filepath.Base(prog[0]) == "no_tables" {
+		t.Skip("lldb-server describes no fs_base, and no_tables' sections are found through the rseq area only")
+	}
+	p := viaLLDBServer(t, prog...)
+	return p.port(), func() string {
+		p.wait(t)
+		return p.proxy.stderr.String()
+	}
+}
+
 // Acceptance 1: stepi x400 through the proxy in front of gdbserver reaches
 // the commits in every flavour and the program ends with exact sums.
 func TestProxyStepiReachesCommit(t *testing.T) { stepiReachesCommit(t, proxy) }
@@ -134,6 +148,12 @@ func TestProxyNextTakesCommitPath(t *testing.T) { nextTakesCommitPath(t, proxy) 
 // Acceptance 1: a breakpoint on start_ip, auto-continued, 4 threads,
 // through the proxy: one hit per entry and exact sums.
 func TestProxyBreakpointAtStartAutoContinued(t *testing.T) { autoContinuedAtStart(t, proxy) }
+
+// The same scenarios in front of lldb-server.
+func TestLLDBServerProxyNextTakesCommitPath(t *testing.T) { nextTakesCommitPath(t, behindLLDBServer) }
+func TestLLDBServerProxyBreakpointAtStartAutoContinued(t *testing.T) {
+	autoContinuedAtStart(t, behindLLDBServer)
+}
 
 // ^C while the target runs behind the proxy stops it: the proxy watches
 // its client once waiting for the upstream sleeps.

@@ -881,12 +881,17 @@ func (t *Target) waitSleeping() {
 	}
 }
 
-// RouteConsole sends the stub's console output (the program's output,
-// for lldb-server) to f until the returned function restores the
-// previous destination.
-func (t *Target) RouteConsole(f func(text string)) (restore func()) {
+// TeeConsole sends the stub's console output (the program's output, for
+// lldb-server) to f as well as where it went, until the returned function
+// undoes it.
+func (t *Target) TeeConsole(f func(text string)) (restore func()) {
 	old := t.c.Console
-	t.c.Console = f
+	t.c.Console = func(text string) {
+		f(text)
+		if old != nil {
+			old(text)
+		}
+	}
 	return func() { t.c.Console = old }
 }
 
