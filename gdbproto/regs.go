@@ -123,6 +123,13 @@ func fullTag(x []byte) uint16 {
 	return tag
 }
 
+// registerGaps is implemented by a target that cannot read some registers
+// (lldb-server describes no fs_base): they are sent as unavailable rather
+// than as zero.
+type registerGaps interface {
+	Lacks(name string) bool
+}
+
 // appendReg appends one register in g-packet encoding.
 func appendReg(dst []byte, r *target.Regs, x []byte, ri RegInfo) []byte {
 	if p := gpr(r, ri.Regnum); p != nil {
@@ -210,6 +217,13 @@ func (s *session) registers(pkt string) [][]byte {
 	}
 	x, _ := t.FPRegs(tid)
 	list := registers(pr.hasAVX())
+	lacking, _ := t.(registerGaps)
+	value := func(dst []byte, ri RegInfo) []byte {
+		if lacking != nil && lacking.Lacks(ri.Name) {
+			return AppendUnavailable(dst, ri.Size)
+		}
+		return appendReg(dst, &regs, x, ri)
+	}
 	switch body[0] {
 	case 'g':
 		if len(body) != 1 {
@@ -217,7 +231,7 @@ func (s *session) registers(pkt string) [][]byte {
 		}
 		out := make([]byte, 0, 2*RegisterFileSize(pr.hasAVX()))
 		for _, ri := range list {
-			out = appendReg(out, &regs, x, ri)
+			out = value(out, ri)
 		}
 		return [][]byte{out}
 	case 'p':
@@ -225,7 +239,7 @@ func (s *session) registers(pkt string) [][]byte {
 		if err != nil || n >= len(list) {
 			return replyErr
 		}
-		return [][]byte{appendReg(nil, &regs, x, list[n])}
+		return [][]byte{value(nil, list[n])}
 	case 'G':
 		data := body[1:]
 		fpChanged := false

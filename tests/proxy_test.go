@@ -236,19 +236,26 @@ func TestGDBServerVDSOStepiNeverReturns(t *testing.T) {
 // Acceptance 2: lldb 14 through the proxy.
 func TestProxyLLDB(t *testing.T) {
 	needTool(t, "lldb")
-	checkLLDB(t, func(prog ...string) (int, func()) {
-		p := viaGDBServer(t, prog...)
-		return p.port(), func() { p.wait(t) }
-	})
+	// lldb-server describes no fs_base: the proxy reports it unavailable.
+	for name, via := range map[string]func(testing.TB, ...string) proxied{
+		"gdbserver": viaGDBServer, "lldb-server": viaLLDBServer,
+	} {
+		t.Run(name, func(t *testing.T) {
+			checkLLDB(t, name == "gdbserver", func(prog ...string) (int, func()) {
+				p := via(t, prog...)
+				return p.port(), func() { p.wait(t) }
+			})
+		})
+	}
 }
 
 // stepiThrough runs gdb's 400 stepi from fn through the proxy p, then
-// monitor rseq status, and returns the transcript once the program has
+// monitor rseq status and the extra commands, and returns the transcript once the program has
 // exited normally with every section run atomically.
-func stepiThrough(t *testing.T, p proxied, prog, fn string) string {
+func stepiThrough(t *testing.T, p proxied, prog, fn string, extra ...string) string {
 	t.Helper()
 	script := stepiScript(fn, true)
-	script = append(script[:len(script)-1], "monitor rseq status", "continue")
+	script = append(append(script[:len(script)-1], "monitor rseq status"), append(extra, "continue")...)
 	out := gdb(t, p.port(), fixture(prog), false, script, 2*time.Minute)
 	p.wait(t)
 	if st := stats(t, out); st["region runs"] < 2 || st["commits"] < 2 || st["steps inside a section"] != 0 {
@@ -383,7 +390,10 @@ func TestProxyLLDBServer(t *testing.T) {
 		}
 		t.Run(f.prog, func(t *testing.T) {
 			p := viaLLDBServer(t, fixture(f.prog), "2", "50")
-			out := stepiThrough(t, p, f.prog, f.fn)
+			out := stepiThrough(t, p, f.prog, f.fn, "info registers fs_base")
+			if !regexp.MustCompile(`fs_base\s+<unavailable>`).MatchString(out) {
+				t.Errorf("fs_base, which lldb-server does not describe, is not reported unavailable:\n%s", tail(out))
+			}
 			// gdb shows the arguments from the registers at the breakpoint:
 			// lldb-server's g packet follows its offsets, not its numbers.
 			if !regexp.MustCompile(`ctr=(ctr@entry=)?0x[0-9a-f]+ <fixture_counters>`).MatchString(out) {

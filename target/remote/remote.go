@@ -881,6 +881,18 @@ func (t *Target) waitSleeping() {
 	}
 }
 
+// Lacks reports whether the upstream's registers include no register of
+// this name among those the target interface carries (fs_base and gs_base
+// for lldb-server), so the proxy reports it unavailable, not zero.
+func (t *Target) Lacks(name string) bool {
+	switch name {
+	case "fs_base", "gs_base", "orig_rax":
+		_, ok := t.byName[name]
+		return !ok
+	}
+	return false
+}
+
 // TeeConsole sends the stub's console output (the program's output, for
 // lldb-server) to f as well as where it went, until the returned function
 // undoes it.
