@@ -1112,6 +1112,7 @@ func (t *Target) dropThread(tid int) {
 		}
 	}
 	delete(t.cache, tid)
+	delete(t.rseq.tp, tid) // the tid may be reused by another thread
 }
 
 // execReset forgets the old program: breakpoints went with it.

@@ -99,6 +99,17 @@ func TestGDBServerUpstream(t *testing.T) {
 	if pc, sp, _, ok := tg.StopRegs(tid); !ok || pc != r.Rip || sp != r.Rsp {
 		t.Errorf("stop regs %#x %#x %v", pc, sp, ok)
 	}
+	// glibc's thread list, for stubs without fs_base, gives the same
+	// thread pointer.
+	if err := tg.findRseqSymbols(); err != nil || tg.rseq.rtldGlobal == 0 || len(tg.rseq.db) != len(threadDBFields) {
+		t.Fatalf("glibc's thread list symbols: %v, _rtld_global %#x, descriptors %v", err, tg.rseq.rtldGlobal, tg.rseq.db)
+	}
+	if tp, err := tg.walkThreadLists(tid); err != nil || tp != r.FsBase {
+		t.Errorf("thread pointer from glibc's list %#x (%v), fs_base %#x", tp, err, r.FsBase)
+	}
+	if _, err := tg.walkThreadLists(tid + 1000000); err == nil {
+		t.Error("a thread that does not exist was found")
+	}
 	// Memory hides the stub's breakpoint; writes read back.
 	code := make([]byte, 4)
 	if n, err := tg.ReadMemory(marker, code); n != 4 || err != nil || code[0] == 0xcc {

@@ -22,6 +22,23 @@ type rseqSymbols struct {
 	found               bool
 	offset, size, flags uint64
 	note                map[int]string
+
+	// For a stub that describes no fs_base (lldb-server): glibc's lists
+	// of threads, walked as libthread_db does. rtldGlobal is the address
+	// of the dynamic linker's _rtld_global; db holds the run-time
+	// addresses of libc's _thread_db_ descriptors of the fields involved.
+	rtldGlobal uint64
+	db         map[string]uint64
+	tp         map[int]uint64 // thread pointers found, by thread
+}
+
+// threadDBFields are the libthread_db descriptors the thread lists need:
+// each is {size in bits, count, offset} of a field (glibc's db_info.c).
+var threadDBFields = []string{
+	"_thread_db_rtld_global__dl_stack_user", // the initial thread's list
+	"_thread_db_rtld_global__dl_stack_used", // pthread_create's threads
+	"_thread_db_pthread_list",
+	"_thread_db_pthread_tid",
 }
 
 // RseqArea locates a thread's struct rseq without ptrace.
@@ -49,20 +66,15 @@ func (t *Target) RseqArea(tid int) (target.RseqArea, error) {
 		return target.RseqArea{}, fmt.Errorf("reading __rseq_offset: %w", err)
 	}
 	offset := binary.LittleEndian.Uint64(b[:])
-	if _, ok := t.byName["fs_base"]; !ok {
-		t.rseq.note[tid] = "the upstream does not describe fs_base (lldb-server 14 does not), so the thread " +
-			"pointer and the rseq area past it are unknown: sections are found through the tables only"
-		return target.RseqArea{}, nil
-	}
-	regs, err := t.Regs(tid)
+	tp, how, err := t.threadPointer(tid)
 	if err != nil {
 		return target.RseqArea{}, err
 	}
-	if regs.FsBase == 0 {
-		t.rseq.note[tid] = "the thread has no TLS yet (fs_base is 0)"
+	if tp == 0 {
+		t.rseq.note[tid] = how
 		return target.RseqArea{}, nil
 	}
-	addr := regs.FsBase + offset
+	addr := tp + offset
 	if n, _ := t.ReadMemory(addr+4, b[:4]); n != 4 {
 		t.rseq.note[tid] = fmt.Sprintf("the rseq area at %#x is unreadable", addr)
 		return target.RseqArea{}, nil
@@ -77,15 +89,98 @@ func (t *Target) RseqArea(tid int) (target.RseqArea, error) {
 	if n, _ := t.ReadMemory(t.rseq.flags, b[:4]); n == 4 && t.rseq.flags != 0 {
 		area.Flags = binary.LittleEndian.Uint32(b[:4])
 	}
-	t.rseq.note[tid] = "found through fs_base + __rseq_offset; signature assumed to be glibc's"
+	t.rseq.note[tid] = fmt.Sprintf("found through %s + __rseq_offset; signature assumed to be glibc's", how)
 	return area, nil
+}
+
+// threadPointer is the thread's TLS pointer (what fs_base holds) and how
+// it was found; 0 and why when it was not.
+func (t *Target) threadPointer(tid int) (uint64, string, error) {
+	if _, ok := t.byName["fs_base"]; ok {
+		regs, err := t.Regs(tid)
+		if err != nil {
+			return 0, "", err
+		}
+		if regs.FsBase == 0 {
+			return 0, "the thread has no TLS yet (fs_base is 0)", nil
+		}
+		return regs.FsBase, "fs_base", nil
+	}
+	const how = "glibc's thread list (the upstream describes no fs_base)"
+	if tp, ok := t.rseq.tp[tid]; ok {
+		return tp, how, nil
+	}
+	if t.rseq.rtldGlobal == 0 || len(t.rseq.db) < len(threadDBFields) {
+		return 0, "the upstream does not describe fs_base (lldb-server 14 does not) and glibc's thread list " +
+			"is not known yet (libc's _thread_db_ descriptors and _rtld_global not found): sections are found " +
+			"through the tables only", nil
+	}
+	tp, err := t.walkThreadLists(tid)
+	if err != nil {
+		return 0, fmt.Sprintf("the upstream does not describe fs_base, and glibc's thread list: %v", err), nil
+	}
+	if t.rseq.tp == nil {
+		t.rseq.tp = map[int]uint64{}
+	}
+	t.rseq.tp[tid] = tp
+	return tp, how, nil
+}
+
+// walkThreadLists finds the thread's struct pthread, which on x86-64 is
+// where its thread pointer points, in the dynamic linker's two lists of
+// threads, the way libthread_db's td_ta_map_lwp2thr does.
+func (t *Target) walkThreadLists(tid int) (uint64, error) {
+	field := func(name string) (uint64, error) {
+		var d [12]byte
+		if n, err := t.ReadMemory(t.rseq.db[name], d[:]); n != len(d) {
+			return 0, fmt.Errorf("reading %s: %w", name, err)
+		}
+		return uint64(binary.LittleEndian.Uint32(d[8:])), nil
+	}
+	var off [4]uint64
+	for i, name := range threadDBFields {
+		v, err := field(name)
+		if err != nil {
+			return 0, err
+		}
+		off[i] = v
+	}
+	listOff, tidOff := off[2], off[3]
+	read8 := func(addr uint64) (uint64, error) {
+		var b [8]byte
+		if n, err := t.ReadMemory(addr, b[:]); n != len(b) {
+			return 0, fmt.Errorf("reading the thread list at %#x: %w", addr, err)
+		}
+		return binary.LittleEndian.Uint64(b[:]), nil
+	}
+	for _, headOff := range off[:2] {
+		head := t.rseq.rtldGlobal + headOff
+		// list_t is {next, prev}; a corrupt list must not loop forever.
+		next, err := read8(head)
+		for i := 0; err == nil && next != head && next != 0 && i < 1<<16; i++ {
+			pd := next - listOff
+			var b [4]byte
+			if n, rerr := t.ReadMemory(pd+tidOff, b[:]); n != len(b) {
+				return 0, fmt.Errorf("reading the tid of the thread at %#x: %w", pd, rerr)
+			}
+			if int(int32(binary.LittleEndian.Uint32(b[:]))) == tid {
+				return pd, nil
+			}
+			next, err = read8(next)
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	return 0, fmt.Errorf("thread %d is in neither list", tid)
 }
 
 // RseqNote says how the thread's rseq area was found, or why none was.
 func (t *Target) RseqNote(tid int) string { return t.rseq.note[tid] }
 
 // findRseqSymbols looks for __rseq_offset and __rseq_size in the
-// executable (static glibc), the dynamic linker and the loaded libraries.
+// executable (static glibc), the dynamic linker and the loaded libraries,
+// and for what walking glibc's thread lists needs.
 func (t *Target) findRseqSymbols() error {
 	raw, err := t.Auxv()
 	if err != nil {
@@ -133,6 +228,11 @@ func (t *Target) findRseqSymbols() error {
 			}
 		}
 	}
+	wanted := map[string]bool{"__rseq_offset": true, "__rseq_size": true, "__rseq_flags": true, "_rtld_global": true}
+	for _, name := range threadDBFields {
+		wanted[name] = true
+	}
+	syms := map[string]uint64{}
 	for _, o := range objs {
 		ef, err := t.openELF(o.path)
 		if err != nil {
@@ -144,26 +244,32 @@ func (t *Target) findRseqSymbols() error {
 				b = bb
 			}
 		}
-		syms := map[string]uint64{}
 		for _, get := range []func() ([]elf.Symbol, error){ef.f.DynamicSymbols, ef.f.Symbols} {
 			list, _ := get()
 			for _, s := range list {
-				switch s.Name {
-				case "__rseq_offset", "__rseq_size", "__rseq_flags":
-					if s.Section != elf.SHN_UNDEF && s.Value != 0 {
-						syms[s.Name] = s.Value + b
-					}
+				if wanted[s.Name] && syms[s.Name] == 0 && s.Section != elf.SHN_UNDEF && s.Value != 0 {
+					syms[s.Name] = s.Value + b
 				}
 			}
 		}
 		ef.close()
-		if syms["__rseq_offset"] != 0 && syms["__rseq_size"] != 0 {
-			t.rseq.found = true
-			t.rseq.offset, t.rseq.size, t.rseq.flags = syms["__rseq_offset"], syms["__rseq_size"], syms["__rseq_flags"]
-			return nil
+	}
+	if syms["__rseq_offset"] == 0 || syms["__rseq_size"] == 0 {
+		return errors.New("no __rseq_offset in the program or its libraries (glibc before 2.35, or the libraries are not loaded yet)")
+	}
+	t.rseq.offset, t.rseq.size, t.rseq.flags = syms["__rseq_offset"], syms["__rseq_size"], syms["__rseq_flags"]
+	t.rseq.rtldGlobal = syms["_rtld_global"]
+	t.rseq.db = map[string]uint64{}
+	for _, name := range threadDBFields {
+		if v := syms[name]; v != 0 {
+			t.rseq.db[name] = v
 		}
 	}
-	return errors.New("no __rseq_offset in the program or its libraries (glibc before 2.35, or the libraries are not loaded yet)")
+	// Without fs_base the thread lists are needed too, and libc may not be
+	// loaded yet: look again next time until they are found.
+	_, hasFsBase := t.byName["fs_base"]
+	t.rseq.found = hasFsBase || (t.rseq.rtldGlobal != 0 && len(t.rseq.db) == len(threadDBFields))
+	return nil
 }
 
 type openedELF struct {
