@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target"
@@ -30,6 +31,7 @@ type rseqSymbols struct {
 	rtldGlobal uint64
 	db         map[string]uint64
 	tp         map[int]uint64 // thread pointers found, by thread
+	scanned    string         // the objects whose symbols were read last
 }
 
 // threadDBFields are the libthread_db descriptors the thread lists need:
@@ -228,6 +230,16 @@ func (t *Target) findRseqSymbols() error {
 			}
 		}
 	}
+	// Looking again (for the thread lists, libc not loaded yet) is only
+	// worth it when the objects changed.
+	var key strings.Builder
+	for _, o := range objs {
+		fmt.Fprintf(&key, "%s@%#x;", o.path, o.bias)
+	}
+	if t.rseq.offset != 0 && key.String() == t.rseq.scanned {
+		return nil
+	}
+	t.rseq.scanned = key.String()
 	wanted := map[string]bool{"__rseq_offset": true, "__rseq_size": true, "__rseq_flags": true, "_rtld_global": true}
 	for _, name := range threadDBFields {
 		wanted[name] = true
