@@ -507,22 +507,30 @@ func killChildren(t *testing.T, pid int) {
 // the upstream's library list and shows the true chain from an abort stub.
 func TestProxyUnwind(t *testing.T) {
 	needTool(t, "gdb")
-	needTool(t, "gdbserver")
 	c := unwindCases[0]
-	p := viaGDBServer(t, fixture("unwind_chain"), c.mode)
-	out, err := gdbRun(t, p.port(), fixture("unwind_chain"), false, []string{
-		"break " + abortLocIn(t, "unwind_chain", c.stub), "continue", "delete",
-		"echo @@bt\\n", "bt", "echo @@end\\n", "kill",
-	}, 2*time.Minute)
-	if err != nil {
-		t.Fatalf("gdb: %v\n%s", err, out)
-	}
-	p.wait(t)
-	truth := parseChain(t, p.output())
-	_, body, _ := strings.Cut(out, "@@bt\n")
-	body, _, _ = strings.Cut(body, "@@end\n")
-	frames := gdbFrames(body)
-	if !truth.holds(frames, c.chainAt) || len(frames) == 0 || frames[0].fn != c.frame0 {
-		t.Errorf("not the true chain from %s (mid %#x, top %#x, main %#x):\n%s", c.frame0, truth.mid, truth.top, truth.main, out)
+	for name, via := range map[string]func(testing.TB, ...string) proxied{
+		"gdbserver": viaGDBServer, "lldb-server": viaLLDBServer,
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := via(t, fixture("unwind_chain"), c.mode)
+			out, err := gdbRun(t, p.port(), fixture("unwind_chain"), false, []string{
+				"break " + abortLocIn(t, "unwind_chain", c.stub), "continue", "delete",
+				"echo @@bt\\n", "bt", "echo @@end\\n", "kill",
+			}, 2*time.Minute)
+			if err != nil {
+				t.Fatalf("gdb: %v\n%s", err, out)
+			}
+			p.wait(t)
+			// gdbserver leaves the program's output on its own stdout;
+			// lldb-server sends it through the proxy, which copies it to
+			// its stderr.
+			truth := parseChain(t, p.output()+p.proxy.stderr.String())
+			_, body, _ := strings.Cut(out, "@@bt\n")
+			body, _, _ = strings.Cut(body, "@@end\n")
+			frames := gdbFrames(body)
+			if !truth.holds(frames, c.chainAt) || len(frames) == 0 || frames[0].fn != c.frame0 {
+				t.Errorf("not the true chain from %s (mid %#x, top %#x, main %#x):\n%s", c.frame0, truth.mid, truth.top, truth.main, out)
+			}
+		})
 	}
 }
