@@ -2,11 +2,8 @@ package tests
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 )
@@ -52,23 +49,34 @@ func timeStepi(b *testing.B, port, line, n int) float64 {
 // loop through rseqdbg (the range runs natively between exits) and through
 // gdbserver (which single-steps every instruction of the range), same run.
 func BenchmarkGDBNext(b *testing.B) {
+	compareNext(b, "rseqdbg", func() (int, func()) {
+		srv := startRseqdbg(b, nil, fixture("loop_next"), "8000")
+		return srv.port, func() { srv.wait(b, time.Minute) }
+	})
+}
+
+// compareNext times gdb's next over the 8000-iteration loop through a
+// server that start starts (its port and a wait for its end), then
+// through gdbserver alone, in each round, and reports both and the
+// speedup.
+func compareNext(b *testing.B, label string, start func() (port int, wait func())) {
 	needTool(b, "gdb")
 	needTool(b, "gdbserver")
-	line := sourceLine(b, "loop_next.c", "/* LOOP-LINE */")
+	line := markerLine(b, "loop_next.c", "LOOP-LINE")
 	var ours, theirs float64
 	for i := 0; i < b.N; i++ {
-		srv := startRseqdbg(b, nil, fixture("loop_next"), "8000")
-		ours += timeNext(b, srv.port, line)
-		srv.wait(b, time.Minute)
+		port, wait := start()
+		ours += timeNext(b, port, line)
+		wait()
 		gs := startGDBServer(b, fixture("loop_next"), "8000")
 		theirs += timeNext(b, gs.port, line)
 		gs.wait(b, time.Minute)
 	}
 	n := float64(b.N)
-	b.ReportMetric(ours/n*1000, "rseqdbg-ms/next")
+	b.ReportMetric(ours/n*1000, label+"-ms/next")
 	b.ReportMetric(theirs/n*1000, "gdbserver-ms/next")
 	b.ReportMetric(theirs/ours, "speedup")
-	b.Logf("gdb next over 8000 iterations: rseqdbg %.1f ms, gdbserver %.1f ms, %.0fx faster", ours/n*1000, theirs/n*1000, theirs/ours)
+	b.Logf("gdb next over 8000 iterations: %s %.1f ms, gdbserver alone %.1f ms, %.0fx faster", label, ours/n*1000, theirs/n*1000, theirs/ours)
 }
 
 // BenchmarkGDBStepi compares the latency of one gdb `stepi` (a vCont;s and
@@ -78,7 +86,7 @@ func BenchmarkGDBStepi(b *testing.B) {
 	needTool(b, "gdb")
 	needTool(b, "gdbserver")
 	const n = 1000
-	line := sourceLine(b, "loop_next.c", "/* LOOP-LINE */")
+	line := markerLine(b, "loop_next.c", "LOOP-LINE")
 	var ours, theirs float64
 	for i := 0; i < b.N; i++ {
 		srv := startRseqdbg(b, nil, fixture("loop_next"), "8000")
@@ -95,21 +103,6 @@ func BenchmarkGDBStepi(b *testing.B) {
 	b.Logf("gdb stepi round trip: rseqdbg %.0f µs, gdbserver %.0f µs", ours/per*1e6, theirs/per*1e6)
 }
 
-// sourceLine is the 1-based line of file (in the fixtures) holding marker.
-func sourceLine(b *testing.B, file, marker string) int {
-	src, err := os.ReadFile(filepath.Join(filepath.Dir(fixtures), file))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for i, l := range strings.Split(string(src), "\n") {
-		if strings.Contains(l, marker) {
-			return i + 1
-		}
-	}
-	b.Fatalf("%s has no %s", file, marker)
-	return 0
-}
-
 // BenchmarkProxyStepi compares gdb's stepi round trip through rseqdbg in
 // front of gdbserver with gdbserver alone, same run (target: at most
 // 1.3x). It also measures gdb through a byte relay with no logic at all
@@ -119,7 +112,7 @@ func BenchmarkProxyStepi(b *testing.B) {
 	needTool(b, "gdb")
 	needTool(b, "gdbserver")
 	const n = 500
-	line := sourceLine(b, "loop_next.c", "/* LOOP-LINE */")
+	line := markerLine(b, "loop_next.c", "LOOP-LINE")
 	var proxy, direct, relayed float64
 	for i := 0; i < b.N; i++ {
 		gs := startGDBServer(b, fixture("loop_next"), "8000")
@@ -156,21 +149,8 @@ func viaRelay(b *testing.B, prog ...string) *stub {
 // through rseqdbg in front of gdbserver with gdbserver alone (target: at
 // least 50x faster).
 func BenchmarkProxyNext(b *testing.B) {
-	needTool(b, "gdb")
-	needTool(b, "gdbserver")
-	line := sourceLine(b, "loop_next.c", "/* LOOP-LINE */")
-	var proxy, direct float64
-	for i := 0; i < b.N; i++ {
+	compareNext(b, "proxy", func() (int, func()) {
 		p := viaGDBServer(b, fixture("loop_next"), "8000")
-		proxy += timeNext(b, p.port(), line)
-		p.wait(b)
-		gs := startGDBServer(b, fixture("loop_next"), "8000")
-		direct += timeNext(b, gs.port, line)
-		gs.wait(b, time.Minute)
-	}
-	n := float64(b.N)
-	b.ReportMetric(proxy/n*1000, "proxy-ms/next")
-	b.ReportMetric(direct/n*1000, "gdbserver-ms/next")
-	b.ReportMetric(direct/proxy, "speedup")
-	b.Logf("gdb next over 8000 iterations: proxy %.1f ms, gdbserver alone %.1f ms, %.0fx faster", proxy/n*1000, direct/n*1000, direct/proxy)
+		return p.port(), func() { p.wait(b) }
+	})
 }

@@ -100,6 +100,24 @@ func head(s string) string {
 	return strings.Join(lines, "\n")
 }
 
+// cutSection is the part of a gdb transcript after `echo @@name\n`, up
+// to the next @@ mark; ok is false when the transcript has no such mark.
+func cutSection(out, name string) (string, bool) {
+	_, rest, ok := strings.Cut(out, "@@"+name+"\n")
+	rest, _, _ = strings.Cut(rest, "@@")
+	return rest, ok
+}
+
+// sectionOf is cutSection, failing the test when the mark is missing.
+func sectionOf(t testing.TB, out, name string) string {
+	t.Helper()
+	rest, ok := cutSection(out, name)
+	if !ok {
+		t.Fatalf("no section %s:\n%s", name, out)
+	}
+	return rest
+}
+
 var infoLineRE = regexp.MustCompile(`Line (\d+) of "([^"]+)"`)
 
 // Acceptance 1: next at the RSEQ-LINE lands on the following line by the
@@ -287,16 +305,7 @@ func TestGDBCommands(t *testing.T) {
 		"echo @@watch\\n"}, append(watch,
 		"echo @@end\\n", "delete", "continue")...), 2*time.Minute)
 	srv.wait(t, 30*time.Second)
-	section := func(name string) string {
-		_, rest, ok := strings.Cut(out, "@@"+name+"\n")
-		if !ok {
-			t.Fatalf("no section %s:\n%s", name, out)
-		}
-		if i := strings.Index(rest, "@@"); i >= 0 {
-			rest = rest[:i]
-		}
-		return rest
-	}
+	section := func(name string) string { return sectionOf(t, out, name) }
 	checks := []struct{ sec, re string }{
 		{"threads", `(?m)^\s+1\s+Thread \d+\.\d+ .*\n\*\s+2\s+Thread \d+\.\d+ .* inc_full`},
 		{"thread1", `Switching to thread 1`},
@@ -375,10 +384,7 @@ func TestGDBExtendedRemote(t *testing.T) {
 		{"detach", `Inferior 1 \(process \d+\) detached`},
 	}
 	for _, c := range checks {
-		_, rest, ok := strings.Cut(out, "@@"+c.sec+"\n")
-		if i := strings.Index(rest, "@@"); i >= 0 {
-			rest = rest[:i]
-		}
+		rest, ok := cutSection(out, c.sec)
 		if !ok || !regexp.MustCompile(c.re).MatchString(rest) {
 			t.Errorf("%s: no match for %s in:\n%s", c.sec, c.re, rest)
 		}

@@ -49,7 +49,7 @@ func TestMain(m *testing.M) {
 func fixture(name string) string { return filepath.Join(fixtures, name) }
 
 // markerLine finds the line number of a marker comment in a fixture source.
-func markerLine(t *testing.T, src, marker string) int {
+func markerLine(t testing.TB, src, marker string) int {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "fixtures", src))

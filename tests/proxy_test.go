@@ -525,9 +525,7 @@ func TestProxyUnwind(t *testing.T) {
 			// lldb-server sends it through the proxy, which copies it to
 			// its stderr.
 			truth := parseChain(t, p.output()+p.proxy.stderr.String())
-			_, body, _ := strings.Cut(out, "@@bt\n")
-			body, _, _ = strings.Cut(body, "@@end\n")
-			frames := gdbFrames(body)
+			frames := gdbFrames(sectionOf(t, out, "bt"))
 			if !truth.holds(frames, c.chainAt) || len(frames) == 0 || frames[0].fn != c.frame0 {
 				t.Errorf("not the true chain from %s (mid %#x, top %#x, main %#x):\n%s", c.frame0, truth.mid, truth.top, truth.main, out)
 			}

@@ -237,16 +237,7 @@ func TestUnwindGDBFinishUpDown(t *testing.T) {
 	}, 2*time.Minute)
 	srv.wait(t, 30*time.Second)
 	truth := parseChain(t, srv.stdout.String())
-	section := func(name string) string {
-		_, rest, ok := strings.Cut(out, "@@"+name+"\n")
-		if !ok {
-			t.Fatalf("no section %s:\n%s", name, out)
-		}
-		if i := strings.Index(rest, "@@"); i >= 0 {
-			rest = rest[:i]
-		}
-		return rest
-	}
+	section := func(name string) string { return sectionOf(t, out, name) }
 	pc := func(sec string) uint64 {
 		m := regexp.MustCompile(`\$\d+ = 0x([0-9a-f]+)`).FindStringSubmatch(section(sec))
 		if m == nil {
@@ -541,17 +532,9 @@ func TestUnwindGDBAfterDlopen(t *testing.T) {
 		"echo @@end\\n", "delete", "continue",
 	}, 2*time.Minute)
 	srv.wait(t, 30*time.Second)
-	section := func(name string) string {
-		_, rest, ok := strings.Cut(out, "@@"+name+"\n")
-		if !ok {
-			t.Fatalf("no section %s:\n%s", name, out)
-		}
-		rest, _, _ = strings.Cut(rest, "@@")
-		return rest
-	}
 	objRE := regexp.MustCompile(`\S*synthesized-cfi-\d+-\d+\.debug`)
 	libStubRE := regexp.MustCompile(`(?m)^\s+(inc_lib|lib_loop)\.rseq_abort\s`)
-	before, after := section("before"), section("after")
+	before, after := sectionOf(t, out, "before"), sectionOf(t, out, "after")
 	if libStubRE.MatchString(before) {
 		t.Errorf("the library's stubs are described before it is loaded:\n%s", before)
 	}
