@@ -425,15 +425,16 @@ func (e *Engine) stepInstruction(tid int, sig int, others Others) (*Stop, error)
 	if err != nil {
 		return nil, err
 	}
+	inside := e.insideCS(regs.Rip)
 	if !full {
 		in, derr := e.decode(regs.Rip)
-		if e.insideCS(regs.Rip) != nil || derr != nil || needsFullRegs(in) {
+		if inside != nil || derr != nil || needsFullRegs(in) {
 			if regs, err = e.t.Regs(tid); err != nil {
 				return nil, err
 			}
 		}
 	}
-	if r := e.insideCS(regs.Rip); r != nil {
+	if r := inside; r != nil {
 		st, err := e.pass(tid, sig, r, &regs)
 		if err != nil || st != nil {
 			return e.finishErr(st, err)
