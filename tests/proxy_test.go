@@ -388,9 +388,13 @@ func TestProxyLLDBServer(t *testing.T) {
 		}
 		t.Run(f.prog, func(t *testing.T) {
 			p := viaLLDBServer(t, fixture(f.prog), "2", "50")
-			out := stepiThrough(t, p, f.prog, f.fn, "info registers fs_base")
+			out := stepiThrough(t, p, f.prog, f.fn, "info registers fs_base", "info registers eflags")
 			if !regexp.MustCompile(`fs_base\s+<unavailable>`).MatchString(out) {
 				t.Errorf("fs_base, which lldb-server does not describe, is not reported unavailable:\n%s", tail(out))
+			}
+			// lldb-server calls it rflags; IF is always set in user mode.
+			if !regexp.MustCompile(`eflags\s+0x[0-9a-f]+\s+\[[^\]]*\bIF\b`).MatchString(out) {
+				t.Errorf("eflags through lldb-server:\n%s", tail(out))
 			}
 			// gdb shows the arguments from the registers at the breakpoint:
 			// lldb-server's g packet follows its offsets, not its numbers.

@@ -59,7 +59,8 @@ type Target struct {
 	offs   []int // byte offset of regs[i] in the register file
 	size   int   // register file size
 	byName map[string]int
-	gCount int // registers the g packet carried (the rest need p)
+	lacks  map[string]bool // general registers the stub does not have
+	gCount int             // registers the g packet carried (the rest need p)
 	// gByOffset: the g packet is laid out by the registers' offsets
 	// (lldb-server), not one register after another in number order.
 	gByOffset bool
@@ -247,6 +248,17 @@ func (t *Target) describe() error {
 		t.byName[r.Name] = i
 	}
 	t.size = off
+	if _, ok := t.byName["eflags"]; !ok {
+		if i, ok := t.byName["rflags"]; ok { // lldb-server's name
+			t.byName["eflags"] = i
+		}
+	}
+	t.lacks = map[string]bool{}
+	for _, name := range gprNames {
+		if _, ok := t.byName[name]; !ok {
+			t.lacks[name] = true
+		}
+	}
 	pc, ok := t.byName["rip"]
 	if !ok {
 		return errors.New("the upstream's target description has no rip: not an x86-64 target")
@@ -487,14 +499,16 @@ func le(b []byte) uint64 {
 }
 
 // gprNames maps target.Regs fields to the names target descriptions use.
-func gprFields(r *target.Regs) map[string]*uint64 {
-	return map[string]*uint64{
-		"rax": &r.Rax, "rbx": &r.Rbx, "rcx": &r.Rcx, "rdx": &r.Rdx, "rsi": &r.Rsi, "rdi": &r.Rdi,
-		"rbp": &r.Rbp, "rsp": &r.Rsp, "r8": &r.R8, "r9": &r.R9, "r10": &r.R10, "r11": &r.R11,
-		"r12": &r.R12, "r13": &r.R13, "r14": &r.R14, "r15": &r.R15, "rip": &r.Rip, "eflags": &r.Eflags,
-		"cs": &r.Cs, "ss": &r.Ss, "ds": &r.Ds, "es": &r.Es, "fs": &r.Fs, "gs": &r.Gs,
-		"fs_base": &r.FsBase, "gs_base": &r.GsBase, "orig_rax": &r.OrigRax,
-	}
+// gprNames are the general registers target.Regs carries, as gdb names
+// them, in the order of gprFields.
+var gprNames = [...]string{"rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
+	"r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "eflags",
+	"cs", "ss", "ds", "es", "fs", "gs", "fs_base", "gs_base", "orig_rax"}
+
+func gprFields(r *target.Regs) [len(gprNames)]*uint64 {
+	return [...]*uint64{&r.Rax, &r.Rbx, &r.Rcx, &r.Rdx, &r.Rsi, &r.Rdi, &r.Rbp, &r.Rsp,
+		&r.R8, &r.R9, &r.R10, &r.R11, &r.R12, &r.R13, &r.R14, &r.R15, &r.Rip, &r.Eflags,
+		&r.Cs, &r.Ss, &r.Ds, &r.Es, &r.Fs, &r.Gs, &r.FsBase, &r.GsBase, &r.OrigRax}
 }
 
 // Regs returns the general registers.
@@ -504,8 +518,8 @@ func (t *Target) Regs(tid int) (target.Regs, error) {
 	if err != nil {
 		return r, err
 	}
-	for name, p := range gprFields(&r) {
-		if b, ok := t.value(tid, rf, name); ok {
+	for k, p := range gprFields(&r) {
+		if b, ok := t.value(tid, rf, gprNames[k]); ok {
 			*p = le(b)
 		}
 	}
@@ -547,7 +561,8 @@ func (t *Target) SetRegs(tid int, regs target.Regs) error {
 	if err != nil {
 		return err
 	}
-	for name, p := range gprFields(&regs) {
+	for k, p := range gprFields(&regs) {
+		name := gprNames[k]
 		i, ok := t.byName[name]
 		if !ok {
 			continue
@@ -881,17 +896,10 @@ func (t *Target) waitSleeping() {
 	}
 }
 
-// Lacks reports whether the upstream's registers include no register of
-// this name among those the target interface carries (fs_base and gs_base
-// for lldb-server), so the proxy reports it unavailable, not zero.
-func (t *Target) Lacks(name string) bool {
-	switch name {
-	case "fs_base", "gs_base", "orig_rax":
-		_, ok := t.byName[name]
-		return !ok
-	}
-	return false
-}
+// Lacks reports whether the upstream has no register for a general
+// register the target interface carries (lldb-server's fs_base), so the
+// proxy reports it unavailable, not zero.
+func (t *Target) Lacks(name string) bool { return t.lacks[name] }
 
 // TeeConsole sends the stub's console output (the program's output, for
 // lldb-server) to f as well as where it went, until the returned function
