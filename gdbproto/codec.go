@@ -81,6 +81,27 @@ func NewReader(r io.Reader, maxSize int) *Reader {
 	return &Reader{br: bufio.NewReaderSize(r, 4096), max: maxSize}
 }
 
+// wait blocks until a byte can be read, consuming nothing; an error (a
+// read deadline passing, say) leaves the Reader usable.
+func (r *Reader) wait() error {
+	_, err := r.br.Peek(1)
+	return err
+}
+
+// ready drops buffered line noise and reports whether a message begins in
+// what is buffered, so that reading it will not wait for its first byte.
+func (r *Reader) ready() bool {
+	for r.br.Buffered() > 0 {
+		b, _ := r.br.Peek(1)
+		switch b[0] {
+		case '+', '-', 0x03, '$', '%':
+			return true
+		}
+		r.br.Discard(1)
+	}
+	return false
+}
+
 // Next returns the next message. Bytes outside a frame that are not '+',
 // '-', 0x03, '$' or '%' are skipped as line noise. It returns io.EOF if the
 // stream ends between messages and io.ErrUnexpectedEOF if it ends inside one.

@@ -1,12 +1,12 @@
 package gdbproto
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ErrBadChecksum is returned by [Conn.ReadPacket] in no-ack mode when a packet
@@ -21,39 +21,45 @@ var ErrClosed = errors.New("gdbproto: connection closed")
 // answering '-', so a broken peer cannot pin a writer forever.
 const maxTransmits = 10
 
-// Conn is one end of a protocol connection, usable as the server side (for
-// gdb and lldb) or the client side (towards gdbserver). A goroutine reads the
-// peer continuously, so acks, interrupts and notifications are seen while
-// the caller is busy elsewhere, for instance waiting for a running target.
-//
-// One goroutine may read (ReadPacket, ReadPacketContext) while another
-// writes; writes from several goroutines are serialized.
-type Conn struct {
-	rw io.ReadWriter
-	rd *Reader
+// messageTimeout bounds reading the rest of a message whose first byte
+// has arrived while the caller only watches the peer (Watch, Drain): gdb
+// and lldb send whole messages, and a peer that stops halfway is broken.
+const messageTimeout = 10 * time.Second
 
-	wireMu sync.Mutex // held for each single Write, so acks never split a frame
+// Conn is the server's end of a protocol connection (gdb, lldb). The peer
+// is read by the goroutine that wants something from it, never by one of
+// the connection's own: ReadPacket between requests, Watch or Drain while
+// a target runs, WritePacket while it waits for an ack. A reading
+// goroutine in between would hand every packet from one OS thread to
+// another, a wake-up for each of the packets of a stepi.
+//
+// Reads from several goroutines are serialized, and so are writes.
+type Conn struct {
+	rw       io.ReadWriter
+	rd       *Reader
+	deadline interface{ SetReadDeadline(time.Time) error } // nil if rw has none
+
+	readMu sync.Mutex // held by the goroutine reading the peer
+	// Guarded by readMu: packets read by Watch, Drain or an ack wait, for
+	// ReadPacket; a ^C read where nobody was watching for one.
+	queued      []inbound
+	pendingIntr bool
+
+	errMu sync.Mutex
+	err   error         // why reading ended for good
+	done  chan struct{} // closed when err is set
+
+	wireMu sync.Mutex // held for each single Write, so an ack never splits a frame
 	sendMu sync.Mutex // held across write, ack wait and retransmits of one packet
 	wbuf   []byte     // frame being sent; guarded by sendMu
+	noAck  atomic.Bool
+	acks   chan bool // acks read by another goroutine while WritePacket waits
 
-	noAck atomic.Bool
+	watchMu   sync.Mutex
+	stopping  bool // Watch's stop has been called
+	inMessage bool // Watch is reading a message that has begun
 
-	// Acks are queued here by the read goroutine and sent by the ack
-	// goroutine, or ahead of the next frame, whichever comes first. Every
-	// write flushes them, so a reply never overtakes the ack of its request
-	// (gdb discards a packet that arrives where it expects an ack).
-	ackMu      sync.Mutex
-	pendingAck []byte
-	ackSignal  chan struct{}
-
-	packets chan inbound
-	notifs  chan []byte
-	intr    chan struct{}
-	acks    chan bool
-	closing chan struct{}
-	done    chan struct{} // closed when the read goroutine exits
-	err     error         // why the read goroutine exited; set before done closes
-
+	closing   chan struct{}
 	closeOnce sync.Once
 }
 
@@ -62,146 +68,29 @@ type inbound struct {
 	err     error
 }
 
-// NewConn starts serving rw. Packets whose decoded payload exceeds maxPacket
+// NewConn serves rw. Packets whose decoded payload exceeds maxPacket
 // bytes (DefaultMaxPacketSize if maxPacket <= 0) are answered with '+' and
-// reported by ReadPacket as an error wrapping ErrTooLarge, so the caller can
-// reply with an error packet instead of inviting endless retransmission. The
-// connection starts in ack mode, as the protocol requires.
+// reported as ErrTooLarge. Watch needs rw to have read deadlines (an
+// FDConn, a net.Conn); Drain needs an FDConn.
 func NewConn(rw io.ReadWriter, maxPacket int) *Conn {
 	c := &Conn{
-		rw: rw,
-		rd: NewReader(rw, maxPacket),
-		// The peer sends one request and waits for its reply (all-stop),
-		// so a short queue never fills unless the peer misbehaves; when it
-		// does, the read goroutine waits rather than buffering without
-		// bound.
-		packets:   make(chan inbound, 16),
-		ackSignal: make(chan struct{}, 1),
-		// At most one notification of each kind is outstanding until the
-		// client acknowledges it with a packet, so this rarely holds more
-		// than one.
-		notifs:  make(chan []byte, 16),
-		intr:    make(chan struct{}, 1),
+		rw:      rw,
+		rd:      NewReader(rw, maxPacket),
+		done:    make(chan struct{}),
 		acks:    make(chan bool, 1),
 		closing: make(chan struct{}),
-		done:    make(chan struct{}),
 	}
-	go c.readLoop()
-	go c.ackLoop()
+	c.deadline, _ = rw.(interface{ SetReadDeadline(time.Time) error })
 	return c
 }
 
-// ackLoop sends the acks the read goroutine decides on. The read goroutine
-// must never block on the wire itself: a peer that writes to us while we
-// write a large frame to it would otherwise stall both directions.
-func (c *Conn) ackLoop() {
-	for {
-		select {
-		case <-c.ackSignal:
-		case <-c.done:
-			return
-		}
-		if err := c.write(nil); err != nil {
-			// The read side sees the broken connection too and reports it.
-			return
-		}
+// Fd is the descriptor the peer is read from, or -1 when rw is not an
+// FDConn.
+func (c *Conn) Fd() int {
+	if f, ok := c.rw.(*FDConn); ok {
+		return f.Fd()
 	}
-}
-
-func (c *Conn) readLoop() {
-	defer close(c.done)
-	for {
-		m, err := c.rd.Next()
-		if err != nil {
-			if errors.Is(err, ErrTooLarge) {
-				if m.Kind == KindPacket {
-					if !c.noAck.Load() {
-						if err := c.sendAck('+'); err != nil {
-							c.err = err
-							return
-						}
-					}
-					if !c.deliver(inbound{err: err}) {
-						c.err = ErrClosed
-						return
-					}
-				}
-				continue
-			}
-			if c.isClosing() {
-				err = ErrClosed
-			} else if !errors.Is(err, io.EOF) {
-				err = fmt.Errorf("gdbproto: read: %w", err)
-			}
-			c.err = err
-			return
-		}
-		switch m.Kind {
-		case KindAck, KindNak:
-			// Only a writer waiting right now cares; anything else (such as
-			// the '+' gdb sends on connecting) is stale and dropped.
-			select {
-			case c.acks <- m.Kind == KindAck:
-			default:
-			}
-		case KindInterrupt:
-			select {
-			case c.intr <- struct{}{}:
-			default: // already pending; interrupts do not queue up
-			}
-		case KindNotification:
-			if m.BadChecksum {
-				continue // notifications are never retransmitted
-			}
-			select {
-			case c.notifs <- m.Payload:
-			case <-c.closing:
-				c.err = ErrClosed
-				return
-			}
-		case KindPacket:
-			var in inbound
-			switch {
-			case m.BadChecksum && !c.noAck.Load():
-				if err := c.sendAck('-'); err != nil {
-					c.err = err
-					return
-				}
-				continue
-			case m.BadChecksum:
-				in.err = ErrBadChecksum
-			default:
-				if !c.noAck.Load() {
-					if err := c.sendAck('+'); err != nil {
-						c.err = err
-						return
-					}
-				}
-				in.payload = m.Payload
-			}
-			// An interrupt that arrived before this packet was sent while
-			// the target was stopped; it must not stop the run this packet
-			// may start. gdb and lldb send nothing but 0x03 while a target
-			// runs in all-stop mode, so no live interrupt is lost here.
-			select {
-			case <-c.intr:
-			default:
-			}
-			if !c.deliver(in) {
-				c.err = ErrClosed
-				return
-			}
-		}
-	}
-}
-
-func (c *Conn) deliver(in inbound) bool {
-	select {
-	case c.packets <- in:
-		return true
-	case <-c.closing:
-		return false
-	}
+	return -1
 }
 
 func (c *Conn) isClosing() bool {
@@ -213,107 +102,253 @@ func (c *Conn) isClosing() bool {
 	}
 }
 
-// maxPendingAcks bounds the ack queue. Each ack answers one packet and the
-// peer waits for it before sending the next, so the queue only grows when
-// the peer has stopped reading; acks beyond the bound are dropped then.
-const maxPendingAcks = 1024
-
-// sendAck queues an ack byte without blocking.
-func (c *Conn) sendAck(b byte) error {
-	if c.isClosing() {
-		return ErrClosed
+// fail ends reading for good with err, unless it has already ended, and
+// returns the error every read returns from now on.
+func (c *Conn) fail(err error) error {
+	switch {
+	case c.isClosing():
+		err = ErrClosed
+	case !errors.Is(err, io.EOF):
+		err = fmt.Errorf("gdbproto: read: %w", err)
 	}
-	c.ackMu.Lock()
-	if len(c.pendingAck) < maxPendingAcks {
-		c.pendingAck = append(c.pendingAck, b)
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	if c.err == nil {
+		c.err = err
+		close(c.done)
 	}
-	c.ackMu.Unlock()
-	select {
-	case c.ackSignal <- struct{}{}:
-	default:
-	}
-	return nil
+	return c.err
 }
 
-// write sends any queued acks, then p, as one uninterrupted sequence.
+func (c *Conn) readErr() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.err
+}
+
+// readMessage reads one message; readMu is held. It returns a packet, or
+// ok false for a message that is not one: acks go to a waiting writer, a
+// ^C to onInterrupt (nil: it is remembered, for whoever watches next).
+func (c *Conn) readMessage(onInterrupt func()) (in inbound, ok bool, err error) {
+	if err := c.readErr(); err != nil {
+		return inbound{}, false, err
+	}
+	m, err := c.rd.Next()
+	if err != nil {
+		if !errors.Is(err, ErrTooLarge) {
+			return inbound{}, false, c.fail(err)
+		}
+		if m.Kind != KindPacket {
+			return inbound{}, false, nil
+		}
+		if !c.noAck.Load() {
+			if err := c.write([]byte{'+'}); err != nil {
+				return inbound{}, false, c.fail(err)
+			}
+		}
+		return inbound{err: err}, true, nil
+	}
+	switch m.Kind {
+	case KindAck, KindNak:
+		// Only a writer waiting right now cares; anything else (such as
+		// the '+' gdb sends on connecting) is stale and dropped.
+		select {
+		case c.acks <- m.Kind == KindAck:
+		default:
+		}
+	case KindInterrupt:
+		if onInterrupt != nil {
+			onInterrupt()
+		} else {
+			c.pendingIntr = true
+		}
+	case KindPacket:
+		switch {
+		case m.BadChecksum && !c.noAck.Load():
+			if err := c.write([]byte{'-'}); err != nil {
+				return inbound{}, false, c.fail(err)
+			}
+		case m.BadChecksum:
+			return inbound{err: ErrBadChecksum}, true, nil
+		default:
+			// The ack goes out before the caller can answer the packet:
+			// gdb discards a reply that arrives where it expects an ack.
+			// A peer that hung up after sending it misses only the ack;
+			// the next read tells.
+			if !c.noAck.Load() {
+				c.write([]byte{'+'})
+			}
+			return inbound{payload: m.Payload}, true, nil
+		}
+	}
+	// Notifications go from a server to its client; one from the client
+	// means nothing here.
+	return inbound{}, false, nil
+}
+
+// write sends p as one uninterrupted sequence.
 func (c *Conn) write(p []byte) error {
 	c.wireMu.Lock()
 	defer c.wireMu.Unlock()
-	c.ackMu.Lock()
-	acks := c.pendingAck
-	c.pendingAck = nil
-	c.ackMu.Unlock()
-	if len(acks) > 0 {
-		if _, err := c.rw.Write(acks); err != nil {
-			return err
-		}
-	}
-	if len(p) == 0 {
-		return nil
-	}
 	_, err := c.rw.Write(p)
 	return err
 }
 
-// ReadPacket returns the payload of the next packet. Acks for it have already
-// been sent. Errors wrapping ErrTooLarge or ErrBadChecksum concern one packet
-// only and reading can go on; any other error is final (io.EOF when the peer
-// hung up cleanly, ErrClosed after Close).
+// ReadPacket returns the payload of the next packet, once acknowledged.
+// Errors wrapping ErrTooLarge or ErrBadChecksum concern one packet only
+// and reading can go on; any other error is final (io.EOF when the peer
+// hung up cleanly, ErrClosed after Close). A ^C that came before the
+// packet was sent while the target was stopped, and is dropped: it must
+// not stop the run the packet may start.
 func (c *Conn) ReadPacket() ([]byte, error) {
-	return c.ReadPacketContext(context.Background())
-}
-
-// ReadPacketContext is ReadPacket, giving up when ctx is done.
-func (c *Conn) ReadPacketContext(ctx context.Context) ([]byte, error) {
-	select {
-	case in := <-c.packets:
-		return in.payload, in.err
-	case <-c.done:
-		// Packets read before the connection ended still count.
-		select {
-		case in := <-c.packets:
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	for {
+		if len(c.queued) > 0 {
+			in := c.queued[0]
+			c.queued = c.queued[1:]
+			c.pendingIntr = false
 			return in.payload, in.err
-		default:
-			return nil, c.err
 		}
-	case <-c.closing:
-		return nil, ErrClosed
-	case <-ctx.Done():
-		return nil, fmt.Errorf("gdbproto: read packet: %w", ctx.Err())
+		in, ok, err := c.readMessage(nil)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			c.pendingIntr = false
+			return in.payload, in.err
+		}
 	}
 }
 
-// PollPacket is ReadPacket without waiting: ok is false when no packet has
-// arrived yet.
-func (c *Conn) PollPacket() (payload []byte, err error, ok bool) {
-	select {
-	case in := <-c.packets:
-		return in.payload, in.err, true
-	default:
-		return nil, nil, false
+// takeInterrupt reports a ^C read while nobody watched for one; readMu is
+// held.
+func (c *Conn) takeInterrupt() bool {
+	p := c.pendingIntr
+	c.pendingIntr = false
+	return p
+}
+
+// Watch reads the peer on a goroutine of its own while the caller is busy
+// elsewhere (a target runs), calling onInterrupt for each ^C, and onGone
+// once if the peer hangs up or the connection breaks. Packets read
+// meanwhile are kept for ReadPacket. The returned stop ends the watch and
+// returns once the goroutine is done.
+func (c *Conn) Watch(onInterrupt func(), onGone func(error)) (stop func()) {
+	if c.deadline == nil {
+		return func() {}
+	}
+	c.watchMu.Lock()
+	c.stopping, c.inMessage = false, false
+	c.watchMu.Unlock()
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		c.readMu.Lock()
+		defer c.readMu.Unlock()
+		if c.takeInterrupt() {
+			onInterrupt()
+		}
+		for {
+			if err := c.rd.wait(); err != nil {
+				c.watchMu.Lock()
+				stopping := c.stopping
+				c.watchMu.Unlock()
+				if stopping {
+					return
+				}
+				onGone(c.fail(err))
+				return
+			}
+			if !c.rd.ready() {
+				continue
+			}
+			c.watchMu.Lock()
+			if c.stopping {
+				c.watchMu.Unlock()
+				return
+			}
+			c.inMessage = true
+			c.watchMu.Unlock()
+			c.deadline.SetReadDeadline(time.Now().Add(messageTimeout))
+			in, ok, err := c.readMessage(onInterrupt)
+			c.deadline.SetReadDeadline(time.Time{})
+			if ok {
+				c.queued = append(c.queued, in)
+			}
+			c.watchMu.Lock()
+			c.inMessage = false
+			stopping := c.stopping
+			c.watchMu.Unlock()
+			if err != nil {
+				onGone(err)
+				return
+			}
+			if stopping {
+				return
+			}
+		}
+	}()
+	return func() {
+		c.watchMu.Lock()
+		c.stopping = true
+		if !c.inMessage {
+			// Wakes the goroutine waiting for the peer's next byte; a
+			// message that has begun is read to its end first.
+			c.deadline.SetReadDeadline(time.Unix(1, 0))
+		}
+		c.watchMu.Unlock()
+		<-finished
+		c.deadline.SetReadDeadline(time.Time{})
 	}
 }
 
-// Notifications delivers the payloads of notifications ("Stop:T05..." in
-// non-stop mode), which only a client receives. A client that may receive
-// them must drain this channel, or the read goroutine eventually stalls.
-func (c *Conn) Notifications() <-chan []byte { return c.notifs }
+// Drain reads what the peer has sent, calling onInterrupt for each ^C,
+// without waiting for more than the rest of a message that has begun.
+// It is for a caller that polls Fd itself while a target runs: readable
+// says the descriptor polled readable; otherwise only what is already
+// buffered is read (a poll does not see that). An error means the peer
+// is gone or the connection broke.
+func (c *Conn) Drain(readable bool, onInterrupt func()) error {
+	if !c.readMu.TryLock() {
+		return nil // another goroutine reads: it sees what came
+	}
+	defer c.readMu.Unlock()
+	if c.takeInterrupt() {
+		onInterrupt()
+	}
+	if c.deadline != nil {
+		c.deadline.SetReadDeadline(time.Now().Add(messageTimeout))
+		defer c.deadline.SetReadDeadline(time.Time{})
+	}
+	for {
+		if !readable && !c.rd.ready() {
+			return nil
+		}
+		readable = false
+		if err := c.rd.wait(); err != nil {
+			return c.fail(err)
+		}
+		if !c.rd.ready() {
+			continue
+		}
+		in, ok, err := c.readMessage(onInterrupt)
+		if err != nil {
+			return err
+		}
+		if ok {
+			c.queued = append(c.queued, in)
+		}
+	}
+}
 
-// Interrupts signals each 0x03 the peer sends. Signals coalesce: one pending
-// value stands for any number of interrupts. An interrupt followed by a
-// packet is discarded when the packet arrives, so a server that selects on
-// this channel after a resume request only sees interrupts aimed at that run.
-func (c *Conn) Interrupts() <-chan struct{} { return c.intr }
-
-// Done is closed when the connection can no longer be read, after which
-// ReadPacket drains what is queued and then returns the final error.
+// Done is closed when the peer can no longer be read.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // SetNoAck stops acknowledging in both directions, from now on. A server
 // calls it once WritePacket("OK") in reply to QStartNoAckMode has returned,
-// which is when that OK has been acknowledged; a client calls it once it has
-// read that OK. A packet arriving in between may still be acknowledged; gdb
-// and lldb skip the stray '+'.
+// which is when that OK has been acknowledged. A packet arriving in
+// between may still be acknowledged; gdb and lldb skip the stray '+'.
 func (c *Conn) SetNoAck() { c.noAck.Store(true) }
 
 // NoAck reports whether SetNoAck has been called.
@@ -340,55 +375,77 @@ func (c *Conn) WritePacket(payload []byte) error {
 		if err := c.write(c.wbuf); err != nil {
 			return fmt.Errorf("gdbproto: write packet: %w", err)
 		}
-		select {
-		case ok := <-c.acks:
-			if ok {
-				return nil
-			}
-		case <-c.done:
-			// The peer may have acked and then hung up; the select above
-			// picks between ready cases at random.
-			select {
-			case ok := <-c.acks:
-				if ok {
-					return nil
-				}
-			default:
-			}
-			if c.err == nil || errors.Is(c.err, io.EOF) {
-				return fmt.Errorf("gdbproto: awaiting ack: %w", io.ErrUnexpectedEOF)
-			}
-			return fmt.Errorf("gdbproto: awaiting ack: %w", c.err)
-		case <-c.closing:
-			return ErrClosed
+		ok, err := c.awaitAck()
+		if err != nil {
+			return fmt.Errorf("gdbproto: awaiting ack: %w", err)
+		}
+		if ok {
+			return nil
 		}
 	}
 	return fmt.Errorf("gdbproto: packet rejected %d times by peer", maxTransmits)
 }
 
-// WriteNotification frames and sends a notification. Notifications are not
-// acknowledged, so it never waits.
-func (c *Conn) WriteNotification(payload []byte) error {
-	c.sendMu.Lock()
-	defer c.sendMu.Unlock()
-	c.wbuf = AppendNotification(c.wbuf[:0], payload)
-	if err := c.write(c.wbuf); err != nil {
-		return fmt.Errorf("gdbproto: write notification: %w", err)
+// ackPoll is how often a writer awaiting an ack that another goroutine
+// reads checks whether it should read the ack itself.
+const ackPoll = 10 * time.Millisecond
+
+// awaitAck waits for the peer's '+' (true) or '-' (false). It reads the
+// ack itself when nobody else reads, keeping the packets that come first.
+func (c *Conn) awaitAck() (bool, error) {
+	for {
+		if c.readMu.TryLock() {
+			ok, err := c.readAck()
+			c.readMu.Unlock()
+			return ok, err
+		}
+		select {
+		case ok := <-c.acks:
+			return ok, nil
+		case <-c.done:
+			return c.ackAfterEnd()
+		case <-c.closing:
+			return false, ErrClosed
+		case <-time.After(ackPoll):
+		}
 	}
-	return nil
 }
 
-// SendInterrupt sends the 0x03 byte that asks a server to stop the target.
-// It does not wait behind a packet awaiting its ack.
-func (c *Conn) SendInterrupt() error {
-	if err := c.write([]byte{0x03}); err != nil {
-		return fmt.Errorf("gdbproto: send interrupt: %w", err)
+// readAck reads until an ack arrives; readMu is held.
+func (c *Conn) readAck() (bool, error) {
+	for {
+		select {
+		case ok := <-c.acks:
+			return ok, nil
+		default:
+		}
+		in, ok, err := c.readMessage(nil)
+		if err != nil {
+			return c.ackAfterEnd()
+		}
+		if ok {
+			c.queued = append(c.queued, in)
+		}
 	}
-	return nil
 }
 
-// Close stops the connection, closing rw if it is an io.Closer. Without a
-// Closer the read goroutine lingers until rw's Read returns.
+// ackAfterEnd is the outcome of an ack wait once reading has ended: the
+// peer may have acked and then hung up.
+func (c *Conn) ackAfterEnd() (bool, error) {
+	select {
+	case ok := <-c.acks:
+		return ok, nil
+	default:
+	}
+	err := c.readErr()
+	if err == nil || errors.Is(err, io.EOF) {
+		return false, io.ErrUnexpectedEOF
+	}
+	return false, err
+}
+
+// Close stops the connection, closing rw if it is an io.Closer; a read or
+// a write waiting on it returns.
 func (c *Conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {

@@ -2,14 +2,16 @@ package gdbproto
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // peer is the far end of a Conn under test, driven byte by byte.
@@ -19,10 +21,25 @@ type peer struct {
 	br *bufio.Reader
 }
 
+// newPair is a Conn over an FDConn on one end of a socket pair, and the
+// other end for the test to play gdb.
 func newPair(t *testing.T, maxPacket int) (*Conn, *peer) {
 	t.Helper()
-	a, b := net.Pipe()
-	c := NewConn(a, maxPacket)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := NewFDConn(fds[0], fds[0], true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf := os.NewFile(uintptr(fds[1]), "peer")
+	b, err := net.FileConn(pf)
+	pf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewConn(f, maxPacket)
 	t.Cleanup(func() {
 		c.Close()
 		b.Close()
@@ -61,11 +78,36 @@ func (p *peer) expectQuiet() {
 	p.nc.SetReadDeadline(time.Time{})
 }
 
+type readOutcome struct {
+	pkt []byte
+	err error
+}
+
+// readAsync reads the next packet on a goroutine: the Conn acknowledges
+// a packet when it reads it, and the peer may wait for that.
+func readAsync(c *Conn) <-chan readOutcome {
+	ch := make(chan readOutcome, 1)
+	go func() {
+		pkt, err := c.ReadPacket()
+		ch <- readOutcome{pkt, err}
+	}()
+	return ch
+}
+
+func await(t *testing.T, ch <-chan readOutcome) ([]byte, error) {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r.pkt, r.err
+	case <-time.After(5 * time.Second):
+		t.Fatal("ReadPacket did not return")
+		return nil, nil
+	}
+}
+
 func readPacket(t *testing.T, c *Conn) ([]byte, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return c.ReadPacketContext(ctx)
+	return await(t, readAsync(c))
 }
 
 func TestConnAckMode(t *testing.T) {
@@ -73,8 +115,8 @@ func TestConnAckMode(t *testing.T) {
 	// gdb opens with a stray '+'; it must not count as the ack of our
 	// first reply.
 	p.send("+$qSupported:multiprocess+#c6")
-	p.expect("+")
 	got, err := readPacket(t, c)
+	p.expect("+")
 	if err != nil || string(got) != "qSupported:multiprocess+" {
 		t.Fatalf("ReadPacket = %q, %v", got, err)
 	}
@@ -98,11 +140,12 @@ func TestConnAckMode(t *testing.T) {
 
 func TestConnNaksBadChecksum(t *testing.T) {
 	c, p := newPair(t, 0)
+	read := readAsync(c)
 	p.send("$g#00")
 	p.expect("-")
 	p.send("$g#67")
 	p.expect("+")
-	got, err := readPacket(t, c)
+	got, err := await(t, read)
 	if err != nil || string(got) != "g" {
 		t.Fatalf("ReadPacket = %q, %v; want only the good copy", got, err)
 	}
@@ -124,10 +167,10 @@ func TestConnGivesUpAfterRepeatedNaks(t *testing.T) {
 func TestConnNoAck(t *testing.T) {
 	c, p := newPair(t, 0)
 	p.send("$QStartNoAckMode#b0")
-	p.expect("+")
 	if got, err := readPacket(t, c); err != nil || string(got) != "QStartNoAckMode" {
 		t.Fatalf("ReadPacket = %q, %v", got, err)
 	}
+	p.expect("+")
 	done := make(chan error, 1)
 	go func() { done <- c.WritePacket([]byte("OK")) }()
 	p.expect("$OK#9a")
@@ -167,87 +210,114 @@ func TestConnNoAck(t *testing.T) {
 func TestConnTooLarge(t *testing.T) {
 	c, p := newPair(t, 8)
 	p.send(string(AppendPacket(nil, []byte("X0,20:0123456789abcdef"))))
-	p.expect("+")
 	if _, err := readPacket(t, c); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("ReadPacket: %v, want ErrTooLarge", err)
 	}
-	p.send("$g#67")
 	p.expect("+")
+	p.send("$g#67")
 	if got, err := readPacket(t, c); err != nil || string(got) != "g" {
 		t.Fatalf("ReadPacket after oversized packet = %q, %v", got, err)
 	}
+	p.expect("+")
 }
 
 func TestConnInterrupt(t *testing.T) {
 	c, p := newPair(t, 0)
+	c.SetNoAck()
 	// An interrupt sent while stopped is stale once the resume arrives.
-	p.send("\x03")
-	select {
-	case <-c.Interrupts():
-	case <-time.After(5 * time.Second):
-		t.Fatal("interrupt not signalled")
-	}
 	p.send("\x03\x03$vCont;c#a8")
-	p.expect("+")
 	if got, err := readPacket(t, c); err != nil || string(got) != "vCont;c" {
 		t.Fatalf("ReadPacket = %q, %v", got, err)
 	}
+	intr := make(chan struct{}, 8)
+	onIntr := func() { intr <- struct{}{} }
+	stop := c.Watch(onIntr, func(err error) { t.Errorf("peer gone: %v", err) })
 	select {
-	case <-c.Interrupts():
-		t.Fatal("interrupt sent before the resume was delivered after it")
-	default:
+	case <-intr:
+		t.Fatal("a stale interrupt reached the watch")
+	case <-time.After(20 * time.Millisecond):
 	}
-	// While the target runs, the server is not reading packets; the
-	// interrupt must reach it anyway, and repeated ones coalesce.
-	p.send("\x03\x03")
+	// While the target runs, the interrupt reaches the watch, and a packet
+	// sent meanwhile is kept for ReadPacket.
+	p.send("\x03$g#67")
 	select {
-	case <-c.Interrupts():
+	case <-intr:
 	case <-time.After(5 * time.Second):
-		t.Fatal("interrupt during run not signalled")
+		t.Fatal("interrupt during run not seen")
+	}
+	time.Sleep(20 * time.Millisecond)
+	stop()
+	if got, err := readPacket(t, c); err != nil || string(got) != "g" {
+		t.Fatalf("ReadPacket after the watch = %q, %v", got, err)
+	}
+	// Stopping a watch that saw nothing returns at once.
+	start := time.Now()
+	c.Watch(onIntr, func(error) {})()
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("stopping an idle watch took %v", d)
 	}
 }
 
-func TestConnNotifications(t *testing.T) {
+// Drain reads what a caller polling the descriptor found there, and what
+// was buffered before, without waiting for more.
+func TestConnDrain(t *testing.T) {
 	c, p := newPair(t, 0)
-	p.send(string(AppendNotification(nil, []byte("Stop:T05thread:p1.1;"))))
-	p.send("%Stop:T05#00") // damaged: dropped, never acked
-	p.send("$OK#9a")
-	p.expect("+") // only the packet is acknowledged
-	select {
-	case n := <-c.Notifications():
-		if string(n) != "Stop:T05thread:p1.1;" {
-			t.Fatalf("notification = %q", n)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("notification not delivered")
+	c.SetNoAck()
+	if c.Fd() < 0 {
+		t.Fatal("no descriptor for an FDConn")
 	}
-	if got, err := readPacket(t, c); err != nil || string(got) != "OK" {
+	n := 0
+	onIntr := func() { n++ }
+	p.send("$g#67\x03")
+	if got, err := readPacket(t, c); err != nil || string(got) != "g" {
 		t.Fatalf("ReadPacket = %q, %v", got, err)
 	}
-	select {
-	case n := <-c.Notifications():
-		t.Fatalf("damaged notification delivered: %q", n)
-	default:
+	// The ^C came with the packet and sits in the buffer: a poll of the
+	// descriptor would not see it.
+	if err := c.Drain(false, onIntr); err != nil || n != 1 {
+		t.Fatalf("Drain of the buffer: %v, %d interrupts", err, n)
 	}
-
-	go func() { c.WriteNotification([]byte("Stop:W00")) }()
-	p.expect(string(AppendNotification(nil, []byte("Stop:W00"))))
-	p.expectQuiet()
+	if err := c.Drain(false, onIntr); err != nil || n != 1 {
+		t.Fatalf("Drain with nothing buffered: %v, %d interrupts", err, n)
+	}
+	p.send("\x03\x03")
+	time.Sleep(20 * time.Millisecond)
+	if err := c.Drain(true, onIntr); err != nil || n != 3 {
+		t.Fatalf("Drain when readable: %v, %d interrupts", err, n)
+	}
+	p.nc.Close()
+	time.Sleep(20 * time.Millisecond)
+	if err := c.Drain(true, onIntr); !errors.Is(err, io.EOF) {
+		t.Fatalf("Drain after the peer hung up: %v, want EOF", err)
+	}
 }
 
-func TestConnSendInterrupt(t *testing.T) {
+func TestConnWatchPeerGone(t *testing.T) {
 	c, p := newPair(t, 0)
-	go func() { c.SendInterrupt() }()
-	p.expect("\x03")
+	gone := make(chan error, 1)
+	stop := c.Watch(func() {}, func(err error) { gone <- err })
+	p.nc.Close()
+	select {
+	case err := <-gone:
+		if !errors.Is(err, io.EOF) {
+			t.Fatalf("gone with %v, want EOF", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch did not see the peer hang up")
+	}
+	stop()
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Done not closed after the peer hung up")
+	}
 }
 
 func TestConnPeerHangsUp(t *testing.T) {
 	c, p := newPair(t, 0)
 	p.send("$g#67")
-	p.expect("+")
 	p.nc.Close()
-	<-c.Done()
-	// The packet read before the hang-up is still delivered.
+	// The packet sent before the hang-up is still delivered.
 	if got, err := readPacket(t, c); err != nil || string(got) != "g" {
 		t.Fatalf("ReadPacket = %q, %v", got, err)
 	}
@@ -278,17 +348,8 @@ func TestConnClose(t *testing.T) {
 	}
 }
 
-func TestConnReadContext(t *testing.T) {
-	c, _ := newPair(t, 0)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
-	defer cancel()
-	if _, err := c.ReadPacketContext(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("ReadPacketContext: %v, want DeadlineExceeded", err)
-	}
-}
-
 // TestConnConcurrentWriters checks that frames from several writers and the
-// acks sent by the read goroutine never interleave on the wire.
+// acks sent by the reader never interleave on the wire.
 func TestConnConcurrentWriters(t *testing.T) {
 	c, p := newPair(t, 0)
 	const writers, each = 4, 25

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rseqdbg/rseqdbg/regions"
@@ -234,99 +235,113 @@ func (s *session) runStop(op func() (*stepper.Stop, error)) [][]byte {
 	return out
 }
 
-// watchDelay is how long a resumption runs before the client is watched.
-// Most end sooner (an instruction step, a short range), and a watcher
-// started and stopped for each of them costs a hand-off between threads,
-// a sizable part of a stepi's round trip. A ^C waits at most this long.
+// watchDelay is how long a resumption runs before the client is watched
+// by a goroutine. Most end sooner (an instruction step, a short range),
+// and a watcher started and stopped for each of them costs a hand-off
+// between threads, a sizable part of a stepi's round trip. A ^C waits at
+// most this long; it waits in the socket meanwhile, so none is lost.
 const watchDelay = 2 * time.Millisecond
 
-// sleepNotifier is implemented by a target that can say when waiting for
-// it is about to sleep (target/remote, once its stub has not answered
-// within its polling window). The client is watched from then on: no
-// timer is armed for the resumptions that end sooner, and arming one
-// per stepi wakes the runtime's timer thread each time.
-type sleepNotifier interface {
-	OnWaitSleep(f func())
+// clientWatcher is implemented by a target whose waits can watch the
+// client's descriptor too (target/remote, which waits for its stub in
+// ppoll): the client is then read on the waiting thread when it sends
+// something, and no goroutine or timer is needed per resumption.
+type clientWatcher interface {
+	// WatchClient calls onReady, on the thread waiting for the target,
+	// whenever fd is readable, until the returned restore is called.
+	WatchClient(fd int, onReady func()) (restore func())
 }
 
 // watchClient forwards interrupts to the running target until the
 // returned function is called. It keeps interrupting every so often once
 // asked, because the engine may be between two resumptions of the target
-// when the first request arrives. Watching starts when the target says
-// waiting for it sleeps, or else after watchDelay.
+// when the first request arrives. A client that hangs up interrupts the
+// target too, so the session can end.
 func (s *session) watchClient(t target.Target) func() {
 	if s.w == nil {
 		return func() {}
 	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	watch := func() {
-		defer close(finished)
-		intr, gone := s.w.Interrupts(), s.w.Done()
-		var ticker *time.Ticker
-		var tick <-chan time.Time
-		defer func() {
-			if ticker != nil {
-				ticker.Stop()
-			}
-		}()
-		kick := func() {
-			t.Interrupt()
-			if ticker == nil {
-				ticker = time.NewTicker(100 * time.Millisecond)
-				tick = ticker.C
-			}
+	var (
+		kickMu   sync.Mutex
+		kicking  chan struct{} // closed to stop the repeats
+		finished chan struct{}
+	)
+	kick := func() {
+		t.Interrupt()
+		kickMu.Lock()
+		defer kickMu.Unlock()
+		if kicking != nil {
+			return
 		}
-		for {
-			select {
-			case <-done:
-				return
-			case <-intr:
-				kick()
-			case <-gone:
-				s.lost.Store(true)
-				gone = nil
-				kick()
-			case <-tick:
-				t.Interrupt()
+		kicking, finished = make(chan struct{}), make(chan struct{})
+		go func(stop, finished chan struct{}) {
+			defer close(finished)
+			ticker := time.NewTicker(100 * time.Millisecond)
+			defer ticker.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-ticker.C:
+					t.Interrupt()
+				}
 			}
-		}
+		}(kicking, finished)
 	}
-	// A ^C that came while the target ran unwatched was for this run,
-	// which has stopped: it must not cut the next one short.
-	dropStale := func() {
-		select {
-		case <-s.w.Interrupts():
-		default:
-		}
-	}
-	if n, ok := t.(sleepNotifier); ok {
-		// The hook runs on this goroutine, inside the target's Wait.
-		started := false
-		n.OnWaitSleep(func() {
-			if !started {
-				started = true
-				go watch()
-			}
-		})
-		return func() {
-			n.OnWaitSleep(nil)
-			if !started {
-				dropStale()
-				return
-			}
-			close(done)
+	stopKicking := func() {
+		kickMu.Lock()
+		defer kickMu.Unlock()
+		if kicking != nil {
+			close(kicking)
 			<-finished
 		}
 	}
-	timer := time.AfterFunc(watchDelay, watch)
-	return func() {
-		if timer.Stop() {
-			dropStale()
-			return
+	gone := func(err error) {
+		slog.Debug("the client went away while the target ran", "err", err)
+		s.lost.Store(true)
+		kick()
+	}
+	if cw, ok := t.(clientWatcher); ok && s.w.Fd() >= 0 {
+		if err := s.w.Drain(false, kick); err != nil { // what is buffered: a poll does not see it
+			gone(err)
+			return stopKicking
 		}
-		close(done)
-		<-finished
+		var restore func()
+		restore = cw.WatchClient(s.w.Fd(), func() {
+			if err := s.w.Drain(true, kick); err != nil {
+				// A descriptor at its end stays readable: watching it
+				// on would interrupt the target again and again.
+				restore()
+				gone(err)
+			}
+		})
+		return func() {
+			restore()
+			stopKicking()
+		}
+	}
+	var (
+		mu      sync.Mutex
+		stopped bool
+		unwatch func()
+	)
+	timer := time.AfterFunc(watchDelay, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			unwatch = s.w.Watch(kick, gone)
+		}
+	})
+	return func() {
+		timer.Stop()
+		mu.Lock()
+		stopped = true
+		u := unwatch
+		mu.Unlock()
+		if u != nil {
+			u()
+		}
+		stopKicking()
 	}
 }
 

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
-	"time"
 
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/target"
@@ -358,6 +356,14 @@ func (srv *Server) ServeConn(rw io.ReadWriteCloser) error {
 		rw.Close()
 		return errors.New("server shut down")
 	}
+	if nc, ok := rw.(net.Conn); ok {
+		// Read and written on the serving goroutine, outside the poller.
+		if f, err := FDConnOf(nc); err == nil {
+			rw = f
+		} else {
+			slog.Debug("serving through the network poller", "err", err)
+		}
+	}
 	srv.conn = rw
 	srv.served++
 	srv.mu.Unlock()
@@ -384,18 +390,10 @@ const packetSize = 0x8000
 // a client may count the escaping of X data differently.
 const maxIncoming = 2*packetSize + 64
 
-// wire is what a resumption watches while the target runs, and where an
-// upstream's console output goes meanwhile.
-type wire interface {
-	Interrupts() <-chan struct{}
-	Done() <-chan struct{}
-	WritePacket(payload []byte) error
-}
-
 // session is one client's connection state.
 type session struct {
 	srv *Server
-	w   wire
+	w   *Conn // nil in tests that call handlers directly
 
 	multiprocess, swbreak, hwbreak bool
 	lldb, extended                 bool
@@ -421,7 +419,7 @@ type session struct {
 	hwBreaks map[uint64]int
 }
 
-func newSession(srv *Server, w wire) *session {
+func newSession(srv *Server, w *Conn) *session {
 	return &session{srv: srv, w: w, policy: stepper.DefaultSignalPolicy(), files: map[int]File{},
 		nextFD: 3, docs: map[string][]byte{}}
 }
@@ -474,25 +472,6 @@ func (s *session) received(c *Conn, pkt []byte, err error) ([]byte, error) {
 	return pkt, nil
 }
 
-// spinFor is how long the tracer thread polls for the client's next packet
-// before it sleeps. A debugger answers a reply within tens of microseconds
-// when it has more to ask (gdb sends eight packets per stepi); a thread
-// that slept would cost a wake-up between OS threads for each.
-const spinFor = 100 * time.Microsecond
-
-// readSoon is read, polling for spinFor first.
-func (s *session) readSoon(c *Conn) ([]byte, error) {
-	for deadline := time.Now().Add(spinFor); time.Now().Before(deadline); {
-		if pkt, err, ok := c.PollPacket(); ok {
-			return s.received(c, pkt, err)
-		}
-		// Let a runnable debugger have this CPU: on a busy machine it may
-		// be the one we wait for.
-		syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
-	}
-	return s.read(c)
-}
-
 // reply sends the answer to one packet.
 func (s *session) reply(c *Conn, out [][]byte) error {
 	for _, o := range out {
@@ -527,7 +506,7 @@ func (s *session) serveOnThread(c *Conn, pr *process, pkt []byte) (next []byte, 
 				return
 			}
 			for pkt = nil; pkt == nil; {
-				if pkt, err = s.readSoon(c); err != nil {
+				if pkt, err = s.read(c); err != nil {
 					return
 				}
 			}

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -43,9 +44,8 @@ type Options struct {
 type Target struct {
 	c       *gdbproto.Client
 	closeRW func() error
-	// sleepHook is told when waiting for the stub sleeps (OnWaitSleep).
-	sleepHook func()
-	cmd       *exec.Cmd
+	fd      *gdbproto.FDConn // the connection, when it is one (not in tests)
+	cmd     *exec.Cmd
 
 	pid          int
 	multiprocess bool
@@ -107,7 +107,7 @@ type regFile struct {
 
 // Dial connects to a stub listening at addr (HOST:PORT).
 func Dial(addr string, opts Options) (*Target, error) {
-	w, err := dialWire(addr, 30*time.Second)
+	w, err := gdbproto.DialFD(addr, 30*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the upstream stub at %s: %w", addr, err)
 	}
@@ -122,7 +122,7 @@ func Dial(addr string, opts Options) (*Target, error) {
 // Start runs command with the shell and speaks to it over its stdin and
 // stdout, as gdb's `target remote | command` does (gdbserver - PROG).
 func Start(command string, opts Options) (*Target, error) {
-	w, stdin, stdout, err := pipeWire()
+	w, stdin, stdout, err := gdbproto.PipeFD()
 	if err != nil {
 		return nil, fmt.Errorf("upstream command: %w", err)
 	}
@@ -159,9 +159,7 @@ func newTarget(rw io.ReadWriteCloser, opts Options) (*Target, error) {
 		vfile: true, pcReg: -1,
 	}
 	t.files = &fileCache{t: t, entries: map[string]*fileEntry{}}
-	if w, ok := rw.(*wire); ok {
-		w.beforeSleep = t.waitSleeping
-	}
+	t.fd, _ = rw.(*gdbproto.FDConn)
 	if err := t.handshake(opts); err != nil {
 		c.Close()
 		return nil, err
@@ -292,7 +290,14 @@ func (t *Target) inG(i int) bool {
 }
 
 // Do runs f; calls are serialized by the caller (the server's session).
-func (t *Target) Do(f func()) { f() }
+func (t *Target) Do(f func()) {
+	// One thread for a run of packets: its waits are raw system calls
+	// (see gdbproto.FDConn), and a goroutine that moved between threads
+	// would wake a second one.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	f()
+}
 
 // Pid is the process id the stub reports.
 func (t *Target) Pid() int { return t.pid }
@@ -885,15 +890,16 @@ func (t *Target) resume() error {
 	return nil
 }
 
-// OnWaitSleep sets f to be called when a wait for the stub, having
-// polled it for upstreamSpin, goes to sleep; nil removes it. It is called
-// on the goroutine that waits, once per read.
-func (t *Target) OnWaitSleep(f func()) { t.sleepHook = f }
-
-func (t *Target) waitSleeping() {
-	if t.sleepHook != nil {
-		t.sleepHook()
+// WatchClient makes every wait for the stub also watch fd (the proxy's
+// client), calling onReady on the waiting goroutine when it is readable,
+// until restore is called: a ^C is then read where the stub is waited
+// for, with no goroutine watching the client.
+func (t *Target) WatchClient(fd int, onReady func()) (restore func()) {
+	if t.fd == nil {
+		return func() {}
 	}
+	t.fd.WatchWhileWaiting(fd, onReady)
+	return func() { t.fd.WatchWhileWaiting(-1, nil) }
 }
 
 // Lacks reports whether the upstream has no register for a general

@@ -1,4 +1,4 @@
-package remote
+package gdbproto
 
 import (
 	"errors"
@@ -11,15 +11,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// socketWire is a wire over one end of a socket pair; the other end is
-// returned for the test to play the stub.
-func socketWire(t *testing.T) (*wire, int) {
+// socketFD is an FDConn over one end of a socket pair; the other end is
+// returned for the test to play the peer.
+func socketFD(t *testing.T) (*FDConn, int) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := newWire(fds[0], fds[0], true)
+	w, err := NewFDConn(fds[0], fds[0], true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,12 +30,10 @@ func socketWire(t *testing.T) (*wire, int) {
 	return w, fds[1]
 }
 
-func TestWireReadsAfterSleeping(t *testing.T) {
-	w, peer := socketWire(t)
-	slept := 0
-	w.beforeSleep = func() { slept++ }
+func TestFDConnReadWaits(t *testing.T) {
+	w, peer := socketFD(t)
 	go func() {
-		time.Sleep(20 * time.Millisecond) // well past the polling window
+		time.Sleep(20 * time.Millisecond)
 		unix.Write(peer, []byte("$OK#9a"))
 	}()
 	buf := make([]byte, 16)
@@ -43,22 +41,68 @@ func TestWireReadsAfterSleeping(t *testing.T) {
 	if err != nil || string(buf[:n]) != "$OK#9a" {
 		t.Fatalf("Read = %q, %v", buf[:n], err)
 	}
-	if slept != 1 {
-		t.Fatalf("beforeSleep called %d times, want once", slept)
-	}
-	// Data already there: the read never sleeps.
-	unix.Write(peer, []byte("+"))
-	time.Sleep(5 * time.Millisecond)
-	if n, err := w.Read(buf); err != nil || string(buf[:n]) != "+" {
-		t.Fatalf("Read = %q, %v", buf[:n], err)
-	}
-	if slept != 1 {
-		t.Fatalf("beforeSleep called for a read that did not sleep")
+}
+
+// A deadline set while a read waits applies to that read: it is how a
+// watch for interrupts is stopped.
+func TestFDConnDeadlineWakesWaitingRead(t *testing.T) {
+	w, _ := socketFD(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.Read(make([]byte, 1))
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	w.SetReadDeadline(time.Unix(1, 0))
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Read: %v, want a deadline error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new deadline did not wake the waiting Read")
 	}
 }
 
-func TestWireDeadline(t *testing.T) {
-	w, _ := socketWire(t)
+// A read that waits serves the watched descriptor meanwhile, on its own
+// goroutine, and returns only for its own data.
+func TestFDConnWatchWhileWaiting(t *testing.T) {
+	w, peer := socketFD(t)
+	other, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(other[0])
+	defer unix.Close(other[1])
+	var seen []byte
+	w.WatchWhileWaiting(other[0], func() {
+		b := make([]byte, 8)
+		n, _ := unix.Read(other[0], b)
+		seen = append(seen, b[:n]...)
+		unix.Write(peer, []byte("+"))
+	})
+	unix.Write(other[1], []byte{3})
+	buf := make([]byte, 4)
+	n, err := w.Read(buf)
+	if err != nil || string(buf[:n]) != "+" {
+		t.Fatalf("Read = %q, %v", buf[:n], err)
+	}
+	if string(seen) != "\x03" {
+		t.Fatalf("watched descriptor gave %q", seen)
+	}
+	w.WatchWhileWaiting(-1, nil)
+	unix.Write(other[1], []byte{3})
+	w.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := w.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read with the watch ended: %v", err)
+	}
+	if len(seen) != 1 {
+		t.Fatal("the watch went on after it ended")
+	}
+}
+
+func TestFDConnDeadline(t *testing.T) {
+	w, _ := socketFD(t)
 	w.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	start := time.Now()
 	if _, err := w.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -70,8 +114,8 @@ func TestWireDeadline(t *testing.T) {
 	w.SetReadDeadline(time.Time{})
 }
 
-func TestWireCloseWakesRead(t *testing.T) {
-	w, _ := socketWire(t)
+func TestFDConnCloseWakesRead(t *testing.T) {
+	w, _ := socketFD(t)
 	done := make(chan error, 1)
 	go func() {
 		_, err := w.Read(make([]byte, 1))
@@ -92,8 +136,8 @@ func TestWireCloseWakesRead(t *testing.T) {
 	}
 }
 
-func TestWirePeerHangsUp(t *testing.T) {
-	w, peer := socketWire(t)
+func TestFDConnPeerHangsUp(t *testing.T) {
+	w, peer := socketFD(t)
 	unix.Close(peer)
 	if _, err := w.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Fatalf("Read: %v, want EOF", err)
@@ -102,8 +146,8 @@ func TestWirePeerHangsUp(t *testing.T) {
 
 // A stub run as a command: here cat, which echoes what it is sent and
 // exits when its stdin closes.
-func TestWirePipes(t *testing.T) {
-	w, stdin, stdout, err := pipeWire()
+func TestFDConnPipes(t *testing.T) {
+	w, stdin, stdout, err := PipeFD()
 	if err != nil {
 		t.Fatal(err)
 	}
