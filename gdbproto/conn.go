@@ -251,13 +251,9 @@ func (c *Conn) Watch(onInterrupt func(), onGone func(error)) (stop func()) {
 		}
 		for {
 			if err := c.rd.wait(); err != nil {
-				c.watchMu.Lock()
-				stopping := c.stopping
-				c.watchMu.Unlock()
-				if stopping {
-					return
+				if !c.watchStopping() {
+					onGone(c.fail(err))
 				}
-				onGone(c.fail(err))
 				return
 			}
 			if !c.rd.ready() {
@@ -301,6 +297,12 @@ func (c *Conn) Watch(onInterrupt func(), onGone func(error)) (stop func()) {
 		<-finished
 		c.deadline.SetReadDeadline(time.Time{})
 	}
+}
+
+func (c *Conn) watchStopping() bool {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	return c.stopping
 }
 
 // Drain reads what the peer has sent, calling onInterrupt for each ^C,

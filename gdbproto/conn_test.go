@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // peer is the far end of a Conn under test, driven byte by byte.
@@ -25,15 +22,7 @@ type peer struct {
 // other end for the test to play gdb.
 func newPair(t *testing.T, maxPacket int) (*Conn, *peer) {
 	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := NewFDConn(fds[0], fds[0], true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pf := os.NewFile(uintptr(fds[1]), "peer")
+	f, pf := socketFD(t)
 	b, err := net.FileConn(pf)
 	pf.Close()
 	if err != nil {

@@ -12,8 +12,9 @@ import (
 )
 
 // socketFD is an FDConn over one end of a socket pair; the other end is
-// returned for the test to play the peer.
-func socketFD(t *testing.T) (*FDConn, int) {
+// returned for the test to play the peer, and closed at the end unless
+// the test closes it first.
+func socketFD(t *testing.T) (*FDConn, *os.File) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -23,18 +24,30 @@ func socketFD(t *testing.T) (*FDConn, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	peer := os.NewFile(uintptr(fds[1]), "peer")
 	t.Cleanup(func() {
 		w.Close()
-		unix.Close(fds[1])
+		peer.Close()
 	})
-	return w, fds[1]
+	return w, peer
+}
+
+// readInBackground starts a one-byte read and gives it time to wait.
+func readInBackground(w *FDConn) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.Read(make([]byte, 1))
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	return done
 }
 
 func TestFDConnReadWaits(t *testing.T) {
 	w, peer := socketFD(t)
 	go func() {
 		time.Sleep(20 * time.Millisecond)
-		unix.Write(peer, []byte("$OK#9a"))
+		peer.Write([]byte("$OK#9a"))
 	}()
 	buf := make([]byte, 16)
 	n, err := w.Read(buf)
@@ -47,12 +60,7 @@ func TestFDConnReadWaits(t *testing.T) {
 // watch for interrupts is stopped.
 func TestFDConnDeadlineWakesWaitingRead(t *testing.T) {
 	w, _ := socketFD(t)
-	done := make(chan error, 1)
-	go func() {
-		_, err := w.Read(make([]byte, 1))
-		done <- err
-	}()
-	time.Sleep(20 * time.Millisecond)
+	done := readInBackground(w)
 	w.SetReadDeadline(time.Unix(1, 0))
 	select {
 	case err := <-done:
@@ -79,7 +87,7 @@ func TestFDConnWatchWhileWaiting(t *testing.T) {
 		b := make([]byte, 8)
 		n, _ := unix.Read(other[0], b)
 		seen = append(seen, b[:n]...)
-		unix.Write(peer, []byte("+"))
+		peer.Write([]byte("+"))
 	})
 	unix.Write(other[1], []byte{3})
 	buf := make([]byte, 4)
@@ -116,12 +124,7 @@ func TestFDConnDeadline(t *testing.T) {
 
 func TestFDConnCloseWakesRead(t *testing.T) {
 	w, _ := socketFD(t)
-	done := make(chan error, 1)
-	go func() {
-		_, err := w.Read(make([]byte, 1))
-		done <- err
-	}()
-	time.Sleep(20 * time.Millisecond)
+	done := readInBackground(w)
 	w.Close()
 	select {
 	case err := <-done:
@@ -138,7 +141,7 @@ func TestFDConnCloseWakesRead(t *testing.T) {
 
 func TestFDConnPeerHangsUp(t *testing.T) {
 	w, peer := socketFD(t)
-	unix.Close(peer)
+	peer.Close()
 	if _, err := w.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Fatalf("Read: %v, want EOF", err)
 	}
