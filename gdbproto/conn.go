@@ -319,6 +319,11 @@ func (c *Conn) Drain(readable bool, onInterrupt func()) error {
 	if c.takeInterrupt() {
 		onInterrupt()
 	}
+	if !readable && !c.rd.ready() {
+		// The common case, once per resumption: no deadline set, which
+		// would wake the next wait on the connection for nothing.
+		return nil
+	}
 	if c.deadline != nil {
 		c.deadline.SetReadDeadline(time.Now().Add(messageTimeout))
 		defer c.deadline.SetReadDeadline(time.Time{})

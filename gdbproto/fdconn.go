@@ -39,6 +39,7 @@ type FDConn struct {
 	socket   bool
 
 	deadline atomic.Int64 // read deadline in Unix nanoseconds; 0 for none
+	waiting  atomic.Int32 // reads waiting in ppoll, which a new deadline wakes
 
 	// watchFD, when >= 0, is another descriptor a waiting read watches,
 	// calling onWatch on the reading goroutine when it becomes readable.
@@ -195,8 +196,9 @@ func (f *FDConn) SetReadDeadline(t time.Time) error {
 	if !t.IsZero() {
 		ns = t.UnixNano()
 	}
-	f.deadline.Store(ns)
-	if f.enter() {
+	// Only a read already waiting needs waking: the gdbproto.Client sets
+	// a deadline before every read it makes itself.
+	if f.deadline.Swap(ns) != ns && f.waiting.Load() > 0 && f.enter() {
 		var one = [8]byte{1}
 		rawWrite(f.kick, one[:])
 		f.leave()
@@ -267,6 +269,8 @@ func (f *FDConn) wait(fd int, events int16, read bool) error {
 	fds := []unix.PollFd{{Fd: int32(fd), Events: events}, {Fd: int32(f.closed), Events: unix.POLLIN}, {Fd: -1}, {Fd: -1}}
 	if read {
 		fds[2] = unix.PollFd{Fd: int32(f.kick), Events: unix.POLLIN}
+		f.waiting.Add(1)
+		defer f.waiting.Add(-1)
 	}
 	rawUntil := time.Now().Add(rawWait)
 	for {
