@@ -258,17 +258,7 @@ func unexpected(err error) error {
 // AppendPacket appends payload framed as "$payload#xx" to dst, escaping the
 // bytes '#', '$', '}' and '*'. It never run-length encodes.
 func AppendPacket(dst, payload []byte) []byte {
-	return appendFrame(dst, '$', payload)
-}
-
-// AppendNotification appends payload framed as "%payload#xx" to dst, escaped
-// as in AppendPacket.
-func AppendNotification(dst, payload []byte) []byte {
-	return appendFrame(dst, '%', payload)
-}
-
-func appendFrame(dst []byte, start byte, payload []byte) []byte {
-	dst = append(dst, start)
+	dst = append(dst, '$')
 	n := len(dst)
 	dst = AppendEscapedBinary(dst, payload)
 	var sum byte

@@ -11,7 +11,7 @@ import (
 )
 
 // frameOf builds a frame around raw (already escaped or run-length encoded)
-// content with a correct checksum, independently of appendFrame.
+// content with a correct checksum, independently of AppendPacket.
 func frameOf(start byte, raw string) string {
 	var sum byte
 	for i := 0; i < len(raw); i++ {
@@ -49,9 +49,6 @@ func TestAppendPacket(t *testing.T) {
 	}
 	if got := string(AppendPacket([]byte("+"), []byte("OK"))); got != "+$OK#9a" {
 		t.Errorf("AppendPacket keeps dst prefix: got %q", got)
-	}
-	if got, want := string(AppendNotification(nil, []byte("Stop:T05"))), frameOf('%', "Stop:T05"); got != want {
-		t.Errorf("AppendNotification = %q, want %q", got, want)
 	}
 }
 

@@ -349,9 +349,6 @@ func (c *Conn) Drain(readable bool, onInterrupt func()) error {
 	}
 }
 
-// Done is closed when the peer can no longer be read.
-func (c *Conn) Done() <-chan struct{} { return c.done }
-
 // SetNoAck stops acknowledging in both directions, from now on. A server
 // calls it once WritePacket("OK") in reply to QStartNoAckMode has returned,
 // which is when that OK has been acknowledged. A packet arriving in

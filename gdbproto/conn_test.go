@@ -295,10 +295,8 @@ func TestConnWatchPeerGone(t *testing.T) {
 		t.Fatal("the watch did not see the peer hang up")
 	}
 	stop()
-	select {
-	case <-c.Done():
-	default:
-		t.Fatal("Done not closed after the peer hung up")
+	if _, err := readPacket(t, c); !errors.Is(err, io.EOF) {
+		t.Fatalf("ReadPacket after the watch saw the hang-up: %v, want EOF", err)
 	}
 }
 
