@@ -893,7 +893,23 @@ func (e *Engine) rangeStep(tid int, lo, hi uint64, sig int, others Others, stepO
 			continue
 		}
 		if stepOverCalls && (in.Kind == regions.FlowCall || in.Kind == regions.FlowIndirectCall) {
-			st, err := e.runToReturn(tid, sig, in.Next(), regs.Rsp, others)
+			ret, rspAtCall := in.Next(), regs.Rsp
+			if e.t.BreakpointAt(pc) {
+				// A continue would execute the int3 at once and report
+				// the breakpoint the step started on: step the call
+				// itself, which lifts it, then run the callee.
+				st, err := e.stepInstruction(tid, sig, OthersStay)
+				sig = 0
+				if err != nil {
+					return nil, err
+				}
+				crossed = append(crossed, st.Crossed...)
+				if st.Kind != StopStep {
+					st.Crossed = crossed
+					return st, nil
+				}
+			}
+			st, err := e.runToReturn(tid, sig, ret, rspAtCall, others)
 			sig = 0
 			if err != nil {
 				return nil, err
