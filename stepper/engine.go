@@ -114,7 +114,8 @@ type Options struct {
 	// RunBudget bounds a region run that may leave through an unknown exit
 	// and a step-over pass that keeps aborting.
 	RunBudget time.Duration
-	// VDSO makes vDSO functions regions (on by default).
+	// NoVDSO stops treating vDSO functions as regions, which they are by
+	// default (`monitor rseq vdso off`).
 	NoVDSO bool
 	// ReportLibraries turns dynamic-linker events into StopLibrary.
 	ReportLibraries bool

@@ -168,8 +168,6 @@ type Target interface {
 	Interrupt()
 	// SetDebugReg writes debug register n (0-7) of every thread.
 	SetDebugReg(n int, value uint64) error
-	// DebugStatus reads DR6 of a thread.
-	DebugStatus(tid int) (uint64, error)
 	Auxv() ([]byte, error)
 	Maps() ([]Mapping, error)
 	RseqArea(tid int) (RseqArea, error)

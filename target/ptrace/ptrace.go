@@ -1069,10 +1069,6 @@ func (p *Process) SetDebugReg(n int, value uint64) error {
 	return nil
 }
 
-func (p *Process) DebugStatus(tid int) (uint64, error) {
-	return peekUser(tid, debugRegOffset+8*6)
-}
-
 func (p *Process) Auxv() ([]byte, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/auxv", p.pid))
 	if err != nil {
