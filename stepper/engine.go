@@ -1,4 +1,4 @@
-// Package stepper implements the stepping contract of DESIGN.md: instruction
+// Package stepper implements the stepping contract of docs/design.md: instruction
 // steps, range steps and continues that never stop a thread inside a
 // restartable region, the region step-over for threads stopped inside one,
 // and the stop reasons front ends report. It drives a target.Target and asks

@@ -412,7 +412,7 @@ func (e *Engine) count(o Outcome) {
 	}
 }
 
-// stepInstruction is contract point 1: one instruction, or a whole region
+// stepInstruction is contract point 1 (docs/design.md): one instruction, or a whole region
 // run natively when the instruction enters one. From inside a critical
 // section it is the region pass (point 4).
 func (e *Engine) stepInstruction(tid int, sig int, others Others) (*Stop, error) {
