@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"golang.org/x/sys/unix"
 )
 
 // Regs are the x86-64 general registers in the kernel's user_regs_struct
@@ -200,6 +202,20 @@ type FileReader interface {
 // when they are not known without reading the registers.
 type StopRegs interface {
 	StopRegs(tid int) (pc, sp, fp uint64, ok bool)
+}
+
+// ThreadControl is implemented by targets that can pin a thread to CPUs and
+// block its signals, which a remote stub cannot. Inspect mode needs both:
+// a pinned thread cannot migrate inside a critical section, and a blocked
+// asynchronous signal stays pending in the kernel until it is unblocked, so
+// none is lost even if the debugger dies meanwhile.
+type ThreadControl interface {
+	Affinity(tid int) (unix.CPUSet, error)
+	SetAffinity(tid int, set unix.CPUSet) error
+	// SignalMask and SetSignalMask read and write the blocked-signal mask
+	// (bit n-1 for signal n) of a stopped thread.
+	SignalMask(tid int) (uint64, error)
+	SetSignalMask(tid int, mask uint64) error
 }
 
 // The XSAVE area FPRegs returns and SetFPRegs takes, as the kernel's

@@ -22,6 +22,8 @@ import (
 
 const (
 	ptraceGetRseqConfiguration = 0x420f
+	ptraceGetSigmask           = 0x420a
+	ptraceSetSigmask           = 0x420b
 	addrNoRandomize            = 0x0040000
 	// offsetof(struct user, u_debugreg) on x86-64.
 	debugRegOffset = 848
@@ -97,7 +99,10 @@ type breakpoint struct {
 	count int
 }
 
-var _ target.Target = (*Process)(nil)
+var (
+	_ target.Target        = (*Process)(nil)
+	_ target.ThreadControl = (*Process)(nil)
+)
 
 func newProcess() *Process {
 	p := &Process{
@@ -1066,6 +1071,38 @@ func (p *Process) SetDebugReg(n int, value uint64) error {
 		}
 	}
 	p.debugReg[n] = value
+	return nil
+}
+
+func (p *Process) Affinity(tid int) (unix.CPUSet, error) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(tid, &set); err != nil {
+		return set, fmt.Errorf("reading the CPU affinity of %d: %w", tid, err)
+	}
+	return set, nil
+}
+
+func (p *Process) SetAffinity(tid int, set unix.CPUSet) error {
+	if err := unix.SchedSetaffinity(tid, &set); err != nil {
+		return fmt.Errorf("setting the CPU affinity of %d: %w", tid, err)
+	}
+	return nil
+}
+
+func (p *Process) SignalMask(tid int) (uint64, error) {
+	var mask uint64
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, ptraceGetSigmask, uintptr(tid), 8, uintptr(unsafe.Pointer(&mask)), 0, 0)
+	if errno != 0 {
+		return 0, fmt.Errorf("reading the signal mask of %d: %w", tid, errno)
+	}
+	return mask, nil
+}
+
+func (p *Process) SetSignalMask(tid int, mask uint64) error {
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, ptraceSetSigmask, uintptr(tid), 8, uintptr(unsafe.Pointer(&mask)), 0, 0)
+	if errno != 0 {
+		return fmt.Errorf("setting the signal mask of %d: %w", tid, errno)
+	}
 	return nil
 }
 
