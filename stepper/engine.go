@@ -366,6 +366,7 @@ func (e *Engine) refreshLinkMap() {
 		k := e.order[i]
 		if !seen[k] {
 			e.idx.RemoveObject(k)
+			e.idx.RemoveObject("scan:" + k)
 			delete(e.objs, k)
 			e.order = append(e.order[:i], e.order[i+1:]...)
 			i--
