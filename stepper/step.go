@@ -263,6 +263,10 @@ func (e *Engine) stepOverOwn(tid int) error {
 			e.t.InsertBreakpoint(pc)
 		}
 	}()
+	// A signal taking the place of the step would be lost here.
+	if in, err := e.decode(pc); err == nil {
+		defer e.holdSignals(tid, in)()
+	}
 	if err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Step}}, target.Action{Kind: target.Stay}); err != nil {
 		return err
 	}
@@ -520,6 +524,9 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 	if err != nil {
 		return nil, err
 	}
+	if in, err := e.decode(pc); err == nil && sig == 0 {
+		defer e.holdSignals(tid, in)()
+	}
 	actions := map[int]target.Action{tid: {Kind: target.Step, Sig: sig}}
 	for {
 		if err := e.t.Resume(actions, others.action()); err != nil {
@@ -564,16 +571,23 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 				st.Kind = StopSignal
 			}
 		}
-		if ev.Trap == target.TrapBreakpoint && e.internalBreakpoint(ev.Addr) && len(e.byAddr[ev.Addr]) == 0 {
-			// Another thread hit the dynamic linker breakpoint meanwhile.
+		if ev.Trap == target.TrapBreakpoint && e.internalBreakpoint(ev.Addr) && len(e.byAddr[ev.Addr]) == 0 && ev.Tid != tid {
+			// Another thread hit the dynamic linker breakpoint meanwhile:
+			// the step goes on (a completed one is reported at once).
 			e.refreshLinkMap()
 			if err := e.stepOverOwn(ev.Tid); err != nil {
 				return nil, err
 			}
-			st = &Stop{Kind: StopStep, Tid: tid}
+			continue
 		}
 		if e.internalBreakpoint(pc) && ev.Tid == tid {
 			e.refreshLinkMap()
+		}
+		if ev.Tid != tid {
+			// The step is abandoned for another thread's stop: a completion
+			// the target kept for it must not surface at the next
+			// resumption as a SIGTRAP nobody asked for.
+			e.t.ForgetStep(tid)
 		}
 		return e.finish(st), nil
 	}
@@ -621,6 +635,13 @@ func (e *Engine) runHandler(tid, sig int, regs0 target.Regs) (*Stop, error) {
 // regionRun runs tid natively through region r until one of exits.
 func (e *Engine) regionRun(tid, sig int, r *regions.Region, exits exitSet, untilCommit bool) (*Stop, error) {
 	e.stats.RegionRuns++
+	// A signal would abort the section (and, in a storm, every retry):
+	// it waits for the run's end, where the kernel would have delivered
+	// it after the abort, and delivery after the commit is equivalent.
+	// A signal the run was asked to deliver goes in first.
+	if sig == 0 {
+		defer e.holdSignals(tid, regions.Insn{})()
+	}
 	// An int3 of ours where the run starts would trap at once; the thread
 	// runs alone, so lifting it for the run hides it from nobody else.
 	if regs, err := e.t.Regs(tid); err == nil {

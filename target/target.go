@@ -168,6 +168,10 @@ type Target interface {
 	Wait() (Event, error)
 	// Interrupt asks a running target to stop; safe from any goroutine.
 	Interrupt()
+	// ForgetStep abandons tid's single-step: a completion the target holds
+	// for it (it finished while another thread's stop was being reported)
+	// is dropped, so it is not reported later as a stray SIGTRAP.
+	ForgetStep(tid int)
 	// SetDebugReg writes debug register n (0-7) of every thread.
 	SetDebugReg(n int, value uint64) error
 	Auxv() ([]byte, error)

@@ -58,8 +58,10 @@ type threadState struct {
 	pending *target.Event
 	last    target.Action
 	// stepping remembers that the last resume was a single-step, for
-	// classifying the SIGTRAP.
+	// classifying the SIGTRAP; stepFrom is the PC it started at, when the
+	// registers were cached (0 otherwise).
 	stepping bool
+	stepFrom uint64
 	// regs caches the registers while the thread is stopped: a stop costs
 	// one PTRACE_GETREGS however often the core looks at them.
 	regs      target.Regs
@@ -568,6 +570,10 @@ func (p *Process) Resume(actions map[int]target.Action, def target.Action) error
 func (p *Process) resumeThread(t *threadState, act target.Action) error {
 	var err error
 	t.last = act
+	t.stepFrom = 0
+	if act.Kind == target.Step && t.regsValid {
+		t.stepFrom = t.regs.Rip
+	}
 	t.regsValid = false
 	t.stepping = act.Kind == target.Step
 	if t.stepping {
@@ -580,6 +586,24 @@ func (p *Process) resumeThread(t *threadState, act target.Action) error {
 	}
 	t.running = true
 	return nil
+}
+
+// ForgetStep drops a single-step completion kept for tid. A step over the
+// program's own int3 is its SIGTRAP, not only a step: that one stays, as
+// the program's signal.
+func (p *Process) ForgetStep(tid int) {
+	t := p.threads[tid]
+	if t == nil || t.pending == nil || t.pending.Trap != target.TrapStep {
+		return
+	}
+	if t.stepFrom != 0 && !p.BreakpointAt(t.stepFrom) {
+		var b [1]byte
+		if n, _ := p.mem.ReadAt(b[:], int64(t.stepFrom)); n == 1 && b[0] == 0xcc {
+			t.pending.Trap = target.TrapOther
+			return
+		}
+	}
+	t.pending = nil
 }
 
 // Interrupt stops a running process; the stop is reported by Wait with

@@ -1273,6 +1273,10 @@ func (t *Target) Forward(pkt []byte) ([][]byte, error) {
 	return out, t.fail(err)
 }
 
+// ForgetStep has nothing to drop: the stub keeps the other threads' stops
+// and reports one stop per resumption.
+func (t *Target) ForgetStep(tid int) {}
+
 var _ target.Target = (*Target)(nil)
 var _ target.FileReader = (*Target)(nil)
 var _ target.StopRegs = (*Target)(nil)

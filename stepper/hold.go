@@ -1,0 +1,46 @@
+package stepper
+
+import (
+	"github.com/rseqdbg/rseqdbg/regions"
+)
+
+// asyncMask are the signals holdSignals blocks: every one but the
+// synchronous faults, which the kernel would unblock and reset.
+var asyncMask = func() uint64 {
+	m := ^uint64(0)
+	for _, s := range syncSignals {
+		m &^= 1 << (s - 1)
+	}
+	return m
+}()
+
+// holdSignals blocks tid's asynchronous signals for one hardware step of
+// the instruction in, or for a region run (in zero), and returns what
+// restores its mask. Under a signal
+// storm a step that lets a signal in never completes: each attempt ends in
+// the signal (gdb, stepping over a breakpoint, asks to see every signal
+// and goes round a step-resume breakpoint; a handler run natively is
+// itself interrupted), and the next signal is there before the retry. A
+// signal that arrives during the one instruction instead stays pending in
+// the kernel and is delivered at the thread's next resumption: once, in
+// order, one instruction later, and a signal the client stops on still
+// stops. A system call is stepped with the mask left alone: it may change
+// the mask itself, and a blocking call must still be interrupted. Targets
+// that cannot set masks (remote stubs) step as before.
+func (e *Engine) holdSignals(tid int, in regions.Insn) func() {
+	if e.threadCtl == nil || in.Kind == regions.FlowSyscall {
+		return func() {}
+	}
+	old, err := e.threadCtl.SignalMask(tid)
+	if err != nil || old|asyncMask == old {
+		return func() {}
+	}
+	if err := e.threadCtl.SetSignalMask(tid, old|asyncMask); err != nil {
+		return func() {}
+	}
+	return func() {
+		if !e.exited {
+			e.threadCtl.SetSignalMask(tid, old)
+		}
+	}
+}
