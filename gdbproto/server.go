@@ -79,11 +79,18 @@ type ServerConfig struct {
 	// Start adopts it, and packets the server does not interpret pass
 	// through to that stub when it implements Upstream.
 	Proxy Process
-	// Keep leaves a launched process alive when a client disconnects:
-	// traced and stopped for the next client of a multi server, detached
-	// when the server ends.
+	// Keep leaves a launched process alive when the server lets it go
+	// (after the only client of a Once server, or at Shutdown): detached
+	// instead of killed.
 	Keep bool
-	// Multi serves clients one after another instead of only the first.
+	// Once serves the first client only. Otherwise, as gdbserver does,
+	// the server keeps listening when a client disconnects, and the
+	// process stays traced and stopped as it was for the next one.
+	Once bool
+	// Multi lets the server go on without a process (gdbserver's
+	// --multi): once it exited, was killed or detached, the next client
+	// gets the Program launched again, or none (extended-remote run or
+	// attach). Without it the server ends when its process is gone.
 	Multi bool
 	// Engine tunes the stepping core of each process.
 	Engine stepper.Options
@@ -104,6 +111,9 @@ type Server struct {
 	ln     net.Listener
 	closed bool
 	served int
+	// serving is set while Serve runs: a disconnect then keeps the
+	// process for the next client instead of releasing it.
+	serving bool
 	// hwWorks caches whether debug registers trigger here (nil: not
 	// probed yet); some hypervisors accept them and never fire.
 	hwWorks *bool
@@ -274,14 +284,21 @@ func (pr *process) clearAll() {
 	pr.hw.clear(pr.p)
 }
 
-// Serve accepts clients on l: the first only, or one after another with
-// Multi, until Shutdown. It releases the process when it returns.
+// Serve accepts clients on l one after another, as gdbserver does: until
+// Shutdown, until the process is gone (unless Multi), or after the first
+// with Once. It releases the process when it returns.
 func (srv *Server) Serve(l net.Listener) error {
 	defer srv.finish()
 	srv.mu.Lock()
 	srv.ln = l
 	closed := srv.closed
+	srv.serving = true
 	srv.mu.Unlock()
+	defer func() {
+		srv.mu.Lock()
+		srv.serving = false
+		srv.mu.Unlock()
+	}()
 	if closed {
 		return nil
 	}
@@ -302,11 +319,23 @@ func (srv *Server) Serve(l net.Listener) error {
 		if err := srv.ServeConn(c); err != nil {
 			slog.Info("client session ended", "err", err)
 		}
-		if !srv.cfg.Multi || srv.isClosed() {
+		if srv.cfg.Once || srv.isClosed() || srv.proc == nil && !srv.cfg.Multi {
 			srv.Shutdown()
 			return nil
 		}
+		fmt.Fprintf(srv.cfg.Notices, "Remote side has terminated connection.  rseqdbg will reopen the connection.\n")
+		if a, ok := l.Addr().(*net.TCPAddr); ok {
+			fmt.Fprintf(srv.cfg.Notices, "Listening on port %d\n", a.Port)
+		}
 	}
+}
+
+// keepsProcess tells whether a disconnect leaves the process for a next
+// client: Serve takes one after this one.
+func (srv *Server) keepsProcess() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.serving && !srv.closed && !srv.cfg.Once
 }
 
 func (srv *Server) isClosed() bool {
@@ -527,8 +556,12 @@ func isLifecycle(pkt string) bool {
 		strings.HasPrefix(pkt, "vRun;") || strings.HasPrefix(pkt, "vAttach;") || strings.HasPrefix(pkt, "vKill;")
 }
 
-// end applies the disconnect rules: every breakpoint removed, then a
-// launched process killed (unless Keep) and an attached one detached.
+// end applies the disconnect rules. While the server takes further
+// clients, the process stays traced and stopped where it was, with what
+// this client inserted removed: the next client inserts its own, and a
+// breakpoint it does not know of would be a SIGTRAP out of nowhere for it.
+// Otherwise every breakpoint is removed, then a launched process is
+// killed (unless Keep) and an attached one detached.
 func (s *session) end() {
 	for fd, f := range s.files {
 		f.Close()
@@ -543,7 +576,7 @@ func (s *session) end() {
 		srv.dropExited()
 		return
 	}
-	if srv.cfg.Keep && pr.launched && srv.cfg.Multi && !srv.isClosed() {
+	if srv.keepsProcess() {
 		pr.p.Do(func() {
 			if !pr.eng.Exited() {
 				pr.clearAll()
@@ -624,6 +657,11 @@ func (s *session) lifecycle(pkt string) ([][]byte, bool) {
 	case pkt == "!":
 		s.extended = true
 		return replyOK, true
+	case (strings.HasPrefix(pkt, "vRun;") || strings.HasPrefix(pkt, "vAttach;")) && !s.extended && srv.proc != nil && !srv.proc.exited:
+		// Outside extended mode a process is not replaced by another: the
+		// client debugs the one it connected to (gdbserver refuses too).
+		fmt.Fprintf(srv.cfg.Notices, "Already debugging a process\n")
+		return replyErr, true
 	case strings.HasPrefix(pkt, "vRun;"):
 		return s.vRun(pkt[len("vRun;"):]), true
 	case strings.HasPrefix(pkt, "vAttach;"):

@@ -47,9 +47,9 @@ func addGDBRemoteFlags(root *cobra.Command) {
 	f := root.Flags()
 	f.StringVar(&addr, "gdb-remote", "", "serve the GDB remote protocol on [HOST:]PORT (loopback unless a host is given; port 0 picks one)")
 	f.IntVar(&attach, "attach", 0, "with --gdb-remote: attach to a running process")
-	f.BoolVar(&once, "once", true, "with --gdb-remote: exit after the first client")
-	f.BoolVar(&multi, "multi", false, "with --gdb-remote: serve clients one after another (extended-remote run/attach/kill)")
-	f.BoolVar(&keep, "keep", false, "with --gdb-remote: do not kill a launched process when the client disconnects")
+	f.BoolVar(&once, "once", false, "with --gdb-remote: serve the first client only, then let the process go (killed if launched, unless --keep; detached if attached)")
+	f.BoolVar(&multi, "multi", false, "with --gdb-remote: go on without a process (extended-remote run/attach/kill; the program is launched again for the next client)")
+	f.BoolVar(&keep, "keep", false, "with --gdb-remote: detach from a launched process instead of killing it when the server lets it go")
 	f.StringVar(&portFile, "port-file", "", "with --gdb-remote: write the port listened on to this file")
 	f.StringVar(&cwd, "cwd", "", "with --gdb-remote: working directory of the program")
 	f.BoolVar(&aslr, "aslr", false, "with --gdb-remote: leave address-space randomization on")
@@ -65,7 +65,7 @@ func addGDBRemoteFlags(root *cobra.Command) {
 			return cmd.Help()
 		}
 		if upstream != "" || upCmd != "" {
-			return serveProxy(addr, portFile, upstream, upCmd, file, keep, attach != 0 || len(args) > 0 || multi)
+			return serveProxy(addr, portFile, upstream, upCmd, file, keep, once, attach != 0 || len(args) > 0 || multi)
 		}
 		if file != "" {
 			return errors.New("--file goes with --upstream or --upstream-cmd")
@@ -73,10 +73,7 @@ func addGDBRemoteFlags(root *cobra.Command) {
 		if attach != 0 && len(args) > 0 || attach == 0 && len(args) == 0 && !multi {
 			return errors.New("--gdb-remote needs a program after -- or --attach PID (one of them; neither with --multi)")
 		}
-		if multi && cmd.Flags().Changed("once") && once {
-			return errors.New("--once and --multi exclude each other")
-		}
-		cfg := gdbproto.ServerConfig{Launcher: ptraceLauncher{}, Keep: keep, Multi: multi, Notices: os.Stderr}
+		cfg := gdbproto.ServerConfig{Launcher: ptraceLauncher{}, Keep: keep, Once: once, Multi: multi, Notices: os.Stderr}
 		if attach != 0 {
 			cfg.Attach = attach
 		} else if len(args) > 0 {
@@ -154,7 +151,7 @@ func serveGDB(spec, portFile string, cfg gdbproto.ServerConfig) error {
 
 // serveProxy serves gdb and lldb in front of another stub: its process,
 // stepped through the rseq-aware core.
-func serveProxy(addr, portFile, upstream, upCmd, file string, keep, other bool) error {
+func serveProxy(addr, portFile, upstream, upCmd, file string, keep, once, other bool) error {
 	if upstream != "" && upCmd != "" {
 		return errors.New("--upstream and --upstream-cmd exclude each other")
 	}
@@ -179,6 +176,6 @@ func serveProxy(addr, portFile, upstream, upCmd, file string, keep, other bool) 
 	if err != nil {
 		return err
 	}
-	cfg := gdbproto.ServerConfig{Proxy: t, Keep: keep, Notices: os.Stderr}
+	cfg := gdbproto.ServerConfig{Proxy: t, Keep: keep, Once: once, Notices: os.Stderr}
 	return serveGDB(addr, portFile, cfg)
 }
