@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/target"
@@ -61,8 +62,28 @@ type FileSystem interface {
 
 type hostFS struct{}
 
+// Open opens regular files only. O_NONBLOCK keeps the open of a FIFO or a
+// device from waiting (for a writer, a carrier, ...) on the tracer thread,
+// which would then never serve the client, signals or the process again;
+// the check after it keeps reads from doing so.
 func (hostFS) Open(name string, flag int, perm os.FileMode) (File, error) {
-	return os.OpenFile(name, flag, perm)
+	f, err := os.OpenFile(name, flag|syscall.O_NONBLOCK, perm)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		if fi.IsDir() {
+			return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EISDIR}
+		}
+		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EINVAL}
+	}
+	return f, nil
 }
 func (hostFS) Readlink(name string) (string, error) { return os.Readlink(name) }
 func (hostFS) Unlink(name string) error             { return os.Remove(name) }
