@@ -459,7 +459,7 @@ type session struct {
 
 	files  map[int]File
 	nextFD int
-	docs   map[string][]byte
+	docs   map[string]xferDoc // by qXfer object
 
 	// prefetchAfterReply is a stop whose reply is being sent; what the
 	// client reads next is fetched once it is out.
@@ -471,7 +471,7 @@ type session struct {
 
 func newSession(srv *Server, w *Conn) *session {
 	return &session{srv: srv, w: w, policy: stepper.DefaultSignalPolicy(), files: map[int]File{},
-		nextFD: 3, docs: map[string][]byte{}}
+		nextFD: 3, docs: map[string]xferDoc{}}
 }
 
 // loop reads packets and answers them until the client goes away.
