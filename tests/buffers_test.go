@@ -51,9 +51,27 @@ func flood(c net.Conn, frame []byte, total int, within time.Duration) int {
 }
 
 // Packets sent while the program runs are queued up to a bound; past it
-// the server stops reading and the client's writes block.
+// the server stops reading and the client's writes block. Natively (the
+// client watched by a goroutine) and in front of gdbserver (the client
+// polled by the thread waiting for the stub).
 func TestQueuedPacketsBounded(t *testing.T) {
-	srv := startRseqdbg(t, nil, fixture("full_tables"), "1", "4000000000")
+	for _, mode := range []string{"native", "proxy"} {
+		t.Run(mode, func(t *testing.T) {
+			prog := []string{fixture("full_tables"), "1", "400000000000"}
+			var srv *stub
+			if mode == "native" {
+				srv = startRseqdbg(t, nil, prog...)
+			} else {
+				needTool(t, "gdbserver")
+				srv = startProxy(t, startGDBServer(t, prog...))
+			}
+			queuedPacketsBounded(t, srv)
+		})
+	}
+}
+
+func queuedPacketsBounded(t *testing.T, srv *stub) {
+	t.Helper()
 	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", srv.port))
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +91,7 @@ func TestQueuedPacketsBounded(t *testing.T) {
 	payload := append([]byte("X555555554000,7f00:"), bytes.Repeat([]byte{'a'}, 0x7f00)...)
 	frame := gdbproto.AppendPacket(nil, payload)
 	const total = 200 << 20
-	sent := flood(conn, frame, total, 8*time.Second)
+	sent := flood(conn, frame, total, 5*time.Second)
 	hwm := memKB(srv.cmd.Process.Pid, "VmHWM")
 	t.Logf("sent %d MB while the program ran; server peak RSS %d MB", sent>>20, hwm>>10)
 	if sent >= total {

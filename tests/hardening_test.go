@@ -59,7 +59,7 @@ func tracerPid(t *testing.T, pid int) int {
 // detaches the process it attached to.
 func TestVFileOpenFIFO(t *testing.T) {
 	victim := &stub{}
-	victim.start(t, fixture("full_tables"), "1", "4000000000")
+	victim.start(t, fixture("full_tables"), "1", "400000000000")
 	time.Sleep(100 * time.Millisecond)
 	pid := victim.cmd.Process.Pid
 	srv := startRseqdbg(t, []string{"--attach", strconv.Itoa(pid)})
@@ -99,7 +99,7 @@ func TestVFileOpenFIFO(t *testing.T) {
 // ends rseqdbg at once.
 func TestSecondSignalForcesExit(t *testing.T) {
 	needTool(t, "gdbserver")
-	up := startGDBServer(t, fixture("full_tables"), "1", "4000000000")
+	up := startGDBServer(t, fixture("full_tables"), "1", "400000000000")
 	proxy := startProxy(t, up)
 	c := dialServer(t, proxy.port)
 	if err := c.Send("vCont;c"); err != nil {
@@ -131,7 +131,7 @@ func TestVRunVAttachNeedExtendedMode(t *testing.T) {
 	srv := startRseqdbg(t, []string{"--multi"}, prog, "1", "10")
 	pid := srv.pidFromNotices(t)
 	victim := &stub{}
-	victim.start(t, fixture("full_tables"), "1", "4000000000")
+	victim.start(t, fixture("full_tables"), "1", "400000000000")
 	c := dialServer(t, srv.port)
 	for _, pkt := range []string{"vRun;" + hexs(prog) + ";" + hexs("1"), fmt.Sprintf("vAttach;%x", victim.cmd.Process.Pid)} {
 		var se *gdbproto.StubError

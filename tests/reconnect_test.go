@@ -92,7 +92,7 @@ func TestGDBKillAndOnce(t *testing.T) {
 		{"once-disconnect", []string{"--once"}, []string{"break inc_full", "continue", "disconnect"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			srv := startServing(t, c.flags, prog, "1", "100000000")
+			srv := startServing(t, c.flags, prog, "1", "400000000000")
 			pid := srv.pidFromNotices(t)
 			gdb(t, srv.port, prog, false, c.cmds, time.Minute)
 			srv.wait(t, 30*time.Second)
