@@ -43,9 +43,10 @@ vscode: build fixtures
 # 1.26's fuzz coordinator can fail a target with a bare "context deadline
 # exceeded" when a starved worker misses the deadline (go.dev/issue/75804).
 FUZZTIME ?= 30000x
-FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion \
+FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion regions:FuzzLinkMap \
        gdbproto:FuzzReader gdbproto:FuzzStopReply gdbproto:FuzzVCont gdbproto:FuzzDispatch gdbproto:FuzzHexDecode gdbproto:FuzzBinaryUnescape \
-       dap:FuzzRequest dap:FuzzExpression \
+       gdbproto:FuzzTargetDescription target/remote:FuzzGReply target/remote:FuzzThreadLists \
+       dap:FuzzRequest dap:FuzzExpression dap:FuzzDWARF \
        unwind:FuzzSynthesize unwind:FuzzSynthesizeModel unwind:FuzzAddImage
 fuzz:
 	@set -e; for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t#*:}; \
