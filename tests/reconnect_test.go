@@ -123,3 +123,33 @@ func waitPidGone(t *testing.T, pid int) {
 	}
 	t.Errorf("process %d outlived the server", pid)
 }
+
+// A client that vanishes while the program runs leaves it stopped (the
+// server interrupts it, as it cannot tell the client), traced, and served
+// to the next client.
+func TestClientGoneWhileRunning(t *testing.T) {
+	prog := fixture("full_tables")
+	srv := startServing(t, nil, prog, "1", "400000000000")
+	pid := srv.pidFromNotices(t)
+	c := dialServer(t, srv.port)
+	if err := c.Send("vCont;c"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	c.Close()
+	time.Sleep(500 * time.Millisecond)
+	if !running(srv) || syscall.Kill(pid, 0) != nil {
+		t.Fatalf("the disconnect ended the server or the program:\n%s", srv.stderr.String())
+	}
+	next := dialServer(t, srv.port)
+	reply, err := next.Request("?")
+	if err != nil || reply[0] != 'T' {
+		t.Fatalf("the next client finds %q, %v; want the program stopped", reply, err)
+	}
+	if tracerPid(t, pid) != srv.cmd.Process.Pid {
+		t.Errorf("the program is not traced by the server any more")
+	}
+	next.Send("k")
+	srv.wait(t, 30*time.Second)
+	waitPidGone(t, pid)
+}
