@@ -465,8 +465,10 @@ type session struct {
 	// client reads next is fetched once it is out.
 	prefetchAfterReply *stepper.Stop
 
-	// hwBreaks counts the hardware breakpoints an upstream accepted.
-	hwBreaks map[uint64]int
+	// hwBreaks counts the hardware breakpoints an upstream accepted;
+	// upstreamZ every Z1-Z4 it holds ("TYPE,ADDR,KIND").
+	hwBreaks  map[uint64]int
+	upstreamZ map[string]int
 }
 
 func newSession(srv *Server, w *Conn) *session {
@@ -601,6 +603,7 @@ func (s *session) end() {
 		pr.p.Do(func() {
 			if !pr.eng.Exited() {
 				pr.clearAll()
+				s.removeUpstreamZ(pr.p)
 			}
 		})
 		return

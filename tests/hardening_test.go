@@ -377,3 +377,48 @@ func TestDAPListen(t *testing.T) {
 // python3Path is the system's python: a user's shim (pyenv) may be out of
 // reach of nobody.
 const python3Path = "/usr/bin/python3"
+
+// Through a proxy: a FIFO refused here is not passed on to the upstream
+// (gdbserver would block on it in turn), and a client's disconnect takes
+// the watchpoints it had the upstream insert with it, the program staying
+// for the next client.
+func TestProxyFIFOAndDisconnect(t *testing.T) {
+	needTool(t, "gdbserver")
+	up := startGDBServer(t, fixture("full_tables"), "1", "10")
+	proxy := &stub{} // without --once: the process outlives the client
+	proxy.start(t, binary, "--gdb-remote", ":0", "-v", "--upstream", fmt.Sprintf("127.0.0.1:%d", up.port))
+	proxy.waitPort(t)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := dialServer(t, proxy.port)
+	if reply, err := c.Request("vFile:open:" + hexs(fifo) + ",0,0"); err != nil || !strings.HasPrefix(string(reply), "F-1,") {
+		t.Fatalf("vFile:open of a FIFO through the proxy: %q, %v", reply, err)
+	}
+	sp, err := c.Request("p7") // rsp: a writable address to watch
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := hex.DecodeString(string(sp))
+	var addr uint64
+	for i := len(b) - 1; i >= 0; i-- {
+		addr = addr<<8 | uint64(b[i])
+	}
+	z := fmt.Sprintf("2,%x,8", addr&^7)
+	if reply, err := c.Request("Z" + z); err != nil || string(reply) != "OK" {
+		t.Skipf("the upstream takes no watchpoint here: %q, %v", reply, err)
+	}
+	c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(proxy.stderr.String(), "packet=z"+z) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the watchpoint was not removed from the upstream at the disconnect:\n%s", proxy.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	next := dialServer(t, proxy.port)
+	if reply, err := next.Request("?"); err != nil || reply[0] != 'T' {
+		t.Errorf("the next client finds %q, %v", reply, err)
+	}
+}
