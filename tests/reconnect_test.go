@@ -78,8 +78,9 @@ func TestGDBReconnect(t *testing.T) {
 	}
 }
 
-// kill still kills and ends the server; --once serves one client and
-// kills the program it launched when that client disconnects.
+// kill still kills and detach detaches, and either ends the server; --once
+// serves one client and kills the program it launched when that client
+// disconnects.
 func TestGDBKillAndOnce(t *testing.T) {
 	needTool(t, "gdb")
 	prog := fixture("full_tables")
@@ -90,13 +91,24 @@ func TestGDBKillAndOnce(t *testing.T) {
 	}{
 		{"kill", nil, []string{"break inc_full", "continue", "kill"}},
 		{"once-disconnect", []string{"--once"}, []string{"break inc_full", "continue", "disconnect"}},
+		{"detach", nil, []string{"break inc_full", "continue", "detach"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			srv := startServing(t, c.flags, prog, "1", "400000000000")
 			pid := srv.pidFromNotices(t)
 			gdb(t, srv.port, prog, false, c.cmds, time.Minute)
-			srv.wait(t, 30*time.Second)
-			waitPidGone(t, pid)
+			if c.name != "detach" {
+				srv.wait(t, 30*time.Second)
+				waitPidGone(t, pid)
+				return
+			}
+			// Not srv.wait: the detached program holds the server's
+			// output pipe, which Wait waits for.
+			waitPidGone(t, srv.cmd.Process.Pid)
+			defer syscall.Kill(pid, syscall.SIGKILL)
+			if syscall.Kill(pid, 0) != nil || tracerPid(t, pid) != 0 {
+				t.Errorf("detach: the program died or is still traced")
+			}
 		})
 	}
 }
