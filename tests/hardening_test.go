@@ -200,7 +200,12 @@ func cfiDirsOf(pid int) []string {
 // one removes it at its start, and leaves those of live servers alone.
 func TestStaleCFIDirRemoved(t *testing.T) {
 	prog := fixture("full_tables")
-	makeDir := func() (*stub, string) {
+	type server struct {
+		s   *stub
+		c   *gdbproto.Client
+		dir string
+	}
+	start := func() server {
 		s := startRseqdbg(t, nil, prog, "1", "10")
 		c := dialServer(t, s.port)
 		if _, err := c.ReadXfer("libraries-svr4", ""); err != nil {
@@ -210,23 +215,32 @@ func TestStaleCFIDirRemoved(t *testing.T) {
 		if len(dirs) != 1 {
 			t.Fatalf("server %d made the CFI folders %v, want one", s.cmd.Process.Pid, dirs)
 		}
-		return s, dirs[0]
+		return server{s, c, dirs[0]}
 	}
-	killed, stale := makeDir()
-	syscall.Kill(killed.cmd.Process.Pid, syscall.SIGKILL)
-	killed.wait(t, 10*time.Second)
-	if _, err := os.Stat(stale); err != nil {
+	end := func(sv server) {
+		sv.c.Send("k")
+		sv.s.wait(t, 30*time.Second)
+		if _, err := os.Stat(sv.dir); err == nil {
+			t.Errorf("the server left its folder %s", sv.dir)
+		}
+	}
+	killed := start()
+	syscall.Kill(killed.s.cmd.Process.Pid, syscall.SIGKILL)
+	killed.s.wait(t, 10*time.Second)
+	if _, err := os.Stat(killed.dir); err != nil {
 		t.Fatalf("SIGKILL removed the folder? %v", err)
 	}
-	live, alive := makeDir()
-	if _, err := os.Stat(stale); err == nil {
-		t.Errorf("the stale folder %s is still there", stale)
+	live := start()
+	if _, err := os.Stat(killed.dir); err == nil {
+		t.Errorf("the stale folder %s is still there", killed.dir)
+		os.RemoveAll(killed.dir)
 	}
-	_ = live
-	makeDir() // the third server must leave the second's folder
-	if _, err := os.Stat(alive); err != nil {
+	third := start() // must leave the second's folder alone
+	if _, err := os.Stat(live.dir); err != nil {
 		t.Errorf("a live server's folder was removed: %v", err)
 	}
+	end(third)
+	end(live)
 }
 
 // runAsNobody runs a command as user nobody.
