@@ -1,7 +1,7 @@
 # The two set-up commands of the README: `make example` and `make test`.
 GO ?= go
 
-.PHONY: build fixtures example test fuzz vscode bench clean
+.PHONY: build fixtures example deps test fuzz vscode bench clean
 
 build:
 	$(GO) build -o rseqdbg ./cmd/rseqdbg
@@ -9,12 +9,23 @@ build:
 fixtures:
 	$(MAKE) -C tests/fixtures
 
-# Step through a critical section of a bundled example, headless.
-example: build fixtures
+# Step through a critical section of a bundled example, headless. Needs Go
+# and gcc only: rseqdbg and the one fixture. One thread, so no other thread
+# hits the breakpoint while this one steps and the crossing is always shown.
+# tests/example_test.go runs this target and checks the README's sample.
+example: build
+	@$(MAKE) --no-print-directory -s -C tests/fixtures build/full_tables
 	./rseqdbg run -ex 'break inc_full' -ex continue -ex 'stepi 12' -ex bt \
-	  -ex 'info regions' -ex 'delete' --continue -- tests/fixtures/build/full_tables 2 1000
+	  -ex 'delete' --continue -- tests/fixtures/build/full_tables 1 1000
 
-test: build fixtures
+# The Debian packages the tests need (gdb, gdbserver, lldb, clang, lld,
+# qemu-user, chromium, ...), when missing: apt-get as root or through sudo.
+deps:
+	bash tests/install-deps.sh
+
+# deps first, so that fixtures can use clang and lld.
+test: deps
+	$(MAKE) build fixtures
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 	$(MAKE) fuzz
@@ -32,9 +43,10 @@ vscode: build fixtures
 # 1.26's fuzz coordinator can fail a target with a bare "context deadline
 # exceeded" when a starved worker misses the deadline (go.dev/issue/75804).
 FUZZTIME ?= 30000x
-FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion \
+FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion regions:FuzzLinkMap \
        gdbproto:FuzzReader gdbproto:FuzzStopReply gdbproto:FuzzVCont gdbproto:FuzzDispatch gdbproto:FuzzHexDecode gdbproto:FuzzBinaryEscape \
-       dap:FuzzRequest dap:FuzzExpression \
+       gdbproto:FuzzTargetDescription target/remote:FuzzGReply target/remote:FuzzThreadLists \
+       dap:FuzzRequest dap:FuzzExpression dap:FuzzDWARF \
        unwind:FuzzSynthesize unwind:FuzzSynthesizeModel unwind:FuzzAddImage
 fuzz:
 	@set -e; for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t#*:}; \

@@ -127,6 +127,13 @@ func (o *dobj) load() error {
 		return o.err
 	}
 	defer f.Close()
+	o.err = o.loadFrom(f)
+	return o.err
+}
+
+// loadFrom reads the debug information of f, which may be anything: an
+// object is the user's, or the program's own choice (dlopen).
+func (o *dobj) loadFrom(f *elf.File) error {
 	o.dataSyms = map[string]elf.Symbol{}
 	for _, get := range []func() ([]elf.Symbol, error){f.Symbols, f.DynamicSymbols} {
 		syms, _ := get()
@@ -140,8 +147,7 @@ func (o *dobj) load() error {
 	}
 	data, err := f.DWARF()
 	if err != nil {
-		o.err = fmt.Errorf("%s has no usable DWARF: %w", o.path, err)
-		return o.err
+		return fmt.Errorf("%s has no usable DWARF: %w", o.path, err)
 	}
 	o.data = data
 	o.entries = map[dwarf.Offset]*dwarf.Entry{}

@@ -19,6 +19,7 @@ import (
 	"net"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -64,7 +65,7 @@ func NewServer(r io.Reader, w io.Writer, opts Options) *Server {
 		log = slog.Default()
 	}
 	return &Server{
-		r: bufio.NewReader(r), w: w, log: log, codec: NewCodec(), opts: opts,
+		r: bufio.NewReaderSize(r, maxHeaderLine), w: w, log: log, codec: NewCodec(), opts: opts,
 		queue: make(chan incoming, 256), quit: make(chan struct{}),
 	}
 }
@@ -81,6 +82,53 @@ func NewCodec() *dap.Codec {
 // maxBadHeaders bounds consecutive framing errors: past that the stream is
 // not DAP at all and reading on would only spin.
 const maxBadHeaders = 64
+
+// maxHeaderLine bounds the header line ("Content-Length: N"): go-dap's
+// reader takes a line of any length, so a client sending megabytes without
+// a '\r' grew the server without limit. It is the size of the bufio.Reader.
+const maxHeaderLine = 4096
+
+// maxContent is go-dap's bound on a message's content.
+const maxContent = 4 << 20
+
+var errHeaderTooLong = &dap.BaseProtocolError{Err: fmt.Sprintf("header line longer than %d bytes", maxHeaderLine)}
+
+// readBaseMessage is dap.ReadBaseMessage with the header line bounded: an
+// over-long one is consumed up to the bound and reported as a framing
+// error, so the read loop's count of bad headers ends such a stream.
+func readBaseMessage(r *bufio.Reader) ([]byte, error) {
+	line, err := r.ReadSlice('\r')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		return nil, errHeaderTooLong
+	}
+	if err != nil {
+		return nil, err
+	}
+	header := string(line[:len(line)-1])
+	var delim [3]byte
+	if _, err := io.ReadFull(r, delim[:]); err != nil {
+		return nil, err
+	}
+	if string(delim[:]) != "\n\r\n" {
+		return nil, dap.ErrHeaderDelimiterNotCrLfCrLf
+	}
+	digits, ok := strings.CutPrefix(header, "Content-Length: ")
+	if !ok {
+		return nil, dap.ErrHeaderNotContentLength
+	}
+	n, err := strconv.ParseUint(digits, 10, 32)
+	if err != nil {
+		return nil, dap.ErrHeaderNotContentLength
+	}
+	if n > maxContent {
+		return nil, dap.ErrHeaderContentTooLong
+	}
+	content := make([]byte, n)
+	if _, err := io.ReadFull(r, content); err != nil {
+		return nil, err
+	}
+	return content, nil
+}
 
 // Serve runs the session until the client disconnects or closes the
 // stream. A launched program is killed and an attached one detached if the
@@ -108,7 +156,7 @@ func (s *Server) readLoop() error {
 	defer close(s.queue)
 	bad := 0
 	for {
-		raw, err := dap.ReadBaseMessage(s.r)
+		raw, err := readBaseMessage(s.r)
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -118,8 +166,7 @@ func (s *Server) readLoop() error {
 			if !errors.As(err, &bpe) && !errors.As(err, &ne) {
 				return fmt.Errorf("reading DAP messages: %w", err)
 			}
-			// The header was bad; ReadBaseMessage resynchronizes on the next
-			// one.
+			// The header was bad; reading resynchronizes on the next one.
 			bad++
 			s.log.Warn("dap: bad message framing", "err", err)
 			s.sendOutput("console", fmt.Sprintf("rseqdbg: bad message framing: %v\n", err))

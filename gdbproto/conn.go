@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,20 @@ var ErrBadChecksum = errors.New("gdbproto: packet with bad checksum")
 
 // ErrClosed is returned by operations on a Conn after Close.
 var ErrClosed = errors.New("gdbproto: connection closed")
+
+// ErrQueueFull is returned by [Conn.Drain] once the packets read while a
+// target runs reach maxQueued: the peer is not read any more until
+// ReadPacket takes them, so its socket fills and it has to wait.
+var ErrQueueFull = errors.New("gdbproto: the peer sent too many packets while the target ran")
+
+// maxQueued bounds the bytes of packets read ahead while a target runs.
+// gdb and lldb send nothing but ^C then; without a bound a client sending
+// packets during a long continue grew the server without limit (180 MB
+// sent, 374 MB resident).
+const maxQueued = 1 << 20
+
+// queuedOverhead is what one queued packet costs besides its payload.
+const queuedOverhead = 64
 
 // maxTransmits bounds how often one packet is sent when the peer keeps
 // answering '-', so a broken peer cannot pin a writer forever.
@@ -43,6 +58,7 @@ type Conn struct {
 	// Guarded by readMu: packets read by Watch, Drain or an ack wait, for
 	// ReadPacket; a ^C read where nobody was watching for one.
 	queued      []inbound
+	queuedBytes int
 	pendingIntr bool
 
 	errMu sync.Mutex
@@ -206,7 +222,12 @@ func (c *Conn) ReadPacket() ([]byte, error) {
 	for {
 		if len(c.queued) > 0 {
 			in := c.queued[0]
+			c.queued[0] = inbound{}
 			c.queued = c.queued[1:]
+			c.queuedBytes -= len(in.payload) + queuedOverhead
+			if len(c.queued) == 0 {
+				c.queued, c.queuedBytes = nil, 0
+			}
 			c.pendingIntr = false
 			return in.payload, in.err
 		}
@@ -219,6 +240,13 @@ func (c *Conn) ReadPacket() ([]byte, error) {
 			return in.payload, in.err
 		}
 	}
+}
+
+// queue keeps a packet read while a target runs for ReadPacket; readMu is
+// held.
+func (c *Conn) queue(in inbound) {
+	c.queued = append(c.queued, in)
+	c.queuedBytes += len(in.payload) + queuedOverhead
 }
 
 // takeInterrupt reports a ^C read while nobody watched for one; readMu is
@@ -250,6 +278,13 @@ func (c *Conn) Watch(onInterrupt func(), onGone func(error)) (stop func()) {
 			onInterrupt()
 		}
 		for {
+			if c.queuedBytes >= maxQueued {
+				// Stop reading: the peer's socket fills and pushes back.
+				// A ^C behind the packets waits for the next stop.
+				slog.Warn("the client sends packets while the target runs; not reading it until the target stops",
+					"queued", c.queuedBytes)
+				return
+			}
 			if err := c.rd.wait(); err != nil {
 				if !c.watchStopping() {
 					onGone(c.fail(err))
@@ -270,7 +305,7 @@ func (c *Conn) Watch(onInterrupt func(), onGone func(error)) (stop func()) {
 			in, ok, err := c.readMessage(onInterrupt)
 			c.deadline.SetReadDeadline(time.Time{})
 			if ok {
-				c.queued = append(c.queued, in)
+				c.queue(in)
 			}
 			c.watchMu.Lock()
 			c.inMessage = false
@@ -332,6 +367,9 @@ func (c *Conn) Drain(readable bool, onInterrupt func()) error {
 		if !readable && !c.rd.ready() {
 			return nil
 		}
+		if c.queuedBytes >= maxQueued {
+			return ErrQueueFull
+		}
 		readable = false
 		if err := c.rd.wait(); err != nil {
 			return c.fail(err)
@@ -344,7 +382,7 @@ func (c *Conn) Drain(readable bool, onInterrupt func()) error {
 			return err
 		}
 		if ok {
-			c.queued = append(c.queued, in)
+			c.queue(in)
 		}
 	}
 }
@@ -423,12 +461,15 @@ func (c *Conn) readAck() (bool, error) {
 			return ok, nil
 		default:
 		}
+		if c.queuedBytes >= maxQueued {
+			return false, ErrQueueFull // packets, and never the ack
+		}
 		in, ok, err := c.readMessage(nil)
 		if err != nil {
 			return c.ackAfterEnd()
 		}
 		if ok {
-			c.queued = append(c.queued, in)
+			c.queue(in)
 		}
 	}
 }

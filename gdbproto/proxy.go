@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"os"
 	"regexp"
 	"strings"
+	"syscall"
 
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/target"
@@ -72,6 +74,9 @@ func (s *session) handle(pkt string) [][]byte {
 		return s.handleLocal(pkt)
 	}
 	if forward(pkt) {
+		if out, ok := refuseSpecialFile(pkt); ok {
+			return out
+		}
 		return s.forward(u, pkt)
 	}
 	out := s.handleLocal(pkt)
@@ -85,6 +90,31 @@ func (s *session) handle(pkt string) [][]byte {
 		}
 	}
 	return out
+}
+
+// refuseSpecialFile answers a vFile:open of a path that is here and no
+// regular file (a FIFO, a device, a directory): the upstream, on this
+// machine as a rule, would block on it, and the proxy with it, as the
+// server itself would without its own check (hostFS.Open). stat does not
+// block on a FIFO.
+func refuseSpecialFile(pkt string) ([][]byte, bool) {
+	args, ok := strings.CutPrefix(pkt, "vFile:open:")
+	if !ok {
+		return nil, false
+	}
+	hexName, _, _ := strings.Cut(args, ",")
+	name, err := DecodeHex(hexName)
+	if err != nil {
+		return nil, false
+	}
+	fi, err := os.Stat(string(name))
+	if err != nil || fi.Mode().IsRegular() {
+		return nil, false
+	}
+	if fi.IsDir() {
+		return fileError(syscall.EISDIR), true
+	}
+	return fileError(syscall.EINVAL), true
 }
 
 // forward reports the packets that always go to the upstream: hardware
@@ -134,9 +164,21 @@ func (s *session) forward(u Upstream, pkt string) [][]byte {
 }
 
 // noteHWBreak remembers the hardware breakpoints the upstream accepted, so
-// that their stops are reported as breakpoints, not watchpoints.
+// that their stops are reported as breakpoints, not watchpoints, and every
+// Z1-Z4 it holds, so that a client's disconnect can remove them.
 func (s *session) noteHWBreak(pkt string, out [][]byte) {
-	if len(pkt) < 3 || pkt[1] != '1' || (pkt[0] != 'Z' && pkt[0] != 'z') || len(out) == 0 || string(out[len(out)-1]) != "OK" {
+	if len(pkt) < 3 || pkt[1] < '1' || pkt[1] > '4' || (pkt[0] != 'Z' && pkt[0] != 'z') || len(out) == 0 || string(out[len(out)-1]) != "OK" {
+		return
+	}
+	if s.upstreamZ == nil {
+		s.upstreamZ = map[string]int{}
+	}
+	if key, _, _ := strings.Cut(pkt[1:], ";"); pkt[0] == 'Z' {
+		s.upstreamZ[key]++
+	} else if s.upstreamZ[key]--; s.upstreamZ[key] <= 0 {
+		delete(s.upstreamZ, key)
+	}
+	if pkt[1] != '1' {
 		return
 	}
 	f := strings.SplitN(pkt[3:], ",", 2)
@@ -155,6 +197,21 @@ func (s *session) noteHWBreak(pkt string, out [][]byte) {
 }
 
 func (s *session) upstreamHWBreak(addr uint64) bool { return s.hwBreaks[addr] > 0 }
+
+// removeUpstreamZ removes the hardware breakpoints and watchpoints the
+// client had the upstream insert; on the target thread.
+func (s *session) removeUpstreamZ(p Process) {
+	u, ok := p.(Upstream)
+	if !ok {
+		return
+	}
+	for key := range s.upstreamZ {
+		if _, err := u.Forward([]byte("z" + key)); err != nil {
+			slog.Warn("removing a client's watchpoint from the upstream", "packet", "z"+key, "err", err)
+		}
+	}
+	s.upstreamZ, s.hwBreaks = nil, nil
+}
 
 // proxyLifecycle refuses what a proxy cannot do: its process is the
 // upstream's, so it cannot run or attach to another.

@@ -297,6 +297,12 @@ func (s *session) watchClient(t target.Target) func() {
 		}
 	}
 	gone := func(err error) {
+		if errors.Is(err, ErrQueueFull) {
+			// Not gone: it sent more than it may while the target runs,
+			// and is no longer read until the stop.
+			slog.Warn("the client sends packets while the target runs; not reading it until the target stops")
+			return
+		}
 		slog.Debug("the client went away while the target ran", "err", err)
 		s.lost.Store(true)
 		kick()

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/target"
@@ -61,8 +62,28 @@ type FileSystem interface {
 
 type hostFS struct{}
 
+// Open opens regular files only. O_NONBLOCK keeps the open of a FIFO or a
+// device from waiting (for a writer, a carrier, ...) on the tracer thread,
+// which would then never serve the client, signals or the process again;
+// the check after it keeps reads from doing so.
 func (hostFS) Open(name string, flag int, perm os.FileMode) (File, error) {
-	return os.OpenFile(name, flag, perm)
+	f, err := os.OpenFile(name, flag|syscall.O_NONBLOCK, perm)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		if fi.IsDir() {
+			return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EISDIR}
+		}
+		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EINVAL}
+	}
+	return f, nil
 }
 func (hostFS) Readlink(name string) (string, error) { return os.Readlink(name) }
 func (hostFS) Unlink(name string) error             { return os.Remove(name) }
@@ -79,11 +100,18 @@ type ServerConfig struct {
 	// Start adopts it, and packets the server does not interpret pass
 	// through to that stub when it implements Upstream.
 	Proxy Process
-	// Keep leaves a launched process alive when a client disconnects:
-	// traced and stopped for the next client of a multi server, detached
-	// when the server ends.
+	// Keep leaves a launched process alive when the server lets it go
+	// (after the only client of a Once server, or at Shutdown): detached
+	// instead of killed.
 	Keep bool
-	// Multi serves clients one after another instead of only the first.
+	// Once serves the first client only. Otherwise, as gdbserver does,
+	// the server keeps listening when a client disconnects, and the
+	// process stays traced and stopped as it was for the next one.
+	Once bool
+	// Multi lets the server go on without a process (gdbserver's
+	// --multi): once it exited, was killed or detached, the next client
+	// gets the Program launched again, or none (extended-remote run or
+	// attach). Without it the server ends when its process is gone.
 	Multi bool
 	// Engine tunes the stepping core of each process.
 	Engine stepper.Options
@@ -104,6 +132,9 @@ type Server struct {
 	ln     net.Listener
 	closed bool
 	served int
+	// serving is set while Serve runs: a disconnect then keeps the
+	// process for the next client instead of releasing it.
+	serving bool
 	// hwWorks caches whether debug registers trigger here (nil: not
 	// probed yet); some hypervisors accept them and never fire.
 	hwWorks *bool
@@ -274,14 +305,21 @@ func (pr *process) clearAll() {
 	pr.hw.clear(pr.p)
 }
 
-// Serve accepts clients on l: the first only, or one after another with
-// Multi, until Shutdown. It releases the process when it returns.
+// Serve accepts clients on l one after another, as gdbserver does: until
+// Shutdown, until the process is gone (unless Multi), or after the first
+// with Once. It releases the process when it returns.
 func (srv *Server) Serve(l net.Listener) error {
 	defer srv.finish()
 	srv.mu.Lock()
 	srv.ln = l
 	closed := srv.closed
+	srv.serving = true
 	srv.mu.Unlock()
+	defer func() {
+		srv.mu.Lock()
+		srv.serving = false
+		srv.mu.Unlock()
+	}()
 	if closed {
 		return nil
 	}
@@ -302,11 +340,23 @@ func (srv *Server) Serve(l net.Listener) error {
 		if err := srv.ServeConn(c); err != nil {
 			slog.Info("client session ended", "err", err)
 		}
-		if !srv.cfg.Multi || srv.isClosed() {
+		if srv.cfg.Once || srv.isClosed() || srv.proc == nil && !srv.cfg.Multi {
 			srv.Shutdown()
 			return nil
 		}
+		fmt.Fprintf(srv.cfg.Notices, "Remote side has terminated connection.  rseqdbg will reopen the connection.\n")
+		if a, ok := l.Addr().(*net.TCPAddr); ok {
+			fmt.Fprintf(srv.cfg.Notices, "Listening on port %d\n", a.Port)
+		}
 	}
+}
+
+// keepsProcess tells whether a disconnect leaves the process for a next
+// client: Serve takes one after this one.
+func (srv *Server) keepsProcess() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.serving && !srv.closed && !srv.cfg.Once
 }
 
 func (srv *Server) isClosed() bool {
@@ -409,19 +459,21 @@ type session struct {
 
 	files  map[int]File
 	nextFD int
-	docs   map[string][]byte
+	docs   map[string]xferDoc // by qXfer object
 
 	// prefetchAfterReply is a stop whose reply is being sent; what the
 	// client reads next is fetched once it is out.
 	prefetchAfterReply *stepper.Stop
 
-	// hwBreaks counts the hardware breakpoints an upstream accepted.
-	hwBreaks map[uint64]int
+	// hwBreaks counts the hardware breakpoints an upstream accepted;
+	// upstreamZ every Z1-Z4 it holds ("TYPE,ADDR,KIND").
+	hwBreaks  map[uint64]int
+	upstreamZ map[string]int
 }
 
 func newSession(srv *Server, w *Conn) *session {
 	return &session{srv: srv, w: w, policy: stepper.DefaultSignalPolicy(), files: map[int]File{},
-		nextFD: 3, docs: map[string][]byte{}}
+		nextFD: 3, docs: map[string]xferDoc{}}
 }
 
 // loop reads packets and answers them until the client goes away.
@@ -527,8 +579,12 @@ func isLifecycle(pkt string) bool {
 		strings.HasPrefix(pkt, "vRun;") || strings.HasPrefix(pkt, "vAttach;") || strings.HasPrefix(pkt, "vKill;")
 }
 
-// end applies the disconnect rules: every breakpoint removed, then a
-// launched process killed (unless Keep) and an attached one detached.
+// end applies the disconnect rules. While the server takes further
+// clients, the process stays traced and stopped where it was, with what
+// this client inserted removed: the next client inserts its own, and a
+// breakpoint it does not know of would be a SIGTRAP out of nowhere for it.
+// Otherwise every breakpoint is removed, then a launched process is
+// killed (unless Keep) and an attached one detached.
 func (s *session) end() {
 	for fd, f := range s.files {
 		f.Close()
@@ -543,10 +599,11 @@ func (s *session) end() {
 		srv.dropExited()
 		return
 	}
-	if srv.cfg.Keep && pr.launched && srv.cfg.Multi && !srv.isClosed() {
+	if srv.keepsProcess() {
 		pr.p.Do(func() {
 			if !pr.eng.Exited() {
 				pr.clearAll()
+				s.removeUpstreamZ(pr.p)
 			}
 		})
 		return
@@ -624,6 +681,11 @@ func (s *session) lifecycle(pkt string) ([][]byte, bool) {
 	case pkt == "!":
 		s.extended = true
 		return replyOK, true
+	case (strings.HasPrefix(pkt, "vRun;") || strings.HasPrefix(pkt, "vAttach;")) && !s.extended && srv.proc != nil && !srv.proc.exited:
+		// Outside extended mode a process is not replaced by another: the
+		// client debugs the one it connected to (gdbserver refuses too).
+		fmt.Fprintf(srv.cfg.Notices, "Already debugging a process\n")
+		return replyErr, true
 	case strings.HasPrefix(pkt, "vRun;"):
 		return s.vRun(pkt[len("vRun;"):]), true
 	case strings.HasPrefix(pkt, "vAttach;"):

@@ -2,12 +2,15 @@ package gdbproto
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/unwind"
@@ -136,7 +139,7 @@ func (c *synthCFI) refresh(pr *process) {
 		return
 	}
 	if c.dir == "" {
-		if c.dir, err = os.MkdirTemp("", "rseqdbg-cfi-"); err != nil {
+		if c.dir, err = os.MkdirTemp("", cfiDirPrefix+strconv.Itoa(os.Getpid())+"-"); err != nil {
 			c.err = fmt.Errorf("directory for the synthesized CFI: %w", err)
 			return
 		}
@@ -154,6 +157,62 @@ func sortedKey(s string) string {
 	parts := strings.Split(s, ";")
 	sort.Strings(parts)
 	return strings.Join(parts, ";")
+}
+
+// cfiDirPrefix names the folders of synthesized CFI; the pid of the
+// rseqdbg that made one follows, so that a later rseqdbg can tell a folder
+// whose maker was killed before it could remove it.
+const cfiDirPrefix = "rseqdbg-cfi-"
+
+// cfiDirs lists the folders of synthesized CFI in the temporary directory
+// with the pid of their maker.
+func cfiDirs() map[string]int {
+	dirs := map[string]int{}
+	matches, _ := filepath.Glob(filepath.Join(os.TempDir(), cfiDirPrefix+"*"))
+	for _, m := range matches {
+		rest := strings.TrimPrefix(filepath.Base(m), cfiDirPrefix)
+		pidText, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid <= 0 {
+			continue // not ours, or made before the pid was in the name
+		}
+		dirs[m] = pid
+	}
+	return dirs
+}
+
+// RemoveStaleCFIDirs removes the folders of synthesized CFI left by
+// rseqdbg processes that are gone (killed with SIGKILL, which no cleanup
+// survives), among those this user owns.
+func RemoveStaleCFIDirs() {
+	for dir, pid := range cfiDirs() {
+		fi, err := os.Lstat(dir)
+		if err != nil || !fi.IsDir() {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Geteuid() {
+			continue
+		}
+		// EPERM means alive under another user: only ESRCH is gone.
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			slog.Warn("removing a stale folder of synthesized CFI", "dir", dir, "err", err)
+		} else {
+			slog.Debug("removed a stale folder of synthesized CFI", "dir", dir, "pid", pid)
+		}
+	}
+}
+
+// RemoveOwnCFIDirs removes this process's folders of synthesized CFI from
+// any thread, for an exit that cannot wait for the tracer thread.
+func RemoveOwnCFIDirs() {
+	for dir, pid := range cfiDirs() {
+		if pid == os.Getpid() {
+			os.RemoveAll(dir)
+		}
+	}
 }
 
 // close removes the object's files.

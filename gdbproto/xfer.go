@@ -23,9 +23,12 @@ func (s *session) xfer(pkt string) [][]byte {
 		}
 		return replyEmpty // writes and unknown operations: unsupported
 	}
-	key := req.Object + ":" + req.Annex
-	doc, ok := s.docs[key]
-	if !ok || req.Offset == 0 {
+	// One document per object, the one a read at offset 0 last built:
+	// keyed by the annex too, the cache grew with every annex a client
+	// made up (their text is the client's to choose).
+	cached, ok := s.docs[req.Object]
+	doc := cached.doc
+	if !ok || req.Offset == 0 || cached.annex != req.Annex {
 		var build func(string) ([]byte, bool)
 		switch req.Object {
 		case "features":
@@ -48,9 +51,15 @@ func (s *session) xfer(pkt string) [][]byte {
 		if !ok {
 			return one("E00")
 		}
-		s.docs[key] = doc
+		s.docs[req.Object] = xferDoc{annex: req.Annex, doc: doc}
 	}
 	return [][]byte{XferChunk(doc, req.Offset, min(req.Length, packetSize-16))}
+}
+
+// xferDoc is a document being read, and the annex it was built for.
+type xferDoc struct {
+	annex string
+	doc   []byte
 }
 
 func (s *session) featuresDoc(annex string) ([]byte, bool) {

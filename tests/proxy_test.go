@@ -23,7 +23,7 @@ import (
 // startProxy starts `rseqdbg --gdb-remote :0 --upstream 127.0.0.1:PORT`.
 func startProxy(t testing.TB, upstream *stub, flags ...string) *stub {
 	t.Helper()
-	args := append([]string{"--gdb-remote", ":0", "--port-file", filepath.Join(t.TempDir(), "port"),
+	args := append([]string{"--gdb-remote", ":0", "--once", "--port-file", filepath.Join(t.TempDir(), "port"),
 		"--upstream", fmt.Sprintf("127.0.0.1:%d", upstream.port)}, flags...)
 	s := &stub{}
 	s.start(t, binary, args...)
@@ -419,7 +419,7 @@ func TestProxyUpstreamCmd(t *testing.T) {
 	needTool(t, "gdb")
 	needTool(t, "gdbserver")
 	s := &stub{}
-	s.start(t, binary, "--gdb-remote", ":0", "--upstream-cmd",
+	s.start(t, binary, "--gdb-remote", ":0", "--once", "--upstream-cmd",
 		fmt.Sprintf("exec gdbserver - %s 1 50", fixture("call_helper")))
 	s.waitPort(t)
 	out := gdb(t, s.port, fixture("call_helper"), false, stepiScript("inc_call", true), 2*time.Minute)
@@ -445,7 +445,7 @@ func TestProxyUpstreamDiesMidStep(t *testing.T) {
 				proxy, upstream = p.proxy, p.upstream
 			} else {
 				proxy = &stub{}
-				proxy.start(t, binary, "--gdb-remote", ":0", "-v", "--upstream-cmd",
+				proxy.start(t, binary, "--gdb-remote", ":0", "--once", "-v", "--upstream-cmd",
 					fmt.Sprintf("exec gdbserver - %s %s", fixture("loop_next"), n))
 				proxy.waitPort(t)
 			}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,12 +109,17 @@ func (s *stub) waitPort(t testing.TB) {
 	t.Fatalf("server did not listen:\n%s", s.stderr.String())
 }
 
-// startRseqdbg starts `rseqdbg --gdb-remote :0 FLAGS -- PROG...` (no
-// program when prog is empty).
+// startRseqdbg starts `rseqdbg --gdb-remote :0 --once FLAGS -- PROG...`
+// (no program when prog is empty; no --once with --multi): the tests wait
+// for the server to end with its client.
 func startRseqdbg(t testing.TB, flags []string, prog ...string) *stub {
 	t.Helper()
 	dir := t.TempDir()
-	args := append([]string{"--gdb-remote", ":0", "--port-file", filepath.Join(dir, "port")}, flags...)
+	args := []string{"--gdb-remote", ":0", "--port-file", filepath.Join(dir, "port")}
+	if !slices.Contains(flags, "--multi") {
+		args = append(args, "--once")
+	}
+	args = append(args, flags...)
 	if len(prog) > 0 {
 		args = append(append(args, "--"), prog...)
 	}

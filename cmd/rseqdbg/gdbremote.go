@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
-	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/rseqdbg/rseqdbg/gdbproto"
 	"github.com/rseqdbg/rseqdbg/target/ptrace"
@@ -43,13 +40,15 @@ func addGDBRemoteFlags(root *cobra.Command) {
 		upstream string
 		upCmd    string
 		file     string
+		sameUser bool
 	)
 	f := root.Flags()
-	f.StringVar(&addr, "gdb-remote", "", "serve the GDB remote protocol on [HOST:]PORT (loopback unless a host is given; port 0 picks one)")
+	f.StringVar(&addr, "gdb-remote", "", "serve the GDB remote protocol on [HOST:]PORT (loopback unless a host is given; port 0 picks one) or on the Unix socket unix:PATH (mode 0600)")
+	f.BoolVar(&sameUser, "only-same-user", true, "with --gdb-remote: refuse connections from other users (loopback and Unix sockets)")
 	f.IntVar(&attach, "attach", 0, "with --gdb-remote: attach to a running process")
-	f.BoolVar(&once, "once", true, "with --gdb-remote: exit after the first client")
-	f.BoolVar(&multi, "multi", false, "with --gdb-remote: serve clients one after another (extended-remote run/attach/kill)")
-	f.BoolVar(&keep, "keep", false, "with --gdb-remote: do not kill a launched process when the client disconnects")
+	f.BoolVar(&once, "once", false, "with --gdb-remote: serve the first client only, then let the process go (killed if launched, unless --keep; detached if attached)")
+	f.BoolVar(&multi, "multi", false, "with --gdb-remote: go on without a process (extended-remote run/attach/kill; the program is launched again for the next client)")
+	f.BoolVar(&keep, "keep", false, "with --gdb-remote: detach from a launched process instead of killing it when the server lets it go")
 	f.StringVar(&portFile, "port-file", "", "with --gdb-remote: write the port listened on to this file")
 	f.StringVar(&cwd, "cwd", "", "with --gdb-remote: working directory of the program")
 	f.BoolVar(&aslr, "aslr", false, "with --gdb-remote: leave address-space randomization on")
@@ -65,7 +64,7 @@ func addGDBRemoteFlags(root *cobra.Command) {
 			return cmd.Help()
 		}
 		if upstream != "" || upCmd != "" {
-			return serveProxy(addr, portFile, upstream, upCmd, file, keep, attach != 0 || len(args) > 0 || multi)
+			return serveProxy(addr, portFile, upstream, upCmd, file, keep, once, sameUser, attach != 0 || len(args) > 0 || multi)
 		}
 		if file != "" {
 			return errors.New("--file goes with --upstream or --upstream-cmd")
@@ -73,78 +72,60 @@ func addGDBRemoteFlags(root *cobra.Command) {
 		if attach != 0 && len(args) > 0 || attach == 0 && len(args) == 0 && !multi {
 			return errors.New("--gdb-remote needs a program after -- or --attach PID (one of them; neither with --multi)")
 		}
-		if multi && cmd.Flags().Changed("once") && once {
-			return errors.New("--once and --multi exclude each other")
-		}
-		cfg := gdbproto.ServerConfig{Launcher: ptraceLauncher{}, Keep: keep, Multi: multi, Notices: os.Stderr}
+		cfg := gdbproto.ServerConfig{Launcher: ptraceLauncher{}, Keep: keep, Once: once, Multi: multi, Notices: os.Stderr}
 		if attach != 0 {
 			cfg.Attach = attach
 		} else if len(args) > 0 {
 			cfg.Program = &gdbproto.LaunchSpec{Path: args[0], Args: args[1:], Dir: cwd, KeepASLR: aslr}
 		}
-		return serveGDB(addr, portFile, cfg)
+		return serveGDB(addr, portFile, sameUser, cfg)
 	}
 }
 
-// listenAddress turns [HOST:]PORT into a listen address; a bare port
-// listens on loopback only, because the protocol has no authentication and
-// gives full control of the machine as the debugged user.
-func listenAddress(spec string) (string, bool, error) {
-	host, port, err := net.SplitHostPort(spec)
-	if err != nil {
-		if _, perr := strconv.Atoi(spec); perr != nil {
-			return "", false, fmt.Errorf("--gdb-remote %q: want [HOST:]PORT", spec)
-		}
-		host, port = "", spec
-	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return "", false, fmt.Errorf("--gdb-remote %q: bad port", spec)
-	}
-	if host == "" {
-		return net.JoinHostPort("127.0.0.1", port), true, nil
-	}
-	loopback := host == "localhost"
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		loopback = true
-	}
-	return net.JoinHostPort(host, port), loopback, nil
-}
-
-func serveGDB(spec, portFile string, cfg gdbproto.ServerConfig) error {
-	addr, loopback, err := listenAddress(spec)
+func serveGDB(spec, portFile string, onlySameUser bool, cfg gdbproto.ServerConfig) error {
+	ls, err := parseListen("--gdb-remote", spec)
 	if err != nil {
 		return err
 	}
-	if !loopback {
-		fmt.Fprintf(os.Stderr, "rseqdbg: warning: listening on %s: the GDB remote protocol has no authentication; "+
-			"whoever connects has full control of the debugged process and of this machine as its user\n", addr)
+	if portFile != "" && ls.network != "tcp" {
+		return errors.New("--port-file goes with a TCP port")
 	}
+	// Folders of synthesized CFI that a killed rseqdbg could not remove.
+	gdbproto.RemoveStaleCFIDirs()
 	srv := gdbproto.NewServer(cfg)
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", addr)
+	l, err := listen("GDB remote protocol", ls, onlySameUser)
 	if err != nil {
 		srv.Close()
-		return fmt.Errorf("listening on %s: %w", addr, err)
+		return err
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	fmt.Fprintf(os.Stderr, "Listening on port %d\n", port)
-	if portFile != "" {
-		if err := os.WriteFile(portFile, []byte(strconv.Itoa(port)+"\n"), 0o644); err != nil {
-			l.Close()
-			srv.Close()
-			return fmt.Errorf("writing the port file: %w", err)
+	if a, ok := l.Addr().(*net.TCPAddr); ok {
+		fmt.Fprintf(os.Stderr, "Listening on port %d\n", a.Port)
+		if portFile != "" {
+			if err := writePortFile(portFile, a.Port); err != nil {
+				l.Close()
+				srv.Close()
+				return err
+			}
 		}
+	} else {
+		fmt.Fprintf(os.Stderr, "Listening on unix:%s\n", ls.addr)
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	go func() {
-		if _, ok := <-sigs; ok {
-			srv.Shutdown()
+	stop := handleSignals(srv.Shutdown, func() {
+		// The tracer thread did not answer the first signal (a stuck
+		// upstream, a blocking file): leave now. The kernel kills launched
+		// processes with their tracer (PTRACE_O_EXITKILL) and detaches
+		// attached ones.
+		fmt.Fprintln(os.Stderr, "rseqdbg: second signal: exiting without waiting for the debugged process")
+		gdbproto.RemoveOwnCFIDirs()
+		if ls.network == "unix" {
+			os.Remove(ls.addr)
 		}
-	}()
+		os.Exit(1)
+	})
+	defer stop()
 	err = srv.Serve(l)
 	if err != nil && !strings.Contains(err.Error(), "use of closed") {
 		return err
@@ -154,7 +135,7 @@ func serveGDB(spec, portFile string, cfg gdbproto.ServerConfig) error {
 
 // serveProxy serves gdb and lldb in front of another stub: its process,
 // stepped through the rseq-aware core.
-func serveProxy(addr, portFile, upstream, upCmd, file string, keep, other bool) error {
+func serveProxy(addr, portFile, upstream, upCmd, file string, keep, once, sameUser, other bool) error {
 	if upstream != "" && upCmd != "" {
 		return errors.New("--upstream and --upstream-cmd exclude each other")
 	}
@@ -179,6 +160,6 @@ func serveProxy(addr, portFile, upstream, upCmd, file string, keep, other bool) 
 	if err != nil {
 		return err
 	}
-	cfg := gdbproto.ServerConfig{Proxy: t, Keep: keep, Notices: os.Stderr}
-	return serveGDB(addr, portFile, cfg)
+	cfg := gdbproto.ServerConfig{Proxy: t, Keep: keep, Once: once, Notices: os.Stderr}
+	return serveGDB(addr, portFile, sameUser, cfg)
 }

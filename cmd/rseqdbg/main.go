@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 
@@ -183,35 +182,52 @@ func regionsCommand() *cobra.Command {
 }
 
 func dapCommand() *cobra.Command {
-	var listen string
+	var (
+		listenAt string
+		sameUser bool
+	)
 	cmd := &cobra.Command{
-		Use:   "dap [--listen HOST:PORT]",
-		Short: "Serve the Debug Adapter Protocol (VS Code) on stdio or TCP",
+		Use:   "dap [--listen [HOST:]PORT|unix:PATH]",
+		Short: "Serve the Debug Adapter Protocol (VS Code) on stdio, TCP or a Unix socket",
 		Long: `Speaks DAP on stdin/stdout, as VS Code's DebugAdapterExecutable expects, or
-with --listen on one TCP connection (the chosen address is printed when the
-port is 0). One session per process: it ends when the client disconnects.
-Logs go to stderr.`,
+with --listen on one connection: TCP (a bare port listens on loopback only;
+the chosen address is printed when the port is 0) or a Unix socket only its
+owner can use. Connections from other users are refused unless
+--only-same-user=false. One session per process: it ends when the client
+disconnects. Logs go to stderr.`,
 		Example: `  rseqdbg dap
-  rseqdbg dap --listen 127.0.0.1:0`,
+  rseqdbg dap --listen :0
+  rseqdbg dap --listen unix:/tmp/rseqdbg-dap.sock`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if listen == "" {
+			if listenAt == "" {
 				return dap.NewServer(os.Stdin, os.Stdout, dap.Options{}).Serve()
 			}
-			ln, err := net.Listen("tcp", listen)
+			ls, err := parseListen("--listen", listenAt)
+			if err != nil {
+				return err
+			}
+			ln, err := listen("Debug Adapter Protocol", ls, sameUser)
 			if err != nil {
 				return fmt.Errorf("listening for a DAP client: %w", err)
 			}
 			defer ln.Close()
-			fmt.Printf("DAP server listening at: %s\n", ln.Addr())
+			if ls.network == "unix" {
+				fmt.Printf("DAP server listening at: unix:%s\n", ls.addr)
+			} else {
+				fmt.Printf("DAP server listening at: %s\n", ln.Addr())
+			}
 			conn, err := ln.Accept()
 			if err != nil {
 				return fmt.Errorf("accepting a DAP client: %w", err)
 			}
+			// One session: nobody else may connect while it runs.
+			ln.Close()
 			defer conn.Close()
 			return dap.NewServer(conn, conn, dap.Options{}).Serve()
 		},
 	}
-	cmd.Flags().StringVar(&listen, "listen", "", "serve one TCP client at HOST:PORT instead of stdio")
+	cmd.Flags().StringVar(&listenAt, "listen", "", "serve one client at [HOST:]PORT (loopback unless a host is given) or unix:PATH (mode 0600) instead of stdio")
+	cmd.Flags().BoolVar(&sameUser, "only-same-user", true, "refuse connections from other users (loopback and Unix sockets)")
 	return cmd
 }

@@ -237,13 +237,33 @@ func (t *Target) describe() error {
 	if err != nil {
 		return fmt.Errorf("reading the upstream's registers: %w", err)
 	}
+	return t.layout(regs)
+}
+
+// maxRegisterFile bounds the register file a description may lay out:
+// the sizes and offsets are the stub's, and x86-64 with AVX-512 needs
+// under 4 KiB.
+const maxRegisterFile = 1 << 16
+
+// layout lays out the register file of the described registers.
+func (t *Target) layout(regs []gdbproto.RemoteRegister) error {
+	if t.byName == nil {
+		t.byName = map[string]int{}
+	}
 	t.regs = regs
 	t.offs = make([]int, len(regs))
 	off := 0
 	for i, r := range regs {
+		if r.Size() <= 0 || r.Size() > maxRegisterFile || r.Offset > maxRegisterFile {
+			return fmt.Errorf("the upstream's register %s has %d bits at offset %d: not a register file rseqdbg can lay out",
+				r.Name, r.Bitsize, r.Offset)
+		}
 		t.offs[i] = off
 		off += r.Size()
 		t.byName[r.Name] = i
+	}
+	if off > maxRegisterFile {
+		return fmt.Errorf("the upstream's registers take %d bytes: not a register file rseqdbg can lay out", off)
 	}
 	t.size = off
 	if _, ok := t.byName["eflags"]; !ok {
@@ -432,7 +452,14 @@ func (t *Target) fetch(tid int) (*regFile, error) {
 		return nil, fmt.Errorf("reading registers of thread %d: %w", tid, err)
 	}
 	t.hg = tid
-	g := string(replies[len(replies)-1])
+	rf := t.decodeG(string(replies[len(replies)-1]))
+	t.cache[tid] = rf
+	return rf, nil
+}
+
+// decodeG reads a g reply: registers the stub did not send ('x' digits,
+// a short reply) stay unknown, to be read with p.
+func (t *Target) decodeG(g string) *regFile {
 	rf := &regFile{raw: make([]byte, t.size), have: make([]bool, len(t.regs))}
 	if t.gByOffset {
 		for i, r := range t.regs {
@@ -445,8 +472,7 @@ func (t *Target) fetch(tid int) (*regFile, error) {
 				rf.have[i] = true
 			}
 		}
-		t.cache[tid] = rf
-		return rf, nil
+		return rf
 	}
 	pos := 0
 	for i, r := range t.regs {
@@ -467,8 +493,7 @@ func (t *Target) fetch(tid int) (*regFile, error) {
 			rf.have[i] = true
 		}
 	}
-	t.cache[tid] = rf
-	return rf, nil
+	return rf
 }
 
 // value returns register name of rf, fetching it with p when the g packet

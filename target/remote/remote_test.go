@@ -104,10 +104,10 @@ func TestGDBServerUpstream(t *testing.T) {
 	if err := tg.findRseqSymbols(); err != nil || tg.rseq.rtldGlobal == 0 || len(tg.rseq.db) != len(threadDBFields) {
 		t.Fatalf("glibc's thread list symbols: %v, _rtld_global %#x, descriptors %v", err, tg.rseq.rtldGlobal, tg.rseq.db)
 	}
-	if tp, err := tg.walkThreadLists(tid); err != nil || tp != r.FsBase {
+	if tp, err := walkThreadLists(tg.ReadMemory, tg.rseq.rtldGlobal, tg.rseq.db, tid); err != nil || tp != r.FsBase {
 		t.Errorf("thread pointer from glibc's list %#x (%v), fs_base %#x", tp, err, r.FsBase)
 	}
-	if _, err := tg.walkThreadLists(tid + 1000000); err == nil {
+	if _, err := walkThreadLists(tg.ReadMemory, tg.rseq.rtldGlobal, tg.rseq.db, tid+1000000); err == nil {
 		t.Error("a thread that does not exist was found")
 	}
 	// Memory hides the stub's breakpoint; writes read back.

@@ -117,7 +117,7 @@ func (t *Target) threadPointer(tid int) (uint64, string, error) {
 			"is not known yet (libc's _thread_db_ descriptors and _rtld_global not found): sections are found " +
 			"through the tables only", nil
 	}
-	tp, err := t.walkThreadLists(tid)
+	tp, err := walkThreadLists(t.ReadMemory, t.rseq.rtldGlobal, t.rseq.db, tid)
 	if err != nil {
 		return 0, fmt.Sprintf("the upstream does not describe fs_base, and glibc's thread list: %v", err), nil
 	}
@@ -131,10 +131,11 @@ func (t *Target) threadPointer(tid int) (uint64, string, error) {
 // walkThreadLists finds the thread's struct pthread, which on x86-64 is
 // where its thread pointer points, in the dynamic linker's two lists of
 // threads, the way libthread_db's td_ta_map_lwp2thr does.
-func (t *Target) walkThreadLists(tid int) (uint64, error) {
+// Everything it reads is the program's memory, which may be corrupt.
+func walkThreadLists(read regions.MemReader, rtldGlobal uint64, db map[string]uint64, tid int) (uint64, error) {
 	field := func(name string) (uint64, error) {
 		var d [12]byte
-		if n, err := t.ReadMemory(t.rseq.db[name], d[:]); n != len(d) {
+		if n, err := read(db[name], d[:]); n != len(d) {
 			return 0, fmt.Errorf("reading %s: %w", name, err)
 		}
 		return uint64(binary.LittleEndian.Uint32(d[8:])), nil
@@ -150,19 +151,19 @@ func (t *Target) walkThreadLists(tid int) (uint64, error) {
 	listOff, tidOff := off[2], off[3]
 	read8 := func(addr uint64) (uint64, error) {
 		var b [8]byte
-		if n, err := t.ReadMemory(addr, b[:]); n != len(b) {
+		if n, err := read(addr, b[:]); n != len(b) {
 			return 0, fmt.Errorf("reading the thread list at %#x: %w", addr, err)
 		}
 		return binary.LittleEndian.Uint64(b[:]), nil
 	}
 	for _, headOff := range off[:2] {
-		head := t.rseq.rtldGlobal + headOff
+		head := rtldGlobal + headOff
 		// list_t is {next, prev}; a corrupt list must not loop forever.
 		next, err := read8(head)
 		for i := 0; err == nil && next != head && next != 0 && i < 1<<16; i++ {
 			pd := next - listOff
 			var b [4]byte
-			if n, rerr := t.ReadMemory(pd+tidOff, b[:]); n != len(b) {
+			if n, rerr := read(pd+tidOff, b[:]); n != len(b) {
 				return 0, fmt.Errorf("reading the tid of the thread at %#x: %w", pd, rerr)
 			}
 			if int(int32(binary.LittleEndian.Uint32(b[:]))) == tid {
