@@ -133,6 +133,9 @@ type Options struct {
 	NoVDSO bool
 	// ReportLibraries turns dynamic-linker events into StopLibrary.
 	ReportLibraries bool
+	// SoloBudget is how long a run that lets the other threads run keeps
+	// them stopped first (0: they run from the start).
+	SoloBudget time.Duration
 }
 
 // Engine is the stepping core over one target. Its methods must be called
@@ -178,6 +181,9 @@ type Engine struct {
 func New(t target.Target, opts Options) (*Engine, error) {
 	if opts.RunBudget == 0 {
 		opts.RunBudget = 200 * time.Millisecond
+	}
+	if opts.SoloBudget == 0 {
+		opts.SoloBudget = 2 * time.Millisecond
 	}
 	e := &Engine{
 		t: t, idx: regions.NewIndex(), opts: opts,

@@ -57,6 +57,18 @@ type runResult struct {
 // continue tid (others as given) and wait until tid reaches one of them.
 // Breakpoints at exits are never placed inside a critical section.
 func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budget time.Duration, inRegion bool) (runResult, error) {
+	if others == OthersRun && budget == 0 && e.opts.SoloBudget > 0 && len(e.t.Threads()) > 1 {
+		// Most runs (a line, a call) end within microseconds: the other
+		// threads stay stopped for a short budget rather than each being
+		// resumed and stopped again, a cost that grows with every parked
+		// thread. A run still going then (it waits for another thread)
+		// goes on with them running.
+		res, err := e.runToExits(tid, sig, exits, OthersStay, e.opts.SoloBudget, inRegion)
+		if err != nil || !res.budget {
+			return res, err
+		}
+		sig = 0
+	}
 	var inserted []uint64
 	defer func() {
 		for _, a := range inserted {
@@ -524,8 +536,18 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 	if err != nil {
 		return nil, err
 	}
-	if in, err := e.decode(pc); err == nil && sig == 0 {
-		defer e.holdSignals(tid, in)()
+	if in, err := e.decode(pc); err == nil {
+		if sig == 0 {
+			defer e.holdSignals(tid, in)()
+		}
+		if in.Kind != regions.FlowSyscall {
+			// One instruction that is not a system call completes without
+			// any other thread; letting them run for it would cost a
+			// resume and a stop of every thread (gdb's stepi asks for
+			// that: vCont;s:TID;c). A system call may wait for another
+			// thread, so they run for it.
+			others = OthersStay
+		}
 	}
 	actions := map[int]target.Action{tid: {Kind: target.Step, Sig: sig}}
 	for {
