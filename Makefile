@@ -34,7 +34,7 @@ vscode: build fixtures
 FUZZTIME ?= 30000x
 FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion \
        gdbproto:FuzzReader gdbproto:FuzzStopReply gdbproto:FuzzVCont gdbproto:FuzzDispatch gdbproto:FuzzHexDecode gdbproto:FuzzBinaryUnescape \
-       dap:FuzzRequest dap:FuzzExpression \
+       dap:FuzzRequest eval:FuzzExpression \
        unwind:FuzzSynthesize unwind:FuzzSynthesizeModel unwind:FuzzAddImage
 fuzz:
 	@set -e; for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t#*:}; \

@@ -2,6 +2,7 @@ package dap
 
 import (
 	"fmt"
+	"github.com/rseqdbg/rseqdbg/eval"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -31,7 +32,7 @@ type userBP struct {
 	line   int    // requested line
 	fn     string
 	instr  uint64
-	cond   *expr
+	cond   *eval.Expr
 	hit    *hitCondition
 	logMsg string
 
@@ -152,7 +153,7 @@ func (h *hitCondition) ok(hits int) bool {
 // every kind of breakpoint.
 func (u *userBP) options(cond, hit, logMsg string) error {
 	if strings.TrimSpace(cond) != "" {
-		e, err := parseExpr(cond)
+		e, err := eval.Parse(cond)
 		if err != nil {
 			return fmt.Errorf("condition: %w", err)
 		}
@@ -382,16 +383,16 @@ func (ss *session) filterBreakpoint(st *stepper.Stop) bool {
 }
 
 // condition evaluates a breakpoint condition in the top frame of tid.
-func (ss *session) condition(e *expr, tid int) (bool, error) {
+func (ss *session) condition(e *eval.Expr, tid int) (bool, error) {
 	fr, err := ss.topFrame(tid)
 	if err != nil {
 		return false, err
 	}
-	v, err := ss.eval(e, fr)
+	v, err := ss.ev.Eval(e, &fr.Frame)
 	if err != nil {
 		return false, err
 	}
-	return ss.truth(v)
+	return ss.ev.Truth(v)
 }
 
 // parseLogMessage splits a log point message into text and {expressions}.
@@ -410,7 +411,7 @@ func parseLogMessage(msg string) ([]logPart, error) {
 		if j < 0 {
 			return nil, fmt.Errorf("unclosed { in %q", msg)
 		}
-		e, err := parseExpr(msg[i+1 : i+j])
+		e, err := eval.Parse(msg[i+1 : i+j])
 		if err != nil {
 			return nil, err
 		}
@@ -422,7 +423,7 @@ func parseLogMessage(msg string) ([]logPart, error) {
 
 type logPart struct {
 	text string
-	expr *expr
+	expr *eval.Expr
 	src  string
 }
 
@@ -442,12 +443,12 @@ func (ss *session) logMessage(msg string, tid int) string {
 			fmt.Fprintf(&b, "<%v>", ferr)
 			continue
 		}
-		v, err := ss.eval(p.expr, fr)
+		v, err := ss.ev.Eval(p.expr, &fr.Frame)
 		if err != nil {
 			fmt.Fprintf(&b, "<%s: %v>", p.src, err)
 			continue
 		}
-		b.WriteString(ss.format(v, false))
+		b.WriteString(ss.ev.Format(v, false))
 	}
 	return b.String()
 }

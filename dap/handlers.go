@@ -3,11 +3,11 @@ package dap
 import (
 	"bytes"
 	"cmp"
-	"debug/dwarf"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rseqdbg/rseqdbg/eval"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -315,7 +315,7 @@ func (s *Server) start(p *ptrace.Process, launched bool, program string, vdso *b
 	ss := newSession(s, p, eng, launched, program)
 	err = ss.do(func() {
 		ss.core.Sync()
-		ss.dbg.sync(eng.Objects())
+		ss.dbg.Sync(eng.Objects())
 		ss.cur = p.Pid()
 		ss.threadEvents()
 	})
@@ -631,7 +631,7 @@ func (s *Server) onVariables(r *dap.VariablesRequest) (dap.ResponseMessage, erro
 		case refRseq:
 			vars = ss.rseqVars(ref.frame)
 		case refLocals, refArgs:
-			list, err := ss.localsOf(ref.frame, ref.kind == refArgs)
+			list, err := ss.ev.Locals(&ref.frame.Frame, ref.kind == refArgs)
 			if err != nil {
 				// No DWARF here (libc, stubs): an empty scope, not an error.
 				return nil
@@ -642,11 +642,11 @@ func (s *Server) onVariables(r *dap.VariablesRequest) (dap.ResponseMessage, erro
 		case refValue:
 			// Clients page arrays: "indexed" asks for elements only,
 			// "named" for the rest, which arrays do not have.
-			_, isArray := strip(ref.val.typ).(*dwarf.ArrayType)
+			isArray := ref.val.IsArray()
 			if r.Arguments.Filter == "named" && isArray || r.Arguments.Filter == "indexed" && !isArray {
 				return nil
 			}
-			list, err := ss.expand(ref.val, r.Arguments.Start, r.Arguments.Count)
+			list, err := ss.ev.Expand(ref.val, r.Arguments.Start, r.Arguments.Count)
 			if err != nil {
 				return err
 			}
@@ -674,19 +674,19 @@ func (s *Server) onSetVariable(r *dap.SetVariableRequest) (dap.ResponseMessage, 
 		if err != nil {
 			return err
 		}
-		src, err := parseExpr(r.Arguments.Value)
+		src, err := eval.Parse(r.Arguments.Value)
 		if err != nil {
 			return err
 		}
 		if ref.kind == refRegisters {
 			return ss.setRegister(ref.frame, r.Arguments.Name, src, &body)
 		}
-		var list []*value
+		var list []*eval.Value
 		switch ref.kind {
 		case refLocals, refArgs:
-			list, err = ss.localsOf(ref.frame, ref.kind == refArgs)
+			list, err = ss.ev.Locals(&ref.frame.Frame, ref.kind == refArgs)
 		case refValue:
-			list, err = ss.expand(ref.val, 0, 0)
+			list, err = ss.ev.Expand(ref.val, 0, 0)
 		default:
 			return errors.New("these values cannot be set")
 		}
@@ -694,34 +694,28 @@ func (s *Server) onSetVariable(r *dap.SetVariableRequest) (dap.ResponseMessage, 
 			return err
 		}
 		for _, dst := range list {
-			if dst.name != r.Arguments.Name {
+			if dst.Name() != r.Arguments.Name {
 				continue
 			}
-			f := dst.frame
-			if f == nil {
-				f = ref.frame
+			f := dst.Frame()
+			if f == nil && ref.frame != nil {
+				f = &ref.frame.Frame
 			}
 			if f == nil {
-				if f, err = ss.topFrame(ss.cur); err != nil {
+				top, err := ss.topFrame(ss.cur)
+				if err != nil {
 					return err
 				}
+				f = &top.Frame
 			}
-			v, err := ss.eval(src, f)
+			v, err := ss.ev.Eval(src, f)
 			if err != nil {
 				return err
 			}
-			if err := ss.assign(dst, v); err != nil {
+			if err := ss.ev.Assign(dst, v); err != nil {
 				return err
 			}
-			ss.refreshRegs(f)
-			// Re-read what is stored now (truncation, bit fields).
-			if dst.kind == locReg || dst.kind == locMem {
-				dst.data = nil
-				if dst.kind == locReg {
-					regs, _ := ss.proc.Regs(f.tid)
-					dst.data = regBytes(regs, dst.reg, typeSize(dst.typ))
-				}
-			}
+			ss.refreshRegs(f.Tid)
 			dv := ss.variable(dst, hex)
 			body = dap.SetVariableResponseBody{Value: dv.Value, Type: dv.Type, VariablesReference: dv.VariablesReference,
 				NamedVariables: dv.NamedVariables, IndexedVariables: dv.IndexedVariables}
@@ -741,7 +735,7 @@ func (s *Server) onEvaluate(r *dap.EvaluateRequest) (dap.ResponseMessage, error)
 		return nil, err
 	}
 	hex := r.Arguments.Format != nil && r.Arguments.Format.Hex
-	e, err := parseExpr(r.Arguments.Expression)
+	e, err := eval.Parse(r.Arguments.Expression)
 	if err != nil {
 		return nil, err
 	}
@@ -751,12 +745,12 @@ func (s *Server) onEvaluate(r *dap.EvaluateRequest) (dap.ResponseMessage, error)
 		if err != nil {
 			return err
 		}
-		v, err := ss.eval(e, f)
+		v, err := ss.ev.Eval(e, &f.Frame)
 		if err != nil {
 			return err
 		}
-		if v.name == "" {
-			v.name = r.Arguments.Expression
+		if v.Name() == "" {
+			v.SetName(r.Arguments.Expression)
 		}
 		dv := ss.variable(v, hex)
 		body = dap.EvaluateResponseBody{Result: dv.Value, Type: dv.Type, VariablesReference: dv.VariablesReference,

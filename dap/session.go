@@ -3,6 +3,7 @@ package dap
 import (
 	"errors"
 	"fmt"
+	"github.com/rseqdbg/rseqdbg/eval"
 	"io"
 	"log/slog"
 	"os"
@@ -34,7 +35,8 @@ type session struct {
 	proc     *ptrace.Process
 	eng      *stepper.Engine
 	core     *frontend.Core
-	dbg      *debugInfo
+	dbg      *eval.DebugInfo
+	ev       *eval.Evaluator
 	launched bool
 	program  string
 	pipes    sync.WaitGroup
@@ -77,8 +79,9 @@ func newSession(srv *Server, proc *ptrace.Process, eng *stepper.Engine, launched
 	ss := &session{
 		srv: srv, log: srv.log, proc: proc, eng: eng, core: frontend.New(eng), launched: launched, program: program,
 		bps: newBreakpoints(), frames: map[int][]*frame{}, pendingSig: map[int]int{},
-		atBreakpoint: map[int]uint64{}, known: map[int]bool{}, dbg: &debugInfo{},
+		atBreakpoint: map[int]uint64{}, known: map[int]bool{}, dbg: &eval.DebugInfo{},
 	}
+	ss.ev = &eval.Evaluator{Process: eval.WithWrites(proc, eng.WriteMemory), Syms: ss.core.Syms, Info: ss.dbg}
 	return ss
 }
 
@@ -324,7 +327,7 @@ func (ss *session) stopEvents(st *stepper.Stop, reason string) ([]dap.Message, b
 	}
 	var out []dap.Message
 	if ss.core.Sync() {
-		ss.dbg.sync(ss.eng.Objects())
+		ss.dbg.Sync(ss.eng.Objects())
 		out = append(out, ss.resolvePending()...)
 	}
 	out = append(out, ss.threadEvents()...)
@@ -589,7 +592,7 @@ func (ss *session) librariesChanged() {
 	if !ss.core.Sync() {
 		return
 	}
-	ss.dbg.sync(ss.eng.Objects())
+	ss.dbg.Sync(ss.eng.Objects())
 	for _, m := range ss.resolvePending() {
 		ss.srv.send(m)
 	}

@@ -131,7 +131,7 @@ func (ss *session) step(kind stepKind, tid int, instr bool, others stepper.Other
 			if k <= 0 {
 				return ss.stepStop(tid, crossed), nil
 			}
-			st, err = ss.eng.StepOut(tid, fs[k].pc, fs[k].uf.CFA, others)
+			st, err = ss.eng.StepOut(tid, fs[k].PC, fs[k].uf.CFA, others)
 			if err != nil {
 				return nil, err
 			}
@@ -216,7 +216,7 @@ func (ss *session) stepPosition(tid int, lo, hi, cfa0 uint64, frameOK bool) (pos
 // in); the CFA of frame i is the stack pointer of frame i+1.
 func frameWithCFA(fs []*frame, cfa uint64) int {
 	for i := range fs {
-		if fs[i].cfaOK && fs[i].cfa == cfa {
+		if fs[i].CFAOK && fs[i].CFA == cfa {
 			return i
 		}
 	}
