@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/google/go-dap"
-	"github.com/rseqdbg/rseqdbg/frontend"
 	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/source"
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/target/ptrace"
 	"golang.org/x/sys/unix"
@@ -34,7 +34,7 @@ type session struct {
 	log      *slog.Logger
 	proc     *ptrace.Process
 	eng      *stepper.Engine
-	core     *frontend.Core
+	core     *source.Core
 	dbg      *eval.DebugInfo
 	ev       *eval.Evaluator
 	launched bool
@@ -77,7 +77,7 @@ type session struct {
 
 func newSession(srv *Server, proc *ptrace.Process, eng *stepper.Engine, launched bool, program string) *session {
 	ss := &session{
-		srv: srv, log: srv.log, proc: proc, eng: eng, core: frontend.New(eng), launched: launched, program: program,
+		srv: srv, log: srv.log, proc: proc, eng: eng, core: source.New(eng), launched: launched, program: program,
 		bps: newBreakpoints(), frames: map[int][]*frame{}, pendingSig: map[int]int{},
 		atBreakpoint: map[int]uint64{}, known: map[int]bool{}, dbg: &eval.DebugInfo{},
 	}

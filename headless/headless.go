@@ -13,8 +13,8 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/rseqdbg/rseqdbg/frontend"
 	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/source"
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/symbols"
 	"github.com/rseqdbg/rseqdbg/target"
@@ -32,7 +32,7 @@ type Options struct {
 type Session struct {
 	proc     *ptrace.Process
 	eng      *stepper.Engine
-	core     *frontend.Core
+	core     *source.Core
 	syms     *symbols.Table
 	uw       *unwind.Unwinder
 	cur      int
@@ -117,7 +117,7 @@ func (s *Session) start(p *ptrace.Process) error {
 		return err
 	}
 	s.eng = eng
-	s.core = frontend.New(eng)
+	s.core = source.New(eng)
 	s.syms, s.uw = s.core.Syms, s.core.Unwind
 	s.cur = p.Pid()
 	eng.Do(func() {
@@ -987,7 +987,7 @@ func (s *Session) disassemble(addr uint64, n int) error {
 		if err != nil {
 			break
 		}
-		text := frontend.GNUSyntax(in, s.syms)
+		text := source.GNUSyntax(in, s.syms)
 		mark := ""
 		if r := s.eng.RegionAt(pc); r != nil && r.Kind == regions.KindCriticalSection {
 			mark = " <" + r.Name + ">"
