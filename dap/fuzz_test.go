@@ -2,6 +2,7 @@ package dap
 
 import (
 	"github.com/rseqdbg/rseqdbg/eval"
+	sess "github.com/rseqdbg/rseqdbg/session"
 	"io"
 	"log/slog"
 	"testing"
@@ -44,8 +45,8 @@ func FuzzRequest(f *testing.F) {
 		// Conditions, log messages and watches are parsed from client
 		// text too.
 		eval.Parse(string(body))
-		parseLogMessage(string(body))
-		parseHitCondition(string(body))
+		sess.ParseLogMessage(string(body))
+		sess.ParseHitCondition(string(body))
 	})
 }
 

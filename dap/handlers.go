@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/rseqdbg/rseqdbg/eval"
+	sess "github.com/rseqdbg/rseqdbg/session"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -147,11 +148,11 @@ func (s *Server) dispatch(req dap.RequestMessage, raw []byte) (dap.ResponseMessa
 	case *dap.ContinueRequest:
 		return s.onContinue(r)
 	case *dap.NextRequest:
-		return s.onStep(r, stepOver, r.Arguments.ThreadId, r.Arguments.SingleThread, r.Arguments.Granularity)
+		return s.onStep(r, sess.StepOver, r.Arguments.ThreadId, r.Arguments.SingleThread, r.Arguments.Granularity)
 	case *dap.StepInRequest:
-		return s.onStep(r, stepInto, r.Arguments.ThreadId, r.Arguments.SingleThread, r.Arguments.Granularity)
+		return s.onStep(r, sess.StepInto, r.Arguments.ThreadId, r.Arguments.SingleThread, r.Arguments.Granularity)
 	case *dap.StepOutRequest:
-		return s.onStep(r, stepOutOf, r.Arguments.ThreadId, r.Arguments.SingleThread, r.Arguments.Granularity)
+		return s.onStep(r, sess.StepOut, r.Arguments.ThreadId, r.Arguments.SingleThread, r.Arguments.Granularity)
 	case *dap.DisassembleRequest:
 		return s.onDisassemble(r)
 	case *dap.ReadMemoryRequest:
@@ -196,14 +197,16 @@ func (s *Server) onLaunch(r *dap.LaunchRequest) (dap.ResponseMessage, error) {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
 	defer devnull.Close()
-	outR, outW, err := os.Pipe()
+	// The output goes to the client once the session exists; until then
+	// it waits in the pipes.
+	var out *sess.Output
+	started := make(chan struct{})
+	out = &sess.Output{Sink: func(stream, text string) {
+		<-started
+		s.sendOutput(stream, text)
+	}}
+	outW, errW, err := out.Pipes()
 	if err != nil {
-		return nil, fmt.Errorf("launch: output pipe: %w", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
 		return nil, fmt.Errorf("launch: output pipe: %w", err)
 	}
 	lo := ptrace.LaunchOptions{Path: prog, Args: a.Args, Env: launchEnv(a.Env), Dir: a.Cwd,
@@ -211,21 +214,16 @@ func (s *Server) onLaunch(r *dap.LaunchRequest) (dap.ResponseMessage, error) {
 	p, err := ptrace.Launch(lo)
 	outW.Close()
 	errW.Close()
+	close(started)
 	if err != nil {
-		outR.Close()
-		errR.Close()
 		return nil, fmt.Errorf("launch: %w", err)
 	}
 	ss, err := s.start(p, true, prog, a.VDSO)
 	if err != nil {
-		outR.Close()
-		errR.Close()
 		return nil, err
 	}
 	ss.entry = a.StopOnEntry
-	ss.pipes.Add(2)
-	go ss.forward(outR, "stdout")
-	go ss.forward(errR, "stderr")
+	ss.output = out
 	s.started(r, ss, "launch")
 	return nil, errLater
 }
@@ -356,7 +354,7 @@ func (s *Server) onConfigurationDone(r *dap.ConfigurationDoneRequest) (dap.Respo
 		return nil, errLater
 	}
 	if !ss.entry {
-		ss.resume(runContinue, "", func() (*stepper.Stop, error) { return ss.continueRun(ss.cur) })
+		ss.resume(runContinue, "", func() (*sess.Stop, error) { return ss.rc.Continue(ss.cur) })
 		// No continue request started this run, so say it.
 		s.send(&dap.ContinuedEvent{Event: event("continued"), Body: dap.ContinuedEventBody{ThreadId: ss.proc.Pid(), AllThreadsContinued: true}})
 		return nil, errLater
@@ -371,14 +369,14 @@ func (s *Server) onConfigurationDone(r *dap.ConfigurationDoneRequest) (dap.Respo
 		// Attached (or no main): the entry stop is where the process is.
 		var events []dap.Message
 		ss.do(func() {
-			events, _ = ss.stopEvents(&stepper.Stop{Kind: stepper.StopStep, Tid: ss.cur}, "entry")
+			events, _ = ss.stopEvents(&sess.Stop{Stop: &stepper.Stop{Kind: stepper.StopStep, Tid: ss.cur}}, "entry")
 		})
 		for _, m := range events {
 			s.send(m)
 		}
 		return nil, errLater
 	}
-	ss.resume(runStep, "entry", func() (*stepper.Stop, error) { return ss.eng.RunTo(ss.cur, mainAt, stepper.OthersRun) })
+	ss.resume(runStep, "entry", func() (*sess.Stop, error) { return ss.rc.Until(ss.cur, mainAt, stepper.OthersRun) })
 	return nil, errLater
 }
 
@@ -799,11 +797,11 @@ func (s *Server) onContinue(r *dap.ContinueRequest) (dap.ResponseMessage, error)
 	// Every thread resumes even for singleThread: the core's continue is
 	// all-stop, and the response says so.
 	s.reply(r, &dap.ContinueResponse{Body: dap.ContinueResponseBody{AllThreadsContinued: true}}, nil)
-	ss.resume(runContinue, "", func() (*stepper.Stop, error) { return ss.continueRun(tid) })
+	ss.resume(runContinue, "", func() (*sess.Stop, error) { return ss.rc.Continue(tid) })
 	return nil, errLater
 }
 
-func (s *Server) onStep(r dap.RequestMessage, kind stepKind, tid int, single bool, gran dap.SteppingGranularity) (dap.ResponseMessage, error) {
+func (s *Server) onStep(r dap.RequestMessage, kind sess.StepKind, tid int, single bool, gran dap.SteppingGranularity) (dap.ResponseMessage, error) {
 	ss, tid, err := s.resumable(tid)
 	if err != nil {
 		return nil, err
@@ -813,17 +811,22 @@ func (s *Server) onStep(r dap.RequestMessage, kind stepKind, tid int, single boo
 		others = stepper.OthersStay
 	}
 	instr := gran == "instruction"
+	if instr {
+		// One instruction with the other threads held, so the disassembly
+		// view moves by exactly one instruction (or one whole region run).
+		others = stepper.OthersStay
+	}
 	var resp dap.ResponseMessage
 	switch kind {
-	case stepOver:
+	case sess.StepOver:
 		resp = &dap.NextResponse{}
-	case stepInto:
+	case sess.StepInto:
 		resp = &dap.StepInResponse{}
 	default:
 		resp = &dap.StepOutResponse{}
 	}
 	s.reply(r, resp, nil)
-	ss.resume(runStep, "", func() (*stepper.Stop, error) { return ss.step(kind, tid, instr, others) })
+	ss.resume(runStep, "", func() (*sess.Stop, error) { return ss.rc.Step(tid, kind, instr, others) })
 	return nil, errLater
 }
 

@@ -27,8 +27,10 @@ func TestHeadlessCommands(t *testing.T) {
 	if r := s.of("registers"); len(r) != 1 || r[0]["registers"].(map[string]any)["rip"] != stops[1].str("pc") {
 		t.Errorf("info registers rip: %v, stop pc %s", r, stops[1].str("pc"))
 	}
-	if v := s.of("value"); len(v) == 0 || v[0]["value"].(float64) == 0 {
+	if v := s.of("value"); len(v) == 0 || v[0].str("value") == "" || v[0].str("value") == "0" {
 		t.Errorf("print $fs_base: %v", v)
+	} else if _, err := strconv.ParseUint(v[0].str("value"), 0, 64); err != nil {
+		t.Errorf("print $fs_base: %v: %v", v, err)
 	}
 	if m := s.of("memory"); len(m) != 1 || len(m[0]["values"].([]any)) != 4 {
 		t.Errorf("x/4gx: %v", m)
