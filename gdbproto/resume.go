@@ -206,15 +206,13 @@ func (s *session) runStop(op func() (*stepper.Stop, error)) [][]byte {
 		defer restore()
 	}
 	stopWatching := s.watchClient(pr.p)
-	st, err := op()
-	for err == nil && st != nil && st.Kind == stepper.StopThreadExited && !pr.eng.Exited() && !s.lost.Load() {
-		threads := pr.p.Threads()
-		if len(threads) == 0 {
-			break
-		}
-		st, err = pr.eng.Continue(threads[0], nil)
-	}
+	// The shared resume loop: a thread exiting on its own is no stop.
+	rs, err := pr.rc.Run(op)
 	stopWatching()
+	var st *stepper.Stop
+	if rs != nil {
+		st = rs.Stop
+	}
 	if err != nil {
 		if errors.Is(err, target.ErrExited) {
 			pr.exited = true

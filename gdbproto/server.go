@@ -3,6 +3,7 @@ package gdbproto
 import (
 	"errors"
 	"fmt"
+	sess "github.com/rseqdbg/rseqdbg/session"
 	"io"
 	"log/slog"
 	"net"
@@ -121,9 +122,8 @@ type process struct {
 	launched bool
 	exited   bool
 	last     *stepper.Stop
-	// bps maps an address to the engine breakpoints clients set there, so
-	// z0 can find what Z0 created.
-	bps map[uint64][]int
+	// rc holds the client's breakpoints (Z0) and runs its resumptions.
+	rc  *sess.Session
 	hw  hwState
 	avx *bool
 	// synth is the debug object of its code without CFI (synthcfi.go).
@@ -194,7 +194,7 @@ func (srv *Server) newProcess(p Process, launched bool, pol stepper.SignalPolicy
 	}
 	// gdbserver reports the first stop as SIGTRAP, attach included: gdb
 	// would otherwise pass the attach SIGSTOP on to the program.
-	srv.proc = &process{p: p, eng: eng, launched: launched, bps: map[uint64][]int{},
+	srv.proc = &process{p: p, eng: eng, launched: launched, rc: sess.NewBare(eng),
 		last: &stepper.Stop{Kind: stepper.StopSignal, Tid: p.Pid(), Sig: int(unix.SIGTRAP)}}
 	return nil
 }
@@ -269,8 +269,8 @@ func (srv *Server) dropExited() {
 
 // clearAll removes what clients inserted. Runs on the target thread.
 func (pr *process) clearAll() {
+	pr.rc.DeleteAll()
 	pr.eng.ClearAll()
-	pr.bps = map[uint64][]int{}
 	pr.hw.clear(pr.p)
 }
 

@@ -124,6 +124,31 @@ func (s *Session) DeleteAll() {
 	s.bps = nil
 }
 
+// DeleteAt removes the breakpoint set last at address addr (gdb's z0,
+// which pairs with a Z0 at the same address). It reports whether there
+// was one.
+func (s *Session) DeleteAt(addr uint64) (bool, error) {
+	for i := len(s.bps) - 1; i >= 0; i-- {
+		if b := s.bps[i]; b.Spec.Kind == AtAddr && b.Spec.Addr == addr {
+			return true, s.Delete(b.ID)
+		}
+	}
+	return false, nil
+}
+
+// execed follows an exec: the new image has none of the old addresses.
+// A bare session's client sets its breakpoints again itself; the others
+// stay, pending until their code is found in the new image.
+func (s *Session) execed() {
+	if s.bare {
+		s.bps = nil
+		return
+	}
+	for _, b := range s.bps {
+		b.engIDs, b.Addrs = nil, nil
+	}
+}
+
 // Breakpoint returns breakpoint id.
 func (s *Session) Breakpoint(id int) (*Breakpoint, bool) {
 	for _, b := range s.bps {
@@ -154,20 +179,12 @@ func (s *Session) At(pc uint64) []*Breakpoint {
 // resolve finds the breakpoint's addresses and inserts engine breakpoints.
 func (s *Session) resolve(b *Breakpoint) {
 	var addrs []uint64
-	syms := s.Src.Syms
 	switch b.Spec.Kind {
-	case AtLine:
-		addrs, b.Line = syms.LineAddrs(b.Spec.File, b.Spec.Line)
-		if len(addrs) == 0 {
-			// Clients send absolute paths; DWARF may hold relative ones.
-			addrs, b.Line = syms.LineAddrs(filepath.Base(b.Spec.File), b.Spec.Line)
+	case AtLine, AtFunc:
+		if s.bare {
+			break // no symbols: the client resolves names itself
 		}
-	case AtFunc:
-		if f, ok := syms.LookupFunc(b.Spec.Func); ok {
-			addrs = []uint64{syms.AfterPrologue(f)}
-		} else if v, err := strconv.ParseUint(strings.TrimPrefix(b.Spec.Func, "*"), 0, 64); err == nil {
-			addrs = []uint64{v}
-		}
+		addrs = s.lookup(b)
 	case AtAddr:
 		addrs = []uint64{b.Spec.Addr}
 	}
@@ -189,6 +206,27 @@ func (s *Session) resolve(b *Breakpoint) {
 		}
 	}
 	b.Message = strings.Join(msgs, "; ")
+}
+
+// lookup finds the code of a line or function breakpoint.
+func (s *Session) lookup(b *Breakpoint) []uint64 {
+	syms := s.Src.Syms
+	if b.Spec.Kind == AtLine {
+		addrs, line := syms.LineAddrs(b.Spec.File, b.Spec.Line)
+		if len(addrs) == 0 {
+			// Clients send absolute paths; DWARF may hold relative ones.
+			addrs, line = syms.LineAddrs(filepath.Base(b.Spec.File), b.Spec.Line)
+		}
+		b.Line = line
+		return addrs
+	}
+	if f, ok := syms.LookupFunc(b.Spec.Func); ok {
+		return []uint64{syms.AfterPrologue(f)}
+	}
+	if v, err := strconv.ParseUint(strings.TrimPrefix(b.Spec.Func, "*"), 0, 64); err == nil {
+		return []uint64{v}
+	}
+	return nil
 }
 
 func (s *Session) unset(b *Breakpoint) {

@@ -96,6 +96,12 @@ func (s *Session) stopped(st *stepper.Stop, hits []*Breakpoint) *Stop {
 	switch st.Kind {
 	case stepper.StopExited, stepper.StopKilled:
 		return &Stop{Stop: st}
+	case stepper.StopExec:
+		// The engine dropped every breakpoint with the old image.
+		s.execed()
+	}
+	if s.bare {
+		return &Stop{Stop: st, Hits: hits}
 	}
 	s.Sync()
 	switch st.Kind {

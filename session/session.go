@@ -54,6 +54,9 @@ type Session struct {
 	// pendingSig is the signal each thread stopped with, delivered when it
 	// resumes (the signal policy decides which signals stop at all).
 	pendingSig map[int]int
+	// bare: the client keeps symbols, steps and signals itself (gdb); the
+	// session only holds its breakpoints and runs its resumptions.
+	bare bool
 }
 
 // New builds a session over eng with its symbols loaded.
@@ -69,6 +72,13 @@ func New(eng *stepper.Engine) *Session {
 	return s
 }
 
+// NewBare builds a session for a client that reads symbols, decides its
+// steps and passes signals itself (gdb, lldb): no source tables are
+// loaded, and Run is its resume loop.
+func NewBare(eng *stepper.Engine) *Session {
+	return &Session{Eng: eng, T: eng.Target(), atBreakpoint: map[int]uint64{}, pendingSig: map[int]int{}, bare: true}
+}
+
 // Stop is how a run ended, with the breakpoints that made it stop (after
 // conditions and counts) when it is a breakpoint stop.
 type Stop struct {
@@ -80,7 +90,7 @@ type Stop struct {
 // information, and resolves pending breakpoints in what loaded. It reports
 // whether anything changed.
 func (s *Session) Sync() bool {
-	if !s.Src.Sync() {
+	if s.bare || !s.Src.Sync() {
 		return false
 	}
 	s.Info.Sync(s.Eng.Objects())
