@@ -3,6 +3,7 @@ package gdbproto
 import (
 	"errors"
 	"fmt"
+	sess "github.com/rseqdbg/rseqdbg/session"
 	"log/slog"
 	"strings"
 	"sync"
@@ -150,12 +151,11 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 			others = stepper.OthersRun
 		}
 		if a.kind == 'r' {
-			op = func() (*stepper.Stop, error) {
-				return eng.RangeStep(stepper0, a.lo, a.hi, a.sig, others, false)
-			}
-		} else {
-			op = func() (*stepper.Stop, error) { return eng.StepInstruction(stepper0, a.sig, others) }
+			return s.runStop(func() (*sess.Stop, error) {
+				return pr.rc.RangeStep(stepper0, a.lo, a.hi, a.sig, others)
+			})
 		}
+		op = func() (*stepper.Stop, error) { return eng.StepInstruction(stepper0, a.sig, others) }
 	case othersRun:
 		// The engine moves this thread first (off a breakpoint or out of
 		// a section); gdb names it by the signal it passes or by Hc.
@@ -183,14 +183,14 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 	default:
 		return replyErr // the actions name no thread of ours
 	}
-	return s.runStop(op)
+	return s.runStop(func() (*sess.Stop, error) { return pr.rc.Run(op) })
 }
 
 // runStop runs a resumption while watching the client: ^C interrupts the
 // target, and a client that disappears interrupts it too so its
 // breakpoints can be removed. A thread exiting on its own is no stop for
 // the client; the others run on.
-func (s *session) runStop(op func() (*stepper.Stop, error)) [][]byte {
+func (s *session) runStop(run func() (*sess.Stop, error)) [][]byte {
 	pr := s.srv.proc
 	if r, ok := pr.p.(consoleTee); ok && s.w != nil {
 		// The client waits for a stop reply: console packets may come
@@ -207,7 +207,7 @@ func (s *session) runStop(op func() (*stepper.Stop, error)) [][]byte {
 	}
 	stopWatching := s.watchClient(pr.p)
 	// The shared resume loop: a thread exiting on its own is no stop.
-	rs, err := pr.rc.Run(op)
+	rs, err := run()
 	stopWatching()
 	var st *stepper.Stop
 	if rs != nil {

@@ -195,6 +195,8 @@ func (s *Session) exec(line string) error {
 		return s.breakCmd(rest, false)
 	case "tbreak":
 		return s.breakCmd(rest, true)
+	case "ignore":
+		return s.ignoreCmd(rest)
 	case "until", "u", "advance":
 		return s.untilCmd(rest)
 	case "display":
@@ -435,6 +437,28 @@ func (s *Session) deleteCmd(arg string) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// ignoreCmd is gdb's ignore N COUNT: the next COUNT hits of breakpoint N
+// whose condition holds do not stop, whatever runs the program.
+func (s *Session) ignoreCmd(arg string) error {
+	f := strings.Fields(arg)
+	if len(f) != 2 {
+		return errors.New("usage: ignore N COUNT")
+	}
+	id, err1 := strconv.Atoi(f[0])
+	n, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil || n < 0 {
+		return fmt.Errorf("bad arguments %q: want ignore N COUNT", arg)
+	}
+	bp, ok := s.sess.Breakpoint(id)
+	if !ok {
+		return fmt.Errorf("no breakpoint %d", id)
+	}
+	bp.Ignore = n
+	s.emit(map[string]any{"event": "notice", "message": fmt.Sprintf("will ignore next %d crossings of breakpoint %d", n, id)},
+		fmt.Sprintf("Will ignore next %d crossings of breakpoint %d.", n, id))
 	return nil
 }
 

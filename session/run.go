@@ -316,7 +316,18 @@ func (s *Session) Until(tid int, addr uint64, others stepper.Others) (*Stop, err
 // exists to hide, so the step goes on to the commit. Other threads' hits,
 // and hits after a section committed, are reported as usual.
 func (s *Session) retryPass(st *stepper.Stop, tid int, lo, hi, cfa0 uint64, frameOK bool) bool {
-	if st.Kind != stepper.StopBreakpoint || st.Tid != tid || !frameOK {
+	if !frameOK || !abortRetried(st, tid) {
+		return false
+	}
+	where, err := s.stepPosition(tid, lo, hi, cfa0, frameOK)
+	return err == nil && where == inRange
+}
+
+// abortRetried reports a breakpoint stop of tid right after the kernel
+// aborted a critical section it was running: the abort handler's retry
+// reached the breakpoint.
+func abortRetried(st *stepper.Stop, tid int) bool {
+	if st.Kind != stepper.StopBreakpoint || st.Tid != tid {
 		return false
 	}
 	aborted := false
@@ -328,11 +339,30 @@ func (s *Session) retryPass(st *stepper.Stop, tid int, lo, hi, cfa0 uint64, fram
 		// later committed does not explain this stop.
 		aborted = c.Outcome == stepper.Aborted || c.Outcome == stepper.Interrupted && c.Aborts > 0
 	}
-	if !aborted {
-		return false
-	}
-	where, err := s.stepPosition(tid, lo, hi, cfa0, frameOK)
-	return err == nil && where == inRange
+	return aborted
+}
+
+// RangeStep is a client's range step (gdb's vCont;r): tid runs until its
+// PC leaves [lo, hi). The abort-retry rule holds here too: a hit on the
+// retry path back inside the range does not end the step.
+func (s *Session) RangeStep(tid int, lo, hi uint64, sig int, others stepper.Others) (*Stop, error) {
+	var crossed []stepper.Crossing
+	return s.Run(func() (*stepper.Stop, error) {
+		for {
+			st, err := s.Eng.RangeStep(tid, lo, hi, sig, others, false)
+			sig = 0
+			if err != nil {
+				return nil, err
+			}
+			crossed = append(crossed, st.Crossed...)
+			st.Crossed = crossed
+			if !abortRetried(st, tid) || st.PC < lo || st.PC >= hi {
+				return st, nil
+			}
+			// The thread resumes from the breakpoint it is on: the
+			// engine's step moves it off.
+		}
+	})
 }
 
 type position uint8

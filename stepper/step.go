@@ -100,6 +100,9 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 		if ev.Kind != target.EventStop {
 			continue
 		}
+		if e.staleStep(ev) {
+			continue
+		}
 		if ev.Async && budget > 0 && !expired {
 			// Our own budget interrupt.
 			expired = true
@@ -550,6 +553,16 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 	}
 }
 
+// staleStep reports the end of a single-step no one is waiting for: a
+// step of one thread with the others running ends on another thread's
+// stop, and the stepped thread's own trap is still queued. Continues and
+// runs to exits step no thread, so such a trap there is that leftover, not
+// a stop to report (it was reported as a "step" of a thread nobody
+// stepped).
+func (e *Engine) staleStep(ev target.Event) bool {
+	return ev.Kind == target.EventStop && !ev.Async && ev.Trap == target.TrapStep
+}
+
 // silent reports a signal stop the policy neither reports nor stops for.
 func (e *Engine) silent(ev target.Event) bool {
 	return !ev.Async && ev.Trap == target.TrapNone && ev.Sig > 0 && ev.Sig < len(e.policy.NoStop) &&
@@ -803,6 +816,9 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 			if !e.policy.NoPass[ev.Sig] {
 				sigs = map[int]int{ev.Tid: ev.Sig}
 			}
+			continue
+		}
+		if e.staleStep(ev) {
 			continue
 		}
 		st := e.eventStop(ev)
