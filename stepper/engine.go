@@ -114,7 +114,8 @@ type Options struct {
 	// RunBudget bounds a region run that may leave through an unknown exit
 	// and a step-over pass that keeps aborting.
 	RunBudget time.Duration
-	// VDSO makes vDSO functions regions (on by default).
+	// NoVDSO stops treating vDSO functions as regions (they are by
+	// default).
 	NoVDSO bool
 	// ReportLibraries turns dynamic-linker events into StopLibrary.
 	ReportLibraries bool
@@ -352,7 +353,7 @@ func (e *Engine) refreshLinkMap() {
 	}
 }
 
-// SetOptions changes options at run time (vDSO stepping on or off).
+// SetVDSO turns vDSO stepping on or off at run time.
 func (e *Engine) SetVDSO(on bool) {
 	e.opts.NoVDSO = !on
 	if on && e.objs["[vdso]"] == nil {
