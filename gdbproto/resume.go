@@ -118,7 +118,6 @@ func (s *session) legacyResume(pkt string) [][]byte {
 // resume runs one all-stop resumption and reports how it ended.
 func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 	pr := s.srv.proc
-	eng := pr.eng
 	stepper0, othersRun := 0, false
 	sigs := map[int]int{}
 	for _, tid := range threads {
@@ -142,7 +141,7 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 			othersRun = true
 		}
 	}
-	var op func() (*stepper.Stop, error)
+	var run func() (*sess.Stop, error)
 	switch {
 	case stepper0 != 0:
 		a := per[stepper0]
@@ -155,7 +154,7 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 				return pr.rc.RangeStep(stepper0, a.lo, a.hi, a.sig, others)
 			})
 		}
-		op = func() (*stepper.Stop, error) { return eng.StepInstruction(stepper0, a.sig, others) }
+		run = func() (*sess.Stop, error) { return pr.rc.StepInstruction(stepper0, a.sig, others) }
 	case othersRun:
 		// The engine moves this thread first (off a breakpoint or out of
 		// a section); gdb names it by the signal it passes or by Hc.
@@ -176,14 +175,14 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 				tid = t
 			}
 		}
-		op = func() (*stepper.Stop, error) { return eng.Continue(tid, sigs) }
+		run = func() (*sess.Stop, error) { return pr.rc.Resume(tid, sigs) }
 	case len(per) > 0:
 		// Only 't' actions: nothing runs in all-stop.
 		return replyOK
 	default:
 		return replyErr // the actions name no thread of ours
 	}
-	return s.runStop(func() (*sess.Stop, error) { return pr.rc.Run(op) })
+	return s.runStop(run)
 }
 
 // runStop runs a resumption while watching the client: ^C interrupts the

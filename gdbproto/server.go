@@ -270,7 +270,6 @@ func (srv *Server) dropExited() {
 // clearAll removes what clients inserted. Runs on the target thread.
 func (pr *process) clearAll() {
 	pr.rc.DeleteAll()
-	pr.eng.ClearAll()
 	pr.hw.clear(pr.p)
 }
 

@@ -137,19 +137,14 @@ func (s *Session) Close(keepRunning bool) (exitCode int) {
 			return
 		}
 		if keepRunning {
-			s.sess.DeleteAll()
-			for !s.eng.Exited() {
-				st, err := s.sess.Continue(s.cur)
-				if err != nil {
-					s.errorf("%v", err)
-					break
-				}
-				if st.Kind == stepper.StopExited || st.Kind == stepper.StopKilled {
-					s.report(st, "")
-					exitCode = st.Code
-					break
-				}
-				s.cur = st.Tid
+			st, err := s.sess.RunToExit(s.cur)
+			if err != nil {
+				s.errorf("%v", err)
+				return
+			}
+			if st.Kind == stepper.StopExited || st.Kind == stepper.StopKilled {
+				s.report(st, "")
+				exitCode = st.Code
 			}
 			return
 		}

@@ -88,6 +88,36 @@ func (s *Session) Run(op func() (*stepper.Stop, error)) (*Stop, error) {
 	return s.stopped(st, nil), nil
 }
 
+// StepInstruction is a client's instruction step (gdb's vCont;s), with
+// the thread's signal; the others do as others says.
+func (s *Session) StepInstruction(tid, sig int, others stepper.Others) (*Stop, error) {
+	return s.Run(func() (*stepper.Stop, error) { return s.Eng.StepInstruction(tid, sig, others) })
+}
+
+// Resume is a client's continue (gdb's vCont;c), with the signal each
+// thread is to receive: tid is moved first (off a breakpoint, out of a
+// section).
+func (s *Session) Resume(tid int, sigs map[int]int) (*Stop, error) {
+	return s.Run(func() (*stepper.Stop, error) { return s.Eng.Continue(tid, sigs) })
+}
+
+// RunToExit deletes every breakpoint and lets the program run to its end
+// (rseqdbg run --continue); stops on the way are passed over, their
+// signals delivered. It returns the exit.
+func (s *Session) RunToExit(tid int) (*Stop, error) {
+	s.DeleteAll()
+	for {
+		st, err := s.Continue(tid)
+		if err != nil {
+			return nil, err
+		}
+		if st.Kind == stepper.StopExited || st.Kind == stepper.StopKilled || s.Eng.Exited() {
+			return st, nil
+		}
+		tid = st.Tid
+	}
+}
+
 // stopped is the bookkeeping of every stop the user sees: tables follow
 // loaded objects, a thread on a breakpoint is noted so the next step moves
 // it off, its signal is kept for its resumption, and a temporary
