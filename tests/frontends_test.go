@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,10 +27,10 @@ import (
 // op is one user action of a scenario, in gdb's terms; each front end
 // translates it to its own protocol.
 type op struct {
-	do   string // break, tbreak, ignore, delete, continue, next
+	do   string // break, tbreak, ignore, delete, thread, continue, next
 	loc  string // break: FUNCTION, FILE:LINE or *ADDR
 	cond string
-	bp   int // ignore, delete: the breakpoint, numbered from 1 in the order set
+	bp   int // ignore, delete: the breakpoint, numbered from 1 in the order set; thread: the Nth lowest thread id
 	n    int // ignore: the count
 }
 
@@ -289,6 +290,33 @@ func scenarios(t *testing.T) []scenario {
 				t.Logf("%s: only thread %v stopped", fe, threads)
 			}
 		},
+	}, {
+		// Deterministically: only thread id 1 (the second worker) stops
+		// at the breakpoint (id sits three longs before aborts); then the
+		// first worker steps with the others running. The reporter must
+		// be moved off first, or it traps again at once and the step ends
+		// on it a second time without its having moved.
+		name: "step while another thread sits on its breakpoint", prog: []string{"full_tables", "2", "300"}, probe: "aborts[-1] + *aborts",
+		ops: []op{
+			{do: "break", loc: at(entry + 3), cond: "(aborts[-3] & 255) == 1"},
+			{do: "continue"},
+			{do: "thread", bp: 2},
+			{do: "next"},
+		},
+		racy: true,
+		check: func(t *testing.T, fe string, stops []stopRec) {
+			if len(stops) != 2 || stops[0].reason != "breakpoint" || stops[0].fn != "inc_full" {
+				t.Fatalf("%s: stops %v, want the breakpoint, then the step", fe, stops)
+			}
+			s := stops[1]
+			switch {
+			case s.reason == "step" && s.tid != stops[0].tid:
+			case s.reason == "breakpoint" && s.tid == stops[0].tid && s.value != stops[0].value:
+				// A genuine new hit of the reporter: it moved on meanwhile.
+			default:
+				t.Errorf("%s: the step of the other thread ended %v after %v", fe, s, stops[0])
+			}
+		},
 	}}
 }
 
@@ -362,6 +390,8 @@ func headlessStops(t *testing.T, sc scenario) []stopRec {
 			cmds = append(cmds, fmt.Sprintf("ignore %d %d", o.bp, o.n))
 		case "delete":
 			cmds = append(cmds, fmt.Sprintf("delete %d", o.bp))
+		case "thread":
+			cmds = append(cmds, fmt.Sprintf("thread %d", o.bp))
 		default:
 			cmds = append(cmds, o.do)
 			if sc.probe != "" {
@@ -468,6 +498,20 @@ func dapStops(t *testing.T, sc scenario) []stopRec {
 			b := bps[o.bp-1]
 			b.active = false
 			send(b.kind, b.key)
+		case "thread":
+			// gdb numbers threads in the order they appeared: the Nth
+			// lowest id.
+			var th dap.ThreadsResponse
+			json.Unmarshal(c.call("threads", nil), &th)
+			var ids []int
+			for _, x := range th.Body.Threads {
+				ids = append(ids, x.Id)
+			}
+			sort.Ints(ids)
+			if o.bp > len(ids) {
+				t.Fatalf("no thread %d in %v", o.bp, ids)
+			}
+			tid = ids[o.bp-1]
 		case "continue", "next":
 			switch {
 			case !configured:
@@ -574,6 +618,13 @@ func gdbStops(t *testing.T, sc scenario) []stopRec {
 			cmds = append(cmds, fmt.Sprintf("ignore %d %d", o.bp, o.n))
 		case "delete":
 			cmds = append(cmds, fmt.Sprintf("delete %d", o.bp))
+		case "thread":
+			// gdb numbers threads as it learns of them, which need not be
+			// the order they started in: pick the Nth lowest LWP, as the
+			// other front ends do.
+			cmds = append(cmds, "python",
+				"ths = sorted(gdb.selected_inferior().threads(), key=lambda th: th.ptid[1] or th.ptid[2])",
+				fmt.Sprintf("ths[%d].switch()", o.bp-1), "end")
 		default:
 			cmds = append(cmds, `echo @@RUN\n`, o.do, `echo @@WHERE\n`, "info symbol $pc", "info line *$pc", "thread")
 			if sc.probe != "" {
