@@ -39,13 +39,9 @@ func (ss *session) threadFrames(tid int) ([]*frame, error) {
 	out := make([]*frame, len(ufs))
 	for i, uf := range ufs {
 		f := &frame{id: len(ss.frameIDs) + 1, uf: uf, Frame: eval.Frame{Tid: tid, Level: i, Regs: uf.Regs, PC: uf.PC, Lookup: uf.LookupPC()}}
-		// The CFA of frame i is the stack pointer its caller resumes
-		// with, which the unwinder computed as frame i+1's.
-		if i+1 < len(ufs) {
-			f.CFA, f.CFAOK = ufs[i+1].CFA, true
-		} else if next, ok := ss.core.Unwind.Step(uf, ss.proc.ReadMemory); ok {
-			f.CFA, f.CFAOK = next.CFA, true
-		}
+		// The unwinder gives each frame its own CFA (what DW_OP_call_frame_cfa
+		// means for its variables); 0 when its rules are not known.
+		f.CFA, f.CFAOK = uf.CFA, uf.CFA != 0
 		ss.frameIDs = append(ss.frameIDs, f)
 		out[i] = f
 	}

@@ -149,6 +149,7 @@ func scenarios(t *testing.T) []scenario {
 	entry := markerLine(t, "full_tables.c", "FUNC-ENTRY")
 	inside, retry := retryAddrs(t)
 	libEntry := markerLine(t, "libpercpu.c", "FUNC-ENTRY")
+	timer := lineOf(t, "fixture_common.c", "if (setitimer(ITIMER_REAL, &it, NULL)")
 	libWorker := lineOf(t, "dlopen_main.c", "t->commits += p_lib_loop(")
 	at := func(line int) string { return fmt.Sprintf("full_tables.c:%d", line) }
 	return []scenario{{
@@ -172,6 +173,16 @@ func scenarios(t *testing.T) []scenario {
 			{reason: "step", fn: "worker", line: -1, value: "5"},
 			{reason: "breakpoint", fn: "worker", line: before, value: "8"},
 		},
+	}, {
+		// A condition and a probe on a variable kept on the stack (its
+		// location is relative to the frame's CFA): all three read the
+		// same value (DAP read such variables from the caller's CFA).
+		name: "stack variable", prog: []string{"full_tables", "1", "10", "--signals"}, probe: "it.it_value.tv_usec",
+		ops: []op{
+			{do: "break", loc: fmt.Sprintf("fixture_common.c:%d", timer), cond: "it.it_interval.tv_usec == 100"},
+			{do: "continue"},
+		},
+		want: []stopRec{{reason: "breakpoint", fn: "fixture_set_timer", line: timer, value: "100"}},
 	}, {
 		// gdb's ignore count (DAP: hit condition >= N+1) is spent by every
 		// run command, not only continue.
