@@ -157,7 +157,10 @@ func (s *Session) Close(keepRunning bool) (exitCode int) {
 		}
 	})
 	s.proc.Close()
-	s.output.Wait(2 * time.Second)
+	// The program's last lines come after its exit; a loaded machine can
+	// take a while to deliver them, but a grandchild holding the pipes
+	// open must not keep rseqdbg forever.
+	s.output.Wait(30 * time.Second)
 	return exitCode
 }
 
