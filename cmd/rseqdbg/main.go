@@ -92,9 +92,10 @@ commands given with -ex and -x in the order given, then kills a launched
 program, detaches from an attached one, or with --continue lets it run to its
 end.
 
-Commands: break LOC [if COND], tbreak LOC [if COND], ignore N COUNT, delete [N], continue [N],
-stepi [N], nexti [N], step [N], next [N], finish, until [LOC], advance LOC, bt,
-info regions|threads|registers [REG]|breakpoints|display|stats, thread N,
+Commands: break LOC [if COND], tbreak LOC [if COND], ignore N COUNT,
+delete [N], continue [N], stepi [N], nexti [N], step [N], next [N], finish,
+until [LOC], advance LOC, bt, thread N,
+info regions|threads|registers [REG]|breakpoints|display|stats,
 print EXPR, display [EXPR], undisplay [N], x/NFU ADDR (F: x d u i; U: b h w g),
 kill, echo TEXT, quit. LOC is FUNCTION, FILE:LINE or *EXPR. EXPR is C over
 the program's variables (DWARF) and registers ($rax).`,
