@@ -167,3 +167,34 @@ func TestHeadlessScriptOrder(t *testing.T) {
 		t.Errorf("echo order %v, want first, from-file, last", got)
 	}
 }
+
+// until and advance run the current thread to a location; a breakpoint on
+// the way stops them as it would a continue, a false condition does not.
+func TestHeadlessAdvance(t *testing.T) {
+	before := markerLine(t, "full_tables.c", "BEFORE-RSEQ-LINE")
+	loc := fmt.Sprintf("full_tables.c:%d", before)
+	s := run(t, []string{
+		"advance " + loc, "print i",
+		"break inc_full", "break full_tables.c:" + fmt.Sprint(lineOf(t, "full_tables.c", "t->commits += inc_full(")) + " if i == 1000",
+		"advance " + loc, "print i", "delete 1", "until " + loc, "print i",
+	}, nil, fixture("full_tables"), "1", "50", "--main") // the thread that advances runs worker
+	stops := s.of("stop")
+	if len(stops) != 4 {
+		t.Fatalf("stops %v, want entry and three", stops)
+	}
+	var got []string
+	for _, st := range stops[1:] {
+		got = append(got, fmt.Sprintf("%s %s:%d", st.str("reason"), strings.SplitN(st.str("function"), "+", 2)[0], st.num("line")))
+	}
+	var values []string
+	for _, v := range s.of("value") {
+		values = append(values, v.str("value"))
+	}
+	want := []string{fmt.Sprintf("step worker:%d", before), fmt.Sprintf("breakpoint inc_full:%d", stops[2].num("line")), fmt.Sprintf("step worker:%d", before)}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") || stops[2].str("function") == "" || !strings.HasPrefix(stops[2].str("function"), "inc_full") {
+		t.Errorf("stops %v, want %v", got, want)
+	}
+	if strings.Join(values, ",") != "0,2" {
+		t.Errorf("i at the stops: %v, want 0 and 2 (inc_full has no i)", values)
+	}
+}
