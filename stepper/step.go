@@ -509,6 +509,11 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 		if err != nil {
 			return nil, err
 		}
+		if e.staleStep(ev) && ev.Tid != tid {
+			// Another thread's leftover step, reported before anything
+			// was resumed: this step has not started yet.
+			continue
+		}
 		e.stats.SingleSteps++
 		if st := e.terminal(ev); st != nil {
 			return st, nil
