@@ -24,6 +24,7 @@ const (
 // The store and the hit policy are the session's.
 type clientBP struct {
 	kind bpKind
+	key  string // what names it in the client's requests
 	path string // source breakpoints: the client's path
 	line int    // requested line
 	b    *sess.Breakpoint
@@ -108,14 +109,68 @@ func (ss *session) resolved(b *sess.Breakpoint) {
 	}
 }
 
-// set adds one breakpoint to the session; bad options are answered as an
-// unverified breakpoint carrying the error.
-func (ss *session) set(kind bpKind, spec sess.Spec, o sess.Options) (*clientBP, *dap.Breakpoint) {
-	b, err := ss.rc.Set(spec, o)
-	if err != nil {
-		return nil, &dap.Breakpoint{Verified: false, Message: err.Error()}
+// request is one breakpoint of a set*Breakpoints request.
+type request struct {
+	key  string // what names it again in a later request: line, function, address
+	spec sess.Spec
+	opts sess.Options
+	line int // source breakpoints: the requested line
+	path string
+	err  error // the request itself is bad (an unreadable address)
+}
+
+// replace applies a set*Breakpoints request to the client's set of one
+// kind: a breakpoint the request names again keeps its session breakpoint
+// and hit count, with the new options (clients send a source's whole list
+// whenever one of its breakpoints changes); the others go, new ones are
+// set. Bad options are answered as an unverified breakpoint carrying the
+// error.
+func (ss *session) replace(kind bpKind, old []*clientBP, reqs []request) ([]*clientBP, []dap.Breakpoint) {
+	byKey := map[string]*clientBP{}
+	for _, u := range old {
+		if byKey[u.key] == nil {
+			byKey[u.key] = u
+		}
 	}
-	return &clientBP{kind: kind, b: b}, nil
+	reused := map[*clientBP]bool{}
+	var kept []*clientBP
+	out := make([]dap.Breakpoint, 0, len(reqs))
+	for _, r := range reqs {
+		if r.err != nil {
+			out = append(out, dap.Breakpoint{Message: r.err.Error()})
+			continue
+		}
+		if u := byKey[r.key]; u != nil {
+			delete(byKey, r.key)
+			reused[u] = true
+			if err := ss.rc.Change(u.b, r.opts); err != nil {
+				ss.unset([]*clientBP{u})
+				out = append(out, dap.Breakpoint{Message: err.Error(), Line: r.line})
+				continue
+			}
+			kept = append(kept, u)
+			out = append(out, ss.describe(u))
+			continue
+		}
+		b, err := ss.rc.Set(r.spec, r.opts)
+		if err != nil {
+			bad := dap.Breakpoint{Message: err.Error(), Line: r.line}
+			if r.path != "" {
+				bad.Source = &dap.Source{Path: r.path}
+			}
+			out = append(out, bad)
+			continue
+		}
+		u := &clientBP{kind: kind, key: r.key, path: r.path, line: r.line, b: b}
+		kept = append(kept, u)
+		out = append(out, ss.describe(u))
+	}
+	for _, u := range old {
+		if !reused[u] {
+			ss.unset([]*clientBP{u})
+		}
+	}
+	return kept, out
 }
 
 func (ss *session) unset(list []*clientBP) {
@@ -127,21 +182,13 @@ func (ss *session) unset(list []*clientBP) {
 }
 
 func (ss *session) setSourceBreakpoints(path string, list []dap.SourceBreakpoint) []dap.Breakpoint {
-	ss.unset(ss.bps.bySource[path])
-	var kept []*clientBP
-	out := make([]dap.Breakpoint, 0, len(list))
+	reqs := make([]request, 0, len(list))
 	for _, sb := range list {
-		u, bad := ss.set(bpSource, sess.Spec{Kind: sess.AtLine, File: path, Line: sb.Line},
-			sess.Options{Cond: sb.Condition, HitCond: sb.HitCondition, LogMsg: sb.LogMessage})
-		if bad != nil {
-			bad.Line, bad.Source = sb.Line, &dap.Source{Path: path}
-			out = append(out, *bad)
-			continue
-		}
-		u.path, u.line = path, sb.Line
-		kept = append(kept, u)
-		out = append(out, ss.describe(u))
+		reqs = append(reqs, request{key: strconv.Itoa(sb.Line), path: path, line: sb.Line,
+			spec: sess.Spec{Kind: sess.AtLine, File: path, Line: sb.Line},
+			opts: sess.Options{Cond: sb.Condition, HitCond: sb.HitCondition, LogMsg: sb.LogMessage}})
 	}
+	kept, out := ss.replace(bpSource, ss.bps.bySource[path], reqs)
 	if len(kept) == 0 {
 		delete(ss.bps.bySource, path)
 	} else {
@@ -151,41 +198,31 @@ func (ss *session) setSourceBreakpoints(path string, list []dap.SourceBreakpoint
 }
 
 func (ss *session) setFunctionBreakpoints(list []dap.FunctionBreakpoint) []dap.Breakpoint {
-	ss.unset(ss.bps.funcs)
-	ss.bps.funcs = nil
-	out := make([]dap.Breakpoint, 0, len(list))
+	reqs := make([]request, 0, len(list))
 	for _, fb := range list {
-		u, bad := ss.set(bpFunction, sess.Spec{Kind: sess.AtFunc, Func: strings.TrimSpace(fb.Name)},
-			sess.Options{Cond: fb.Condition, HitCond: fb.HitCondition})
-		if bad != nil {
-			out = append(out, *bad)
-			continue
-		}
-		ss.bps.funcs = append(ss.bps.funcs, u)
-		out = append(out, ss.describe(u))
+		name := strings.TrimSpace(fb.Name)
+		reqs = append(reqs, request{key: name, spec: sess.Spec{Kind: sess.AtFunc, Func: name},
+			opts: sess.Options{Cond: fb.Condition, HitCond: fb.HitCondition}})
 	}
+	var out []dap.Breakpoint
+	ss.bps.funcs, out = ss.replace(bpFunction, ss.bps.funcs, reqs)
 	return out
 }
 
 func (ss *session) setInstructionBreakpoints(list []dap.InstructionBreakpoint) []dap.Breakpoint {
-	ss.unset(ss.bps.instrs)
-	ss.bps.instrs = nil
-	out := make([]dap.Breakpoint, 0, len(list))
+	reqs := make([]request, 0, len(list))
 	for _, ib := range list {
 		addr, err := parseAddr(ib.InstructionReference)
 		if err != nil {
-			out = append(out, dap.Breakpoint{Message: err.Error()})
+			reqs = append(reqs, request{err: err})
 			continue
 		}
-		u, bad := ss.set(bpInstruction, sess.Spec{Kind: sess.AtAddr, Addr: addr + uint64(int64(ib.Offset))},
-			sess.Options{Cond: ib.Condition, HitCond: ib.HitCondition})
-		if bad != nil {
-			out = append(out, *bad)
-			continue
-		}
-		ss.bps.instrs = append(ss.bps.instrs, u)
-		out = append(out, ss.describe(u))
+		addr += uint64(int64(ib.Offset))
+		reqs = append(reqs, request{key: hexAddr(addr), spec: sess.Spec{Kind: sess.AtAddr, Addr: addr},
+			opts: sess.Options{Cond: ib.Condition, HitCond: ib.HitCondition}})
 	}
+	var out []dap.Breakpoint
+	ss.bps.instrs, out = ss.replace(bpInstruction, ss.bps.instrs, reqs)
 	return out
 }
 

@@ -79,29 +79,42 @@ func (b *Breakpoint) Pending() bool { return len(b.Addrs) == 0 }
 // Set adds a breakpoint; one whose location has no code yet stays
 // pending until an object that has it loads. Only bad options fail.
 func (s *Session) Set(spec Spec, o Options) (*Breakpoint, error) {
-	b := &Breakpoint{Spec: spec, Options: o}
-	if strings.TrimSpace(o.Cond) != "" {
-		e, err := eval.Parse(o.Cond)
-		if err != nil {
-			return nil, fmt.Errorf("condition: %w", err)
-		}
-		b.cond = e
-	}
-	h, err := parseHitCondition(o.HitCond)
-	if err != nil {
+	b := &Breakpoint{Spec: spec}
+	if err := b.setOptions(o); err != nil {
 		return nil, err
-	}
-	b.hit = h
-	if o.LogMsg != "" {
-		if b.log, err = parseLogMessage(o.LogMsg); err != nil {
-			return nil, fmt.Errorf("log message: %w", err)
-		}
 	}
 	s.nextID++
 	b.ID = s.nextID
 	s.bps = append(s.bps, b)
 	s.resolve(b)
 	return b, nil
+}
+
+// Change gives a breakpoint new options, keeping its hit count (a DAP
+// client sends a source's breakpoints again whenever one of them changes).
+func (s *Session) Change(b *Breakpoint, o Options) error { return b.setOptions(o) }
+
+func (b *Breakpoint) setOptions(o Options) error {
+	var cond *eval.Expr
+	if strings.TrimSpace(o.Cond) != "" {
+		e, err := eval.Parse(o.Cond)
+		if err != nil {
+			return fmt.Errorf("condition: %w", err)
+		}
+		cond = e
+	}
+	h, err := parseHitCondition(o.HitCond)
+	if err != nil {
+		return err
+	}
+	var log []logPart
+	if o.LogMsg != "" {
+		if log, err = parseLogMessage(o.LogMsg); err != nil {
+			return fmt.Errorf("log message: %w", err)
+		}
+	}
+	b.Options, b.cond, b.hit, b.log = o, cond, h, log
+	return nil
 }
 
 // Delete removes breakpoint id.
