@@ -133,6 +133,15 @@ func (s *Session) stopped(st *stepper.Stop, hits []*Breakpoint) *Stop {
 	if s.bare {
 		return &Stop{Stop: st, Hits: hits}
 	}
+	if st.Kind == stepper.StopStep && len(s.At(st.PC)) > 0 {
+		// A step that ends where a breakpoint is has hit it, as in gdb,
+		// though the int3 never ran: its condition and counts apply, and
+		// it is reported as the breakpoint when it stops.
+		probe := &stepper.Stop{Kind: stepper.StopBreakpoint, Tid: st.Tid, PC: st.PC}
+		if stop, bhits := s.decide(probe); stop {
+			st.Kind, hits = stepper.StopBreakpoint, bhits
+		}
+	}
 	s.Sync()
 	switch st.Kind {
 	case stepper.StopBreakpoint:

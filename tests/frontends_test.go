@@ -198,6 +198,31 @@ func scenarios(t *testing.T) []scenario {
 			{reason: "breakpoint", fn: "worker", line: before, value: "6"},
 		},
 	}, {
+		// Counts and temporary breakpoints hold for next as for continue
+		// (rseqdbg run used to apply them on continue only): a tbreak hit
+		// during next goes away, and a next that lands on a breakpoint
+		// with an ignore count spends it.
+		name: "counts and tbreak during next", prog: []string{"full_tables", "1", "50"}, probe: "i",
+		ops: []op{
+			{do: "break", loc: at(call), cond: "i == 1"},
+			{do: "continue"},
+			{do: "tbreak", loc: at(entry + 3)},
+			{do: "next"},
+			{do: "break", loc: at(before), cond: "i == 2"},
+			{do: "continue"},
+			{do: "break", loc: at(rseqLine)},
+			{do: "ignore", bp: 4, n: 1},
+			{do: "next"},
+			{do: "continue"},
+		},
+		want: []stopRec{
+			{reason: "breakpoint", fn: "worker", line: call, value: "1"},
+			{reason: "breakpoint", fn: "inc_full", line: entry + 3},
+			{reason: "breakpoint", fn: "worker", line: before, value: "2"},
+			{reason: "step", fn: "worker", line: rseqLine, value: "2"},
+			{reason: "breakpoint", fn: "worker", line: rseqLine, value: "4"},
+		},
+	}, {
 		// A temporary breakpoint stops once (DAP: hit condition 1).
 		name: "tbreak", prog: []string{"full_tables", "1", "50"}, probe: "i",
 		ops: []op{
