@@ -33,7 +33,7 @@ vscode: build fixtures
 # exceeded" when a starved worker misses the deadline (go.dev/issue/75804).
 FUZZTIME ?= 30000x
 FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion \
-       gdbproto:FuzzReader gdbproto:FuzzStopReply gdbproto:FuzzVCont gdbproto:FuzzDispatch gdbproto:FuzzHexDecode gdbproto:FuzzBinaryUnescape \
+       gdbproto:FuzzReader gdbproto:FuzzStopReply gdbproto:FuzzVCont gdbproto:FuzzDispatch gdbproto:FuzzHexDecode gdbproto:FuzzBinaryEscape \
        dap:FuzzRequest eval:FuzzExpression \
        unwind:FuzzSynthesize unwind:FuzzSynthesizeModel unwind:FuzzAddImage
 fuzz:

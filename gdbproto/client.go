@@ -33,7 +33,6 @@ type Client struct {
 
 	errMu     sync.Mutex
 	err       error // the connection is broken: every call fails with it
-	done      chan struct{}
 	closeOnce sync.Once
 
 	// Console receives the text of O packets (the stub's console output,
@@ -67,7 +66,7 @@ const clientFeatures = "qSupported:multiprocess+;swbreak+;hwbreak+;vContSupporte
 // stub offers it.
 func NewClient(rw io.ReadWriteCloser) (*Client, error) {
 	c := &Client{rw: rw, rd: NewReader(rw, 0), features: map[string]string{}, packetSize: 0x3fff,
-		Timeout: 2 * time.Minute, done: make(chan struct{})}
+		Timeout: 2 * time.Minute}
 	reply, err := c.Request(clientFeatures)
 	if err != nil {
 		c.Close()
@@ -106,7 +105,6 @@ func (c *Client) broken(err error) error {
 		}
 		c.err = err
 		c.closeOnce.Do(func() {
-			close(c.done)
 			c.rw.Close()
 		})
 	}
@@ -135,9 +133,6 @@ func (c *Client) Close() error {
 	c.broken(ErrClosed)
 	return nil
 }
-
-// Done is closed when the connection to the stub is gone.
-func (c *Client) Done() <-chan struct{} { return c.done }
 
 // isConsole tells an O packet (console output in hex) from a reply.
 func isConsole(p []byte) bool {

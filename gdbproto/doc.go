@@ -5,8 +5,8 @@
 // (and run-length expands) every packet, so payloads handed to and returned by
 // this package are always plain bytes: the data after the ':' of an X or
 // vFile:pwrite packet is already binary, and [XferChunk] returns unescaped
-// data. Never apply [UnescapeBinary] or [AppendEscapedBinary] to a payload that
-// went through the framing layer; they exist for code that handles raw frames.
+// data. Never apply [AppendEscapedBinary] to a payload that goes through the
+// framing layer; it exists for the framing layer itself.
 //
 // This is what lldb and lldb-server do. gdb and gdbserver unescape per binary
 // field instead, which is equivalent on the wire because neither ever sends

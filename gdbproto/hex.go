@@ -155,26 +155,6 @@ func AppendEscapedBinary(dst, src []byte) []byte {
 	return dst
 }
 
-// UnescapeBinary appends the decoding of binary-encoded src to dst. A trailing
-// lone escape byte is an error because the byte it escaped was lost. The
-// framing layer already applies it to whole payloads (see the package
-// documentation); do not apply it twice.
-func UnescapeBinary(dst, src []byte) ([]byte, error) {
-	n := len(dst)
-	for i := 0; i < len(src); i++ {
-		b := src[i]
-		if b == '}' {
-			i++
-			if i == len(src) {
-				return dst[:n], fmt.Errorf("%w: binary data ends in an escape byte", ErrSyntax)
-			}
-			b = src[i] ^ 0x20
-		}
-		dst = append(dst, b)
-	}
-	return dst, nil
-}
-
 // ThreadID is a thread-id in the protocol's syntax. In each field -1 means
 // "all" and 0 means "any"; otherwise it is a positive process or thread id.
 // The plain (non-multiprocess) syntax carries no pid: it parses with Pid 0,

@@ -37,8 +37,8 @@ type LaunchSpec struct {
 }
 
 // Launcher starts and attaches processes. rseqdbg passes the native ptrace
-// target; keeping it behind an interface keeps ptrace out of this package and
-// lets tests drive the server with a fake.
+// target; keeping it behind an interface keeps ptrace out of this package,
+// which also serves processes behind another stub.
 type Launcher interface {
 	Launch(LaunchSpec) (Process, error)
 	Attach(pid int) (Process, error)

@@ -1,4 +1,4 @@
-// Package stepper implements the stepping contract of DESIGN.md: instruction
+// Package stepper implements the stepping contract of docs/design.md: instruction
 // steps, range steps and continues that never stop a thread inside a
 // restartable region, the region step-over for threads stopped inside one,
 // and the stop reasons front ends report. It drives a target.Target and asks
@@ -70,6 +70,8 @@ type Crossing struct {
 	Outcome Outcome
 	At      uint64
 	Aborts  int // aborts seen during a step-over pass before it ended
+	// Forced: the abort was the debugger's (ForceAbort), not the kernel's.
+	Forced bool
 }
 
 // Stop is what a resumption ends with.
@@ -83,8 +85,15 @@ type Stop struct {
 	WatchAddr  uint64
 	Crossed    []Crossing
 	// Inside is set when the thread stopped inside a critical section: the
-	// kernel will abort it when the thread resumes (contract point 3).
+	// kernel will abort it when the thread resumes (contract point 3),
+	// unless Inspect is set too.
 	Inside *regions.Region
+	// Inspect is set in inspect mode when the thread stopped inside a
+	// critical section (or in a function it called): resuming it does not
+	// abort the section.
+	Inspect *Inspection
+	// Note is for the user: why a requested inspection did not happen.
+	Note string
 }
 
 // Breakpoint is a user breakpoint. Conditions are the front end's business.
@@ -104,9 +113,14 @@ type Stats struct {
 	Interrupted   int
 	SignalsInRuns int
 	Discovered    int
-	// StepsInside counts hardware steps started inside a critical section.
-	// The contract says never; it is counted so tests can prove it.
+	// StepsInside counts hardware steps started inside a critical section
+	// outside inspect mode. The contract says never; it is counted so tests
+	// can prove it.
 	StepsInside int
+	// InspectedSteps counts instruction steps inside sections in inspect
+	// mode; ForcedAborts the aborts ForceAbort made.
+	InspectedSteps int
+	ForcedAborts   int
 }
 
 // Options tune the engine.
@@ -114,8 +128,8 @@ type Options struct {
 	// RunBudget bounds a region run that may leave through an unknown exit
 	// and a step-over pass that keeps aborting.
 	RunBudget time.Duration
-	// NoVDSO stops treating vDSO functions as regions (they are by
-	// default).
+	// NoVDSO stops treating vDSO functions as regions, which they are by
+	// default (`monitor rseq vdso off`).
 	NoVDSO bool
 	// ReportLibraries turns dynamic-linker events into StopLibrary.
 	ReportLibraries bool
@@ -149,6 +163,13 @@ type Engine struct {
 	reported map[int]uint64
 	exited   bool
 	warnings []string
+
+	// threadCtl is the target's ThreadControl, or nil: checked once.
+	threadCtl  target.ThreadControl
+	inspect    bool
+	inspecting map[int]*inspection
+	// note is what the next stop tells the user (Stop.Note).
+	note string
 }
 
 // New builds the engine: it reads auxv, loads the executable's and the
@@ -163,8 +184,9 @@ func New(t target.Target, opts Options) (*Engine, error) {
 		objs: map[string]*regions.Object{}, bps: map[int]*Breakpoint{},
 		byAddr: map[uint64][]*Breakpoint{}, insns: map[uint64]regions.Insn{},
 		rseq: map[int]target.RseqArea{}, policy: DefaultSignalPolicy(),
-		reported: map[int]uint64{},
+		reported: map[int]uint64{}, inspecting: map[int]*inspection{},
 	}
+	e.threadCtl, _ = t.(target.ThreadControl)
 	var err error
 	t.Do(func() { err = e.load() })
 	if err != nil {
@@ -344,6 +366,7 @@ func (e *Engine) refreshLinkMap() {
 		k := e.order[i]
 		if !seen[k] {
 			e.idx.RemoveObject(k)
+			e.idx.RemoveObject("scan:" + k)
 			delete(e.objs, k)
 			e.order = append(e.order[:i], e.order[i+1:]...)
 			i--
@@ -353,7 +376,7 @@ func (e *Engine) refreshLinkMap() {
 	}
 }
 
-// SetVDSO turns vDSO stepping on or off at run time.
+// SetVDSO turns the stepping of vDSO functions as regions on or off.
 func (e *Engine) SetVDSO(on bool) {
 	e.opts.NoVDSO = !on
 	if on && e.objs["[vdso]"] == nil {
@@ -546,12 +569,14 @@ func (e *Engine) insideCS(pc uint64) *regions.Region {
 
 // Kill ends the process.
 func (e *Engine) Kill() error {
+	e.EndInspections()
 	e.exited = true
 	return e.t.Kill()
 }
 
 // Detach removes every breakpoint, ours included, and lets the process go.
 func (e *Engine) Detach() error {
+	e.EndInspections()
 	e.ClearAll()
 	if e.dlBreak != 0 {
 		e.t.RemoveBreakpoint(e.dlBreak)

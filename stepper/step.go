@@ -68,10 +68,10 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 		from = regs.Rip
 	}
 	for _, a := range exits {
-		// Never inside a section; never where the thread resumes from, or
-		// it would trap before moving (a retry after an abort starts at
-		// the abort exit).
-		if r := e.insideCS(a); r != nil || a == from {
+		// Never inside a section (but for an inspected thread, which does
+		// not abort); never where the thread resumes from, or it would trap
+		// before moving (a retry after an abort starts at the abort exit).
+		if r := e.insideCS(a); (r != nil && e.inspecting[tid] == nil) || a == from {
 			continue
 		}
 		if err := e.t.InsertBreakpoint(a); err != nil {
@@ -236,6 +236,10 @@ func (e *Engine) finish(st *Stop) *Stop {
 	if r, _, err := e.quickRegs(st.Tid); err == nil {
 		st.PC = r.Rip
 		st.Inside = e.insideCS(r.Rip)
+		st.Inspect = e.inspectionOf(st.Tid, r.Rip)
+	}
+	if st.Note == "" {
+		st.Note, e.note = e.note, ""
 	}
 	return st
 }
@@ -428,7 +432,7 @@ func (e *Engine) count(o Outcome) {
 	}
 }
 
-// stepInstruction is contract point 1: one instruction, or a whole region
+// stepInstruction is contract point 1 (docs/design.md): one instruction, or a whole region
 // run natively when the instruction enters one. From inside a critical
 // section it is the region pass (point 4).
 func (e *Engine) stepInstruction(tid int, sig int, others Others) (*Stop, error) {
@@ -450,6 +454,22 @@ func (e *Engine) stepInstruction(tid int, sig int, others Others) (*Stop, error)
 			}
 		}
 	}
+	if ins := e.inspecting[tid]; e.inspect && (inside != nil || ins != nil) {
+		r := inside
+		if r == nil {
+			r = ins.region
+		}
+		// Inspection reads the stack pointer and rewrites memory: the full
+		// registers (cached by a native target) are wanted.
+		if regs, err = e.t.Regs(tid); err != nil {
+			return nil, err
+		}
+		st, note, err := e.inspectStep(tid, sig, r, &regs)
+		if err != nil || st != nil {
+			return st, err
+		}
+		e.note = note
+	}
 	if r := inside; r != nil {
 		st, err := e.pass(tid, sig, r, &regs)
 		if err != nil || st != nil {
@@ -460,6 +480,15 @@ func (e *Engine) stepInstruction(tid int, sig int, others Others) (*Stop, error)
 	r, in, succ, n, err := e.entering(tid, &regs)
 	if err != nil {
 		return nil, err
+	}
+	if r != nil && e.inspect {
+		// Entered one instruction at a time: a section is inspected from
+		// its first stop inside; a vDSO function or declared range is
+		// simply single-stepped, and its retry loop can repeat.
+		if r.Kind != regions.KindCriticalSection {
+			e.note = fmt.Sprintf("inspecting %s one instruction at a time: its retry loop can repeat while it is stepped", r.Name)
+		}
+		return e.hardwareStep(tid, sig, regs.Rip, others)
 	}
 	if r != nil {
 		return e.regionRun(tid, sig, r, e.entryExits(r, &regs, in, succ[:n]), false)
@@ -482,7 +511,7 @@ func (e *Engine) finishErr(st *Stop, err error) (*Stop, error) {
 // return before the step is retried, as gdb does, so a signal storm does not
 // turn one step into a walk through the handler.
 func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop, error) {
-	if e.insideCS(pc) != nil {
+	if e.insideCS(pc) != nil && e.inspecting[tid] == nil {
 		e.stats.StepsInside++
 	}
 	restore, lifted, err := e.lift(pc)
@@ -681,6 +710,13 @@ func (e *Engine) lastCrossed() []Crossing { c := e.passCrossing; e.passCrossing 
 // within the budget; re-arm. It returns a stop only when something
 // reportable ended the pass early.
 func (e *Engine) pass(tid, sig int, r *regions.Region, regs *target.Regs) (*Stop, error) {
+	if e.inspect {
+		st, note, err := e.inspectRun(tid, sig, r, regs)
+		if note == "" {
+			return st, err
+		}
+		e.note = note
+	}
 	if regs.Rip == r.Start {
 		if store, ok := e.storeBefore(tid, r, regs); ok {
 			regs.Rip = store
@@ -836,7 +872,13 @@ func (e *Engine) moveOff(tid, sig int) (*Stop, error) {
 	if err != nil {
 		return nil, nil // the thread is gone
 	}
-	if r := e.insideCS(regs.Rip); r != nil {
+	r := e.insideCS(regs.Rip)
+	if ins := e.inspecting[tid]; r == nil && ins != nil && e.inspect {
+		// In a function an inspected section called: it returns into the
+		// section, which must not abort either.
+		r = ins.region
+	}
+	if r != nil {
 		st, err := e.pass(tid, sig, r, &regs)
 		if err != nil || st != nil {
 			return e.finishErr(st, err)
@@ -872,6 +914,20 @@ func (e *Engine) rangeStep(tid int, lo, hi uint64, sig int, others Others, stepO
 			return e.finish(&Stop{Kind: StopStep, Tid: tid, Crossed: crossed}), nil
 		}
 		first = false
+		if r := e.insideCS(pc); r != nil && e.inspect {
+			st, done, err := e.inspectRangeStep(tid, sig, r, &regs, lo, hi, stepOverCalls)
+			sig = 0
+			if err != nil {
+				return nil, err
+			}
+			if st != nil {
+				st.Crossed = append(crossed, st.Crossed...)
+				return st, nil
+			}
+			if done {
+				continue
+			}
+		}
 		if r := e.insideCS(pc); r != nil {
 			st, err := e.pass(tid, sig, r, &regs)
 			sig = 0
@@ -903,7 +959,23 @@ func (e *Engine) rangeStep(tid int, lo, hi uint64, sig int, others Others, stepO
 			continue
 		}
 		if stepOverCalls && (in.Kind == regions.FlowCall || in.Kind == regions.FlowIndirectCall) {
-			st, err := e.runToReturn(tid, sig, in.Next(), regs.Rsp, others)
+			ret, rspAtCall := in.Next(), regs.Rsp
+			if e.t.BreakpointAt(pc) {
+				// A continue would execute the int3 at once and report
+				// the breakpoint the step started on: step the call
+				// itself, which lifts it, then run the callee.
+				st, err := e.stepInstruction(tid, sig, OthersStay)
+				sig = 0
+				if err != nil {
+					return nil, err
+				}
+				crossed = append(crossed, st.Crossed...)
+				if st.Kind != StopStep {
+					st.Crossed = crossed
+					return st, nil
+				}
+			}
+			st, err := e.runToReturn(tid, sig, ret, rspAtCall, others)
 			sig = 0
 			if err != nil {
 				return nil, err

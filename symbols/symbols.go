@@ -96,16 +96,6 @@ func (t *Table) Remove(path string) {
 	}
 }
 
-// Has reports whether the object is loaded.
-func (t *Table) Has(path string) bool {
-	for _, o := range t.objs {
-		if o.path == path {
-			return true
-		}
-	}
-	return false
-}
-
 func (t *Table) add(path string, bias uint64, f *elf.File) error {
 	t.Remove(path)
 	o := &object{path: path, bias: bias, lo: ^uint64(0)}

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"golang.org/x/sys/unix"
 )
 
 // Regs are the x86-64 general registers in the kernel's user_regs_struct
@@ -168,8 +170,6 @@ type Target interface {
 	Interrupt()
 	// SetDebugReg writes debug register n (0-7) of every thread.
 	SetDebugReg(n int, value uint64) error
-	// DebugStatus reads DR6 of a thread.
-	DebugStatus(tid int) (uint64, error)
 	Auxv() ([]byte, error)
 	Maps() ([]Mapping, error)
 	RseqArea(tid int) (RseqArea, error)
@@ -217,6 +217,20 @@ func QuickRegs(t Target, tid int) (r Regs, full bool, err error) {
 	}
 	r, err = t.Regs(tid)
 	return r, true, err
+}
+
+// ThreadControl is implemented by targets that can pin a thread to CPUs and
+// block its signals, which a remote stub cannot. Inspect mode needs both:
+// a pinned thread cannot migrate inside a critical section, and a blocked
+// asynchronous signal stays pending in the kernel until it is unblocked, so
+// none is lost even if the debugger dies meanwhile.
+type ThreadControl interface {
+	Affinity(tid int) (unix.CPUSet, error)
+	SetAffinity(tid int, set unix.CPUSet) error
+	// SignalMask and SetSignalMask read and write the blocked-signal mask
+	// (bit n-1 for signal n) of a stopped thread.
+	SignalMask(tid int) (uint64, error)
+	SetSignalMask(tid int, mask uint64) error
 }
 
 // The XSAVE area FPRegs returns and SetFPRegs takes, as the kernel's

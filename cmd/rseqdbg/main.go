@@ -71,7 +71,7 @@ func rootCommand() *cobra.Command {
 	}
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debugging detail to stderr")
 	addGDBRemoteFlags(root)
-	root.AddCommand(runCommand(), regionsCommand(), dapCommand())
+	root.AddCommand(runCommand(), regionsCommand(), dapCommand(), abortTestCommand())
 	return root
 }
 

@@ -22,6 +22,8 @@ import (
 
 const (
 	ptraceGetRseqConfiguration = 0x420f
+	ptraceGetSigmask           = 0x420a
+	ptraceSetSigmask           = 0x420b
 	addrNoRandomize            = 0x0040000
 	// offsetof(struct user, u_debugreg) on x86-64.
 	debugRegOffset = 848
@@ -69,7 +71,6 @@ type threadState struct {
 type Process struct {
 	pid      int
 	exe      string
-	launched bool
 	threads  map[int]*threadState
 	order    []int
 	bps      map[uint64]*breakpoint
@@ -77,6 +78,13 @@ type Process struct {
 	exited   bool
 	queued   []target.Event
 	debugReg [8]uint64
+	// lifted: a vfork child shares our memory until it execs or exits, so
+	// every int3 is out of memory until the parent's VFORK_DONE; p.bps
+	// still records what is inserted.
+	lifted bool
+	// earlyForks holds fork children whose initial stop arrived before
+	// their parent's fork event; they wait for it, stopped.
+	earlyForks map[int]unix.WaitStatus
 
 	work       chan func()
 	done       chan struct{}
@@ -91,14 +99,18 @@ type breakpoint struct {
 	count int
 }
 
-var _ target.Target = (*Process)(nil)
+var (
+	_ target.Target        = (*Process)(nil)
+	_ target.ThreadControl = (*Process)(nil)
+)
 
 func newProcess() *Process {
 	p := &Process{
-		threads: map[int]*threadState{},
-		bps:     map[uint64]*breakpoint{},
-		work:    make(chan func()),
-		done:    make(chan struct{}),
+		threads:    map[int]*threadState{},
+		bps:        map[uint64]*breakpoint{},
+		earlyForks: map[int]unix.WaitStatus{},
+		work:       make(chan func()),
+		done:       make(chan struct{}),
 	}
 	go p.serve()
 	return p
@@ -188,7 +200,7 @@ func (p *Process) launch(opts LaunchOptions) error {
 	if !ws.Stopped() {
 		return fmt.Errorf("%s did not stop at exec (status %#x)", opts.Path, uint32(ws))
 	}
-	p.pid, p.launched = pid, true
+	p.pid = pid
 	if err := p.setOptions(pid, true); err != nil {
 		unix.Kill(pid, unix.SIGKILL)
 		return err
@@ -265,7 +277,10 @@ func (p *Process) waitAttachStop(tid int) error {
 }
 
 func (p *Process) setOptions(tid int, launched bool) error {
-	opts := unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEEXEC
+	// Forks are traced only to be let go cleanly: a child that inherited
+	// our int3s would die of SIGTRAP at the first one it meets.
+	opts := unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEEXEC |
+		unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACEVFORKDONE
 	if launched {
 		opts |= unix.PTRACE_O_EXITKILL
 	}
@@ -309,9 +324,6 @@ func (p *Process) removeThread(tid int) {
 
 func (p *Process) Pid() int         { return p.pid }
 func (p *Process) ExecPath() string { return p.exe }
-
-// Launched reports whether the debugger started the process.
-func (p *Process) Launched() bool { return p.launched }
 
 func (p *Process) Threads() []int { return append([]int(nil), p.order...) }
 
@@ -432,7 +444,9 @@ func (p *Process) WriteMemory(addr uint64, data []byte) (int, error) {
 				buf = append([]byte(nil), data...)
 			}
 			bp.orig = data[a-addr]
-			buf[a-addr] = 0xcc
+			if !p.lifted {
+				buf[a-addr] = 0xcc
+			}
 		}
 	}
 	n, err := p.mem.WriteAt(buf, int64(addr))
@@ -451,8 +465,10 @@ func (p *Process) InsertBreakpoint(addr uint64) error {
 	if _, err := p.mem.ReadAt(orig[:], int64(addr)); err != nil {
 		return fmt.Errorf("inserting breakpoint at %#x: %w", addr, err)
 	}
-	if _, err := p.mem.WriteAt([]byte{0xcc}, int64(addr)); err != nil {
-		return fmt.Errorf("inserting breakpoint at %#x: %w", addr, err)
+	if !p.lifted {
+		if _, err := p.mem.WriteAt([]byte{0xcc}, int64(addr)); err != nil {
+			return fmt.Errorf("inserting breakpoint at %#x: %w", addr, err)
+		}
 	}
 	p.bps[addr] = &breakpoint{orig: orig[0], count: 1}
 	return nil
@@ -467,7 +483,7 @@ func (p *Process) RemoveBreakpoint(addr uint64) error {
 		return nil
 	}
 	delete(p.bps, addr)
-	if p.exited {
+	if p.exited || p.lifted {
 		return nil
 	}
 	if _, err := p.mem.WriteAt([]byte{bp.orig}, int64(addr)); err != nil {
@@ -478,22 +494,23 @@ func (p *Process) RemoveBreakpoint(addr uint64) error {
 
 func (p *Process) BreakpointAt(addr uint64) bool { _, ok := p.bps[addr]; return ok }
 
-// Breakpoints lists the addresses holding an int3 of ours.
-func (p *Process) Breakpoints() []uint64 {
-	out := make([]uint64, 0, len(p.bps))
-	for a := range p.bps {
-		out = append(out, a)
-	}
-	return out
-}
-
 // removeAllBreakpoints restores every original byte regardless of counts.
 func (p *Process) removeAllBreakpoints() {
-	for a, bp := range p.bps {
-		if !p.exited {
-			p.mem.WriteAt([]byte{bp.orig}, int64(a))
-		}
+	p.writeOriginals(p.mem)
+	for a := range p.bps {
 		delete(p.bps, a)
+	}
+	p.lifted = false
+}
+
+// writeOriginals puts back the bytes our int3s replaced, in mem: the
+// process's own memory, or a fork child's copy of it.
+func (p *Process) writeOriginals(mem *os.File) {
+	if p.exited || p.lifted {
+		return
+	}
+	for a, bp := range p.bps {
+		mem.WriteAt([]byte{bp.orig}, int64(a))
 	}
 }
 
@@ -678,6 +695,14 @@ func (p *Process) wait4(ws *unix.WaitStatus) (int, error) {
 // done. During stopAll (stopping), stops are recorded instead of resumed.
 func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (target.Event, bool) {
 	t := p.threads[tid]
+	if t == nil && tid != p.pid && !p.inThreadGroup(tid) {
+		// A fork child whose initial stop came before its parent's fork
+		// event: it keeps our int3s until that event lets it go.
+		if ws.Stopped() {
+			p.earlyForks[tid] = ws
+		}
+		return target.Event{}, false
+	}
 	switch {
 	case ws.Exited() || ws.Signaled():
 		if tid == p.pid || len(p.threads) <= 1 {
@@ -720,6 +745,13 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 			if err == nil {
 				p.newThread(int(msg), t, stopping)
 			}
+		case unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
+			msg, err := unix.PtraceGetEventMsg(tid)
+			if err == nil {
+				p.releaseChild(int(msg), ws.TrapCause() == unix.PTRACE_EVENT_VFORK)
+			}
+		case unix.PTRACE_EVENT_VFORK_DONE:
+			p.reinsertBreakpoints()
 		case unix.PTRACE_EVENT_EXEC:
 			return p.handleExec(tid), true
 		}
@@ -784,11 +816,99 @@ func (p *Process) newThread(tid int, parent *threadState, stopping bool) {
 	}
 }
 
+// inThreadGroup tells a thread of ours from a fork child, which ptrace
+// reports to us as well: tgkill with signal 0 finds tid only among our
+// threads.
+func (p *Process) inThreadGroup(tid int) bool {
+	return unix.Tgkill(p.pid, tid, 0) == nil
+}
+
+// releaseChild lets a fork or vfork child go as gdbserver does: with none of
+// our int3s in its memory, and untraced. A vfork child shares the parent's
+// memory until it execs or exits, so the int3s leave that memory until the
+// parent's VFORK_DONE puts them back; a fork child gets its own copy
+// cleaned. Debug registers and single-stepping are not inherited.
+func (p *Process) releaseChild(child int, vfork bool) {
+	ws, seen := p.earlyForks[child]
+	delete(p.earlyForks, child)
+	if !seen {
+		if _, err := unix.Wait4(child, &ws, unix.WALL, nil); err != nil {
+			slog.Warn("waiting for a forked child", "pid", child, "err", err)
+			return
+		}
+	}
+	if !ws.Stopped() {
+		return
+	}
+	if vfork {
+		p.liftBreakpoints()
+	} else if len(p.bps) > 0 {
+		mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", child), os.O_RDWR, 0)
+		if err != nil {
+			slog.Warn("cleaning a forked child's breakpoints", "pid", child, "err", err)
+		} else {
+			p.writeOriginals(mem)
+			mem.Close()
+		}
+	}
+	if s := ws.StopSignal(); s != unix.SIGSTOP {
+		// A signal beat the child's initial SIGSTOP: hand it on, and take
+		// the SIGSTOP still pending, or the child would stop for good once
+		// untraced.
+		drainChildSigstop(child, int(s))
+	}
+	if err := ptraceRequest(unix.PTRACE_DETACH, child, 0); err != nil && err != unix.ESRCH {
+		slog.Warn("detaching a forked child", "pid", child, "err", err)
+	}
+}
+
+// drainChildSigstop resumes a new child with sig until its initial SIGSTOP
+// shows, passing on any other signal; bounded like drainSigstop.
+func drainChildSigstop(child, sig int) {
+	for i := 0; i < 100; i++ {
+		if err := unix.PtraceCont(child, sig); err != nil {
+			return
+		}
+		var ws unix.WaitStatus
+		if _, err := unix.Wait4(child, &ws, unix.WALL, nil); err != nil || !ws.Stopped() {
+			return
+		}
+		if ws.StopSignal() == unix.SIGSTOP {
+			return
+		}
+		sig = int(ws.StopSignal())
+	}
+}
+
+// liftBreakpoints takes every int3 out of memory, keeping the records.
+func (p *Process) liftBreakpoints() {
+	p.writeOriginals(p.mem)
+	p.lifted = true
+}
+
+// reinsertBreakpoints undoes liftBreakpoints once the vfork child no
+// longer shares our memory.
+func (p *Process) reinsertBreakpoints() {
+	if !p.lifted || p.exited {
+		return
+	}
+	p.lifted = false
+	for a, bp := range p.bps {
+		var cur [1]byte
+		if _, err := p.mem.ReadAt(cur[:], int64(a)); err == nil {
+			// The program may have written code there meanwhile.
+			bp.orig = cur[0]
+		}
+		p.mem.WriteAt([]byte{0xcc}, int64(a))
+	}
+}
+
 func (p *Process) handleExec(tid int) target.Event {
 	// Every other thread is gone and the old image with our breakpoints.
 	for k := range p.bps {
 		delete(p.bps, k)
 	}
+	p.lifted = false
 	for _, o := range p.order {
 		if o != p.pid {
 			delete(p.threads, o)
@@ -954,8 +1074,36 @@ func (p *Process) SetDebugReg(n int, value uint64) error {
 	return nil
 }
 
-func (p *Process) DebugStatus(tid int) (uint64, error) {
-	return peekUser(tid, debugRegOffset+8*6)
+func (p *Process) Affinity(tid int) (unix.CPUSet, error) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(tid, &set); err != nil {
+		return set, fmt.Errorf("reading the CPU affinity of %d: %w", tid, err)
+	}
+	return set, nil
+}
+
+func (p *Process) SetAffinity(tid int, set unix.CPUSet) error {
+	if err := unix.SchedSetaffinity(tid, &set); err != nil {
+		return fmt.Errorf("setting the CPU affinity of %d: %w", tid, err)
+	}
+	return nil
+}
+
+func (p *Process) SignalMask(tid int) (uint64, error) {
+	var mask uint64
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, ptraceGetSigmask, uintptr(tid), 8, uintptr(unsafe.Pointer(&mask)), 0, 0)
+	if errno != 0 {
+		return 0, fmt.Errorf("reading the signal mask of %d: %w", tid, errno)
+	}
+	return mask, nil
+}
+
+func (p *Process) SetSignalMask(tid int, mask uint64) error {
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, ptraceSetSigmask, uintptr(tid), 8, uintptr(unsafe.Pointer(&mask)), 0, 0)
+	if errno != 0 {
+		return fmt.Errorf("setting the signal mask of %d: %w", tid, errno)
+	}
+	return nil
 }
 
 func (p *Process) Auxv() ([]byte, error) {

@@ -309,9 +309,6 @@ func (t *Target) ExecPath() string { return t.exe }
 // attached to it).
 func (t *Target) Launched() bool { return t.launched }
 
-// Client is the protocol client, for packets the proxy passes through.
-func (t *Target) Client() *gdbproto.Client { return t.c }
-
 func (t *Target) check() error {
 	if t.lost != nil {
 		return t.lost
@@ -1148,11 +1145,6 @@ func (t *Target) SetDebugReg(n int, value uint64) error {
 	return errors.New("debug registers are the upstream stub's: use its Z1-Z4 packets")
 }
 
-// DebugStatus is not available through the protocol.
-func (t *Target) DebugStatus(tid int) (uint64, error) {
-	return 0, errors.New("debug registers are the upstream stub's")
-}
-
 // Auxv reads the auxiliary vector (qXfer:auxv:read), once per program.
 func (t *Target) Auxv() ([]byte, error) {
 	if t.auxv != nil {
@@ -1280,9 +1272,6 @@ func (t *Target) Forward(pkt []byte) ([][]byte, error) {
 	t.invalidate(true)
 	return out, t.fail(err)
 }
-
-// Supports reports whether the upstream announced feature+.
-func (t *Target) Supports(feature string) bool { return t.c.Supports(feature) }
 
 var _ target.Target = (*Target)(nil)
 var _ target.FileReader = (*Target)(nil)

@@ -1,0 +1,46 @@
+package dap
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestForkChildKeepsNoBreakpoints: a breakpoint in a function the fork
+// child calls, and next over fork(), leave the children of a debugged
+// program alive (a child that inherited an int3 dies of SIGTRAP), and next
+// moves on to the line after fork().
+func TestForkChildKeepsNoBreakpoints(t *testing.T) {
+	for _, m := range []struct{ mode, marker string }{{"fork", "FORK-LINE"}, {"vfork", "VFORK-LINE"}} {
+		t.Run(m.mode, func(t *testing.T) {
+			src := fixture("../fork_child.c")
+			work := markerLine(t, "fork_child.c", "CHILD-WORK")
+			forkLine := markerLine(t, "fork_child.c", m.marker)
+			c := newClient(t, Options{})
+			c.launch(map[string]any{"program": fixture("fork_child"), "args": []string{m.mode, "2"}})
+			c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src},
+				"breakpoints": []map[string]any{{"line": work}, {"line": forkLine}}})
+			c.call("configurationDone", nil)
+			st := c.stopped()
+			tid := st.Body.ThreadId
+			if fs := c.frames(tid); fs[0].Line != forkLine {
+				t.Fatalf("first stop at line %d, want the %s line %d", fs[0].Line, m.mode, forkLine)
+			}
+			c.call("next", map[string]any{"threadId": tid})
+			st = c.stopped()
+			if fs := c.frames(tid); st.Body.Reason != "step" || fs[0].Line != forkLine+1 {
+				t.Fatalf("next over %s() stopped (%s) at line %d, want line %d", m.mode, st.Body.Reason, fs[0].Line, forkLine+1)
+			}
+			// Only the parent stops in child_work; the round's child met the
+			// same breakpoint and lived.
+			c.call("continue", map[string]any{"threadId": tid})
+			if st = c.stopped(); st.Body.Reason != "breakpoint" || c.frames(tid)[0].Line != work {
+				t.Fatalf("continue: %+v", st.Body)
+			}
+			c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src}, "breakpoints": []map[string]any{}})
+			c.call("continue", map[string]any{"threadId": tid})
+			if code := c.waitExit(); code != 0 || !strings.Contains(c.out(), "RESULT children=2 ok=2 parent=2") {
+				t.Fatalf("exit code %d, output:\n%s", code, c.out())
+			}
+		})
+	}
+}
