@@ -9,6 +9,7 @@
 package session
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -100,6 +101,9 @@ func (s *Session) Sync() bool {
 
 // TopFrame is the innermost frame of tid, for conditions and print.
 func (s *Session) TopFrame(tid int) (*eval.Frame, error) {
+	if s.bare {
+		return nil, errors.New("no symbols in this session: its client evaluates expressions itself")
+	}
 	regs, err := s.T.Regs(tid)
 	if err != nil {
 		return nil, fmt.Errorf("reading registers of thread %d: %w", tid, err)
