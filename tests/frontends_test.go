@@ -70,7 +70,10 @@ type frontEnd struct {
 var frontEnds = []frontEnd{
 	{"headless", headlessStops},
 	{"dap", dapStops},
-	{"gdb", gdbStops},
+	{"gdb", func(t *testing.T, sc scenario) []stopRec { return gdbStops(t, sc, direct) }},
+	// The same server in front of gdbserver: the session layer over a
+	// remote target.
+	{"gdb-proxy", func(t *testing.T, sc scenario) []stopRec { return gdbStops(t, sc, proxy) }},
 }
 
 // lineOf is the line of src holding text.
@@ -638,9 +641,9 @@ var (
 
 // gdbStops runs the scenario in gdb against the GDB remote server; gdb
 // keeps the breakpoints, conditions, counts and step decisions itself.
-func gdbStops(t *testing.T, sc scenario) []stopRec {
+func gdbStops(t *testing.T, sc scenario, start server) []stopRec {
 	needTool(t, "gdb")
-	port, done := direct(t, append([]string{fixture(sc.prog[0])}, sc.prog[1:]...)...)
+	port, done := start(t, append([]string{fixture(sc.prog[0])}, sc.prog[1:]...)...)
 	var cmds []string
 	for _, o := range sc.ops {
 		switch o.do {
