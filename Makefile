@@ -46,7 +46,7 @@ FUZZTIME ?= 30000x
 FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion regions:FuzzLinkMap \
        gdbproto:FuzzReader gdbproto:FuzzStopReply gdbproto:FuzzVCont gdbproto:FuzzDispatch gdbproto:FuzzHexDecode gdbproto:FuzzBinaryEscape \
        gdbproto:FuzzTargetDescription target/remote:FuzzGReply target/remote:FuzzThreadLists \
-       dap:FuzzRequest dap:FuzzExpression dap:FuzzDWARF \
+       dap:FuzzRequest eval:FuzzExpression eval:FuzzDWARF \
        unwind:FuzzSynthesize unwind:FuzzSynthesizeModel unwind:FuzzAddImage
 fuzz:
 	@set -e; for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t#*:}; \

@@ -1,9 +1,10 @@
 package dap
 
 import (
+	"github.com/rseqdbg/rseqdbg/eval"
+	sess "github.com/rseqdbg/rseqdbg/session"
 	"io"
 	"log/slog"
-	"strings"
 	"testing"
 )
 
@@ -43,25 +44,9 @@ func FuzzRequest(f *testing.F) {
 		}
 		// Conditions, log messages and watches are parsed from client
 		// text too.
-		parseExpr(string(body))
-		parseLogMessage(string(body))
-		parseHitCondition(string(body))
-	})
-}
-
-// FuzzExpression checks the expression parser on arbitrary text.
-func FuzzExpression(f *testing.F) {
-	for _, seed := range []string{"a->b[3].c", "-(x + 0x10) * 'a' >> 2", "$rip == main", "1.5e3 < f", "!!~*&p", "((((", "'\\n'"} {
-		f.Add(seed)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		e, err := parseExpr(s)
-		if err == nil {
-			// The rendering adds parentheses, so only depth may differ.
-			if _, err := parseExpr(e.String()); err != nil && !strings.Contains(err.Error(), "nested too deeply") {
-				t.Errorf("%q parsed, but its rendering %q does not: %v", s, e, err)
-			}
-		}
+		eval.Parse(string(body))
+		sess.ParseLogMessage(string(body))
+		sess.ParseHitCondition(string(body))
 	})
 }
 

@@ -3,11 +3,12 @@ package dap
 import (
 	"bytes"
 	"cmp"
-	"debug/dwarf"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rseqdbg/rseqdbg/eval"
+	sess "github.com/rseqdbg/rseqdbg/session"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -147,11 +148,11 @@ func (s *Server) dispatch(req dap.RequestMessage, raw []byte) (dap.ResponseMessa
 	case *dap.ContinueRequest:
 		return s.onContinue(r)
 	case *dap.NextRequest:
-		return s.onStep(r, stepOver, r.Arguments.ThreadId, r.Arguments.SingleThread, r.Arguments.Granularity)
+		return s.onStep(r, sess.StepOver, r.Arguments.ThreadId, r.Arguments.SingleThread, r.Arguments.Granularity)
 	case *dap.StepInRequest:
-		return s.onStep(r, stepInto, r.Arguments.ThreadId, r.Arguments.SingleThread, r.Arguments.Granularity)
+		return s.onStep(r, sess.StepInto, r.Arguments.ThreadId, r.Arguments.SingleThread, r.Arguments.Granularity)
 	case *dap.StepOutRequest:
-		return s.onStep(r, stepOutOf, r.Arguments.ThreadId, r.Arguments.SingleThread, r.Arguments.Granularity)
+		return s.onStep(r, sess.StepOut, r.Arguments.ThreadId, r.Arguments.SingleThread, r.Arguments.Granularity)
 	case *dap.DisassembleRequest:
 		return s.onDisassemble(r)
 	case *dap.ReadMemoryRequest:
@@ -196,14 +197,16 @@ func (s *Server) onLaunch(r *dap.LaunchRequest) (dap.ResponseMessage, error) {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
 	defer devnull.Close()
-	outR, outW, err := os.Pipe()
+	// The output goes to the client once the session exists; until then
+	// it waits in the pipes.
+	var out *sess.Output
+	started := make(chan struct{})
+	out = &sess.Output{Sink: func(stream, text string) {
+		<-started
+		s.sendOutput(stream, text)
+	}}
+	outW, errW, err := out.Pipes()
 	if err != nil {
-		return nil, fmt.Errorf("launch: output pipe: %w", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
 		return nil, fmt.Errorf("launch: output pipe: %w", err)
 	}
 	lo := ptrace.LaunchOptions{Path: prog, Args: a.Args, Env: launchEnv(a.Env), Dir: a.Cwd,
@@ -211,21 +214,16 @@ func (s *Server) onLaunch(r *dap.LaunchRequest) (dap.ResponseMessage, error) {
 	p, err := ptrace.Launch(lo)
 	outW.Close()
 	errW.Close()
+	close(started)
 	if err != nil {
-		outR.Close()
-		errR.Close()
 		return nil, fmt.Errorf("launch: %w", err)
 	}
 	ss, err := s.start(p, true, prog, a.VDSO)
 	if err != nil {
-		outR.Close()
-		errR.Close()
 		return nil, err
 	}
 	ss.entry = a.StopOnEntry
-	ss.pipes.Add(2)
-	go ss.forward(outR, "stdout")
-	go ss.forward(errR, "stderr")
+	ss.output = out
 	s.started(r, ss, "launch")
 	return nil, errLater
 }
@@ -315,7 +313,7 @@ func (s *Server) start(p *ptrace.Process, launched bool, program string, vdso *b
 	ss := newSession(s, p, eng, launched, program)
 	err = ss.do(func() {
 		ss.core.Sync()
-		ss.dbg.sync(eng.Objects())
+		ss.dbg.Sync(eng.Objects())
 		ss.cur = p.Pid()
 		ss.threadEvents()
 	})
@@ -356,7 +354,7 @@ func (s *Server) onConfigurationDone(r *dap.ConfigurationDoneRequest) (dap.Respo
 		return nil, errLater
 	}
 	if !ss.entry {
-		ss.resume(runContinue, "", func() (*stepper.Stop, error) { return ss.continueRun(ss.cur) })
+		ss.resume(runContinue, "", func() (*sess.Stop, error) { return ss.rc.Continue(ss.cur) })
 		// No continue request started this run, so say it.
 		s.send(&dap.ContinuedEvent{Event: event("continued"), Body: dap.ContinuedEventBody{ThreadId: ss.proc.Pid(), AllThreadsContinued: true}})
 		return nil, errLater
@@ -371,14 +369,14 @@ func (s *Server) onConfigurationDone(r *dap.ConfigurationDoneRequest) (dap.Respo
 		// Attached (or no main): the entry stop is where the process is.
 		var events []dap.Message
 		ss.do(func() {
-			events, _ = ss.stopEvents(&stepper.Stop{Kind: stepper.StopStep, Tid: ss.cur}, "entry")
+			events, _ = ss.stopEvents(&sess.Stop{Stop: &stepper.Stop{Kind: stepper.StopStep, Tid: ss.cur}}, "entry")
 		})
 		for _, m := range events {
 			s.send(m)
 		}
 		return nil, errLater
 	}
-	ss.resume(runStep, "entry", func() (*stepper.Stop, error) { return ss.eng.RunTo(ss.cur, mainAt, stepper.OthersRun) })
+	ss.resume(runStep, "entry", func() (*sess.Stop, error) { return ss.rc.Until(ss.cur, mainAt, stepper.OthersRun) })
 	return nil, errLater
 }
 
@@ -631,7 +629,7 @@ func (s *Server) onVariables(r *dap.VariablesRequest) (dap.ResponseMessage, erro
 		case refRseq:
 			vars = ss.rseqVars(ref.frame)
 		case refLocals, refArgs:
-			list, err := ss.localsOf(ref.frame, ref.kind == refArgs)
+			list, err := ss.ev.Locals(&ref.frame.Frame, ref.kind == refArgs)
 			if err != nil {
 				// No DWARF here (libc, stubs): an empty scope, not an error.
 				return nil
@@ -642,11 +640,11 @@ func (s *Server) onVariables(r *dap.VariablesRequest) (dap.ResponseMessage, erro
 		case refValue:
 			// Clients page arrays: "indexed" asks for elements only,
 			// "named" for the rest, which arrays do not have.
-			_, isArray := strip(ref.val.typ).(*dwarf.ArrayType)
+			isArray := ref.val.IsArray()
 			if r.Arguments.Filter == "named" && isArray || r.Arguments.Filter == "indexed" && !isArray {
 				return nil
 			}
-			list, err := ss.expand(ref.val, r.Arguments.Start, r.Arguments.Count)
+			list, err := ss.ev.Expand(ref.val, r.Arguments.Start, r.Arguments.Count)
 			if err != nil {
 				return err
 			}
@@ -674,19 +672,19 @@ func (s *Server) onSetVariable(r *dap.SetVariableRequest) (dap.ResponseMessage, 
 		if err != nil {
 			return err
 		}
-		src, err := parseExpr(r.Arguments.Value)
+		src, err := eval.Parse(r.Arguments.Value)
 		if err != nil {
 			return err
 		}
 		if ref.kind == refRegisters {
 			return ss.setRegister(ref.frame, r.Arguments.Name, src, &body)
 		}
-		var list []*value
+		var list []*eval.Value
 		switch ref.kind {
 		case refLocals, refArgs:
-			list, err = ss.localsOf(ref.frame, ref.kind == refArgs)
+			list, err = ss.ev.Locals(&ref.frame.Frame, ref.kind == refArgs)
 		case refValue:
-			list, err = ss.expand(ref.val, 0, 0)
+			list, err = ss.ev.Expand(ref.val, 0, 0)
 		default:
 			return errors.New("these values cannot be set")
 		}
@@ -694,34 +692,28 @@ func (s *Server) onSetVariable(r *dap.SetVariableRequest) (dap.ResponseMessage, 
 			return err
 		}
 		for _, dst := range list {
-			if dst.name != r.Arguments.Name {
+			if dst.Name() != r.Arguments.Name {
 				continue
 			}
-			f := dst.frame
-			if f == nil {
-				f = ref.frame
+			f := dst.Frame()
+			if f == nil && ref.frame != nil {
+				f = &ref.frame.Frame
 			}
 			if f == nil {
-				if f, err = ss.topFrame(ss.cur); err != nil {
+				top, err := ss.topFrame(ss.cur)
+				if err != nil {
 					return err
 				}
+				f = &top.Frame
 			}
-			v, err := ss.eval(src, f)
+			v, err := ss.ev.Eval(src, f)
 			if err != nil {
 				return err
 			}
-			if err := ss.assign(dst, v); err != nil {
+			if err := ss.ev.Assign(dst, v); err != nil {
 				return err
 			}
-			ss.refreshRegs(f)
-			// Re-read what is stored now (truncation, bit fields).
-			if dst.kind == locReg || dst.kind == locMem {
-				dst.data = nil
-				if dst.kind == locReg {
-					regs, _ := ss.proc.Regs(f.tid)
-					dst.data = regBytes(regs, dst.reg, typeSize(dst.typ))
-				}
-			}
+			ss.refreshRegs(f.Tid)
 			dv := ss.variable(dst, hex)
 			body = dap.SetVariableResponseBody{Value: dv.Value, Type: dv.Type, VariablesReference: dv.VariablesReference,
 				NamedVariables: dv.NamedVariables, IndexedVariables: dv.IndexedVariables}
@@ -741,7 +733,7 @@ func (s *Server) onEvaluate(r *dap.EvaluateRequest) (dap.ResponseMessage, error)
 		return nil, err
 	}
 	hex := r.Arguments.Format != nil && r.Arguments.Format.Hex
-	e, err := parseExpr(r.Arguments.Expression)
+	e, err := eval.Parse(r.Arguments.Expression)
 	if err != nil {
 		return nil, err
 	}
@@ -751,12 +743,12 @@ func (s *Server) onEvaluate(r *dap.EvaluateRequest) (dap.ResponseMessage, error)
 		if err != nil {
 			return err
 		}
-		v, err := ss.eval(e, f)
+		v, err := ss.ev.Eval(e, &f.Frame)
 		if err != nil {
 			return err
 		}
-		if v.name == "" {
-			v.name = r.Arguments.Expression
+		if v.Name() == "" {
+			v.SetName(r.Arguments.Expression)
 		}
 		dv := ss.variable(v, hex)
 		body = dap.EvaluateResponseBody{Result: dv.Value, Type: dv.Type, VariablesReference: dv.VariablesReference,
@@ -805,11 +797,11 @@ func (s *Server) onContinue(r *dap.ContinueRequest) (dap.ResponseMessage, error)
 	// Every thread resumes even for singleThread: the core's continue is
 	// all-stop, and the response says so.
 	s.reply(r, &dap.ContinueResponse{Body: dap.ContinueResponseBody{AllThreadsContinued: true}}, nil)
-	ss.resume(runContinue, "", func() (*stepper.Stop, error) { return ss.continueRun(tid) })
+	ss.resume(runContinue, "", func() (*sess.Stop, error) { return ss.rc.Continue(tid) })
 	return nil, errLater
 }
 
-func (s *Server) onStep(r dap.RequestMessage, kind stepKind, tid int, single bool, gran dap.SteppingGranularity) (dap.ResponseMessage, error) {
+func (s *Server) onStep(r dap.RequestMessage, kind sess.StepKind, tid int, single bool, gran dap.SteppingGranularity) (dap.ResponseMessage, error) {
 	ss, tid, err := s.resumable(tid)
 	if err != nil {
 		return nil, err
@@ -819,17 +811,22 @@ func (s *Server) onStep(r dap.RequestMessage, kind stepKind, tid int, single boo
 		others = stepper.OthersStay
 	}
 	instr := gran == "instruction"
+	if instr {
+		// One instruction with the other threads held, so the disassembly
+		// view moves by exactly one instruction (or one whole region run).
+		others = stepper.OthersStay
+	}
 	var resp dap.ResponseMessage
 	switch kind {
-	case stepOver:
+	case sess.StepOver:
 		resp = &dap.NextResponse{}
-	case stepInto:
+	case sess.StepInto:
 		resp = &dap.StepInResponse{}
 	default:
 		resp = &dap.StepOutResponse{}
 	}
 	s.reply(r, resp, nil)
-	ss.resume(runStep, "", func() (*stepper.Stop, error) { return ss.step(kind, tid, instr, others) })
+	ss.resume(runStep, "", func() (*sess.Stop, error) { return ss.rc.Step(tid, kind, instr, others) })
 	return nil, errLater
 }
 

@@ -7,8 +7,8 @@ import (
 	"strings"
 
 	"github.com/google/go-dap"
-	"github.com/rseqdbg/rseqdbg/frontend"
 	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/source"
 )
 
 // maxMemoryRequest bounds readMemory and disassemble so a client's typo
@@ -76,7 +76,7 @@ func (ss *session) decodeFrom(addr, stop uint64, limit int) []insn {
 		if bad {
 			it.text = "(bad)"
 		} else {
-			it.text = frontend.GNUSyntax(in, ss.core.Syms)
+			it.text = source.GNUSyntax(in, ss.core.Syms)
 		}
 		out = append(out, it)
 		pc += uint64(size)

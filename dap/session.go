@@ -3,7 +3,8 @@ package dap
 import (
 	"errors"
 	"fmt"
-	"io"
+	"github.com/rseqdbg/rseqdbg/eval"
+	sess "github.com/rseqdbg/rseqdbg/session"
 	"log/slog"
 	"os"
 	"strings"
@@ -11,8 +12,8 @@ import (
 	"time"
 
 	"github.com/google/go-dap"
-	"github.com/rseqdbg/rseqdbg/frontend"
 	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/source"
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/target/ptrace"
 	"golang.org/x/sys/unix"
@@ -33,11 +34,12 @@ type session struct {
 	log      *slog.Logger
 	proc     *ptrace.Process
 	eng      *stepper.Engine
-	core     *frontend.Core
-	dbg      *debugInfo
+	rc       *sess.Session // run control and the breakpoint store
+	core     *source.Core
+	dbg      *eval.DebugInfo
+	ev       *eval.Evaluator
 	launched bool
 	program  string
-	pipes    sync.WaitGroup
 	runs     sync.WaitGroup // run goroutines, which must end before the target is closed
 	// entry: report a stop at the entry point (main for a launch) when the
 	// configuration is done, instead of running.
@@ -55,29 +57,36 @@ type session struct {
 	closed  bool
 
 	// Everything below is touched only on the ptrace thread (inside do).
-	cur      int // thread of the last reported stop
-	bps      *breakpoints
+	cur      int          // thread of the last reported stop
+	bps      *breakpoints // the client's view of rc's breakpoints
 	frames   map[int][]*frame
 	frameIDs []*frame
 	refs     []*varRef
-	// pendingSig is the signal each thread stopped with, delivered when it
-	// resumes (the policy decides which signals stop at all).
-	pendingSig map[int]int
-	// atBreakpoint are threads whose breakpoint stop was reported at that
-	// PC; before a step lets them run they are moved past it, or they would
-	// trap again at once.
-	atBreakpoint map[int]uint64
-	known        map[int]bool
-	// lastHits are the client's breakpoint ids the last breakpoint stop
-	// hit, as the breakpoint filter decided.
-	lastHits []int
+	known    map[int]bool
+	output   *sess.Output
 }
 
 func newSession(srv *Server, proc *ptrace.Process, eng *stepper.Engine, launched bool, program string) *session {
 	ss := &session{
-		srv: srv, log: srv.log, proc: proc, eng: eng, core: frontend.New(eng), launched: launched, program: program,
-		bps: newBreakpoints(), frames: map[int][]*frame{}, pendingSig: map[int]int{},
-		atBreakpoint: map[int]uint64{}, known: map[int]bool{}, dbg: &debugInfo{},
+		srv: srv, log: srv.log, proc: proc, eng: eng, launched: launched, program: program,
+		bps: newBreakpoints(), frames: map[int][]*frame{}, known: map[int]bool{},
+	}
+	ss.output = &sess.Output{}
+	// Built on the ptrace thread: the session's tables are read there.
+	eng.Do(func() { ss.rc = sess.New(eng) })
+	ss.core, ss.dbg, ss.ev = ss.rc.Src, ss.rc.Info, ss.rc.Eval
+	ss.rc.Events = sess.Events{
+		Log: func(_ *sess.Breakpoint, text string) { ss.srv.sendOutput("console", text+"\n") },
+		ConditionError: func(b *sess.Breakpoint, err error) {
+			ss.srv.sendOutput("stderr", fmt.Sprintf("rseqdbg: breakpoint %d: condition: %v (stopping)\n", b.ID, err))
+		},
+		Resolved: ss.resolved,
+		// Interrupted for queued requests, for a pause, or by a stray
+		// extra interrupt of kick: only a pause is the client's stop.
+		Interrupted: func() bool {
+			ss.runJobs()
+			return ss.eng.Exited() || ss.takePause()
+		},
 	}
 	return ss
 }
@@ -232,7 +241,7 @@ func (ss *session) finishRun() {
 // resume starts a run on its own goroutine: body runs on the ptrace thread
 // and returns the stop to report (nil when a queued job already reported
 // the end, e.g. terminate). The caller has already answered the request.
-func (ss *session) resume(kind runKind, reason string, body func() (*stepper.Stop, error)) {
+func (ss *session) resume(kind runKind, reason string, body func() (*sess.Stop, error)) {
 	ss.mu.Lock()
 	ss.running, ss.kind = true, kind
 	ss.mu.Unlock()
@@ -243,7 +252,6 @@ func (ss *session) resume(kind runKind, reason string, body func() (*stepper.Sto
 		var exited bool
 		err := ss.do(func() {
 			ss.invalidate()
-			ss.lastHits = nil
 			st, err := body()
 			// Requests queued during the run see the stop; one of them may
 			// have ended the process (disconnect, terminate) and said so.
@@ -298,21 +306,12 @@ func (ss *session) invalidate() {
 	ss.refs = nil
 }
 
-// waitOutput lets the output forwarders drain the program's last writes so
-// they arrive before exited; a grandchild holding the pipes open must not
-// hold up the session.
-func (ss *session) waitOutput() {
-	done := make(chan struct{})
-	go func() { ss.pipes.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
-	}
-}
+// waitOutput lets the program's last writes arrive before exited.
+func (ss *session) waitOutput() { ss.output.Wait(2 * time.Second) }
 
 // stopEvents turns a stop into DAP events: exited and terminated, or thread
 // changes, rseq notices and stopped.
-func (ss *session) stopEvents(st *stepper.Stop, reason string) ([]dap.Message, bool) {
+func (ss *session) stopEvents(st *sess.Stop, reason string) ([]dap.Message, bool) {
 	switch st.Kind {
 	case stepper.StopExited, stepper.StopKilled:
 		code := st.Code
@@ -322,12 +321,8 @@ func (ss *session) stopEvents(st *stepper.Stop, reason string) ([]dap.Message, b
 		}
 		return ss.endEvents(code), true
 	}
-	var out []dap.Message
-	if ss.core.Sync() {
-		ss.dbg.sync(ss.eng.Objects())
-		out = append(out, ss.resolvePending()...)
-	}
-	out = append(out, ss.threadEvents()...)
+	ss.rc.Sync()
+	out := ss.threadEvents()
 	if st.Tid != 0 && ss.alive(st.Tid) {
 		ss.cur = st.Tid
 	}
@@ -339,17 +334,12 @@ func (ss *session) stopEvents(st *stepper.Stop, reason string) ([]dap.Message, b
 	switch st.Kind {
 	case stepper.StopBreakpoint:
 		b.Reason = "breakpoint"
-		b.HitBreakpointIds = ss.lastHits
-		if b.HitBreakpointIds == nil {
-			// A stop no filter saw (the run to main): every breakpoint here.
-			for _, u := range ss.bps.at(st.PC) {
-				b.HitBreakpointIds = append(b.HitBreakpointIds, u.id)
-			}
+		for _, h := range st.Hits {
+			b.HitBreakpointIds = append(b.HitBreakpointIds, h.ID)
 		}
 		if k := ss.bps.kindOf(b.HitBreakpointIds); k != "" {
 			b.Reason = k
 		}
-		ss.atBreakpoint[st.Tid] = st.PC
 	case stepper.StopStep:
 		b.Reason = "step"
 	case stepper.StopInterrupt:
@@ -358,9 +348,6 @@ func (ss *session) stopEvents(st *stepper.Stop, reason string) ([]dap.Message, b
 		b.Reason = "exception"
 		b.Description = fmt.Sprintf("signal %s", signalName(st.Sig))
 		b.Text = fmt.Sprintf("Thread %d received %s; it is delivered when the thread resumes", st.Tid, signalName(st.Sig))
-		if !ss.eng.Policy().NoPass[st.Sig] {
-			ss.pendingSig[st.Tid] = st.Sig
-		}
 	case stepper.StopWatch:
 		b.Reason = "data breakpoint"
 	case stepper.StopExec:
@@ -375,7 +362,7 @@ func (ss *session) stopEvents(st *stepper.Stop, reason string) ([]dap.Message, b
 	if reason != "" {
 		b.Reason = reason
 	}
-	if d, text := ss.rseqDescription(st); d != "" {
+	if d, text := ss.rseqDescription(st.Stop); d != "" {
 		b.Description = d
 		b.Text = text
 	}
@@ -497,8 +484,7 @@ func (ss *session) threadEvents() []dap.Message {
 	for t := range ss.known {
 		if !seen[t] {
 			delete(ss.known, t)
-			delete(ss.pendingSig, t)
-			delete(ss.atBreakpoint, t)
+			ss.rc.Forget(t)
 			out = append(out, &dap.ThreadEvent{Event: event("thread"), Body: dap.ThreadEventBody{Reason: "exited", ThreadId: t}})
 		}
 	}
@@ -513,86 +499,6 @@ func signalName(sig int) string {
 		return n
 	}
 	return fmt.Sprintf("signal %d", sig)
-}
-
-// forward turns the program's output into output events.
-func (ss *session) forward(r *os.File, category string) {
-	defer ss.pipes.Done()
-	defer r.Close()
-	buf := make([]byte, 16<<10)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			ss.srv.sendOutput(category, strings.ToValidUTF8(string(buf[:n]), "\uFFFD"))
-		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
-				ss.log.Debug("dap: reading program output", "err", err)
-			}
-			return
-		}
-	}
-}
-
-// takeSignals returns the signals to deliver on resume and forgets them.
-func (ss *session) takeSignals() map[int]int {
-	if len(ss.pendingSig) == 0 {
-		return nil
-	}
-	m := ss.pendingSig
-	ss.pendingSig = map[int]int{}
-	return m
-}
-
-// continueRun is the body of continue: it resumes all threads until a stop
-// the client must see, running log points, false conditions, library loads
-// and queued requests transparently.
-func (ss *session) continueRun(tid int) (*stepper.Stop, error) {
-	clear(ss.atBreakpoint) // Continue moves reported threads off their breakpoints itself.
-	for {
-		ss.eng.SetReportLibraries(true)
-		st, err := ss.eng.Continue(tid, ss.takeSignals())
-		ss.eng.SetReportLibraries(false)
-		if err != nil {
-			return nil, err
-		}
-		if st.Tid != 0 {
-			tid = st.Tid
-		}
-		switch st.Kind {
-		case stepper.StopLibrary:
-			ss.librariesChanged()
-			continue
-		case stepper.StopInterrupt:
-			// Interrupted for queued requests, for a pause, or by a stray
-			// extra interrupt of kick: only a pause is the client's stop.
-			ss.runJobs()
-			if ss.eng.Exited() {
-				return nil, nil
-			}
-			if ss.takePause() {
-				return st, nil
-			}
-			continue
-		case stepper.StopBreakpoint:
-			if !ss.filterBreakpoint(st) {
-				continue
-			}
-		}
-		return st, nil
-	}
-}
-
-// librariesChanged syncs symbols after the dynamic linker changed the
-// object list and resolves pending breakpoints, telling the client.
-func (ss *session) librariesChanged() {
-	if !ss.core.Sync() {
-		return
-	}
-	ss.dbg.sync(ss.eng.Objects())
-	for _, m := range ss.resolvePending() {
-		ss.srv.send(m)
-	}
 }
 
 // close ends the session when the client is gone: a target the client did

@@ -4,28 +4,20 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/rseqdbg/rseqdbg/eval"
 	"path/filepath"
 	"strings"
 
 	"github.com/google/go-dap"
 	"github.com/rseqdbg/rseqdbg/regions"
-	"github.com/rseqdbg/rseqdbg/target"
 	"github.com/rseqdbg/rseqdbg/unwind"
 )
 
 // frame is one frame of a stopped thread, valid until the next resume.
 type frame struct {
-	id    int
-	tid   int
-	level int
-	uf    unwind.Frame
-	// pc is where the frame executes; lookup is the address used for
-	// symbols, lines and location lists (a return address can already
-	// belong to the next line or function, so callers use pc-1).
-	pc, lookup uint64
-	// cfa is the frame's canonical frame address, DW_OP_call_frame_cfa.
-	cfa   uint64
-	cfaOK bool
+	id int
+	uf unwind.Frame
+	eval.Frame
 }
 
 // maxFrames bounds a stack walk; deeper stacks are cut, not errors.
@@ -46,14 +38,10 @@ func (ss *session) threadFrames(tid int) ([]*frame, error) {
 	}
 	out := make([]*frame, len(ufs))
 	for i, uf := range ufs {
-		f := &frame{id: len(ss.frameIDs) + 1, tid: tid, level: i, uf: uf, pc: uf.PC, lookup: uf.LookupPC()}
-		// The CFA of frame i is the stack pointer its caller resumes
-		// with, which the unwinder computed as frame i+1's.
-		if i+1 < len(ufs) {
-			f.cfa, f.cfaOK = ufs[i+1].CFA, true
-		} else if next, ok := ss.core.Unwind.Step(uf, ss.proc.ReadMemory); ok {
-			f.cfa, f.cfaOK = next.CFA, true
-		}
+		f := &frame{id: len(ss.frameIDs) + 1, uf: uf, Frame: eval.Frame{Tid: tid, Level: i, Regs: uf.Regs, PC: uf.PC, Lookup: uf.LookupPC()}}
+		// The unwinder gives each frame its own CFA (what DW_OP_call_frame_cfa
+		// means for its variables); 0 when its rules are not known.
+		f.CFA, f.CFAOK = uf.CFA, uf.CFA != 0
 		ss.frameIDs = append(ss.frameIDs, f)
 		out[i] = f
 	}
@@ -85,22 +73,22 @@ func (ss *session) frameByID(id int) (*frame, error) {
 }
 
 func (ss *session) stackFrame(f *frame) dap.StackFrame {
-	sf := dap.StackFrame{Id: f.id, InstructionPointerReference: hexAddr(f.pc)}
-	name := fmt.Sprintf("%#x", f.pc)
-	if fn, ok := ss.core.Syms.Func(f.lookup); ok {
+	sf := dap.StackFrame{Id: f.id, InstructionPointerReference: hexAddr(f.PC)}
+	name := fmt.Sprintf("%#x", f.PC)
+	if fn, ok := ss.core.Syms.Func(f.Lookup); ok {
 		name = fn.Name
-	} else if stub, _, ok := ss.core.StubName(f.pc); ok {
+	} else if stub, _, ok := ss.core.StubName(f.PC); ok {
 		name = stub
-	} else if o := ss.dbg.objectOf(f.pc); o != nil {
+	} else if path, lo, ok := ss.dbg.ObjectOf(f.PC); ok {
 		// Stripped code (libc's local functions): at least say where.
-		name = fmt.Sprintf("%s+%#x", filepath.Base(o.path), f.pc-o.lo)
+		name = fmt.Sprintf("%s+%#x", filepath.Base(path), f.PC-lo)
 	}
-	if l, ok := ss.core.Syms.LineAt(f.lookup); ok {
+	if l, ok := ss.core.Syms.LineAt(f.Lookup); ok {
 		sf.Source = sourceOf(l.File)
 		sf.Line = l.Line
 		sf.Column = 1
 	}
-	if r := ss.eng.RegionAt(f.pc); r != nil && r.Kind == regions.KindCriticalSection && f.level == 0 {
+	if r := ss.eng.RegionAt(f.PC); r != nil && r.Kind == regions.KindCriticalSection && f.Level == 0 {
 		name += " [inside rseq critical section " + r.Name + "]"
 	}
 	if f.uf.Synthesized {
@@ -126,7 +114,7 @@ func (ss *session) threadName(tid int) string {
 type varRef struct {
 	kind  refKind
 	frame *frame
-	val   *value // refValue
+	val   *eval.Value // refValue
 }
 
 type refKind uint8
@@ -158,83 +146,11 @@ func (ss *session) scopes(f *frame) []dap.Scope {
 		{Name: "Locals", PresentationHint: "locals", VariablesReference: ss.ref(&varRef{kind: refLocals, frame: f})},
 		{Name: "Registers", PresentationHint: "registers", VariablesReference: ss.ref(&varRef{kind: refRegisters, frame: f})},
 	}
-	if f.level == 0 && ss.eng.RseqArea(f.tid).Known {
+	if f.Level == 0 && ss.eng.RseqArea(f.Tid).Known {
 		out = append(out, dap.Scope{Name: "rseq", VariablesReference: ss.ref(&varRef{kind: refRseq, frame: f})})
 	}
 	return out
 }
-
-// regNames are the registers the Registers scope shows, in gdb's order.
-var regNames = []string{"rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
-	"rip", "eflags", "cs", "ss", "ds", "es", "fs", "gs", "fs_base", "gs_base", "orig_rax"}
-
-// regField returns a pointer to a register by name (with gdb's pc, sp and
-// fp aliases).
-func regField(r *target.Regs, name string) *uint64 {
-	switch name {
-	case "rax":
-		return &r.Rax
-	case "rbx":
-		return &r.Rbx
-	case "rcx":
-		return &r.Rcx
-	case "rdx":
-		return &r.Rdx
-	case "rsi":
-		return &r.Rsi
-	case "rdi":
-		return &r.Rdi
-	case "rbp", "fp":
-		return &r.Rbp
-	case "rsp", "sp":
-		return &r.Rsp
-	case "r8":
-		return &r.R8
-	case "r9":
-		return &r.R9
-	case "r10":
-		return &r.R10
-	case "r11":
-		return &r.R11
-	case "r12":
-		return &r.R12
-	case "r13":
-		return &r.R13
-	case "r14":
-		return &r.R14
-	case "r15":
-		return &r.R15
-	case "rip", "pc":
-		return &r.Rip
-	case "eflags":
-		return &r.Eflags
-	case "cs":
-		return &r.Cs
-	case "ss":
-		return &r.Ss
-	case "ds":
-		return &r.Ds
-	case "es":
-		return &r.Es
-	case "fs":
-		return &r.Fs
-	case "gs":
-		return &r.Gs
-	case "fs_base":
-		return &r.FsBase
-	case "gs_base":
-		return &r.GsBase
-	case "orig_rax":
-		return &r.OrigRax
-	}
-	return nil
-}
-
-// calleeSaved are the registers an outer frame's CFI (or the ABI) restores;
-// the unwinder leaves the others as the inner frame had them, which would
-// be wrong values for an outer frame.
-var calleeSaved = map[string]bool{"rbx": true, "rbp": true, "rsp": true, "r12": true, "r13": true, "r14": true, "r15": true, "rip": true,
-	"fs_base": true, "gs_base": true, "cs": true, "ss": true, "ds": true, "es": true, "fs": true, "gs": true}
 
 var eflagsBits = []struct {
 	bit  uint
@@ -253,12 +169,12 @@ func eflagsText(v uint64) string {
 
 func (ss *session) registerVars(f *frame, hex bool) []dap.Variable {
 	regs := f.uf.Regs
-	out := make([]dap.Variable, 0, len(regNames))
-	for _, n := range regNames {
-		v := *regField(&regs, n)
+	out := make([]dap.Variable, 0, len(eval.RegNames))
+	for _, n := range eval.RegNames {
+		v := *eval.RegField(&regs, n)
 		dv := dap.Variable{Name: n, EvaluateName: "$" + n, Type: "uint64"}
 		switch {
-		case f.level > 0 && !calleeSaved[n]:
+		case f.Level > 0 && !eval.CalleeSaved[n]:
 			dv.Value = "<not saved>"
 		case n == "eflags":
 			dv.Value = eflagsText(v)
@@ -289,7 +205,7 @@ func eflagsVars(v uint64) []dap.Variable {
 
 // rseqVars shows the thread's struct rseq and what its rseq_cs points to.
 func (ss *session) rseqVars(f *frame) []dap.Variable {
-	area := ss.eng.RseqArea(f.tid)
+	area := ss.eng.RseqArea(f.Tid)
 	if !area.Known {
 		return nil
 	}
@@ -310,7 +226,7 @@ func (ss *session) rseqVars(f *frame) []dap.Variable {
 		if m, _ := ss.proc.ReadMemory(cs, d[:]); m == 32 {
 			if desc, err := regions.ParseDescriptor(d[:]); err == nil {
 				csText = fmt.Sprintf("%#x → start %#x, commit %#x, abort %#x", cs, desc.StartIP, desc.StartIP+desc.PostCommitOffset, desc.AbortIP)
-				if f.pc >= desc.StartIP && f.pc < desc.StartIP+desc.PostCommitOffset {
+				if f.PC >= desc.StartIP && f.PC < desc.StartIP+desc.PostCommitOffset {
 					csText += " (the thread is inside: the kernel aborts it on resume)"
 				} else {
 					csText += " (stale: the thread is outside)"
@@ -334,33 +250,33 @@ func (ss *session) rseqVars(f *frame) []dap.Variable {
 
 // setRegister is setVariable in the Registers scope: the innermost frame
 // only, since outer frames' registers are reconstructions.
-func (ss *session) setRegister(f *frame, name string, src *expr, body *dap.SetVariableResponseBody) error {
-	if f.level != 0 {
+func (ss *session) setRegister(f *frame, name string, src *eval.Expr, body *dap.SetVariableResponseBody) error {
+	if f.Level != 0 {
 		return errors.New("registers can be set in the innermost frame only")
 	}
-	v, err := ss.eval(src, f)
+	v, err := ss.ev.Eval(src, &f.Frame)
 	if err != nil {
 		return err
 	}
-	u, _, err := ss.scalar(v)
+	u, _, err := ss.ev.Scalar(v)
 	if err != nil {
 		return err
 	}
-	regs, err := ss.proc.Regs(f.tid)
+	regs, err := ss.proc.Regs(f.Tid)
 	if err != nil {
 		return err
 	}
-	p := regField(&regs, name)
+	p := eval.RegField(&regs, name)
 	if p == nil {
 		return fmt.Errorf("no register %q", name)
 	}
 	*p = u
-	if err := ss.proc.SetRegs(f.tid, regs); err != nil {
+	if err := ss.proc.SetRegs(f.Tid, regs); err != nil {
 		return fmt.Errorf("setting %s: %w", name, err)
 	}
-	ss.refreshRegs(f)
-	regs, _ = ss.proc.Regs(f.tid)
-	body.Value = fmt.Sprintf("%#x", *regField(&regs, name))
+	ss.refreshRegs(f.Tid)
+	regs, _ = ss.proc.Regs(f.Tid)
+	body.Value = fmt.Sprintf("%#x", *eval.RegField(&regs, name))
 	if name == "eflags" {
 		body.Value = eflagsText(regs.Eflags)
 	}
@@ -370,23 +286,15 @@ func (ss *session) setRegister(f *frame, name string, src *expr, body *dap.SetVa
 
 // refreshRegs makes the innermost frame of f's thread show registers just
 // written; outer frames are re-unwound at the next stop.
-func (ss *session) refreshRegs(f *frame) {
-	regs, err := ss.proc.Regs(f.tid)
+func (ss *session) refreshRegs(tid int) {
+	regs, err := ss.proc.Regs(tid)
 	if err != nil {
 		return
 	}
-	if fs, ok := ss.frames[f.tid]; ok && len(fs) > 0 {
+	if fs, ok := ss.frames[tid]; ok && len(fs) > 0 {
 		fs[0].uf.Regs = regs
-		fs[0].pc = regs.Rip
-		fs[0].lookup = regs.Rip
+		fs[0].Regs = regs
+		fs[0].PC = regs.Rip
+		fs[0].Lookup = regs.Rip
 	}
-}
-
-// regBytes is the value of DWARF register n as size bytes.
-func regBytes(regs target.Regs, n, size int) []byte {
-	b := make([]byte, 8)
-	if n >= 0 && n < len(dwarfRegs) {
-		binary.LittleEndian.PutUint64(b, *regField(&regs, dwarfRegs[n]))
-	}
-	return b[:min(max(size, 0), 8)]
 }

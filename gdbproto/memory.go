@@ -1,6 +1,7 @@
 package gdbproto
 
 import (
+	sess "github.com/rseqdbg/rseqdbg/session"
 	"strings"
 )
 
@@ -107,25 +108,21 @@ func (s *session) breakpoint(pkt string) [][]byte {
 	}
 	switch fields[0][0] {
 	case '0':
+		// gdb evaluates its own conditions and counts: the session
+		// holds plain breakpoints for it.
 		if insert {
-			bp, err := pr.eng.SetBreakpoint(addr)
+			bp, err := pr.rc.Set(sess.Spec{Kind: sess.AtAddr, Addr: addr}, sess.Options{})
 			if err != nil {
 				return replyErr
 			}
-			pr.bps[addr] = append(pr.bps[addr], bp.ID)
+			if bp.Pending() {
+				// Not inserted (unmapped address): gdb must hear of it.
+				pr.rc.Delete(bp.ID)
+				return replyErr
+			}
 			return replyOK
 		}
-		ids := pr.bps[addr]
-		if len(ids) == 0 {
-			return replyOK
-		}
-		id := ids[len(ids)-1]
-		if len(ids) == 1 {
-			delete(pr.bps, addr)
-		} else {
-			pr.bps[addr] = ids[:len(ids)-1]
-		}
-		if err := pr.eng.ClearBreakpoint(id); err != nil {
+		if _, err := pr.rc.DeleteAt(addr); err != nil {
 			return replyErr
 		}
 		return replyOK

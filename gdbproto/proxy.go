@@ -319,13 +319,8 @@ func rseqNote(p Process, tid int) string {
 }
 
 // stopRegs returns a thread's registers for a stop reply or a thread
-// listing, which need the PC, stack and frame pointers only: from a target
-// that knows those cheaply (a remote stub's stop reply), just those.
+// listing, which need the PC, stack and frame pointers only.
 func stopRegs(p Process, tid int) (target.Regs, error) {
-	if q, ok := p.(target.StopRegs); ok {
-		if pc, sp, fp, ok := q.StopRegs(tid); ok {
-			return target.Regs{Rip: pc, Rsp: sp, Rbp: fp}, nil
-		}
-	}
-	return p.Regs(tid)
+	r, _, err := target.QuickRegs(p, tid)
+	return r, err
 }

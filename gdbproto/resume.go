@@ -3,6 +3,7 @@ package gdbproto
 import (
 	"errors"
 	"fmt"
+	sess "github.com/rseqdbg/rseqdbg/session"
 	"log/slog"
 	"strings"
 	"sync"
@@ -117,7 +118,6 @@ func (s *session) legacyResume(pkt string) [][]byte {
 // resume runs one all-stop resumption and reports how it ended.
 func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 	pr := s.srv.proc
-	eng := pr.eng
 	stepper0, othersRun := 0, false
 	sigs := map[int]int{}
 	for _, tid := range threads {
@@ -141,7 +141,7 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 			othersRun = true
 		}
 	}
-	var op func() (*stepper.Stop, error)
+	var run func() (*sess.Stop, error)
 	switch {
 	case stepper0 != 0:
 		a := per[stepper0]
@@ -150,12 +150,11 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 			others = stepper.OthersRun
 		}
 		if a.kind == 'r' {
-			op = func() (*stepper.Stop, error) {
-				return eng.RangeStep(stepper0, a.lo, a.hi, a.sig, others, false)
-			}
-		} else {
-			op = func() (*stepper.Stop, error) { return eng.StepInstruction(stepper0, a.sig, others) }
+			return s.runStop(func() (*sess.Stop, error) {
+				return pr.rc.RangeStep(stepper0, a.lo, a.hi, a.sig, others)
+			})
 		}
+		run = func() (*sess.Stop, error) { return pr.rc.StepInstruction(stepper0, a.sig, others) }
 	case othersRun:
 		// The engine moves this thread first (off a breakpoint or out of
 		// a section); gdb names it by the signal it passes or by Hc.
@@ -176,21 +175,21 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 				tid = t
 			}
 		}
-		op = func() (*stepper.Stop, error) { return eng.Continue(tid, sigs) }
+		run = func() (*sess.Stop, error) { return pr.rc.Resume(tid, sigs) }
 	case len(per) > 0:
 		// Only 't' actions: nothing runs in all-stop.
 		return replyOK
 	default:
 		return replyErr // the actions name no thread of ours
 	}
-	return s.runStop(op)
+	return s.runStop(run)
 }
 
 // runStop runs a resumption while watching the client: ^C interrupts the
 // target, and a client that disappears interrupts it too so its
 // breakpoints can be removed. A thread exiting on its own is no stop for
 // the client; the others run on.
-func (s *session) runStop(op func() (*stepper.Stop, error)) [][]byte {
+func (s *session) runStop(run func() (*sess.Stop, error)) [][]byte {
 	pr := s.srv.proc
 	if r, ok := pr.p.(consoleTee); ok && s.w != nil {
 		// The client waits for a stop reply: console packets may come
@@ -206,15 +205,13 @@ func (s *session) runStop(op func() (*stepper.Stop, error)) [][]byte {
 		defer restore()
 	}
 	stopWatching := s.watchClient(pr.p)
-	st, err := op()
-	for err == nil && st != nil && st.Kind == stepper.StopThreadExited && !pr.eng.Exited() && !s.lost.Load() {
-		threads := pr.p.Threads()
-		if len(threads) == 0 {
-			break
-		}
-		st, err = pr.eng.Continue(threads[0], nil)
-	}
+	// The shared resume loop: a thread exiting on its own is no stop.
+	rs, err := run()
 	stopWatching()
+	var st *stepper.Stop
+	if rs != nil {
+		st = rs.Stop
+	}
 	if err != nil {
 		if errors.Is(err, target.ErrExited) {
 			pr.exited = true

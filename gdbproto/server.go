@@ -3,6 +3,7 @@ package gdbproto
 import (
 	"errors"
 	"fmt"
+	sess "github.com/rseqdbg/rseqdbg/session"
 	"io"
 	"log/slog"
 	"net"
@@ -152,9 +153,8 @@ type process struct {
 	launched bool
 	exited   bool
 	last     *stepper.Stop
-	// bps maps an address to the engine breakpoints clients set there, so
-	// z0 can find what Z0 created.
-	bps map[uint64][]int
+	// rc holds the client's breakpoints (Z0) and runs its resumptions.
+	rc  *sess.Session
 	hw  hwState
 	avx *bool
 	// synth is the debug object of its code without CFI (synthcfi.go).
@@ -225,7 +225,7 @@ func (srv *Server) newProcess(p Process, launched bool, pol stepper.SignalPolicy
 	}
 	// gdbserver reports the first stop as SIGTRAP, attach included: gdb
 	// would otherwise pass the attach SIGSTOP on to the program.
-	srv.proc = &process{p: p, eng: eng, launched: launched, bps: map[uint64][]int{},
+	srv.proc = &process{p: p, eng: eng, launched: launched, rc: sess.NewBare(eng),
 		last: &stepper.Stop{Kind: stepper.StopSignal, Tid: p.Pid(), Sig: int(unix.SIGTRAP)}}
 	return nil
 }
@@ -300,8 +300,7 @@ func (srv *Server) dropExited() {
 
 // clearAll removes what clients inserted. Runs on the target thread.
 func (pr *process) clearAll() {
-	pr.eng.ClearAll()
-	pr.bps = map[uint64][]int{}
+	pr.rc.DeleteAll()
 	pr.hw.clear(pr.p)
 }
 

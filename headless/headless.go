@@ -12,12 +12,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
-	"github.com/rseqdbg/rseqdbg/frontend"
+	"github.com/rseqdbg/rseqdbg/eval"
 	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/session"
+	"github.com/rseqdbg/rseqdbg/source"
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/symbols"
-	"github.com/rseqdbg/rseqdbg/target"
 	"github.com/rseqdbg/rseqdbg/target/ptrace"
 	"github.com/rseqdbg/rseqdbg/unwind"
 )
@@ -28,32 +30,30 @@ type Options struct {
 	Out  io.Writer
 }
 
-// Session is one debugged process driven by commands.
+// Session is one debugged process driven by commands. The breakpoints
+// and the run control are the shared session layer's; this package turns
+// commands into its calls and its stops into text or JSON.
 type Session struct {
 	proc     *ptrace.Process
 	eng      *stepper.Engine
-	core     *frontend.Core
+	sess     *session.Session
+	core     *source.Core
 	syms     *symbols.Table
 	uw       *unwind.Unwinder
 	cur      int
 	json     bool
 	mu       sync.Mutex // serializes output with the program's forwarded output
 	out      io.Writer
-	conds    map[int]*condition
-	temp     map[int]bool // tbreak: deleted at their first stop
-	nextTemp bool
-	pending  []pendingBreak
-	ignore   map[int]int
 	launched bool
-	pipes    sync.WaitGroup
-	done     bool
+	output   session.Output
+	displays []display
+	nextDisp int
 }
 
-// pendingBreak is a location in code not loaded yet (gdb's pending
-// breakpoint): it is resolved when the dynamic linker loads objects.
-type pendingBreak struct {
-	loc  string
-	cond *condition
+// display is an expression printed at every stop (gdb's display).
+type display struct {
+	id   int
+	expr string
 }
 
 // Launch starts the program stopped at its first instruction.
@@ -61,17 +61,16 @@ func Launch(lo ptrace.LaunchOptions, o Options) (*Session, error) {
 	s := newSession(o)
 	if o.JSON {
 		// Program output becomes output events, so stdout stays parseable.
-		for i, dst := range []**os.File{&lo.Stdout, &lo.Stderr} {
-			r, w, err := os.Pipe()
-			if err != nil {
-				return nil, err
-			}
-			*dst = w
-			stream := [...]string{"stdout", "stderr"}[i]
-			s.pipes.Add(1)
-			go s.forward(r, stream)
-			defer w.Close()
+		s.output = session.Output{Lines: true, Sink: func(stream, text string) {
+			s.emit(map[string]any{"event": "output", "stream": stream, "text": text})
+		}}
+		w1, w2, err := s.output.Pipes()
+		if err != nil {
+			return nil, fmt.Errorf("output pipes: %w", err)
 		}
+		lo.Stdout, lo.Stderr = w1, w2
+		defer w1.Close()
+		defer w2.Close()
 	}
 	p, err := ptrace.Launch(lo)
 	if err != nil {
@@ -96,16 +95,7 @@ func newSession(o Options) *Session {
 	if out == nil {
 		out = os.Stdout
 	}
-	return &Session{json: o.JSON, out: out, conds: map[int]*condition{}, ignore: map[int]int{}, temp: map[int]bool{}}
-}
-
-func (s *Session) forward(r *os.File, stream string) {
-	defer s.pipes.Done()
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		s.emit(map[string]any{"event": "output", "stream": stream, "text": sc.Text() + "\n"})
-	}
+	return &Session{json: o.JSON, out: out}
 }
 
 func (s *Session) start(p *ptrace.Process) error {
@@ -117,15 +107,24 @@ func (s *Session) start(p *ptrace.Process) error {
 		return err
 	}
 	s.eng = eng
-	s.core = frontend.New(eng)
-	s.syms, s.uw = s.core.Syms, s.core.Unwind
 	s.cur = p.Pid()
 	eng.Do(func() {
-		s.core.Sync()
+		s.sess = session.New(eng)
+		s.sess.Events = session.Events{
+			Log: func(_ *session.Breakpoint, text string) {
+				s.emit(map[string]any{"event": "log", "text": text}, text)
+			},
+			ConditionError: func(b *session.Breakpoint, err error) {
+				s.errorf("breakpoint %d condition: %v (stopping)", b.ID, err)
+			},
+			Resolved: s.announce,
+		}
+		s.core = s.sess.Src
+		s.syms, s.uw = s.core.Syms, s.core.Unwind
 		for _, w := range eng.Warnings() {
 			s.notice(w)
 		}
-		s.report(&stepper.Stop{Kind: stepper.StopSignal, Tid: s.cur, Sig: 5}, "entry")
+		s.report(&session.Stop{Stop: &stepper.Stop{Kind: stepper.StopSignal, Tid: s.cur, Sig: 5}}, "entry")
 	})
 	return nil
 }
@@ -138,19 +137,14 @@ func (s *Session) Close(keepRunning bool) (exitCode int) {
 			return
 		}
 		if keepRunning {
-			s.eng.ClearAll()
-			for !s.eng.Exited() {
-				st, err := s.eng.Continue(s.cur, nil)
-				if err != nil {
-					s.errorf("%v", err)
-					break
-				}
-				if st.Kind == stepper.StopExited || st.Kind == stepper.StopKilled {
-					s.report(st, "")
-					exitCode = st.Code
-					break
-				}
-				s.cur = st.Tid
+			st, err := s.sess.RunToExit(s.cur)
+			if err != nil {
+				s.errorf("%v", err)
+				return
+			}
+			if st.Kind == stepper.StopExited || st.Kind == stepper.StopKilled {
+				s.report(st, "")
+				exitCode = st.Code
 			}
 			return
 		}
@@ -163,30 +157,19 @@ func (s *Session) Close(keepRunning bool) (exitCode int) {
 		}
 	})
 	s.proc.Close()
-	s.pipes.Wait()
+	// The program's last lines come after its exit; a loaded machine can
+	// take a while to deliver them, but a grandchild holding the pipes
+	// open must not keep rseqdbg forever.
+	s.output.Wait(30 * time.Second)
 	return exitCode
-}
-
-// RunScript runs commands from r, one per line; '#' starts a comment.
-func (s *Session) RunScript(r io.Reader) error {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if err := s.Exec(line); err != nil {
-			return err
-		}
-	}
-	return sc.Err()
 }
 
 // ErrQuit ends a script early.
 var ErrQuit = errors.New("quit")
 
-// Exec runs one command. Command errors are reported, not returned; only
-// ErrQuit and a lost target end a script.
+// Exec runs one command. Command errors are reported, not returned: a
+// script goes on after a failed command, as gdb's -ex do. Only ErrQuit is
+// returned, to end the script.
 func (s *Session) Exec(line string) error {
 	var err error
 	s.eng.Do(func() { err = s.exec(line) })
@@ -210,6 +193,14 @@ func (s *Session) exec(line string) error {
 		return s.breakCmd(rest, false)
 	case "tbreak":
 		return s.breakCmd(rest, true)
+	case "ignore":
+		return s.ignoreCmd(rest)
+	case "until", "u", "advance":
+		return s.untilCmd(rest)
+	case "display":
+		return s.displayCmd(rest)
+	case "undisplay":
+		return s.undisplayCmd(rest)
 	case "delete", "d":
 		return s.deleteCmd(rest)
 	case "continue", "c":
@@ -301,8 +292,7 @@ func regionJSON(r *regions.Region) map[string]any {
 }
 
 // report prints a stop and its region crossings.
-func (s *Session) report(st *stepper.Stop, reason string) {
-	s.core.Sync()
+func (s *Session) report(st *session.Stop, reason string) {
 	for _, c := range st.Crossed {
 		m := regionJSON(c.Region)
 		m["event"] = "region"
@@ -341,9 +331,9 @@ func (s *Session) report(st *stepper.Stop, reason string) {
 		m["signal"] = st.Sig
 		text += fmt.Sprintf(" signal %d", st.Sig)
 	}
-	if st.Breakpoint != nil {
-		m["breakpoint"] = st.Breakpoint.ID
-		text += fmt.Sprintf(" breakpoint %d", st.Breakpoint.ID)
+	if len(st.Hits) > 0 {
+		m["breakpoint"] = st.Hits[0].ID
+		text += fmt.Sprintf(" breakpoint %d", st.Hits[0].ID)
 	}
 	if st.Inside == nil {
 		st.Inside = s.eng.RegionAt(pc)
@@ -356,38 +346,31 @@ func (s *Session) report(st *stepper.Stop, reason string) {
 		text += fmt.Sprintf("\n  stopped inside critical section %s: the kernel will abort it when the thread resumes", st.Inside.Name)
 	}
 	s.emit(m, text)
+	s.showDisplays()
 }
 
-// resolve turns a location (function, file:line, *addr) into addresses.
-func (s *Session) resolve(loc string) ([]uint64, error) {
+// spec parses a location: FUNCTION, FILE:LINE or *EXPR (an address
+// expression evaluated now: *0x401000, *$rip, *main+4).
+func (s *Session) spec(loc string) (session.Spec, error) {
 	if strings.HasPrefix(loc, "*") {
 		v, err := s.value(strings.TrimSpace(loc[1:]))
-		return []uint64{v}, err
+		return session.Spec{Kind: session.AtAddr, Addr: v}, err
 	}
 	if file, ln, ok := strings.Cut(loc, ":"); ok {
 		n, err := strconv.Atoi(ln)
 		if err != nil {
-			return nil, fmt.Errorf("bad line number in %q", loc)
+			return session.Spec{}, fmt.Errorf("bad line number in %q", loc)
 		}
-		addrs, _ := s.syms.LineAddrs(file, n)
-		if len(addrs) == 0 {
-			return nil, fmt.Errorf("no code at %s", loc)
-		}
-		return addrs, nil
+		return session.Spec{Kind: session.AtLine, File: file, Line: n}, nil
 	}
-	f, ok := s.syms.LookupFunc(loc)
-	if !ok {
-		return nil, fmt.Errorf("function %q not defined (libraries load later: break after they do)", loc)
-	}
-	return []uint64{s.syms.AfterPrologue(f)}, nil
+	return session.Spec{Kind: session.AtFunc, Func: loc}, nil
 }
 
 func (s *Session) breakCmd(arg string, temporary bool) error {
-	s.nextTemp = temporary
 	if err := s.live(); err != nil {
 		return err
 	}
-	loc, condText, hasCond := strings.Cut(arg, " if ")
+	loc, condText, _ := strings.Cut(arg, " if ")
 	loc = strings.TrimSpace(loc)
 	if loc == "" {
 		r, err := s.proc.Regs(s.cur)
@@ -396,75 +379,51 @@ func (s *Session) breakCmd(arg string, temporary bool) error {
 		}
 		loc = fmt.Sprintf("*%#x", r.Rip)
 	}
-	var cond *condition
-	if hasCond {
-		c, err := parseCondition(condText)
-		if err != nil {
-			return err
-		}
-		cond = c
-	}
-	addrs, err := s.resolve(loc)
+	sp, err := s.spec(loc)
 	if err != nil {
-		if strings.HasPrefix(loc, "*") {
-			return err
-		}
-		s.pending = append(s.pending, pendingBreak{loc: loc, cond: cond})
-		s.eng.SetReportLibraries(true)
-		s.emit(map[string]any{"event": "breakpoint", "pending": loc},
-			fmt.Sprintf("Breakpoint pending on %s (%v): it is set when a library that has it loads", loc, err))
+		return err
+	}
+	bp, err := s.sess.Set(sp, session.Options{Cond: condText, Temp: temporary})
+	if err != nil {
+		return err
+	}
+	if bp.Pending() {
+		s.emit(map[string]any{"event": "breakpoint", "id": bp.ID, "pending": loc},
+			fmt.Sprintf("Breakpoint %d pending on %s: it is set when a library that has it loads", bp.ID, loc))
 		return nil
 	}
-	return s.setBreakpoints(addrs, cond)
+	s.announce(bp)
+	return nil
 }
 
-// resolvePending sets the pending breakpoints that newly loaded code has.
-func (s *Session) resolvePending() {
-	kept := s.pending[:0]
-	for _, p := range s.pending {
-		addrs, err := s.resolve(p.loc)
-		if err != nil {
-			kept = append(kept, p)
-			continue
-		}
-		if err := s.setBreakpoints(addrs, p.cond); err != nil {
-			s.errorf("%s: %v", p.loc, err)
-		}
+// announce says where a breakpoint went, when it is set or a pending one
+// finds its code.
+func (s *Session) announce(bp *session.Breakpoint) {
+	what := "Breakpoint"
+	if bp.Temp {
+		what = "Temporary breakpoint"
 	}
-	s.pending = kept
-	s.eng.SetReportLibraries(len(s.pending) > 0)
-}
-
-func (s *Session) setBreakpoints(addrs []uint64, cond *condition) error {
-	for _, a := range addrs {
-		bp, err := s.eng.SetBreakpoint(a)
-		if err != nil {
-			return err
-		}
-		if cond != nil {
-			s.conds[bp.ID] = cond
-		}
-		if s.nextTemp {
-			s.temp[bp.ID] = true
-		}
+	for _, a := range bp.Addrs {
 		fn, file, line := s.where(a)
-		text := fmt.Sprintf("Breakpoint %d at %#x: %s", bp.ID, a, fn)
+		text := fmt.Sprintf("%s %d at %#x: %s", what, bp.ID, a, fn)
 		if file != "" {
 			text += fmt.Sprintf(" (%s:%d)", file, line)
 		}
 		m := map[string]any{"event": "breakpoint", "id": bp.ID, "pc": hex(a), "function": fn, "file": file, "line": line}
-		if r := s.eng.RegionAt(a); r != nil && r.Kind == regions.KindCriticalSection {
+		if bp.Temp {
+			m["temporary"] = true
+		}
+		if r := s.sess.InsideCS(a); r != nil {
 			m["inside"] = regionJSON(r)
 			text += fmt.Sprintf("\n  inside critical section %s: each hit stops one attempt; continuing runs it to its commit", r.Name)
 		}
 		s.emit(m, text)
 	}
-	return nil
 }
 
 func (s *Session) deleteCmd(arg string) error {
 	if arg == "" {
-		s.eng.ClearAll()
+		s.sess.DeleteAll()
 		return nil
 	}
 	for _, f := range strings.Fields(arg) {
@@ -472,11 +431,32 @@ func (s *Session) deleteCmd(arg string) error {
 		if err != nil {
 			return fmt.Errorf("bad breakpoint number %q", f)
 		}
-		if err := s.eng.ClearBreakpoint(id); err != nil {
+		if err := s.sess.Delete(id); err != nil {
 			return err
 		}
-		delete(s.conds, id)
 	}
+	return nil
+}
+
+// ignoreCmd is gdb's ignore N COUNT: the next COUNT hits of breakpoint N
+// whose condition holds do not stop, whatever runs the program.
+func (s *Session) ignoreCmd(arg string) error {
+	f := strings.Fields(arg)
+	if len(f) != 2 {
+		return errors.New("usage: ignore N COUNT")
+	}
+	id, err1 := strconv.Atoi(f[0])
+	n, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil || n < 0 {
+		return fmt.Errorf("bad arguments %q: want ignore N COUNT", arg)
+	}
+	bp, ok := s.sess.Breakpoint(id)
+	if !ok {
+		return fmt.Errorf("no breakpoint %d", id)
+	}
+	bp.Ignore = n
+	s.emit(map[string]any{"event": "notice", "message": fmt.Sprintf("will ignore next %d crossings of breakpoint %d", n, id)},
+		fmt.Sprintf("Will ignore next %d crossings of breakpoint %d.", n, id))
 	return nil
 }
 
@@ -492,60 +472,19 @@ func (s *Session) continueCmd(arg string) error {
 			return fmt.Errorf("bad count %q", arg)
 		}
 		if r, err := s.proc.Regs(s.cur); err == nil {
-			for _, bp := range s.eng.Breakpoints() {
-				if bp.Addr == r.Rip {
-					s.ignore[bp.ID] = n - 1
-					s.emit(map[string]any{"event": "notice", "message": fmt.Sprintf("will ignore next %d crossings of breakpoint %d", n-1, bp.ID)},
-						fmt.Sprintf("Will ignore next %d crossings of breakpoint %d.", n-1, bp.ID))
-				}
+			for _, bp := range s.sess.At(r.Rip) {
+				bp.Ignore = n - 1
+				s.emit(map[string]any{"event": "notice", "message": fmt.Sprintf("will ignore next %d crossings of breakpoint %d", n-1, bp.ID)},
+					fmt.Sprintf("Will ignore next %d crossings of breakpoint %d.", n-1, bp.ID))
 			}
 		}
 	}
-	var crossed []stepper.Crossing
-	for {
-		st, err := s.eng.Continue(s.cur, nil)
-		if err != nil {
-			return err
-		}
-		crossed = append(crossed, st.Crossed...)
-		if st.Kind == stepper.StopLibrary {
-			s.core.Sync()
-			s.resolvePending()
-			s.cur = st.Tid
-			continue
-		}
-		if st.Kind == stepper.StopBreakpoint && st.Breakpoint != nil && !s.shouldStop(st) {
-			s.cur = st.Tid
-			continue
-		}
-		st.Crossed = crossed
-		s.report(st, "")
-		if st.Breakpoint != nil && s.temp[st.Breakpoint.ID] {
-			delete(s.temp, st.Breakpoint.ID)
-			s.eng.ClearBreakpoint(st.Breakpoint.ID)
-		}
-		return nil
+	st, err := s.sess.Continue(s.cur)
+	if err != nil {
+		return err
 	}
-}
-
-// shouldStop applies conditions and ignore counts.
-func (s *Session) shouldStop(st *stepper.Stop) bool {
-	id := st.Breakpoint.ID
-	if c := s.conds[id]; c != nil {
-		ok, err := c.eval(s, st.Tid)
-		if err != nil {
-			s.errorf("breakpoint %d condition: %v", id, err)
-			return true
-		}
-		if !ok {
-			return false
-		}
-	}
-	if s.ignore[id] > 0 {
-		s.ignore[id]--
-		return false
-	}
-	return true
+	s.report(st, "")
+	return nil
 }
 
 func count(arg string) (int, error) {
@@ -561,42 +500,26 @@ func count(arg string) (int, error) {
 
 // stepiCmd steps N instructions; nexti steps over calls.
 func (s *Session) stepiCmd(arg string, over bool) error {
-	if err := s.live(); err != nil {
-		return err
+	kind := session.StepInto
+	if over {
+		kind = session.StepOver
 	}
-	n, err := count(arg)
-	if err != nil {
-		return err
-	}
-	var crossed []stepper.Crossing
-	var st *stepper.Stop
-	for i := 0; i < n; i++ {
-		if over {
-			st, err = s.nextInstruction()
-		} else {
-			st, err = s.eng.StepInstruction(s.cur, 0, stepper.OthersRun)
-		}
-		if err != nil {
-			return err
-		}
-		crossed = append(crossed, st.Crossed...)
-		if st.Kind != stepper.StopStep || st.Tid != s.cur {
-			break
-		}
-	}
-	st.Crossed = crossed
-	s.report(st, "")
-	return nil
-}
-
-// nextInstruction steps one instruction, running a call to its return.
-func (s *Session) nextInstruction() (*stepper.Stop, error) {
-	return s.core.NextInstruction(s.cur, stepper.OthersRun)
+	return s.steps(arg, kind, true)
 }
 
 // stepCmd is source-line stepping: next steps over calls, step enters
 // functions that have line information.
 func (s *Session) stepCmd(arg string, over bool) error {
+	kind := session.StepInto
+	if over {
+		kind = session.StepOver
+	}
+	return s.steps(arg, kind, false)
+}
+
+// steps runs a step N times, ending early on any stop that is not the
+// step's own (a breakpoint, a signal, the thread exiting).
+func (s *Session) steps(arg string, kind session.StepKind, instr bool) error {
 	if err := s.live(); err != nil {
 		return err
 	}
@@ -604,37 +527,29 @@ func (s *Session) stepCmd(arg string, over bool) error {
 	if err != nil {
 		return err
 	}
-	var st *stepper.Stop
 	var crossed []stepper.Crossing
+	var st *session.Stop
+	tid := s.cur
 	for i := 0; i < n; i++ {
-		st, err = s.stepLine(over)
+		st, err = s.sess.Step(tid, kind, instr, stepper.OthersRun)
 		if err != nil {
 			return err
 		}
 		crossed = append(crossed, st.Crossed...)
-		if st.Kind != stepper.StopStep {
+		if st.Kind != stepper.StopStep || st.Tid != tid {
 			break
 		}
 	}
 	st.Crossed = crossed
 	s.report(st, "")
 	return nil
-}
-
-func (s *Session) stepLine(over bool) (*stepper.Stop, error) {
-	return s.core.StepLine(s.cur, over, stepper.OthersRun)
-}
-
-// finishFrame runs the current function to its return.
-func (s *Session) finishFrame() (*stepper.Stop, error) {
-	return s.core.Finish(s.cur, stepper.OthersRun)
 }
 
 func (s *Session) finishCmd() error {
 	if err := s.live(); err != nil {
 		return err
 	}
-	st, err := s.finishFrame()
+	st, err := s.sess.Step(s.cur, session.StepOut, false, stepper.OthersRun)
 	if err != nil {
 		return err
 	}
@@ -644,6 +559,44 @@ func (s *Session) finishCmd() error {
 			s.emit(map[string]any{"event": "value", "name": "$rax", "value": r.Rax}, fmt.Sprintf("Value returned in $rax: %d (%#x)", int64(r.Rax), r.Rax))
 		}
 	}
+	return nil
+}
+
+// untilCmd runs the current thread to a location (gdb's until LOCATION
+// and advance); breakpoints on the way stop it.
+func (s *Session) untilCmd(arg string) error {
+	if err := s.live(); err != nil {
+		return err
+	}
+	if arg == "" {
+		return s.steps("", session.StepOver, false)
+	}
+	sp, err := s.spec(arg)
+	if err != nil {
+		return err
+	}
+	var addr uint64
+	switch sp.Kind {
+	case session.AtAddr:
+		addr = sp.Addr
+	case session.AtLine:
+		addrs, _ := s.syms.LineAddrs(sp.File, sp.Line)
+		if len(addrs) == 0 {
+			return fmt.Errorf("no code at %s", arg)
+		}
+		addr = addrs[0]
+	default:
+		f, ok := s.syms.LookupFunc(sp.Func)
+		if !ok {
+			return fmt.Errorf("function %q not defined", sp.Func)
+		}
+		addr = s.syms.AfterPrologue(f)
+	}
+	st, err := s.sess.Until(s.cur, addr, stepper.OthersRun)
+	if err != nil {
+		return err
+	}
+	s.report(st, "")
 	return nil
 }
 
@@ -703,15 +656,9 @@ func (s *Session) info(arg string) error {
 	case "registers", "reg", "r":
 		return s.infoRegisters(strings.TrimSpace(rest))
 	case "breakpoints", "break", "b":
-		var list []map[string]any
-		var b strings.Builder
-		for _, bp := range s.eng.Breakpoints() {
-			fn, _, _ := s.where(bp.Addr)
-			list = append(list, map[string]any{"id": bp.ID, "pc": hex(bp.Addr), "function": fn, "hits": bp.Hits})
-			fmt.Fprintf(&b, "%d  %#x in %s, hit %d times\n", bp.ID, bp.Addr, fn, bp.Hits)
-		}
-		s.emit(map[string]any{"event": "breakpoints", "breakpoints": list}, strings.TrimRight(b.String(), "\n"))
-		return nil
+		return s.infoBreakpoints()
+	case "display":
+		return s.showDisplays()
 	case "stats":
 		st := s.eng.Stats()
 		s.emit(map[string]any{"event": "stats", "single_steps": st.SingleSteps, "region_runs": st.RegionRuns, "commits": st.Commits,
@@ -818,21 +765,6 @@ func (s *Session) threadCmd(arg string) error {
 	return nil
 }
 
-var regNames = []string{"rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
-	"rip", "eflags", "cs", "ss", "ds", "es", "fs", "gs", "fs_base", "gs_base", "orig_rax"}
-
-func regByName(r *target.Regs, name string) (uint64, bool) {
-	m := map[string]*uint64{"rax": &r.Rax, "rbx": &r.Rbx, "rcx": &r.Rcx, "rdx": &r.Rdx, "rsi": &r.Rsi, "rdi": &r.Rdi,
-		"rbp": &r.Rbp, "rsp": &r.Rsp, "r8": &r.R8, "r9": &r.R9, "r10": &r.R10, "r11": &r.R11, "r12": &r.R12, "r13": &r.R13,
-		"r14": &r.R14, "r15": &r.R15, "rip": &r.Rip, "pc": &r.Rip, "sp": &r.Rsp, "fp": &r.Rbp, "eflags": &r.Eflags, "cs": &r.Cs, "ss": &r.Ss,
-		"ds": &r.Ds, "es": &r.Es, "fs": &r.Fs, "gs": &r.Gs, "fs_base": &r.FsBase, "gs_base": &r.GsBase, "orig_rax": &r.OrigRax}
-	p, ok := m[name]
-	if !ok {
-		return 0, false
-	}
-	return *p, true
-}
-
 func (s *Session) infoRegisters(which string) error {
 	if err := s.live(); err != nil {
 		return err
@@ -841,17 +773,18 @@ func (s *Session) infoRegisters(which string) error {
 	if err != nil {
 		return err
 	}
-	names := regNames
+	names := eval.RegNames
 	if which != "" {
 		names = strings.Fields(strings.ReplaceAll(which, "$", ""))
 	}
 	vals := map[string]string{}
 	var b strings.Builder
 	for _, n := range names {
-		v, ok := regByName(&r, n)
-		if !ok {
+		p := eval.RegField(&r, n)
+		if p == nil {
 			return fmt.Errorf("invalid register %q", n)
 		}
+		v := *p
 		vals[n] = hex(v)
 		fmt.Fprintf(&b, "%-9s %#-18x %d\n", n, v, int64(v))
 	}
@@ -859,41 +792,136 @@ func (s *Session) infoRegisters(which string) error {
 	return nil
 }
 
-// value evaluates a simple operand: a number, $reg, or a symbol address.
+// value evaluates an address or count expression to a number.
 func (s *Session) value(expr string) (uint64, error) {
-	expr = strings.TrimSpace(expr)
-	if strings.HasPrefix(expr, "$") {
-		r, err := s.proc.Regs(s.cur)
-		if err != nil {
-			return 0, err
-		}
-		v, ok := regByName(&r, expr[1:])
-		if !ok {
-			return 0, fmt.Errorf("invalid register %q", expr)
-		}
-		return v, nil
+	v, err := s.sess.Evaluate(expr, s.cur)
+	if err != nil {
+		return 0, err
 	}
-	if v, err := strconv.ParseUint(expr, 0, 64); err == nil {
-		return v, nil
-	}
-	if v, err := strconv.ParseInt(expr, 0, 64); err == nil {
-		return uint64(v), nil
-	}
-	if f, ok := s.syms.LookupFunc(expr); ok {
-		return f.Lo, nil
-	}
-	return 0, fmt.Errorf("cannot evaluate %q", expr)
+	u, _, err := s.sess.Eval.Scalar(v)
+	return u, err
 }
 
+// printCmd evaluates a C expression in the current thread's innermost
+// frame, as DAP's evaluate does: variables from DWARF, $registers.
 func (s *Session) printCmd(expr string) error {
 	if err := s.live(); err != nil {
 		return err
 	}
-	v, err := s.value(expr)
+	if strings.TrimSpace(expr) == "" {
+		return errors.New("print what?")
+	}
+	v, err := s.sess.Evaluate(expr, s.cur)
 	if err != nil {
 		return err
 	}
-	s.emit(map[string]any{"event": "value", "name": expr, "value": v}, fmt.Sprintf("%s = %d (%#x)", expr, int64(v), v))
+	text := s.sess.Eval.Format(v, false)
+	s.emit(map[string]any{"event": "value", "name": expr, "value": text, "type": v.TypeName()}, fmt.Sprintf("%s = %s", expr, text))
+	return nil
+}
+
+// displayCmd adds an expression printed at every stop, and prints it now;
+// with no argument it prints them all.
+func (s *Session) displayCmd(expr string) error {
+	if strings.TrimSpace(expr) == "" {
+		return s.showDisplays()
+	}
+	if _, err := eval.Parse(expr); err != nil {
+		return err
+	}
+	s.nextDisp++
+	s.displays = append(s.displays, display{id: s.nextDisp, expr: expr})
+	if !s.eng.Exited() {
+		s.showDisplay(s.displays[len(s.displays)-1])
+	}
+	return nil
+}
+
+func (s *Session) undisplayCmd(arg string) error {
+	if arg == "" {
+		s.displays = nil
+		return nil
+	}
+	for _, f := range strings.Fields(arg) {
+		id, err := strconv.Atoi(f)
+		if err != nil {
+			return fmt.Errorf("bad display number %q", f)
+		}
+		kept := s.displays[:0]
+		found := false
+		for _, d := range s.displays {
+			if d.id == id {
+				found = true
+				continue
+			}
+			kept = append(kept, d)
+		}
+		s.displays = kept
+		if !found {
+			return fmt.Errorf("no display %d", id)
+		}
+	}
+	return nil
+}
+
+func (s *Session) showDisplays() error {
+	for _, d := range s.displays {
+		s.showDisplay(d)
+	}
+	return nil
+}
+
+// showDisplay prints one display; an expression that cannot be evaluated
+// here (another function's local) says why, as gdb's does.
+func (s *Session) showDisplay(d display) {
+	v, err := s.sess.Evaluate(d.expr, s.cur)
+	if err != nil {
+		s.emit(map[string]any{"event": "display", "id": d.id, "name": d.expr, "error": err.Error()},
+			fmt.Sprintf("%d: %s = <error: %v>", d.id, d.expr, err))
+		return
+	}
+	text := s.sess.Eval.Format(v, false)
+	s.emit(map[string]any{"event": "display", "id": d.id, "name": d.expr, "value": text, "type": v.TypeName()},
+		fmt.Sprintf("%d: %s = %s", d.id, d.expr, text))
+}
+
+func (s *Session) infoBreakpoints() error {
+	var list []map[string]any
+	var b strings.Builder
+	for _, bp := range s.sess.Breakpoints() {
+		m := map[string]any{"id": bp.ID, "location": bp.Spec.String(), "hits": bp.Hits}
+		fmt.Fprintf(&b, "%d  ", bp.ID)
+		if bp.Pending() {
+			m["pending"] = true
+			fmt.Fprintf(&b, "<pending> %s", bp.Spec)
+		}
+		for i, a := range bp.Addrs {
+			fn, _, _ := s.where(a)
+			if i == 0 {
+				m["pc"], m["function"] = hex(a), fn
+			}
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%#x in %s", a, fn)
+		}
+		fmt.Fprintf(&b, ", hit %d times", bp.Hits)
+		if bp.Temp {
+			m["temporary"] = true
+			b.WriteString(", temporary")
+		}
+		if bp.Cond != "" {
+			m["condition"] = bp.Cond
+			fmt.Fprintf(&b, ", if %s", bp.Cond)
+		}
+		if bp.Ignore > 0 {
+			m["ignore"] = bp.Ignore
+			fmt.Fprintf(&b, ", ignore next %d", bp.Ignore)
+		}
+		b.WriteString("\n")
+		list = append(list, m)
+	}
+	s.emit(map[string]any{"event": "breakpoints", "breakpoints": list}, strings.TrimRight(b.String(), "\n"))
 	return nil
 }
 
@@ -987,7 +1015,7 @@ func (s *Session) disassemble(addr uint64, n int) error {
 		if err != nil {
 			break
 		}
-		text := frontend.GNUSyntax(in, s.syms)
+		text := source.GNUSyntax(in, s.syms)
 		mark := ""
 		if r := s.eng.RegionAt(pc); r != nil && r.Kind == regions.KindCriticalSection {
 			mark = " <" + r.Name + ">"

@@ -143,7 +143,7 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 			}
 			continue
 		}
-		if ev.Sig != int(unix.SIGTRAP) && ev.Sig != int(unix.SIGSTOP) && e.policy.NoStop[ev.Sig] {
+		if e.silent(ev) {
 			if ev.Tid == tid && inRegion {
 				e.stats.SignalsInRuns++
 			}
@@ -262,21 +262,13 @@ func (e *Engine) stepOverOwn(tid int) error {
 	if err != nil {
 		return err
 	}
-	pc := r.Rip
-	removed := 0
-	for e.t.BreakpointAt(pc) {
-		if err := e.t.RemoveBreakpoint(pc); err != nil {
-			return err
-		}
-		removed++
+	restore, _, err := e.lift(r.Rip)
+	defer restore()
+	if err != nil {
+		return err
 	}
-	defer func() {
-		for i := 0; i < removed; i++ {
-			e.t.InsertBreakpoint(pc)
-		}
-	}()
 	// A signal taking the place of the step would be lost here.
-	if in, err := e.decode(pc); err == nil {
+	if in, err := e.decode(r.Rip); err == nil {
 		defer e.holdSignals(tid, in)()
 	}
 	if err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Step}}, target.Action{Kind: target.Stay}); err != nil {
@@ -291,6 +283,27 @@ func (e *Engine) stepOverOwn(tid int) error {
 	}
 	e.stats.SingleSteps++
 	return nil
+}
+
+// lift takes every int3 at addr out of memory (a user breakpoint and one
+// of ours can share an address) so a thread can execute the instruction
+// there, and returns how to put them back; nothing is put back into a
+// process that is gone. Stepping off a breakpoint, running a region from
+// one and passing a section with breakpoints inside all do this.
+func (e *Engine) lift(addr uint64) (restore func(), lifted bool, err error) {
+	n := 0
+	restore = func() {
+		for i := 0; i < n && !e.exited; i++ {
+			e.t.InsertBreakpoint(addr)
+		}
+	}
+	for e.t.BreakpointAt(addr) {
+		if err := e.t.RemoveBreakpoint(addr); err != nil {
+			return restore, n > 0, fmt.Errorf("lifting the breakpoint at %#x: %w", addr, err)
+		}
+		n++
+	}
+	return restore, n > 0, nil
 }
 
 // entering reports the region control would enter if the instruction at pc
@@ -514,22 +527,15 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 	if e.insideCS(pc) != nil && e.inspecting[tid] == nil {
 		e.stats.StepsInside++
 	}
-	removed := 0
-	for e.t.BreakpointAt(pc) {
-		if err := e.t.RemoveBreakpoint(pc); err != nil {
-			return nil, err
-		}
-		removed++
+	restore, lifted, err := e.lift(pc)
+	defer restore()
+	if err != nil {
+		return nil, err
 	}
-	if removed > 0 {
+	if lifted {
 		// With the int3 lifted, other threads must not run past it.
 		others = OthersStay
 	}
-	defer func() {
-		for i := 0; i < removed && !e.exited; i++ {
-			e.t.InsertBreakpoint(pc)
-		}
-	}()
 	// Registers are cached by the target while the thread is stopped.
 	// The handler path needs the PC and stack pointer only.
 	regs0, _, err := e.quickRegs(tid)
@@ -549,6 +555,11 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 			others = OthersStay
 		}
 	}
+	// Whatever ends the step other than its own completion (another
+	// thread's stop or exit, a signal) abandons it: a completion the
+	// target kept must not surface at the next resumption as a SIGTRAP
+	// nobody asked for. After a completion there is nothing to forget.
+	defer e.t.ForgetStep(tid)
 	actions := map[int]target.Action{tid: {Kind: target.Step, Sig: sig}}
 	for {
 		if err := e.t.Resume(actions, others.action()); err != nil {
@@ -563,7 +574,7 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 			return st, nil
 		}
 		actions = map[int]target.Action{tid: {Kind: target.Step}}
-		if ev.Kind == target.EventStop && e.silent(ev) {
+		if e.silent(ev) {
 			pass := ev.Sig
 			if e.policy.NoPass[ev.Sig] {
 				pass = 0
@@ -605,19 +616,15 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 		if e.internalBreakpoint(pc) && ev.Tid == tid {
 			e.refreshLinkMap()
 		}
-		if ev.Tid != tid {
-			// The step is abandoned for another thread's stop: a completion
-			// the target kept for it must not surface at the next
-			// resumption as a SIGTRAP nobody asked for.
-			e.t.ForgetStep(tid)
-		}
 		return e.finish(st), nil
 	}
 }
 
-// silent reports a signal stop the policy neither reports nor stops for.
+// silent reports a signal stop the policy does not report: the run goes
+// on, passing the signal unless the policy withholds it. Every resume loop
+// asks this one question.
 func (e *Engine) silent(ev target.Event) bool {
-	return !ev.Async && ev.Trap == target.TrapNone && ev.Sig > 0 && ev.Sig < len(e.policy.NoStop) &&
+	return ev.Kind == target.EventStop && !ev.Async && ev.Trap == target.TrapNone && ev.Sig > 0 && ev.Sig < len(e.policy.NoStop) &&
 		ev.Sig != int(unix.SIGSTOP) && ev.Sig != int(unix.SIGTRAP) && e.policy.NoStop[ev.Sig]
 }
 
@@ -666,18 +673,12 @@ func (e *Engine) regionRun(tid, sig int, r *regions.Region, exits exitSet, until
 	}
 	// An int3 of ours where the run starts would trap at once; the thread
 	// runs alone, so lifting it for the run hides it from nobody else.
-	if regs, err := e.t.Regs(tid); err == nil {
-		from := regs.Rip
-		removed := 0
-		for e.t.BreakpointAt(from) && !exits.has(from) {
-			e.t.RemoveBreakpoint(from)
-			removed++
+	if regs, err := e.t.Regs(tid); err == nil && !exits.has(regs.Rip) {
+		restore, _, err := e.lift(regs.Rip)
+		defer restore()
+		if err != nil {
+			return nil, err
 		}
-		defer func() {
-			for i := 0; i < removed && !e.exited; i++ {
-				e.t.InsertBreakpoint(from)
-			}
-		}()
 	}
 	budget := time.Duration(0)
 	if len(r.Indirect) > 0 || untilCommit {
@@ -748,23 +749,15 @@ func (e *Engine) pass(tid, sig int, r *regions.Region, regs *target.Regs) (*Stop
 			}
 		}
 	}
-	var lifted []uint64
 	for a := range e.byAddr {
 		if r.Contains(a) {
-			for e.t.BreakpointAt(a) {
-				e.t.RemoveBreakpoint(a)
-				lifted = append(lifted, a)
+			restore, _, err := e.lift(a)
+			defer restore()
+			if err != nil {
+				return nil, err
 			}
 		}
 	}
-	defer func() {
-		if e.exited {
-			return
-		}
-		for _, a := range lifted {
-			e.t.InsertBreakpoint(a)
-		}
-	}()
 	exits := e.regionExits(r, regs, regions.Insn{})
 	st, err := e.regionRun(tid, sig, r, exits, true)
 	if err != nil {
@@ -878,7 +871,7 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 			}
 			continue
 		}
-		if !ev.Async && ev.Trap == target.TrapNone && ev.Sig != int(unix.SIGSTOP) && e.policy.NoStop[ev.Sig] {
+		if e.silent(ev) {
 			if !e.policy.NoPass[ev.Sig] {
 				sigs = map[int]int{ev.Tid: ev.Sig}
 			}
@@ -918,11 +911,6 @@ func (e *Engine) moveOff(tid, sig int) (*Stop, error) {
 	}
 	return nil, nil
 }
-
-// Reported notes that a stop of tid at pc was shown to the user, so a later
-// resume steps over the breakpoint there (front ends that report stops the
-// engine did not produce, such as a breakpoint hit in another thread).
-func (e *Engine) Reported(tid int, pc uint64) { e.reported[tid] = pc }
 
 // rangeStep is contract point 2: step tid until its PC leaves [lo, hi) or
 // something reportable happens, running natively between the places where
@@ -1223,4 +1211,23 @@ func (e *Engine) reapIfDead(st *Stop, err error) (*Stop, error) {
 		return dead, nil
 	}
 	return nil, err
+}
+
+// quickRegs is target.QuickRegs of the engine's target.
+func (e *Engine) quickRegs(tid int) (target.Regs, bool, error) { return target.QuickRegs(e.t, tid) }
+
+// needsFullRegs reports whether deciding where in leads takes more than
+// the PC and stack pointer: an indirect branch's operand, or a store that
+// may publish a descriptor into rseq_cs.
+func needsFullRegs(in regions.Insn) bool {
+	switch in.Kind {
+	case regions.FlowIndirectJump, regions.FlowIndirectCall:
+		return true
+	case regions.FlowSeq:
+		if in.Inst.Op == x86asm.MOV {
+			_, mem := in.Inst.Args[0].(x86asm.Mem)
+			return mem
+		}
+	}
+	return false
 }

@@ -208,6 +208,21 @@ type StopRegs interface {
 	StopRegs(tid int) (pc, sp, fp uint64, ok bool)
 }
 
+// QuickRegs returns a thread's registers, or, from a target that knows
+// only the PC, stack and frame pointers of a stopped thread cheaply (a
+// remote stub's stop reply), a Regs holding just those (full false). What
+// needs only those (stop replies, thread lists, most instruction steps)
+// then costs no register read.
+func QuickRegs(t Target, tid int) (r Regs, full bool, err error) {
+	if q, ok := t.(StopRegs); ok {
+		if pc, sp, fp, ok := q.StopRegs(tid); ok {
+			return Regs{Rip: pc, Rsp: sp, Rbp: fp}, false, nil
+		}
+	}
+	r, err = t.Regs(tid)
+	return r, true, err
+}
+
 // ThreadControl is implemented by targets that can pin a thread to CPUs and
 // block its signals, which a remote stub cannot. Inspect mode needs both:
 // a pinned thread cannot migrate inside a critical section, and a blocked

@@ -130,7 +130,7 @@ func TestXferCacheBounded(t *testing.T) {
 // A DAP header line without end is cut at a bound: the session ends with
 // a framing error after a few kilobytes instead of growing with the line.
 func TestDAPHeaderBounded(t *testing.T) {
-	s, addr := startDAP(t, "--listen", ":0")
+	s, addr := listenDAP(t, "--listen", ":0")
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -27,8 +28,10 @@ func TestHeadlessCommands(t *testing.T) {
 	if r := s.of("registers"); len(r) != 1 || r[0]["registers"].(map[string]any)["rip"] != stops[1].str("pc") {
 		t.Errorf("info registers rip: %v, stop pc %s", r, stops[1].str("pc"))
 	}
-	if v := s.of("value"); len(v) == 0 || v[0]["value"].(float64) == 0 {
+	if v := s.of("value"); len(v) == 0 || v[0].str("value") == "" || v[0].str("value") == "0" {
 		t.Errorf("print $fs_base: %v", v)
+	} else if _, err := strconv.ParseUint(v[0].str("value"), 0, 64); err != nil {
+		t.Errorf("print $fs_base: %v: %v", v, err)
 	}
 	if m := s.of("memory"); len(m) != 1 || len(m[0]["values"].([]any)) != 4 {
 		t.Errorf("x/4gx: %v", m)
@@ -96,5 +99,102 @@ func TestHeadlessAttach(t *testing.T) {
 	fmt.Sscanf(out.String()[strings.Index(out.String(), "RESULT"):], "RESULT total=%d expected=%d", &total, &expected)
 	if total != expected {
 		t.Errorf("sums after detach: %d != %d", total, expected)
+	}
+}
+
+// print and display evaluate C over the program's DWARF variables and
+// registers, as DAP's evaluate does; display prints again at every stop
+// until undisplay.
+func TestHeadlessPrintDisplay(t *testing.T) {
+	before := markerLine(t, "full_tables.c", "BEFORE-RSEQ-LINE")
+	s := run(t, []string{
+		fmt.Sprintf("break full_tables.c:%d if i == 2", before), "continue",
+		"print i", "print t->commits + 1", "print i * 3 == 6", "print $rip", "print nosuchvar",
+		"display i", "display t->iterations", "next", "undisplay 1", "next",
+	}, nil, fixture("full_tables"), "1", "50")
+	stops := s.of("stop")
+	if len(stops) != 4 {
+		t.Fatalf("stops %v, want entry, breakpoint and two steps", stops)
+	}
+	values := map[string]string{}
+	for _, v := range s.of("value") {
+		values[v.str("name")] = v.str("value")
+	}
+	for expr, want := range map[string]string{"i": "2", "t->commits + 1": "3", "i * 3 == 6": "1"} {
+		if values[expr] != want {
+			t.Errorf("print %s = %q, want %q", expr, values[expr], want)
+		}
+	}
+	if rip, err := strconv.ParseUint(values["$rip"], 0, 64); err != nil || fmt.Sprintf("%#x", rip) != stops[1].str("pc") {
+		t.Errorf("print $rip = %q, stop at %s", values["$rip"], stops[1].str("pc"))
+	}
+	failed := false
+	for _, e := range s.of("error") {
+		failed = failed || strings.Contains(e.str("message"), `no symbol "nosuchvar"`)
+	}
+	if !failed {
+		t.Errorf("print nosuchvar did not fail: %v", s.of("error"))
+	}
+	// display: both at once, both at the first next, only the second
+	// after undisplay 1.
+	var shown []string
+	for _, e := range s.events {
+		switch e.str("event") {
+		case "display":
+			shown = append(shown, fmt.Sprintf("%d:%s=%s", e.num("id"), e.str("name"), e.str("value")))
+		case "stop":
+			shown = append(shown, "stop")
+		}
+	}
+	want := "stop stop 1:i=2 2:t->iterations=50 stop 1:i=2 2:t->iterations=50 stop 2:t->iterations=50"
+	if got := strings.Join(shown, " "); got != want {
+		t.Errorf("displays and stops:\n got %s\nwant %s", got, want)
+	}
+}
+
+// -ex and -x run in the order given on the command line, as in gdb.
+func TestHeadlessScriptOrder(t *testing.T) {
+	file := t.TempDir() + "/cmds"
+	if err := os.WriteFile(file, []byte("# a comment\necho from-file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := run(t, []string{"echo first"}, []string{"-x", file, "-ex", "echo last"}, fixture("full_tables"), "1", "10")
+	var got []string
+	for _, e := range s.of("echo") {
+		got = append(got, e.str("text"))
+	}
+	if strings.Join(got, ",") != "first,from-file,last" {
+		t.Errorf("echo order %v, want first, from-file, last", got)
+	}
+}
+
+// until and advance run the current thread to a location; a breakpoint on
+// the way stops them as it would a continue, a false condition does not.
+func TestHeadlessAdvance(t *testing.T) {
+	before := markerLine(t, "full_tables.c", "BEFORE-RSEQ-LINE")
+	loc := fmt.Sprintf("full_tables.c:%d", before)
+	s := run(t, []string{
+		"advance " + loc, "print i",
+		"break inc_full", "break full_tables.c:" + fmt.Sprint(lineOf(t, "full_tables.c", "t->commits += inc_full(")) + " if i == 1000",
+		"advance " + loc, "print i", "delete 1", "until " + loc, "print i",
+	}, nil, fixture("full_tables"), "1", "50", "--main") // the thread that advances runs worker
+	stops := s.of("stop")
+	if len(stops) != 4 {
+		t.Fatalf("stops %v, want entry and three", stops)
+	}
+	var got []string
+	for _, st := range stops[1:] {
+		got = append(got, fmt.Sprintf("%s %s:%d", st.str("reason"), strings.SplitN(st.str("function"), "+", 2)[0], st.num("line")))
+	}
+	var values []string
+	for _, v := range s.of("value") {
+		values = append(values, v.str("value"))
+	}
+	want := []string{fmt.Sprintf("step worker:%d", before), fmt.Sprintf("breakpoint inc_full:%d", stops[2].num("line")), fmt.Sprintf("step worker:%d", before)}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") || stops[2].str("function") == "" || !strings.HasPrefix(stops[2].str("function"), "inc_full") {
+		t.Errorf("stops %v, want %v", got, want)
+	}
+	if strings.Join(values, ",") != "0,2" {
+		t.Errorf("i at the stops: %v, want 0 and 2 (inc_full has no i)", values)
 	}
 }

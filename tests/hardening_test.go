@@ -315,8 +315,8 @@ func TestOnlySameUser(t *testing.T) {
 	open.wait(t, 30*time.Second)
 }
 
-// startDAP starts `rseqdbg dap ARGS` and returns the address it prints.
-func startDAP(t *testing.T, args ...string) (*stub, string) {
+// listenDAP starts `rseqdbg dap ARGS` and returns the address it prints.
+func listenDAP(t *testing.T, args ...string) (*stub, string) {
 	t.Helper()
 	s := &stub{}
 	s.start(t, binary, append([]string{"dap"}, args...)...)
@@ -357,7 +357,7 @@ print("RESPONSE" if b'"success":true' in data else "NO RESPONSE")
 // rseqdbg dap --listen :0 listens on loopback only, warns for another
 // host, and serves only its own user (TCP and Unix socket).
 func TestDAPListen(t *testing.T) {
-	s, addr := startDAP(t, "--listen", ":0")
+	s, addr := listenDAP(t, "--listen", ":0")
 	if !strings.HasPrefix(addr, "127.0.0.1:") {
 		t.Errorf("--listen :0 listens at %s, want loopback", addr)
 	}
@@ -371,13 +371,13 @@ func TestDAPListen(t *testing.T) {
 	}
 	s.wait(t, 30*time.Second)
 
-	w, _ := startDAP(t, "--listen", "0.0.0.0:0")
+	w, _ := listenDAP(t, "--listen", "0.0.0.0:0")
 	if !strings.Contains(w.stderr.String(), "warning: listening on 0.0.0.0:0") {
 		t.Errorf("no warning for a non-loopback address:\n%s", w.stderr.String())
 	}
 
 	sock := filepath.Join(t.TempDir(), "dap.sock")
-	u, addr := startDAP(t, "--listen", "unix:"+sock)
+	u, addr := listenDAP(t, "--listen", "unix:"+sock)
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("socket %v, %v: want mode 0600", fi, err)
 	}

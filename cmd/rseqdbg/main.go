@@ -77,8 +77,7 @@ func rootCommand() *cobra.Command {
 func runCommand() *cobra.Command {
 	var (
 		jsonOut   bool
-		cmds      []string
-		files     []string
+		items     []scriptItem
 		attach    int
 		keepGoing bool
 		cwd       string
@@ -88,13 +87,17 @@ func runCommand() *cobra.Command {
 		Use:   "run [flags] (-- PROG ARGS... | --attach PID)",
 		Short: "Run gdb-like commands headless against a program",
 		Long: `Starts PROG stopped at its first instruction (or attaches to PID), runs the
-commands given with -ex and -x in order, then kills a launched program,
-detaches from an attached one, or with --continue lets it run to its end.
+commands given with -ex and -x in the order given, then kills a launched
+program, detaches from an attached one, or with --continue lets it run to its
+end.
 
-Commands: break LOC [if COND], tbreak, delete [N], continue [N], stepi [N],
-nexti [N], step [N], next [N], finish, bt, info regions|threads|registers [REG]|
-breakpoints|stats, thread N, print $REG, x/NFU ADDR (F: x d u i; U: b h w g),
-kill, echo TEXT, quit. LOC is FUNCTION, FILE:LINE or *ADDR.`,
+Commands: break LOC [if COND], tbreak LOC [if COND], ignore N COUNT,
+delete [N], continue [N], stepi [N], nexti [N], step [N], next [N], finish,
+until [LOC], advance LOC, bt, thread N,
+info regions|threads|registers [REG]|breakpoints|display|stats,
+print EXPR, display [EXPR], undisplay [N], x/NFU ADDR (F: x d u i; U: b h w g),
+kill, echo TEXT, quit. LOC is FUNCTION, FILE:LINE or *EXPR. EXPR is C over
+the program's variables (DWARF) and registers ($rax).`,
 		Example: `  rseqdbg run -ex 'break inc_full' -ex continue -ex 'stepi 50' -- ./full_tables 1 100
   rseqdbg run --json -x script.gdb --continue -- ./prog`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -112,9 +115,14 @@ kill, echo TEXT, quit. LOC is FUNCTION, FILE:LINE or *ADDR.`,
 			if err != nil {
 				return err
 			}
-			script := cmds
-			for _, f := range files {
-				b, err := os.ReadFile(f)
+			// -ex and -x run in the order they were given, as in gdb.
+			var script []string
+			for _, it := range items {
+				if !it.file {
+					script = append(script, it.text)
+					continue
+				}
+				b, err := os.ReadFile(it.text)
 				if err != nil {
 					s.Close(false)
 					return fmt.Errorf("reading command file: %w", err)
@@ -138,8 +146,8 @@ kill, echo TEXT, quit. LOC is FUNCTION, FILE:LINE or *ADDR.`,
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print one JSON object per event")
-	cmd.Flags().StringArrayVar(&cmds, "ex", nil, "run a command (repeatable; -ex works too)")
-	cmd.Flags().StringArrayVarP(&files, "command", "x", nil, "run commands from a file (repeatable)")
+	cmd.Flags().Var(&scriptFlag{items: &items}, "ex", "run a command (repeatable; -ex works too)")
+	cmd.Flags().VarP(&scriptFlag{items: &items, file: true}, "command", "x", "run commands from a file (repeatable)")
 	cmd.Flags().IntVar(&attach, "attach", 0, "attach to a running process")
 	cmd.Flags().BoolVar(&keepGoing, "continue", false, "after the commands, let the program run to its end and exit with its code")
 	cmd.Flags().StringVar(&cwd, "cwd", "", "working directory of the program")
@@ -230,4 +238,24 @@ disconnects. Logs go to stderr.`,
 	cmd.Flags().StringVar(&listenAt, "listen", "", "serve one client at [HOST:]PORT (loopback unless a host is given) or unix:PATH (mode 0600) instead of stdio")
 	cmd.Flags().BoolVar(&sameUser, "only-same-user", true, "refuse connections from other users (loopback and Unix sockets)")
 	return cmd
+}
+
+// scriptItem is one -ex command or -x file, kept in command-line order.
+type scriptItem struct {
+	text string
+	file bool
+}
+
+// scriptFlag is -ex or -x: both append to one list, so commands and files
+// run in the order given (pflag keeps no order across two flags).
+type scriptFlag struct {
+	items *[]scriptItem
+	file  bool
+}
+
+func (f *scriptFlag) String() string { return "" }
+func (f *scriptFlag) Type() string   { return "stringArray" }
+func (f *scriptFlag) Set(v string) error {
+	*f.items = append(*f.items, scriptItem{text: v, file: f.file})
+	return nil
 }

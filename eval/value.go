@@ -1,4 +1,4 @@
-package dap
+package eval
 
 import (
 	"debug/dwarf"
@@ -8,8 +8,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-
-	"github.com/google/go-dap"
 )
 
 type locKind uint8
@@ -22,7 +20,7 @@ const (
 )
 
 // value is a typed C value and where it lives.
-type value struct {
+type Value struct {
 	name  string // display name (and the evaluate name of top-level ones)
 	expr  string // expression that evaluates to it, for evaluateName
 	typ   dwarf.Type
@@ -31,7 +29,7 @@ type value struct {
 	reg   int
 	data  []byte
 	err   error
-	frame *frame
+	frame *Frame
 	// bitSize and bitOff describe a bit field inside data or at addr.
 	bitSize, bitOff int64
 }
@@ -125,7 +123,7 @@ func typeName(t dwarf.Type) string {
 }
 
 // bytes returns n bytes of the value from off.
-func (ss *session) bytes(v *value, off, n int) ([]byte, error) {
+func (ev *Evaluator) bytes(v *Value, off, n int) ([]byte, error) {
 	if v.err != nil {
 		return nil, v.err
 	}
@@ -135,7 +133,7 @@ func (ss *session) bytes(v *value, off, n int) ([]byte, error) {
 	switch v.kind {
 	case locMem:
 		buf := make([]byte, n)
-		got, err := ss.proc.ReadMemory(v.addr+uint64(off), buf)
+		got, err := ev.ReadMemory(v.addr+uint64(off), buf)
 		if got < n {
 			if err == nil {
 				err = errors.New("unreadable")
@@ -153,8 +151,8 @@ func (ss *session) bytes(v *value, off, n int) ([]byte, error) {
 }
 
 // child is the part of v at byte offset off with type t.
-func (v *value) child(name, expr string, t dwarf.Type, off int) *value {
-	c := &value{name: name, expr: expr, typ: t, kind: v.kind, frame: v.frame, err: v.err}
+func (v *Value) child(name, expr string, t dwarf.Type, off int) *Value {
+	c := &Value{name: name, expr: expr, typ: t, kind: v.kind, frame: v.frame, err: v.err}
 	switch v.kind {
 	case locMem:
 		c.addr = v.addr + uint64(off)
@@ -171,10 +169,10 @@ func (v *value) child(name, expr string, t dwarf.Type, off int) *value {
 	return c
 }
 
-func addrValue(a uint64, t dwarf.Type) *value {
+func addrValue(a uint64, t dwarf.Type) *Value {
 	b := make([]byte, 8)
 	binary.LittleEndian.PutUint64(b, a)
-	return &value{typ: t, kind: locImm, data: b}
+	return &Value{typ: t, kind: locImm, data: b}
 }
 
 var (
@@ -191,25 +189,25 @@ func bytesType(n int64) dwarf.Type {
 	return &dwarf.ArrayType{CommonType: dwarf.CommonType{ByteSize: n}, Type: ucharType, Count: n}
 }
 
-func intValue(n int64) *value {
+func intValue(n int64) *Value {
 	return addrValue(uint64(n), longType)
 }
 
-func floatValue(f float64) *value {
+func floatValue(f float64) *Value {
 	b := make([]byte, 8)
 	binary.LittleEndian.PutUint64(b, math.Float64bits(f))
-	return &value{typ: dblType, kind: locImm, data: b}
+	return &Value{typ: dblType, kind: locImm, data: b}
 }
 
 // scalar reads an integer-like value (integers, chars, bools, enums,
 // pointers) as raw bits, sign-extended for signed types.
-func (ss *session) scalar(v *value) (uint64, bool, error) {
+func (ev *Evaluator) Scalar(v *Value) (uint64, bool, error) {
 	t := strip(v.typ)
 	size := typeSize(t)
 	if size == 0 || size > 8 {
 		return 0, false, fmt.Errorf("%s is not a scalar", typeName(v.typ))
 	}
-	b, err := ss.bytes(v, 0, size)
+	b, err := ev.bytes(v, 0, size)
 	if err != nil {
 		return 0, false, err
 	}
@@ -236,10 +234,10 @@ func (ss *session) scalar(v *value) (uint64, bool, error) {
 	return u, signed, nil
 }
 
-func (ss *session) float(v *value) (float64, error) {
+func (ev *Evaluator) float(v *Value) (float64, error) {
 	t := strip(v.typ)
 	size := typeSize(t)
-	b, err := ss.bytes(v, 0, size)
+	b, err := ev.bytes(v, 0, size)
 	if err != nil {
 		return 0, err
 	}
@@ -275,21 +273,21 @@ func isFloat(t dwarf.Type) bool {
 }
 
 // truth is C's notion of a condition being true.
-func (ss *session) truth(v *value) (bool, error) {
+func (ev *Evaluator) Truth(v *Value) (bool, error) {
 	if isFloat(v.typ) {
-		f, err := ss.float(v)
+		f, err := ev.float(v)
 		return f != 0, err
 	}
-	u, _, err := ss.scalar(v)
+	u, _, err := ev.Scalar(v)
 	return u != 0, err
 }
 
 // format renders a value for the Variables view, the hover and the REPL.
-func (ss *session) format(v *value, hex bool) string {
-	return ss.formatDepth(v, hex, 0)
+func (ev *Evaluator) Format(v *Value, hex bool) string {
+	return ev.formatDepth(v, hex, 0)
 }
 
-func (ss *session) formatDepth(v *value, hex bool, depth int) string {
+func (ev *Evaluator) formatDepth(v *Value, hex bool, depth int) string {
 	if v.err != nil {
 		return v.err.Error()
 	}
@@ -307,13 +305,13 @@ func (ss *session) formatDepth(v *value, hex bool, depth int) string {
 				parts = append(parts, "...")
 				break
 			}
-			parts = append(parts, fmt.Sprintf("%s = %s", fieldName(f, i), ss.formatDepth(ss.field(v, f, i), hex, depth+1)))
+			parts = append(parts, fmt.Sprintf("%s = %s", fieldName(f, i), ev.formatDepth(ev.field(v, f, i), hex, depth+1)))
 		}
 		return "{" + strings.Join(parts, ", ") + "}"
 	case *dwarf.ArrayType:
 		el := strip(x.Type)
 		if isCharType(el) && x.Count > 0 {
-			b, err := ss.bytes(v, 0, int(min(x.Count, 256)))
+			b, err := ev.bytes(v, 0, int(min(x.Count, 256)))
 			if err != nil {
 				return err.Error()
 			}
@@ -328,17 +326,17 @@ func (ss *session) formatDepth(v *value, hex bool, depth int) string {
 				parts = append(parts, "...")
 				break
 			}
-			parts = append(parts, ss.formatDepth(ss.index(v, i), hex, depth+1))
+			parts = append(parts, ev.formatDepth(ev.index(v, i), hex, depth+1))
 		}
 		return "[" + strings.Join(parts, ", ") + "]"
 	case *dwarf.FloatType:
-		f, err := ss.float(v)
+		f, err := ev.float(v)
 		if err != nil {
 			return err.Error()
 		}
 		return strconv.FormatFloat(f, 'g', -1, 64)
 	case *dwarf.PtrType:
-		u, _, err := ss.scalar(v)
+		u, _, err := ev.Scalar(v)
 		if err != nil {
 			return err.Error()
 		}
@@ -348,21 +346,21 @@ func (ss *session) formatDepth(v *value, hex bool, depth int) string {
 		}
 		switch x.Type.(type) {
 		case nil, *dwarf.FuncType, *dwarf.VoidType:
-			if _, ok := ss.core.Syms.Func(u); ok {
-				s += " <" + ss.core.Syms.Describe(u) + ">"
+			if _, ok := ev.Syms.Func(u); ok {
+				s += " <" + ev.Syms.Describe(u) + ">"
 			}
 			return s
 		}
 		if isCharType(strip(x.Type)) {
 			buf := make([]byte, 200)
-			n, _ := ss.proc.ReadMemory(u, buf)
+			n, _ := ev.ReadMemory(u, buf)
 			if n > 0 {
 				s += " " + quoteC(buf[:n], true)
 			}
 		}
 		return s
 	case *dwarf.EnumType:
-		u, _, err := ss.scalar(v)
+		u, _, err := ev.Scalar(v)
 		if err != nil {
 			return err.Error()
 		}
@@ -373,7 +371,7 @@ func (ss *session) formatDepth(v *value, hex bool, depth int) string {
 		}
 		return fmt.Sprintf("%d", int64(u))
 	case *dwarf.BoolType:
-		u, _, err := ss.scalar(v)
+		u, _, err := ev.Scalar(v)
 		if err != nil {
 			return err.Error()
 		}
@@ -382,9 +380,9 @@ func (ss *session) formatDepth(v *value, hex bool, depth int) string {
 		}
 		return "true"
 	case *dwarf.FuncType:
-		return fmt.Sprintf("%#x <%s>", v.addr, ss.core.Syms.Describe(v.addr))
+		return fmt.Sprintf("%#x <%s>", v.addr, ev.Syms.Describe(v.addr))
 	}
-	u, signed, err := ss.scalar(v)
+	u, signed, err := ev.Scalar(v)
 	if err != nil {
 		return err.Error()
 	}
@@ -453,7 +451,7 @@ func fieldName(f *dwarf.StructField, i int) string {
 }
 
 // field returns struct member f of v.
-func (ss *session) field(v *value, f *dwarf.StructField, i int) *value {
+func (ev *Evaluator) field(v *Value, f *dwarf.StructField, i int) *Value {
 	expr := ""
 	if v.expr != "" {
 		expr = "(" + v.expr + ")." + f.Name
@@ -478,7 +476,7 @@ func (ss *session) field(v *value, f *dwarf.StructField, i int) *value {
 }
 
 // index returns element i of array v.
-func (ss *session) index(v *value, i int64) *value {
+func (ev *Evaluator) index(v *Value, i int64) *Value {
 	a := strip(v.typ).(*dwarf.ArrayType)
 	size := typeSize(a.Type)
 	expr := ""
@@ -489,12 +487,12 @@ func (ss *session) index(v *value, i int64) *value {
 }
 
 // deref returns what pointer v points to.
-func (ss *session) deref(v *value) (*value, error) {
+func (ev *Evaluator) deref(v *Value) (*Value, error) {
 	p, ok := strip(v.typ).(*dwarf.PtrType)
 	if !ok {
 		return nil, fmt.Errorf("%s is not a pointer", typeName(v.typ))
 	}
-	u, _, err := ss.scalar(v)
+	u, _, err := ev.Scalar(v)
 	if err != nil {
 		return nil, err
 	}
@@ -509,11 +507,11 @@ func (ss *session) deref(v *value) (*value, error) {
 	if el == nil {
 		el = &dwarf.VoidType{}
 	}
-	return &value{name: "*" + v.name, expr: expr, typ: el, kind: locMem, addr: u, frame: v.frame}, nil
+	return &Value{name: "*" + v.name, expr: expr, typ: el, kind: locMem, addr: u, frame: v.frame}, nil
 }
 
 // children counts what a value expands to (named, indexed).
-func (ss *session) children(v *value) (named, indexed int) {
+func (ev *Evaluator) Children(v *Value) (named, indexed int) {
 	if v.err != nil {
 		return 0, 0
 	}
@@ -532,42 +530,58 @@ func (ss *session) children(v *value) (named, indexed int) {
 		case *dwarf.VoidType, *dwarf.FuncType:
 			return 0, 0
 		}
-		if u, _, err := ss.scalar(v); err == nil && u != 0 {
+		if u, _, err := ev.Scalar(v); err == nil && u != 0 {
 			return 1, 0
 		}
 	}
 	return 0, 0
 }
 
-// variable renders v as a DAP variable, with a handle when it expands.
-func (ss *session) variable(v *value, hex bool) dap.Variable {
-	dv := dap.Variable{Name: v.name, Value: ss.format(v, hex), Type: typeName(v.typ), EvaluateName: v.expr}
+// Name is the value's display name.
+func (v *Value) Name() string { return v.name }
+
+// SetName renames the value for display.
+func (v *Value) SetName(n string) { v.name = n }
+
+// EvalName is an expression that evaluates to v, "" when there is none.
+func (v *Value) EvalName() string {
 	if v.expr == "" && v.name != "" && !strings.HasPrefix(v.name, "[") && !strings.HasPrefix(v.name, "*") {
-		dv.EvaluateName = v.name
+		return v.name
 	}
-	named, indexed := ss.children(v)
-	if named+indexed > 0 {
-		dv.VariablesReference = ss.ref(&varRef{kind: refValue, val: v})
-		dv.NamedVariables, dv.IndexedVariables = named, indexed
+	return v.expr
+}
+
+// TypeName is v's C type.
+func (v *Value) TypeName() string { return typeName(v.typ) }
+
+// Frame is the frame v was read in, nil for values not tied to one.
+func (v *Value) Frame() *Frame { return v.frame }
+
+// IsArray reports a C array, whose children are indexed.
+func (v *Value) IsArray() bool { _, ok := strip(v.typ).(*dwarf.ArrayType); return ok }
+
+// Err says why v could not be read (optimized out, not saved), or nil.
+func (v *Value) Err() error { return v.err }
+
+// Address is where v lives in memory, when it does.
+func (v *Value) Address() (uint64, bool) { return v.addr, v.kind == locMem && v.err == nil }
+
+// Pointee is the address a pointer value holds.
+func (ev *Evaluator) Pointee(v *Value) (uint64, bool) {
+	if _, ok := strip(v.typ).(*dwarf.PtrType); !ok {
+		return 0, false
 	}
-	if v.kind == locMem && v.err == nil {
-		dv.MemoryReference = hexAddr(v.addr)
-	}
-	if _, ok := strip(v.typ).(*dwarf.PtrType); ok {
-		if u, _, err := ss.scalar(v); err == nil {
-			dv.MemoryReference = hexAddr(u)
-		}
-	}
-	return dv
+	u, _, err := ev.Scalar(v)
+	return u, err == nil
 }
 
 // expand lists the children of v; start and count page arrays.
-func (ss *session) expand(v *value, start, count int) ([]*value, error) {
+func (ev *Evaluator) Expand(v *Value, start, count int) ([]*Value, error) {
 	switch x := strip(v.typ).(type) {
 	case *dwarf.StructType:
-		out := make([]*value, 0, len(x.Field))
+		out := make([]*Value, 0, len(x.Field))
 		for i, f := range x.Field {
-			out = append(out, ss.field(v, f, i))
+			out = append(out, ev.field(v, f, i))
 		}
 		return out, nil
 	case *dwarf.ArrayType:
@@ -579,17 +593,17 @@ func (ss *session) expand(v *value, start, count int) ([]*value, error) {
 		if count > 0 && start+count < n {
 			end = start + count
 		}
-		out := make([]*value, 0, end-start)
+		out := make([]*Value, 0, end-start)
 		for i := start; i < end; i++ {
-			out = append(out, ss.index(v, int64(i)))
+			out = append(out, ev.index(v, int64(i)))
 		}
 		return out, nil
 	case *dwarf.PtrType:
-		d, err := ss.deref(v)
+		d, err := ev.deref(v)
 		if err != nil {
 			return nil, err
 		}
-		return []*value{d}, nil
+		return []*Value{d}, nil
 	}
 	return nil, nil
 }

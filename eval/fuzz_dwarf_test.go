@@ -1,16 +1,24 @@
-package dap
+package eval
 
 import (
 	"bytes"
 	"debug/dwarf"
 	"debug/elf"
 	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/rseqdbg/rseqdbg/symbols"
 )
 
-// FuzzDWARF reads arbitrary objects the way a DAP session does: the line
+// fixture is a built C fixture; the seeds are read only if it exists.
+func fixture(name string) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "tests", "fixtures", "build", name)
+}
+
+// FuzzDWARF reads arbitrary objects the way a debugging session does: the line
 // table (through symbols, which the session's stepping and breakpoints
 // use), then the compile units, scopes, variables, their types and
 // locations. A program may dlopen anything: no object may panic.

@@ -1,12 +1,14 @@
 package stepper
 
+// This file opens the object files of the process: through the target when
+// it reads files where the process runs (a remote stub), else locally.
+
 import (
 	"debug/elf"
 	"fmt"
 
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target"
-	"golang.org/x/arch/x86/x86asm"
 )
 
 // openELF opens an object file of the process: through the target when it
@@ -64,33 +66,4 @@ func (e *Engine) dynamicLinkerBreakpoint(interp string, base uint64) (uint64, er
 	}
 	defer done()
 	return regions.DynamicLinkerBreakpointELF(f, interp, base)
-}
-
-// quickRegs returns the thread's registers, or, from a target that knows
-// only the PC, stack and frame pointers of a stopped thread cheaply, a Regs
-// holding just those (full false).
-func (e *Engine) quickRegs(tid int) (target.Regs, bool, error) {
-	if q, ok := e.t.(target.StopRegs); ok {
-		if pc, sp, fp, ok := q.StopRegs(tid); ok {
-			return target.Regs{Rip: pc, Rsp: sp, Rbp: fp}, false, nil
-		}
-	}
-	r, err := e.t.Regs(tid)
-	return r, true, err
-}
-
-// needsFullRegs reports whether deciding where in leads takes more than
-// the PC and stack pointer: an indirect branch's operand, or a store that
-// may publish a descriptor into rseq_cs.
-func needsFullRegs(in regions.Insn) bool {
-	switch in.Kind {
-	case regions.FlowIndirectJump, regions.FlowIndirectCall:
-		return true
-	case regions.FlowSeq:
-		if in.Inst.Op == x86asm.MOV {
-			_, mem := in.Inst.Args[0].(x86asm.Mem)
-			return mem
-		}
-	}
-	return false
 }

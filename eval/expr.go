@@ -1,4 +1,4 @@
-package dap
+package eval
 
 import (
 	"debug/dwarf"
@@ -14,15 +14,15 @@ import (
 // breakpoint conditions and log points accept. Variables, $registers,
 // numbers and character literals; member, index, dereference and address
 // operators; C's arithmetic, comparison and logical operators.
-type expr struct {
+type Expr struct {
 	op   string // num, float, ident, reg, unary, binary, index, member, arrow
 	name string // identifier, register, operator
 	num  uint64
 	fnum float64
-	x, y *expr
+	x, y *Expr
 }
 
-func (e *expr) String() string {
+func (e *Expr) String() string {
 	switch e.op {
 	case "num":
 		return strconv.FormatUint(e.num, 10)
@@ -48,7 +48,7 @@ func (e *expr) String() string {
 
 // operand renders e where a postfix operator follows: "0.5" or "-p" would
 // read differently without parentheses.
-func (e *expr) operand() string {
+func (e *Expr) operand() string {
 	switch e.op {
 	case "num", "float", "unary":
 		return "(" + e.String() + ")"
@@ -172,7 +172,7 @@ var binPrec = map[string]int{
 	"<": 7, "<=": 7, ">": 7, ">=": 7, "<<": 8, ">>": 8, "+": 9, "-": 9, "*": 10, "/": 10, "%": 10,
 }
 
-func parseExpr(s string) (*expr, error) {
+func Parse(s string) (*Expr, error) {
 	if len(s) > maxExprLen {
 		return nil, fmt.Errorf("expression longer than %d bytes", maxExprLen)
 	}
@@ -202,7 +202,7 @@ func (p *parser) enter() error {
 	return nil
 }
 
-func (p *parser) binary(minPrec int) (*expr, error) {
+func (p *parser) binary(minPrec int) (*Expr, error) {
 	if err := p.enter(); err != nil {
 		return nil, err
 	}
@@ -222,11 +222,11 @@ func (p *parser) binary(minPrec int) (*expr, error) {
 		if err != nil {
 			return nil, err
 		}
-		x = &expr{op: "binary", name: t.text, x: x, y: y}
+		x = &Expr{op: "binary", name: t.text, x: x, y: y}
 	}
 }
 
-func (p *parser) unary() (*expr, error) {
+func (p *parser) unary() (*Expr, error) {
 	if err := p.enter(); err != nil {
 		return nil, err
 	}
@@ -238,12 +238,12 @@ func (p *parser) unary() (*expr, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &expr{op: "unary", name: t.text, x: x}, nil
+		return &Expr{op: "unary", name: t.text, x: x}, nil
 	}
 	return p.postfix()
 }
 
-func (p *parser) postfix() (*expr, error) {
+func (p *parser) postfix() (*Expr, error) {
 	x, err := p.primary()
 	if err != nil {
 		return nil, err
@@ -263,7 +263,7 @@ func (p *parser) postfix() (*expr, error) {
 			if p.next().text != "]" {
 				return nil, errors.New("missing ]")
 			}
-			x = &expr{op: "index", x: x, y: i}
+			x = &Expr{op: "index", x: x, y: i}
 		case ".", "->":
 			p.next()
 			n := p.next()
@@ -274,24 +274,24 @@ func (p *parser) postfix() (*expr, error) {
 			if t.text == "->" {
 				op = "arrow"
 			}
-			x = &expr{op: op, name: n.text, x: x}
+			x = &Expr{op: op, name: n.text, x: x}
 		default:
 			return x, nil
 		}
 	}
 }
 
-func (p *parser) primary() (*expr, error) {
+func (p *parser) primary() (*Expr, error) {
 	t := p.next()
 	switch t.kind {
 	case "num":
-		return &expr{op: "num", num: t.num}, nil
+		return &Expr{op: "num", num: t.num}, nil
 	case "float":
-		return &expr{op: "float", fnum: t.fnum}, nil
+		return &Expr{op: "float", fnum: t.fnum}, nil
 	case "ident":
-		return &expr{op: "ident", name: t.text}, nil
+		return &Expr{op: "ident", name: t.text}, nil
 	case "reg":
-		return &expr{op: "reg", name: t.text}, nil
+		return &Expr{op: "reg", name: t.text}, nil
 	case "op":
 		if t.text == "(" {
 			x, err := p.binary(1)
@@ -310,8 +310,8 @@ func (p *parser) primary() (*expr, error) {
 }
 
 // eval evaluates e in frame f.
-func (ss *session) eval(e *expr, f *frame) (*value, error) {
-	v, err := ss.evalNode(e, f)
+func (ev *Evaluator) Eval(e *Expr, f *Frame) (*Value, error) {
+	v, err := ev.evalNode(e, f)
 	if err != nil {
 		return nil, err
 	}
@@ -321,7 +321,7 @@ func (ss *session) eval(e *expr, f *frame) (*value, error) {
 	return v, nil
 }
 
-func (ss *session) evalNode(e *expr, f *frame) (*value, error) {
+func (ev *Evaluator) evalNode(e *Expr, f *Frame) (*Value, error) {
 	switch e.op {
 	case "num":
 		if e.num > math.MaxInt64 {
@@ -331,51 +331,51 @@ func (ss *session) evalNode(e *expr, f *frame) (*value, error) {
 	case "float":
 		return floatValue(e.fnum), nil
 	case "ident":
-		v, err := ss.lookupVar(e.name, f)
+		v, err := ev.lookupVar(e.name, f)
 		if err != nil {
 			return nil, err
 		}
 		v.expr = e.name
 		return v, nil
 	case "reg":
-		regs := f.uf.Regs
-		p := regField(&regs, e.name)
+		regs := f.Regs
+		p := RegField(&regs, e.name)
 		if p == nil {
 			return nil, fmt.Errorf("no register $%s", e.name)
 		}
-		if f.level > 0 && !calleeSaved[e.name] {
-			return nil, fmt.Errorf("$%s is not saved in frame %d", e.name, f.level)
+		if f.Level > 0 && !CalleeSaved[e.name] {
+			return nil, fmt.Errorf("$%s is not saved in frame %d", e.name, f.Level)
 		}
 		v := addrValue(*p, ulongType)
 		v.name, v.expr = "$"+e.name, "$"+e.name
 		return v, nil
 	case "unary":
-		return ss.evalUnary(e, f)
+		return ev.evalUnary(e, f)
 	case "binary":
-		return ss.evalBinary(e, f)
+		return ev.evalBinary(e, f)
 	case "index":
-		base, err := ss.eval(e.x, f)
+		base, err := ev.Eval(e.x, f)
 		if err != nil {
 			return nil, err
 		}
-		iv, err := ss.eval(e.y, f)
+		iv, err := ev.Eval(e.y, f)
 		if err != nil {
 			return nil, err
 		}
-		i, _, err := ss.scalar(iv)
+		i, _, err := ev.Scalar(iv)
 		if err != nil {
 			return nil, err
 		}
-		return ss.subscript(base, int64(i), e)
+		return ev.subscript(base, int64(i), e)
 	case "member", "arrow":
-		base, err := ss.eval(e.x, f)
+		base, err := ev.Eval(e.x, f)
 		if err != nil {
 			return nil, err
 		}
 		// gdb is strict about . and ->; accepting either is friendlier in
 		// a watch or hover.
 		if _, ok := strip(base.typ).(*dwarf.PtrType); ok {
-			if base, err = ss.deref(base); err != nil {
+			if base, err = ev.deref(base); err != nil {
 				return nil, err
 			}
 		}
@@ -385,7 +385,7 @@ func (ss *session) evalNode(e *expr, f *frame) (*value, error) {
 		}
 		for i, fl := range st.Field {
 			if fl.Name == e.name {
-				c := ss.field(base, fl, i)
+				c := ev.field(base, fl, i)
 				c.name, c.expr = e.name, e.String()
 				return c, nil
 			}
@@ -395,17 +395,17 @@ func (ss *session) evalNode(e *expr, f *frame) (*value, error) {
 	return nil, fmt.Errorf("cannot evaluate %s", e)
 }
 
-func (ss *session) subscript(base *value, i int64, e *expr) (*value, error) {
+func (ev *Evaluator) subscript(base *Value, i int64, e *Expr) (*Value, error) {
 	switch t := strip(base.typ).(type) {
 	case *dwarf.ArrayType:
 		if t.Count >= 0 && (i < 0 || i >= t.Count) {
 			return nil, fmt.Errorf("index %d out of range [0, %d)", i, t.Count)
 		}
-		c := ss.index(base, i)
+		c := ev.index(base, i)
 		c.expr = e.String()
 		return c, nil
 	case *dwarf.PtrType:
-		u, _, err := ss.scalar(base)
+		u, _, err := ev.Scalar(base)
 		if err != nil {
 			return nil, err
 		}
@@ -414,13 +414,13 @@ func (ss *session) subscript(base *value, i int64, e *expr) (*value, error) {
 		if el == nil || size == 0 {
 			return nil, errors.New("cannot index a void pointer")
 		}
-		return &value{name: fmt.Sprintf("[%d]", i), expr: e.String(), typ: el, kind: locMem, addr: u + uint64(i*int64(size)), frame: base.frame}, nil
+		return &Value{name: fmt.Sprintf("[%d]", i), expr: e.String(), typ: el, kind: locMem, addr: u + uint64(i*int64(size)), frame: base.frame}, nil
 	}
 	return nil, fmt.Errorf("%s cannot be indexed", typeName(base.typ))
 }
 
-func (ss *session) evalUnary(e *expr, f *frame) (*value, error) {
-	x, err := ss.eval(e.x, f)
+func (ev *Evaluator) evalUnary(e *Expr, f *Frame) (*Value, error) {
+	x, err := ev.Eval(e.x, f)
 	if err != nil {
 		return nil, err
 	}
@@ -432,9 +432,9 @@ func (ss *session) evalUnary(e *expr, f *frame) (*value, error) {
 			if a.Count == 0 {
 				return nil, errors.New("empty array")
 			}
-			return ss.index(x, 0), nil
+			return ev.index(x, 0), nil
 		}
-		d, err := ss.deref(x)
+		d, err := ev.deref(x)
 		if err != nil {
 			return nil, err
 		}
@@ -448,7 +448,7 @@ func (ss *session) evalUnary(e *expr, f *frame) (*value, error) {
 		v.expr = e.String()
 		return v, nil
 	case "!":
-		t, err := ss.truth(x)
+		t, err := ev.Truth(x)
 		if err != nil {
 			return nil, err
 		}
@@ -458,50 +458,50 @@ func (ss *session) evalUnary(e *expr, f *frame) (*value, error) {
 		return intValue(1), nil
 	case "-":
 		if isFloat(x.typ) {
-			fl, err := ss.float(x)
+			fl, err := ev.float(x)
 			return floatValue(-fl), err
 		}
-		u, _, err := ss.scalar(x)
+		u, _, err := ev.Scalar(x)
 		return intValue(-int64(u)), err
 	case "~":
-		u, _, err := ss.scalar(x)
+		u, _, err := ev.Scalar(x)
 		return intValue(int64(^u)), err
 	}
 	return nil, fmt.Errorf("unknown operator %s", e.name)
 }
 
-func (ss *session) evalBinary(e *expr, f *frame) (*value, error) {
-	x, err := ss.eval(e.x, f)
+func (ev *Evaluator) evalBinary(e *Expr, f *Frame) (*Value, error) {
+	x, err := ev.Eval(e.x, f)
 	if err != nil {
 		return nil, err
 	}
 	if e.name == "&&" || e.name == "||" {
-		l, err := ss.truth(x)
+		l, err := ev.Truth(x)
 		if err != nil {
 			return nil, err
 		}
 		if l == (e.name == "||") {
 			return boolValue(l), nil
 		}
-		y, err := ss.eval(e.y, f)
+		y, err := ev.Eval(e.y, f)
 		if err != nil {
 			return nil, err
 		}
-		r, err := ss.truth(y)
+		r, err := ev.Truth(y)
 		return boolValue(r), err
 	}
-	y, err := ss.eval(e.y, f)
+	y, err := ev.Eval(e.y, f)
 	if err != nil {
 		return nil, err
 	}
 	if isFloat(x.typ) || isFloat(y.typ) {
-		return ss.floatOp(e.name, x, y)
+		return ev.floatOp(e.name, x, y)
 	}
-	a, sa, err := ss.scalar(x)
+	a, sa, err := ev.Scalar(x)
 	if err != nil {
 		return nil, err
 	}
-	b, sb, err := ss.scalar(y)
+	b, sb, err := ev.Scalar(y)
 	if err != nil {
 		return nil, err
 	}
@@ -517,7 +517,7 @@ func (ss *session) evalBinary(e *expr, f *frame) (*value, error) {
 		}
 	}
 	signed := sa && sb
-	cmp := func(lt, eq bool) *value {
+	cmp := func(lt, eq bool) *Value {
 		switch e.name {
 		case "<":
 			return boolValue(lt)
@@ -582,12 +582,12 @@ func (ss *session) evalBinary(e *expr, f *frame) (*value, error) {
 	return nil, fmt.Errorf("unknown operator %s", e.name)
 }
 
-func (ss *session) floatOp(op string, x, y *value) (*value, error) {
-	get := func(v *value) (float64, error) {
+func (ev *Evaluator) floatOp(op string, x, y *Value) (*Value, error) {
+	get := func(v *Value) (float64, error) {
 		if isFloat(v.typ) {
-			return ss.float(v)
+			return ev.float(v)
 		}
-		u, signed, err := ss.scalar(v)
+		u, signed, err := ev.Scalar(v)
 		if signed {
 			return float64(int64(u)), err
 		}
@@ -626,7 +626,7 @@ func (ss *session) floatOp(op string, x, y *value) (*value, error) {
 	return nil, fmt.Errorf("operator %s does not apply to floating-point values", op)
 }
 
-func boolValue(b bool) *value {
+func boolValue(b bool) *Value {
 	if b {
 		return intValue(1)
 	}
@@ -635,7 +635,7 @@ func boolValue(b bool) *value {
 
 // assign writes src into dst (setVariable): memory, or a register of the
 // top frame.
-func (ss *session) assign(dst, src *value) error {
+func (ev *Evaluator) Assign(dst, src *Value) error {
 	if dst.err != nil {
 		return dst.err
 	}
@@ -649,11 +649,11 @@ func (ss *session) assign(dst, src *value) error {
 		var fv float64
 		var err error
 		if isFloat(src.typ) {
-			fv, err = ss.float(src)
+			fv, err = ev.float(src)
 		} else {
 			var u uint64
 			var signed bool
-			u, signed, err = ss.scalar(src)
+			u, signed, err = ev.Scalar(src)
 			fv = float64(u)
 			if signed {
 				fv = float64(int64(u))
@@ -673,19 +673,19 @@ func (ss *session) assign(dst, src *value) error {
 	} else {
 		var u uint64
 		if isFloat(src.typ) {
-			fv, err := ss.float(src)
+			fv, err := ev.float(src)
 			if err != nil {
 				return err
 			}
 			u = uint64(int64(fv))
 		} else {
 			var err error
-			if u, _, err = ss.scalar(src); err != nil {
+			if u, _, err = ev.Scalar(src); err != nil {
 				return err
 			}
 		}
 		if dst.bitSize > 0 {
-			old, err := ss.bytes(dst, 0, size)
+			old, err := ev.bytes(dst, 0, size)
 			if err != nil {
 				return err
 			}
@@ -700,28 +700,30 @@ func (ss *session) assign(dst, src *value) error {
 	data := buf[:size]
 	switch dst.kind {
 	case locMem:
-		n, err := ss.eng.WriteMemory(dst.addr, data)
+		n, err := ev.WriteMemory(dst.addr, data)
 		if n < size {
 			return fmt.Errorf("writing %d bytes at %#x: %v", size, dst.addr, err)
 		}
+		dst.data = nil // read again: what is stored now (truncation, bit fields)
 		return nil
 	case locReg:
 		f := dst.frame
-		if f == nil || f.level != 0 || dst.reg < 0 || dst.reg >= len(dwarfRegs) {
+		if f == nil || f.Level != 0 || dst.reg < 0 || dst.reg >= len(DwarfRegs) {
 			return errors.New("only registers of the innermost frame can be set")
 		}
-		regs, err := ss.proc.Regs(f.tid)
+		regs, err := ev.Regs(f.Tid)
 		if err != nil {
 			return err
 		}
-		p := regField(&regs, dwarfRegs[dst.reg])
+		p := RegField(&regs, DwarfRegs[dst.reg])
 		var x [8]byte
 		binary.LittleEndian.PutUint64(x[:], *p)
 		copy(x[:], data)
 		*p = binary.LittleEndian.Uint64(x[:])
-		if err := ss.proc.SetRegs(f.tid, regs); err != nil {
-			return fmt.Errorf("setting %s: %w", dwarfRegs[dst.reg], err)
+		if err := ev.SetRegs(f.Tid, regs); err != nil {
+			return fmt.Errorf("setting %s: %w", DwarfRegs[dst.reg], err)
 		}
+		dst.data = regBytes(regs, dst.reg, typeSize(dst.typ))
 		return nil
 	}
 	return errors.New("this value is computed, not stored: it cannot be set")

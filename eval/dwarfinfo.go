@@ -1,4 +1,4 @@
-package dap
+package eval
 
 import (
 	"debug/dwarf"
@@ -16,7 +16,7 @@ import (
 // debugInfo is the DWARF of the loaded objects for variables: scopes,
 // types and locations. The line tables stay in symbols. It is used on the
 // ptrace thread only.
-type debugInfo struct {
+type DebugInfo struct {
 	objs []*dobj
 }
 
@@ -65,7 +65,7 @@ type globalVar struct {
 }
 
 // sync follows the engine's object list.
-func (d *debugInfo) sync(objs []*regions.Object) {
+func (d *DebugInfo) Sync(objs []*regions.Object) {
 	keep := d.objs[:0]
 	have := map[string]*dobj{}
 	for _, o := range d.objs {
@@ -95,7 +95,7 @@ func (d *debugInfo) sync(objs []*regions.Object) {
 }
 
 // objectOf returns the object mapped at pc without loading its DWARF.
-func (d *debugInfo) objectOf(pc uint64) *dobj {
+func (d *DebugInfo) objectOf(pc uint64) *dobj {
 	for _, o := range d.objs {
 		if pc >= o.lo && pc < o.hi {
 			return o
@@ -104,7 +104,16 @@ func (d *debugInfo) objectOf(pc uint64) *dobj {
 	return nil
 }
 
-func (d *debugInfo) objectAt(pc uint64) *dobj {
+// ObjectOf names the object mapped at pc and where it starts, without
+// loading its DWARF.
+func (d *DebugInfo) ObjectOf(pc uint64) (path string, lo uint64, ok bool) {
+	if o := d.objectOf(pc); o != nil {
+		return o.path, o.lo, true
+	}
+	return "", 0, false
+}
+
+func (d *DebugInfo) objectAt(pc uint64) *dobj {
 	for _, o := range d.objs {
 		if pc >= o.lo && pc < o.hi {
 			if err := o.load(); err != nil {
@@ -397,38 +406,38 @@ func (o *dobj) findLoc(off int, c *cuInfo, lpc uint64) (b []byte, err error) {
 	return nil, errors.New("no location lists")
 }
 
-// dwarfRegs maps DWARF register numbers to registers.
-var dwarfRegs = []string{"rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip"}
+// DwarfRegs maps DWARF register numbers to registers.
+var DwarfRegs = []string{"rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip"}
 
 // regsFor builds the registers a location expression may use in f: all of
 // them in the top frame, only those the unwinder restores in outer frames.
-func regsFor(f *frame) op.DwarfRegisters {
-	regs := f.uf.Regs
-	list := make([]*op.DwarfRegister, len(dwarfRegs))
-	for i, n := range dwarfRegs {
-		if f.level > 0 && !calleeSaved[n] {
+func regsFor(f *Frame) op.DwarfRegisters {
+	regs := f.Regs
+	list := make([]*op.DwarfRegister, len(DwarfRegs))
+	for i, n := range DwarfRegs {
+		if f.Level > 0 && !CalleeSaved[n] {
 			continue
 		}
-		list[i] = op.DwarfRegisterFromUint64(*regField(&regs, n))
+		list[i] = op.DwarfRegisterFromUint64(*RegField(&regs, n))
 	}
 	return *op.NewDwarfRegisters(0, list, binary.LittleEndian, 16, 7, 6, 0)
 }
 
 // execute runs a location expression; delve's interpreter panics on some
 // malformed programs, which must not end the session.
-func (ss *session) execute(regs op.DwarfRegisters, prog []byte) (addr int64, pieces []op.Piece, err error) {
+func (ev *Evaluator) execute(regs op.DwarfRegisters, prog []byte) (addr int64, pieces []op.Piece, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			addr, pieces, err = 0, nil, fmt.Errorf("malformed location expression: %v", p)
 		}
 	}()
-	read := func(buf []byte, a uint64) (int, error) { return ss.proc.ReadMemory(a, buf) }
+	read := func(buf []byte, a uint64) (int, error) { return ev.ReadMemory(a, buf) }
 	return op.ExecuteStackProgram(regs, prog, 8, read)
 }
 
 // frameBase evaluates DW_AT_frame_base of the subprogram holding f; gcc
 // emits DW_OP_call_frame_cfa, whose value is the unwinder's CFA.
-func (ss *session) frameBase(o *dobj, fn *scope, f *frame) (int64, error) {
+func (ev *Evaluator) frameBase(o *dobj, fn *scope, f *Frame) (int64, error) {
 	fb := fn.entry.AttrField(dwarf.AttrFrameBase)
 	if fb == nil {
 		return 0, errors.New("no frame base")
@@ -436,10 +445,10 @@ func (ss *session) frameBase(o *dobj, fn *scope, f *frame) (int64, error) {
 	prog, _ := fb.Val.([]byte)
 	regs := regsFor(f)
 	regs.StaticBase = o.bias
-	if f.cfaOK {
-		regs.CFA = int64(f.cfa)
+	if f.CFAOK {
+		regs.CFA = int64(f.CFA)
 	}
-	addr, pieces, err := ss.execute(regs, prog)
+	addr, pieces, err := ev.execute(regs, prog)
 	if err != nil {
 		return 0, err
 	}
@@ -466,12 +475,12 @@ type frameVars struct {
 
 // varsOf collects the variables of f's scopes; frames with no DWARF
 // have none.
-func (ss *session) varsOf(f *frame) (*frameVars, error) {
-	o := ss.dbg.objectAt(f.lookup)
+func (ev *Evaluator) varsOf(f *Frame) (*frameVars, error) {
+	o := ev.Info.objectAt(f.Lookup)
 	if o == nil {
 		return nil, errors.New("no debug information here")
 	}
-	lpc := f.lookup - o.bias
+	lpc := f.Lookup - o.bias
 	c := o.cuAt(lpc)
 	if c == nil {
 		return nil, errors.New("no debug information here")
@@ -491,7 +500,7 @@ func (ss *session) varsOf(f *frame) (*frameVars, error) {
 			fv.vars = append(fv.vars, scopeVar{entry: e, arg: e.Tag == dwarf.TagFormalParameter})
 		}
 	}
-	fv.fbase, fv.fbErr = ss.frameBase(o, fv.fn, f)
+	fv.fbase, fv.fbErr = ev.frameBase(o, fv.fn, f)
 	return fv, nil
 }
 
@@ -499,9 +508,9 @@ func (ss *session) varsOf(f *frame) (*frameVars, error) {
 var errOptimizedOut = errors.New("<optimized out>")
 
 // locate evaluates the location of variable e in frame f.
-func (ss *session) locate(fv *frameVars, e *dwarf.Entry, f *frame, typ dwarf.Type) *value {
-	v := &value{typ: typ, frame: f}
-	prog, err := fv.o.locExpr(e, fv.c, f.lookup-fv.o.bias)
+func (ev *Evaluator) locate(fv *frameVars, e *dwarf.Entry, f *Frame, typ dwarf.Type) *Value {
+	v := &Value{typ: typ, frame: f}
+	prog, err := fv.o.locExpr(e, fv.c, f.Lookup-fv.o.bias)
 	if err != nil {
 		v.err = err
 		return v
@@ -517,23 +526,23 @@ func (ss *session) locate(fv *frameVars, e *dwarf.Entry, f *frame, typ dwarf.Typ
 	}
 	regs := regsFor(f)
 	regs.StaticBase = fv.o.bias
-	if f.cfaOK {
-		regs.CFA = int64(f.cfa)
+	if f.CFAOK {
+		regs.CFA = int64(f.CFA)
 	}
 	if fv.fbErr == nil {
 		regs.FrameBase = fv.fbase
 	}
-	addr, pieces, err := ss.execute(regs, prog)
+	addr, pieces, err := ev.execute(regs, prog)
 	if err != nil {
 		v.err = fmt.Errorf("<unavailable: %v>", err)
 		return v
 	}
-	ss.place(v, regs, addr, pieces)
+	ev.place(v, regs, addr, pieces)
 	return v
 }
 
 // place stores where a value is from a location expression's result.
-func (ss *session) place(v *value, regs op.DwarfRegisters, addr int64, pieces []op.Piece) {
+func (ev *Evaluator) place(v *Value, regs op.DwarfRegisters, addr int64, pieces []op.Piece) {
 	size := typeSize(v.typ)
 	if len(pieces) == 0 {
 		v.kind, v.addr = locMem, uint64(addr)
@@ -561,7 +570,7 @@ func (ss *session) place(v *value, regs op.DwarfRegisters, addr int64, pieces []
 		chunk := make([]byte, max(psize, 0))
 		switch p.Kind {
 		case op.AddrPiece:
-			ss.proc.ReadMemory(p.Val, chunk)
+			ev.ReadMemory(p.Val, chunk)
 		case op.RegPiece:
 			r := regs.Reg(p.Val)
 			if r == nil {
@@ -601,8 +610,8 @@ func constBytes(cv any, typ dwarf.Type) []byte {
 
 // lookupVar resolves a name in frame f: its scopes, then globals of its
 // object, then globals of every object, then data symbols.
-func (ss *session) lookupVar(name string, f *frame) (*value, error) {
-	fv, ferr := ss.varsOf(f)
+func (ev *Evaluator) lookupVar(name string, f *Frame) (*Value, error) {
+	fv, ferr := ev.varsOf(f)
 	if ferr == nil {
 		for _, sv := range fv.vars {
 			if fv.o.name(sv.entry) != name {
@@ -612,12 +621,12 @@ func (ss *session) lookupVar(name string, f *frame) (*value, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
-			v := ss.locate(fv, sv.entry, f, t)
+			v := ev.locate(fv, sv.entry, f, t)
 			v.name = name
 			return v, nil
 		}
 	}
-	objs := ss.dbg.objs
+	objs := ev.Info.objs
 	if fv != nil {
 		objs = append([]*dobj{fv.o}, objs...)
 	}
@@ -634,16 +643,16 @@ func (ss *session) lookupVar(name string, f *frame) (*value, error) {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		gv := &frameVars{o: o, c: g.cu}
-		v := ss.locate(gv, g.entry, f, t)
+		v := ev.locate(gv, g.entry, f, t)
 		v.name = name
 		return v, nil
 	}
 	for _, o := range objs {
 		if s, ok := o.dataSyms[name]; ok {
-			return &value{name: name, kind: locMem, addr: s.Value + o.bias, typ: bytesType(int64(s.Size))}, nil
+			return &Value{name: name, kind: locMem, addr: s.Value + o.bias, typ: bytesType(int64(s.Size))}, nil
 		}
 	}
-	if fn, ok := ss.core.Syms.LookupFunc(name); ok {
+	if fn, ok := ev.Syms.LookupFunc(name); ok {
 		return addrValue(fn.Lo, &dwarf.PtrType{CommonType: dwarf.CommonType{ByteSize: 8}, Type: &dwarf.FuncType{}}), nil
 	}
 	return nil, fmt.Errorf("no symbol %q in the current context", name)
@@ -651,13 +660,13 @@ func (ss *session) lookupVar(name string, f *frame) (*value, error) {
 
 // localsOf lists a frame's arguments or locals, without shadowed
 // duplicates (the innermost wins).
-func (ss *session) localsOf(f *frame, args bool) ([]*value, error) {
-	fv, err := ss.varsOf(f)
+func (ev *Evaluator) Locals(f *Frame, args bool) ([]*Value, error) {
+	fv, err := ev.varsOf(f)
 	if err != nil {
 		return nil, err
 	}
 	seen := map[string]bool{}
-	var out []*value
+	var out []*Value
 	for _, sv := range fv.vars {
 		if sv.arg != args {
 			continue
@@ -669,10 +678,10 @@ func (ss *session) localsOf(f *frame, args bool) ([]*value, error) {
 		seen[n] = true
 		t, err := fv.o.typeOf(sv.entry)
 		if err != nil {
-			out = append(out, &value{name: n, err: err})
+			out = append(out, &Value{name: n, err: err})
 			continue
 		}
-		v := ss.locate(fv, sv.entry, f, t)
+		v := ev.locate(fv, sv.entry, f, t)
 		v.name = n
 		out = append(out, v)
 	}

@@ -1,13 +1,14 @@
-package dap
+package eval
 
 import (
 	"debug/dwarf"
 	"encoding/binary"
+	"github.com/rseqdbg/rseqdbg/symbols"
 	"math"
 	"testing"
 )
 
-func imm(t dwarf.Type, data []byte) *value { return &value{typ: t, kind: locImm, data: data} }
+func imm(t dwarf.Type, data []byte) *Value { return &Value{typ: t, kind: locImm, data: data} }
 
 func common(name string, size int64) dwarf.CommonType {
 	return dwarf.CommonType{Name: name, ByteSize: size}
@@ -16,7 +17,7 @@ func common(name string, size int64) dwarf.CommonType {
 // TestFormatTypes renders the C types the Variables view shows without a
 // target: enums, unions, bit fields, char arrays, floats, booleans.
 func TestFormatTypes(t *testing.T) {
-	ss := &session{}
+	ev := &Evaluator{Info: &DebugInfo{}, Syms: &symbols.Table{}}
 	intT := &dwarf.IntType{BasicType: dwarf.BasicType{CommonType: common("int", 4)}}
 	charT := &dwarf.CharType{BasicType: dwarf.BasicType{CommonType: common("char", 1)}}
 	floatT := &dwarf.FloatType{BasicType: dwarf.BasicType{CommonType: common("float", 4)}}
@@ -38,7 +39,7 @@ func TestFormatTypes(t *testing.T) {
 	binary.LittleEndian.PutUint16(half[8:], 16382) // 0.5 in x87 format
 
 	for _, tc := range []struct {
-		v    *value
+		v    *Value
 		want string
 		hex  bool
 	}{
@@ -53,7 +54,7 @@ func TestFormatTypes(t *testing.T) {
 		{imm(&dwarf.BoolType{BasicType: dwarf.BasicType{CommonType: common("_Bool", 1)}}, []byte{1}), "true", false},
 		{imm(charT, []byte{'A'}), "65 'A'", false},
 	} {
-		if got := ss.format(tc.v, tc.hex); got != tc.want {
+		if got := ev.Format(tc.v, tc.hex); got != tc.want {
 			t.Errorf("%s: got %s, want %s", typeName(tc.v.typ), got, tc.want)
 		}
 	}
@@ -64,7 +65,7 @@ func TestFormatTypes(t *testing.T) {
 
 // TestEvalArithmetic evaluates expressions over literals.
 func TestEvalArithmetic(t *testing.T) {
-	ss := &session{}
+	ev := &Evaluator{Info: &DebugInfo{}, Syms: &symbols.Table{}}
 	for expr, want := range map[string]string{
 		"1 + 2 * 3":                "7",
 		"(1 + 2) * 3":              "9",
@@ -79,24 +80,24 @@ func TestEvalArithmetic(t *testing.T) {
 		"5 > 3 || 1 / 0":           "1",
 		"18446744073709551615 > 0": "1",
 	} {
-		e, err := parseExpr(expr)
+		e, err := Parse(expr)
 		if err != nil {
 			t.Errorf("%s: %v", expr, err)
 			continue
 		}
-		v, err := ss.eval(e, &frame{})
+		v, err := ev.Eval(e, &Frame{})
 		if err != nil {
 			t.Errorf("%s: %v", expr, err)
 			continue
 		}
-		if got := ss.format(v, false); got != want {
+		if got := ev.Format(v, false); got != want {
 			t.Errorf("%s = %s, want %s", expr, got, want)
 		}
 	}
 	for _, bad := range []string{"1 / 0", "1 +", "a.", "$", "'ab'", "1 @ 2"} {
-		e, err := parseExpr(bad)
+		e, err := Parse(bad)
 		if err == nil {
-			_, err = ss.eval(e, &frame{})
+			_, err = ev.Eval(e, &Frame{})
 		}
 		if err == nil {
 			t.Errorf("%s evaluated", bad)

@@ -1,8 +1,8 @@
-// Package frontend is what the front ends that show source (headless, DAP)
-// share over the core: symbol and CFI tables kept in step with the objects
-// the engine loads, source-level stepping (next, step, finish) built on the
-// stepper's range steps, and instruction rendering.
-package frontend
+// Package source is the source-level layer over the stepping core: symbol
+// and CFI tables kept in step with the objects the engine loads,
+// source-line stepping (next, step, finish) built on the stepper's range
+// steps, and instruction and stub naming.
+package source
 
 import (
 	"fmt"
