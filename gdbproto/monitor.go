@@ -1,11 +1,13 @@
 package gdbproto
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
 
 	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/stepper"
 )
 
 const monitorHelp = `rseqdbg monitor commands:
@@ -15,6 +17,8 @@ const monitorHelp = `rseqdbg monitor commands:
   monitor rseq bt           the current thread's backtrace as rseqdbg unwinds it (synthesized CFI marked)
   monitor rseq cfi          where the debug object with the synthesized CFI is (for add-symbol-file)
   monitor rseq vdso on|off  step vDSO functions as regions (on by default)
+  monitor rseq inspect on|off  step inside critical sections without the kernel aborting them
+  monitor rseq abort        abort the current thread's critical section as the kernel would
   monitor rseq help         this text
 `
 
@@ -52,6 +56,16 @@ func (s *session) monitor(hexCmd string) [][]byte {
 		}
 		pr.eng.SetVDSO(fields[1] == "on")
 		text = fmt.Sprintf("vDSO functions stepped as regions: %s\n", fields[1])
+	case fields[0] == "inspect" && len(fields) == 1:
+		if pr := s.live(); pr != nil {
+			text = fmt.Sprintf("inspect mode: %s\n", onOff(pr.rc.Inspect()))
+		} else {
+			text = "no process\n"
+		}
+	case fields[0] == "inspect" && len(fields) == 2 && (fields[1] == "on" || fields[1] == "off"):
+		text = s.monitorInspect(fields[1] == "on")
+	case fields[0] == "abort" && len(fields) == 1:
+		text = s.monitorAbort()
 	default:
 		text = fmt.Sprintf("unknown rseq command %q\n%s", strings.Join(fields, " "), monitorHelp)
 	}
@@ -98,7 +112,10 @@ func (s *session) monitorStatus() string {
 			continue
 		}
 		fmt.Fprintf(&b, "thread %d: pc %#x", t, r.Rip)
-		if reg := regionAt(pr.eng, r.Rip); reg != nil {
+		if reg := regionAt(pr.eng, r.Rip); reg != nil && pr.eng.InspectionAt(t, r.Rip) != nil {
+			fmt.Fprintf(&b, " inside critical section %s [%#x, %#x) abort %#x: inspected, resuming does not abort it",
+				reg.Name, reg.Start, reg.End, reg.Abort)
+		} else if reg != nil {
 			fmt.Fprintf(&b, " inside critical section %s [%#x, %#x) abort %#x: the kernel aborts it on resume",
 				reg.Name, reg.Start, reg.End, reg.Abort)
 		} else if reg := pr.eng.RegionAt(r.Rip); reg != nil {
@@ -134,7 +151,49 @@ func (s *session) monitorStats() string {
 	}
 	st := pr.eng.Stats()
 	return fmt.Sprintf("single-steps %d\nregion runs %d\ncommits %d\naborts %d\nother exits %d\n"+
-		"interrupted %d\nsignals during runs %d\ndiscovered at run time %d\nsteps inside a section %d\n",
+		"interrupted %d\nsignals during runs %d\ndiscovered at run time %d\nsteps inside a section %d\n"+
+		"inspected steps %d\nforced aborts %d\n",
 		st.SingleSteps, st.RegionRuns, st.Commits, st.Aborts, st.ExitPoints, st.Interrupted,
-		st.SignalsInRuns, st.Discovered, st.StepsInside)
+		st.SignalsInRuns, st.Discovered, st.StepsInside, st.InspectedSteps, st.ForcedAborts)
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// monitorInspect switches inspect mode (refused behind a stub: proxy mode).
+func (s *session) monitorInspect(on bool) string {
+	pr := s.live()
+	if pr == nil {
+		return "no process\n"
+	}
+	if err := pr.rc.SetInspect(on); err != nil {
+		return fmt.Sprintf("rseqdbg: %v\n", err)
+	}
+	return fmt.Sprintf("inspect mode: %s\n", onOff(on))
+}
+
+// monitorAbort aborts the current thread's critical section. The client
+// cached the thread's registers at the stop: the reply tells it to read
+// them again (see flushRegs).
+func (s *session) monitorAbort() string {
+	pr := s.live()
+	if pr == nil {
+		return "no process\n"
+	}
+	tid := s.current()
+	st, err := pr.rc.ForceAbort(tid)
+	if err != nil {
+		if errors.Is(err, stepper.ErrAbortRefused) {
+			return fmt.Sprintf("rseqdbg: abort refused: %v\n", err)
+		}
+		return fmt.Sprintf("rseqdbg: cannot abort: %v\n", err)
+	}
+	s.forced = st.Stop
+	return fmt.Sprintf("rseqdbg: thread %d: %s, pc %#x\n"+
+		"rseqdbg: the client still shows the registers of before: the next stepi of thread %d shows the abort handler without executing (gdb: flushregs shows them now)\n",
+		tid, st.Note, st.PC, tid)
 }

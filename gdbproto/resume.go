@@ -141,8 +141,14 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 			othersRun = true
 		}
 	}
+	forced := s.forced
+	s.forced = nil
 	var run func() (*sess.Stop, error)
 	switch {
+	case forced != nil && stepper0 == forced.Tid:
+		// The client's view of the thread predates the forced abort:
+		// this step reports the thread in the abort handler.
+		return s.report(forced)
 	case stepper0 != 0:
 		a := per[stepper0]
 		others := stepper.OthersStay
@@ -364,7 +370,12 @@ func (s *session) report(st *stepper.Stop) [][]byte {
 	}
 	s.gThread, s.cThread = st.Tid, st.Tid
 	var out [][]byte
-	if r := st.Inside; r != nil {
+	if st.Note != "" {
+		out = append(out, consoleOutput("rseqdbg: "+st.Note+"\n")...)
+	}
+	if st.Inspect != nil {
+		out = append(out, consoleOutput(fmt.Sprintf("rseqdbg: thread %d %s\n", st.Tid, sess.InspectText(st.Inspect)))...)
+	} else if r := st.Inside; r != nil {
 		note := fmt.Sprintf("rseqdbg: thread %d stopped inside critical section %s [%#x, %#x), abort %#x: "+
 			"the kernel will abort it when the thread resumes; resuming runs it to its commit\n",
 			st.Tid, r.Name, r.Start, r.End, r.Abort)

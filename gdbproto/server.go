@@ -463,6 +463,10 @@ type session struct {
 	// prefetchAfterReply is a stop whose reply is being sent; what the
 	// client reads next is fetched once it is out.
 	prefetchAfterReply *stepper.Stop
+	// forced is a forced abort (monitor rseq abort) the client has not
+	// seen as a stop: it cached the thread's registers before it, so the
+	// thread's next step reports this stop instead of executing.
+	forced *stepper.Stop
 
 	// hwBreaks counts the hardware breakpoints an upstream accepted;
 	// upstreamZ every Z1-Z4 it holds ("TYPE,ADDR,KIND").
@@ -601,6 +605,8 @@ func (s *session) end() {
 	if srv.keepsProcess() {
 		pr.p.Do(func() {
 			if !pr.eng.Exited() {
+				// Affinity and signal masks go back as the client leaves.
+				pr.rc.EndInspections()
 				pr.clearAll()
 				s.removeUpstreamZ(pr.p)
 			}

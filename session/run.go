@@ -457,6 +457,7 @@ func (s *Session) stepStop(tid int, crossed []stepper.Crossing) *stepper.Stop {
 	if r, err := s.T.Regs(tid); err == nil {
 		st.PC = r.Rip
 		st.Inside = s.InsideCS(r.Rip)
+		st.Inspect = s.Eng.InspectionAt(tid, r.Rip)
 	}
 	return st
 }

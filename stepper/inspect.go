@@ -351,3 +351,8 @@ func (e *Engine) ForceAbort(tid int) (*Stop, error) {
 	st := &Stop{Kind: StopStep, Tid: tid, Crossed: []Crossing{{Region: r, Outcome: Aborted, At: r.Abort, Forced: true}}}
 	return e.finish(st), nil
 }
+
+// InspectionAt describes where tid, stopped at pc, is being inspected, or
+// nil outside inspect mode or outside a section: for stops a front end
+// builds itself (a source step's end).
+func (e *Engine) InspectionAt(tid int, pc uint64) *Inspection { return e.inspectionOf(tid, pc) }
