@@ -234,6 +234,10 @@ func (s *Session) exec(line string) error {
 	case "echo":
 		s.emit(map[string]any{"event": "echo", "text": rest}, rest)
 		return nil
+	case "set":
+		return s.setCmd(rest)
+	case "abort":
+		return s.abortCmd()
 	}
 	return fmt.Errorf("unknown command %q", cmd)
 }
@@ -299,6 +303,9 @@ func (s *Session) report(st *session.Stop, reason string) {
 		m["outcome"] = c.Outcome.String()
 		m["at"] = hex(c.At)
 		m["aborts"] = c.Aborts
+		if c.Forced {
+			m["forced"] = true
+		}
 		text := fmt.Sprintf("  %s %s [%#x, %#x): %s at %#x", c.Region.Kind, c.Region.Name, c.Region.Start, c.Region.End, c.Outcome, c.At)
 		s.emit(m, text)
 	}
@@ -341,9 +348,26 @@ func (s *Session) report(st *session.Stop, reason string) {
 			st.Inside = nil
 		}
 	}
-	if st.Inside != nil {
+	if st.Inspect == nil && s.eng.Inspect() {
+		st.Inspect = s.eng.InspectionAt(s.cur, pc)
+	}
+	switch {
+	case st.Inspect != nil:
+		in := regionJSON(st.Inspect.Region)
+		in["inspect"] = true
+		in["offset"], in["length"] = st.Inspect.Offset, st.Inspect.Length
+		if st.Inspect.InCallee {
+			in["in_callee"] = true
+		}
+		m["inside"] = in
+		text += "\n  " + session.InspectText(st.Inspect)
+	case st.Inside != nil:
 		m["inside"] = regionJSON(st.Inside)
 		text += fmt.Sprintf("\n  stopped inside critical section %s: the kernel will abort it when the thread resumes", st.Inside.Name)
+	}
+	if st.Note != "" {
+		m["note"] = st.Note
+		text += "\n  " + st.Note
 	}
 	s.emit(m, text)
 	s.showDisplays()
@@ -662,9 +686,10 @@ func (s *Session) info(arg string) error {
 	case "stats":
 		st := s.eng.Stats()
 		s.emit(map[string]any{"event": "stats", "single_steps": st.SingleSteps, "region_runs": st.RegionRuns, "commits": st.Commits,
-			"aborts": st.Aborts, "exits": st.ExitPoints, "interrupted": st.Interrupted, "signals_in_runs": st.SignalsInRuns, "discovered": st.Discovered, "steps_inside": st.StepsInside},
-			fmt.Sprintf("single-steps %d, region runs %d, commits %d, aborts %d, other exits %d, interrupted %d, signals during runs %d, discovered at run time %d",
-				st.SingleSteps, st.RegionRuns, st.Commits, st.Aborts, st.ExitPoints, st.Interrupted, st.SignalsInRuns, st.Discovered))
+			"aborts": st.Aborts, "exits": st.ExitPoints, "interrupted": st.Interrupted, "signals_in_runs": st.SignalsInRuns, "discovered": st.Discovered, "steps_inside": st.StepsInside,
+			"inspected_steps": st.InspectedSteps, "forced_aborts": st.ForcedAborts},
+			fmt.Sprintf("single-steps %d, region runs %d, commits %d, aborts %d, other exits %d, interrupted %d, signals during runs %d, discovered at run time %d, inspected steps %d, forced aborts %d",
+				st.SingleSteps, st.RegionRuns, st.Commits, st.Aborts, st.ExitPoints, st.Interrupted, st.SignalsInRuns, st.Discovered, st.InspectedSteps, st.ForcedAborts))
 		return nil
 	}
 	return fmt.Errorf("unknown info command %q", what)
@@ -1028,5 +1053,36 @@ func (s *Session) disassemble(addr uint64, n int) error {
 		pc = in.Next()
 	}
 	s.emit(map[string]any{"event": "disassembly", "instructions": list}, strings.TrimRight(b.String(), "\n"))
+	return nil
+}
+
+// setCmd is `set inspect on|off`.
+func (s *Session) setCmd(arg string) error {
+	f := strings.Fields(arg)
+	if len(f) != 2 || f[0] != "inspect" || (f[1] != "on" && f[1] != "off") {
+		return fmt.Errorf("usage: set inspect on|off")
+	}
+	if err := s.live(); err != nil {
+		return err
+	}
+	on := f[1] == "on"
+	if err := s.sess.SetInspect(on); err != nil {
+		return err
+	}
+	s.emit(map[string]any{"event": "inspect", "inspect": on}, "inspect mode: "+f[1])
+	return nil
+}
+
+// abortCmd aborts the current thread's critical section as the kernel
+// would; a wrong signature refuses it and changes nothing.
+func (s *Session) abortCmd() error {
+	if err := s.live(); err != nil {
+		return err
+	}
+	st, err := s.sess.ForceAbort(s.cur)
+	if err != nil {
+		return err
+	}
+	s.report(st, "forced-abort")
 	return nil
 }

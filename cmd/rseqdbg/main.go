@@ -96,7 +96,7 @@ delete [N], continue [N], stepi [N], nexti [N], step [N], next [N], finish,
 until [LOC], advance LOC, bt, thread N,
 info regions|threads|registers [REG]|breakpoints|display|stats,
 print EXPR, display [EXPR], undisplay [N], x/NFU ADDR (F: x d u i; U: b h w g),
-kill, echo TEXT, quit. LOC is FUNCTION, FILE:LINE or *EXPR. EXPR is C over
+set inspect on|off, abort, kill, echo TEXT, quit. LOC is FUNCTION, FILE:LINE or *EXPR. EXPR is C over
 the program's variables (DWARF) and registers ($rax).`,
 		Example: `  rseqdbg run -ex 'break inc_full' -ex continue -ex 'stepi 50' -- ./full_tables 1 100
   rseqdbg run --json -x script.gdb --continue -- ./prog`,
