@@ -47,6 +47,48 @@ type RseqStatsRequest struct {
 	Arguments json.RawMessage `json:"arguments,omitempty"`
 }
 
+// RseqInspectRequest turns inspect mode on or off (custom request
+// "rseqInspect", arguments {"on": bool}); the response says the mode now.
+type RseqInspectRequest struct {
+	dap.Request
+	Arguments RseqInspectArguments `json:"arguments"`
+}
+
+// RseqInspectArguments are rseqInspect's arguments.
+type RseqInspectArguments struct {
+	On bool `json:"on"`
+}
+
+// RseqInspectResponse says whether inspect mode is on.
+type RseqInspectResponse struct {
+	dap.Response
+	Body RseqInspectBody `json:"body"`
+}
+
+// RseqInspectBody is the body of RseqInspectResponse.
+type RseqInspectBody struct {
+	Inspect bool `json:"inspect"`
+}
+
+// RseqAbortRequest aborts the critical section a stopped thread is in, as
+// the kernel would (custom request "rseqAbort", arguments {"threadId": N}).
+// A stopped event follows, in the abort handler; a wrong signature before
+// the handler is an error response and changes nothing.
+type RseqAbortRequest struct {
+	dap.Request
+	Arguments RseqAbortArguments `json:"arguments"`
+}
+
+// RseqAbortArguments are rseqAbort's arguments.
+type RseqAbortArguments struct {
+	ThreadID int `json:"threadId"`
+}
+
+// RseqAbortResponse acknowledges a forced abort.
+type RseqAbortResponse struct {
+	dap.Response
+}
+
 // RseqStatsResponse carries the stepping counters.
 type RseqStatsResponse struct {
 	dap.Response
@@ -65,6 +107,10 @@ type RseqStats struct {
 	SignalsInRuns int `json:"signalsInRuns"`
 	Discovered    int `json:"discovered"`
 	StepsInside   int `json:"stepsInside"`
+	// InspectedSteps and ForcedAborts count inspect mode's steps inside
+	// sections and the aborts rseqAbort made.
+	InspectedSteps int `json:"inspectedSteps"`
+	ForcedAborts   int `json:"forcedAborts"`
 }
 
 // LaunchArguments are the launch request's arguments (the launch
@@ -81,6 +127,8 @@ type LaunchArguments struct {
 	VDSO *bool `json:"vdso"`
 	// ASLR leaves address-space randomization on (off by default, as gdb).
 	ASLR bool `json:"aslr"`
+	// Inspect starts in inspect mode: stepping inside critical sections.
+	Inspect bool `json:"inspect"`
 }
 
 // AttachArguments are the attach request's arguments; processId may be a
@@ -89,6 +137,7 @@ type AttachArguments struct {
 	ProcessID   json.RawMessage `json:"processId"`
 	StopOnEntry bool            `json:"stopOnEntry"`
 	VDSO        *bool           `json:"vdso"`
+	Inspect     bool            `json:"inspect"`
 }
 
 var errNoProgram = errors.New("no program: launch or attach first")
@@ -163,6 +212,10 @@ func (s *Server) dispatch(req dap.RequestMessage, raw []byte) (dap.ResponseMessa
 		return s.onRseqRegions(r)
 	case *RseqStatsRequest:
 		return s.onRseqStats(r)
+	case *RseqInspectRequest:
+		return s.onRseqInspect(r)
+	case *RseqAbortRequest:
+		return s.onRseqAbort(r)
 	}
 	return nil, fmt.Errorf("unsupported request %q", req.GetRequest().Command)
 }
@@ -220,6 +273,9 @@ func (s *Server) onLaunch(r *dap.LaunchRequest) (dap.ResponseMessage, error) {
 	}
 	ss, err := s.start(p, true, prog, a.VDSO)
 	if err != nil {
+		return nil, err
+	}
+	if err := ss.startInspect(a.Inspect); err != nil {
 		return nil, err
 	}
 	ss.entry = a.StopOnEntry
@@ -285,6 +341,9 @@ func (s *Server) onAttach(r *dap.AttachRequest) (dap.ResponseMessage, error) {
 	p.Do(func() { exe = p.ExecPath() })
 	ss, err := s.start(p, false, exe, a.VDSO)
 	if err != nil {
+		return nil, err
+	}
+	if err := ss.startInspect(a.Inspect); err != nil {
 		return nil, err
 	}
 	ss.entry = a.StopOnEntry
@@ -937,7 +996,62 @@ func (s *Server) onRseqStats(r *RseqStatsRequest) (dap.ResponseMessage, error) {
 	}
 	return &RseqStatsResponse{Body: RseqStats{SingleSteps: st.SingleSteps, RegionRuns: st.RegionRuns, Commits: st.Commits,
 		Aborts: st.Aborts, OtherExits: st.ExitPoints, Interrupted: st.Interrupted, SignalsInRuns: st.SignalsInRuns,
-		Discovered: st.Discovered, StepsInside: st.StepsInside}}, nil
+		Discovered: st.Discovered, StepsInside: st.StepsInside,
+		InspectedSteps: st.InspectedSteps, ForcedAborts: st.ForcedAborts}}, nil
+}
+
+// startInspect applies the launch configuration's "inspect"; a target that
+// cannot be inspected ends the launch with the reason.
+func (ss *session) startInspect(on bool) error {
+	if !on {
+		return nil
+	}
+	var err error
+	if derr := ss.do(func() { err = ss.rc.SetInspect(true) }); derr != nil {
+		return derr
+	}
+	if err != nil {
+		ss.close()
+		return err
+	}
+	return nil
+}
+
+func (s *Server) onRseqInspect(r *RseqInspectRequest) (dap.ResponseMessage, error) {
+	ss, err := s.session()
+	if err != nil {
+		return nil, err
+	}
+	// A continue is interrupted for it and resumed after.
+	ss.soon(false, r, func() (dap.ResponseMessage, error) {
+		if ss.eng.Exited() {
+			return nil, errors.New("the program has exited")
+		}
+		if err := ss.rc.SetInspect(r.Arguments.On); err != nil {
+			return nil, err
+		}
+		return &RseqInspectResponse{Body: RseqInspectBody{Inspect: ss.rc.Inspect()}}, nil
+	})
+	return nil, errLater
+}
+
+func (s *Server) onRseqAbort(r *RseqAbortRequest) (dap.ResponseMessage, error) {
+	ss, tid, err := s.resumable(r.Arguments.ThreadID)
+	if err != nil {
+		return nil, err
+	}
+	var st *sess.Stop
+	if err := ss.stopped(func() error {
+		var err error
+		st, err = ss.rc.ForceAbort(tid)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	s.reply(r, &RseqAbortResponse{}, nil)
+	// Reported as a stop, so the views read the new registers.
+	ss.resume(runStep, "step", func() (*sess.Stop, error) { return st, nil })
+	return nil, errLater
 }
 
 func stack() string { return string(debug.Stack()) }

@@ -76,6 +76,8 @@ func NewCodec() *dap.Codec {
 	c := dap.NewCodec()
 	c.RegisterRequest("rseqRegions", func() dap.Message { return &RseqRegionsRequest{} }, func() dap.Message { return &RseqRegionsResponse{} })
 	c.RegisterRequest("rseqStats", func() dap.Message { return &RseqStatsRequest{} }, func() dap.Message { return &RseqStatsResponse{} })
+	c.RegisterRequest("rseqInspect", func() dap.Message { return &RseqInspectRequest{} }, func() dap.Message { return &RseqInspectResponse{} })
+	c.RegisterRequest("rseqAbort", func() dap.Message { return &RseqAbortRequest{} }, func() dap.Message { return &RseqAbortResponse{} })
 	return c
 }
 
@@ -248,7 +250,7 @@ var showUser = map[string]bool{
 	"launch": true, "attach": true, "configurationDone": true,
 	"setBreakpoints": true, "setFunctionBreakpoints": true, "setInstructionBreakpoints": true,
 	"continue": true, "next": true, "stepIn": true, "stepOut": true, "pause": true,
-	"setVariable": true, "writeMemory": true, "terminate": true,
+	"setVariable": true, "writeMemory": true, "terminate": true, "rseqAbort": true,
 }
 
 // incoming is a decoded request with its bytes, for the few arguments

@@ -366,6 +366,22 @@ func (ss *session) stopEvents(st *sess.Stop, reason string) ([]dap.Message, bool
 		b.Description = d
 		b.Text = text
 	}
+	if st.Inspect == nil && st.Tid != 0 && ss.eng.Inspect() {
+		if r, err := ss.proc.Regs(st.Tid); err == nil {
+			st.Inspect = ss.eng.InspectionAt(st.Tid, r.Rip)
+		}
+	}
+	switch {
+	case st.Inspect != nil:
+		b.Description = sess.InspectText(st.Inspect)
+		b.Text = fmt.Sprintf("Thread %d is %s; resuming does not abort it (inspect mode).", st.Tid, b.Description)
+	case st.Note != "" && len(st.Crossed) > 0 && st.Crossed[len(st.Crossed)-1].Forced:
+		b.Description = st.Note
+		b.Text = fmt.Sprintf("Thread %d: %s.", st.Tid, st.Note)
+	}
+	if st.Note != "" {
+		ss.srv.sendOutput("console", "rseqdbg: "+st.Note+"\n")
+	}
 	out = append(out, ev)
 	return out, false
 }
