@@ -1,10 +1,14 @@
 package tests
 
 import (
+	bin "encoding/binary"
+	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -143,4 +147,119 @@ func TestGDBForcedAbortRefused(t *testing.T) {
 		t.Errorf("program did not exit normally:\n%s", tail(out))
 	}
 	exactSums(t, output)
+}
+
+var (
+	threadAffRE = regexp.MustCompile(`@@thread (\d+) affinity (\S+)`)
+	pinnedRE    = regexp.MustCompile(`@@pinned (\S+)`)
+	areaRE      = regexp.MustCompile(`@@area (0x[0-9a-f]+) (0x[0-9a-f]+)`)
+	allowedRE   = regexp.MustCompile(`Cpus_allowed_list:\s*(\S+)`)
+)
+
+// inspectPrelude stops one thread two instructions into full_tables'
+// inc_full section in inspect mode and prints its tid, affinity (before,
+// and pinned), rseq area and rseq_cs.
+func inspectPrelude(t *testing.T) []string {
+	start := startBreak(t, "full_tables", "inc_full")
+	return []string{
+		"break " + start, "continue", "delete",
+		`python import gdb; p = gdb.selected_thread().ptid; print("@@thread %d affinity %s" % (p[1], [l.split()[1] for l in open("/proc/%d/task/%d/status" % (p[0], p[1])) if l.startswith("Cpus_allowed_list:")][0]))`,
+		"monitor rseq inspect on", "stepi", "stepi",
+		`python import gdb, re; p = gdb.selected_thread().ptid; print("@@pinned %s" % [l.split()[1] for l in open("/proc/%d/task/%d/status" % (p[0], p[1])) if l.startswith("Cpus_allowed_list:")][0])`,
+		`python import gdb, re; p = gdb.selected_thread().ptid; s = [l for l in gdb.execute("monitor rseq status", to_string=True).splitlines() if l.startswith("thread %d:" % p[1])][0]; print("@@area %s %s" % (re.search(r"rseq area (0x[0-9a-f]+)", s).group(1), re.search(r"rseq_cs (0x[0-9a-f]+)", s).group(1)))`,
+	}
+}
+
+func cpusAllowed(t *testing.T, pid, tid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`Cpus_allowed_list:\s*(\S+)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("no Cpus_allowed_list in %s", b)
+	}
+	return string(m[1])
+}
+
+// Issue 13, acceptance 2: a client that disconnects mid-inspection leaves
+// the thread with its affinity back and rseq_cs as the program wrote it; a
+// SIGTERM of rseqdbg mid-inspection gives the affinity back too. The
+// program, detached (--keep), finishes with exact sums.
+func TestGDBInspectReleased(t *testing.T) {
+	needTool(t, "gdb")
+	prog := fixture("full_tables")
+	args := []string{"4", "400000000", "--signals"}
+	check := func(t *testing.T, out string) (tid int, before string) {
+		m := threadAffRE.FindStringSubmatch(out)
+		p := pinnedRE.FindStringSubmatch(out)
+		if m == nil || p == nil {
+			t.Fatalf("gdb did not stop inside the section:\n%s", tail(out))
+		}
+		if p[1] == m[2] || strings.ContainsAny(p[1], "-,") {
+			t.Errorf("inside the section the thread's affinity is %s (before %s): not pinned", p[1], m[2])
+		}
+		fmt.Sscan(m[1], &tid)
+		return tid, m[2]
+	}
+	t.Run("disconnect", func(t *testing.T) {
+		srv := startServing(t, []string{"--keep"}, append([]string{prog}, args...)...)
+		pid := srv.pidFromNotices(t)
+		out := gdb(t, srv.port, prog, false, append(inspectPrelude(t), "disconnect"), time.Minute)
+		tid, before := check(t, out)
+		time.Sleep(200 * time.Millisecond)
+		if got := cpusAllowed(t, pid, tid); got != before {
+			t.Errorf("after the disconnect thread %d has affinity %s, before %s", tid, got, before)
+		}
+		a := areaRE.FindStringSubmatch(out)
+		if a == nil {
+			t.Fatalf("no rseq area:\n%s", tail(out))
+		}
+		var area, cs uint64
+		fmt.Sscan(a[1], &area)
+		fmt.Sscan(a[2], &cs)
+		if cs == 0 {
+			t.Errorf("rseq_cs 0 inside the section")
+		}
+		mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b [8]byte
+		_, err = mem.ReadAt(b[:], int64(area+8))
+		mem.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bin.LittleEndian.Uint64(b[:]); got != cs {
+			t.Errorf("after the disconnect rseq_cs is %#x, the program's value %#x", got, cs)
+		}
+		srv.cmd.Process.Signal(syscall.SIGTERM)
+		srv.wait(t, time.Minute)
+		exactSums(t, srv.stdout.String())
+	})
+	t.Run("sigterm", func(t *testing.T) {
+		srv := startServing(t, []string{"--keep"}, append([]string{prog}, args...)...)
+		pid := srv.pidFromNotices(t)
+		out, _ := gdbRun(t, srv.port, prog, false, append(inspectPrelude(t),
+			fmt.Sprintf("shell kill -TERM %d", srv.cmd.Process.Pid), "shell sleep 0.5",
+			"echo @@after\\n", fmt.Sprintf("shell grep -h Cpus_allowed_list /proc/%d/task/*/status", pid), "echo @@end\\n",
+		), time.Minute)
+		_, before := check(t, out)
+		after := allowedRE.FindAllStringSubmatch(sectionOf(t, out, "after"), -1)
+		if len(after) < 4 {
+			t.Fatalf("no affinities after the SIGTERM:\n%s", tail(out))
+		}
+		for _, a := range after {
+			if a[1] != before {
+				t.Errorf("after SIGTERM of rseqdbg a thread has affinity %s, before %s", a[1], before)
+			}
+		}
+		srv.wait(t, time.Minute)
+		if !strings.Contains(srv.stderr.String(), "Detached from process") {
+			t.Errorf("rseqdbg did not detach:\n%s", srv.stderr.String())
+		}
+		exactSums(t, srv.stdout.String())
+	})
 }
