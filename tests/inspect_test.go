@@ -263,3 +263,85 @@ func TestGDBInspectReleased(t *testing.T) {
 		exactSums(t, srv.stdout.String())
 	})
 }
+
+// Issue 13, acceptance 1 through `rseqdbg run --json`: for every flavour,
+// 4 threads under the signal timer, `set inspect on` and stepi from the
+// function's entry: the stops inside the section say "inspect": true with
+// offsets rising one instruction at a time to the commit (no kernel abort
+// moves the thread to the handler), rseq_cs (displayed at every stop) is
+// the descriptor's address throughout, and the sums are exact.
+func TestHeadlessInspectWalksSections(t *testing.T) {
+	for _, f := range flavours {
+		if f.prog == "branch_exit" {
+			continue
+		}
+		t.Run(f.prog, func(t *testing.T) {
+			cmds := []string{"break " + f.fn, "continue", "delete", "display rs->rseq_cs", "set inspect on"}
+			for i := 0; i < 40; i++ {
+				cmds = append(cmds, "stepi")
+			}
+			cmds = append(cmds, "info stats")
+			s := run(t, cmds, []string{"--continue"}, fixture(f.prog), "4", "300", "--signals")
+			s.exact(t)
+			walked := false
+			var tid, prevOff int
+			var start, commit, abort, cs string
+			inWalk := false
+			for i, e := range s.events {
+				if e.str("event") != "stop" || e.str("reason") != "step" {
+					continue
+				}
+				disp := ""
+				if i+1 < len(s.events) && s.events[i+1].str("event") == "display" {
+					disp = s.events[i+1].str("value")
+				}
+				in, _ := e["inside"].(map[string]any)
+				ev := event(in)
+				switch {
+				case !inWalk && in != nil && ev["inspect"] == true && ev.num("offset") == 0 && ev["in_callee"] == nil:
+					inWalk, tid, prevOff = true, e.num("thread"), 0
+					start, commit, abort, cs = ev.str("start"), ev.str("commit"), ev.str("abort"), disp
+					if cs == "" || cs == "0" {
+						t.Errorf("rseq_cs at the start of %s reads %q", ev.str("name"), cs)
+					}
+				case !inWalk:
+				case e.num("thread") != tid:
+					t.Errorf("a stop of thread %d during the walk of thread %d", e.num("thread"), tid)
+				case e.str("pc") == commit:
+					walked, inWalk = true, false
+				case e.str("pc") == abort:
+					// The section's own cpu check at its head may send it to
+					// the handler (the thread moved before the section
+					// began); a kernel abort would come from anywhere.
+					if prevOff > 9 {
+						t.Errorf("thread left %s at +%d for its abort handler", start, prevOff)
+					}
+					inWalk = false
+				case in == nil || ev["inspect"] != true:
+					t.Errorf("stop at %s during the walk of %s is not inspected: %v", e.str("pc"), start, e)
+					inWalk = false
+				case ev["in_callee"] == true:
+				default:
+					if ev.num("offset") <= prevOff {
+						t.Errorf("offset %d after %d", ev.num("offset"), prevOff)
+					}
+					prevOff = ev.num("offset")
+					if disp != cs {
+						t.Errorf("rseq_cs at +%d reads %q, at the start %q", prevOff, disp, cs)
+					}
+				}
+				if walked {
+					break
+				}
+			}
+			if !walked {
+				t.Fatalf("no walk from the start of a section to its commit:\n%s", s.stderr)
+			}
+			for _, e := range s.of("stats") {
+				if e.num("inspected_steps") < 3 || e.num("steps_inside") != 0 {
+					t.Errorf("stats %v", e)
+				}
+			}
+		})
+	}
+}
