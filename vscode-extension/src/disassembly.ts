@@ -4,6 +4,7 @@
 // instruction, not at an arbitrary address, so regions without source open
 // here.
 import * as vscode from 'vscode';
+import { AbortTestResult, positionMark } from './abortTest';
 import { addrValue, hexAddr, Region, regionLabel } from './model';
 
 export const DISASM_SCHEME = 'rseqdbg-disasm';
@@ -18,6 +19,9 @@ interface Instruction {
 
 export class DisassemblyProvider implements vscode.TextDocumentContentProvider {
   private readonly sessions = new Map<string, vscode.DebugSession>();
+
+  /** abort-test's latest result marks each position it aborted at. */
+  constructor(private readonly abortTests?: { readonly result: AbortTestResult | undefined }) {}
 
   track(session: vscode.DebugSession): void {
     this.sessions.set(session.id, session);
@@ -52,7 +56,7 @@ export class DisassemblyProvider implements vscode.TextDocumentContentProvider {
       `; ${rseq ? 'rseq critical section' : q.get('kind') === 'vdso' ? 'vDSO function' : q.get('kind') || 'region'} ${q.get('name')}`,
       `; object ${q.get('object') || '?'}`,
       rseq ? `; [start ${start}, commit ${commit}), abort handler ${abort}` : `; [start ${start}, end ${commit})`,
-      '; rseqdbg runs it atomically: a step that enters it stops where it leaves (commit, abort or an exit).',
+      '; rseqdbg runs it atomically: a step that enters it stops where it leaves (commit, abort or an exit); in inspect mode it steps inside.',
       ';',
     ];
     if (!session) {
@@ -99,6 +103,13 @@ export class DisassemblyProvider implements vscode.TextDocumentContentProvider {
       } else if (a !== undefined && a === addrValue(abort)) {
         mark = '!';
         note = '  ; <- abort handler';
+      }
+      const pos = positionMark(this.abortTests?.result, ins.address);
+      if (pos) {
+        note += pos.failing ? `  ; abort-test: FAILS when aborted here (k=${pos.k})` : `  ; abort-test: abort here covered (k=${pos.k})`;
+        if (pos.failing) {
+          mark = 'X';
+        }
       }
       if (ins.symbol && ins.symbol !== lastSymbol) {
         out.push(`<${ins.symbol}>:`);

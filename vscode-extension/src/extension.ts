@@ -5,6 +5,7 @@ import * as path from 'path';
 import * as vscode from 'vscode';
 import { resolveBinary } from './adapter';
 import { DISASM_SCHEME, DisassemblyProvider, showRegionDisassembly } from './disassembly';
+import { abortHere, AbortTestStore, CoverageDecorations, InspectState, runAbortTest, toggleInspect } from './inspect';
 import { Region } from './model';
 import { listProcesses } from './processes';
 import { activeRseqSession, DEBUG_TYPE, RegionDecorations, RegionStore, RegionsTreeProvider } from './regionsView';
@@ -76,13 +77,18 @@ class ConfigurationProvider implements vscode.DebugConfigurationProvider {
 
 /** Watches what the adapter sends to refresh the regions on every stop. */
 class TrackerFactory implements vscode.DebugAdapterTrackerFactory {
-  constructor(private readonly store: RegionStore) {}
+  constructor(
+    private readonly store: RegionStore,
+    private readonly inspect: InspectState,
+  ) {}
 
   createDebugAdapterTracker(session: vscode.DebugSession): vscode.DebugAdapterTracker {
     const store = this.store;
+    const inspect = this.inspect;
     return {
-      onDidSendMessage(m: { type?: string; event?: string }) {
+      onDidSendMessage(m: { type?: string; event?: string; body?: { threadId?: number } }) {
         if (m.type === 'event' && m.event === 'stopped') {
+          inspect.stopped(session, m.body?.threadId);
           store.scheduleRefresh(session);
         }
       },
@@ -139,29 +145,41 @@ async function showStats(): Promise<void> {
 export function activate(context: vscode.ExtensionContext): void {
   output = vscode.window.createOutputChannel('rseqdbg');
   const store = new RegionStore();
-  const tree = new RegionsTreeProvider(store);
+  const abortTests = new AbortTestStore();
+  const inspect = new InspectState();
+  const tree = new RegionsTreeProvider(store, abortTests);
   const decorations = new RegionDecorations(store, context.extensionUri);
-  const disasm = new DisassemblyProvider();
+  const coverage = new CoverageDecorations(abortTests);
+  const disasm = new DisassemblyProvider(abortTests);
+  const binary = (folder?: vscode.WorkspaceFolder): string => {
+    const setting = vscode.workspace.getConfiguration('rseqdbg', folder).get<string>('path', '');
+    return resolveBinary(context.extensionPath, setting, folder?.uri.fsPath).path;
+  };
 
   context.subscriptions.push(
     output,
     store,
+    abortTests,
+    inspect,
     tree,
     decorations,
+    coverage,
     vscode.debug.registerDebugAdapterDescriptorFactory(DEBUG_TYPE, new DescriptorFactory(context)),
     vscode.debug.registerDebugConfigurationProvider(DEBUG_TYPE, new ConfigurationProvider()),
-    vscode.debug.registerDebugAdapterTrackerFactory(DEBUG_TYPE, new TrackerFactory(store)),
+    vscode.debug.registerDebugAdapterTrackerFactory(DEBUG_TYPE, new TrackerFactory(store, inspect)),
     vscode.window.createTreeView('rseqdbg.regions', { treeDataProvider: tree, showCollapseAll: false }),
     vscode.workspace.registerTextDocumentContentProvider(DISASM_SCHEME, disasm),
     vscode.debug.onDidStartDebugSession((s) => {
       if (s.type === DEBUG_TYPE) {
         disasm.track(s);
+        inspect.started(s);
       }
     }),
     vscode.debug.onDidTerminateDebugSession((s) => {
       if (s.type === DEBUG_TYPE) {
         disasm.untrack(s);
         store.forget(s);
+        inspect.ended(s);
       }
     }),
     vscode.commands.registerCommand('rseqdbg.refreshRegions', async () => {
@@ -173,6 +191,9 @@ export function activate(context: vscode.ExtensionContext): void {
     vscode.commands.registerCommand('rseqdbg.revealRegion', revealRegion),
     vscode.commands.registerCommand('rseqdbg.showStats', showStats),
     vscode.commands.registerCommand('rseqdbg.pickProcess', pickProcess),
+    vscode.commands.registerCommand('rseqdbg.toggleInspect', () => toggleInspect(inspect)),
+    vscode.commands.registerCommand('rseqdbg.abortHere', () => abortHere(inspect)),
+    vscode.commands.registerCommand('rseqdbg.runAbortTest', () => runAbortTest(binary, abortTests, output!)),
   );
 }
 

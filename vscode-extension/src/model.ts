@@ -143,7 +143,7 @@ export function regionHover(r: Region): string {
   if (r.source) {
     lines.push(`- ${path.basename(r.source.path)}:${r.source.line}`);
   }
-  lines.push('', 'rseqdbg runs this section atomically: stepping into it stops at its commit or abort, never inside it.');
+  lines.push('', 'rseqdbg runs this section atomically: stepping into it stops at its commit or abort, never inside it, unless inspect mode is on (rseqdbg: Toggle Inspect Mode).');
   return lines.join('\n');
 }
 

@@ -4,11 +4,24 @@
 // `rseqRegions` custom request whenever the session stops.
 import * as path from 'path';
 import * as vscode from 'vscode';
+import { AbortSection, coverageHover, coverageLabel, sectionOfRegion } from './abortTest';
 import { normalizeRegions, objectsOf, Region, regionDescription, regionHover, regionLabel, regionsByLine } from './model';
+
+/** What the tree needs of the latest abort-test result (inspect.ts's AbortTestStore). */
+export interface AbortTestSource {
+  readonly result: import('./abortTest').AbortTestResult | undefined;
+  readonly onDidChange: vscode.Event<void>;
+}
 
 export const DEBUG_TYPE = 'rseqdbg';
 
-type Node = ObjectNode | RegionNode | MessageNode;
+type Node = ObjectNode | RegionNode | MessageNode | SectionNode;
+
+/** A section of the latest abort-test run, listed when no session runs. */
+interface SectionNode {
+  type: 'section';
+  section: AbortSection;
+}
 
 interface ObjectNode {
   type: 'object';
@@ -106,8 +119,14 @@ export class RegionsTreeProvider implements vscode.TreeDataProvider<Node>, vscod
   readonly onDidChangeTreeData = this.emitter.event;
   private readonly subs: vscode.Disposable[] = [];
 
-  constructor(private readonly store: RegionStore) {
+  constructor(
+    private readonly store: RegionStore,
+    private readonly abortTests?: AbortTestSource,
+  ) {
     this.subs.push(store.onDidChange(() => this.emitter.fire(undefined)));
+    if (abortTests) {
+      this.subs.push(abortTests.onDidChange(() => this.emitter.fire(undefined)));
+    }
     this.subs.push(vscode.debug.onDidChangeActiveDebugSession(() => this.emitter.fire(undefined)));
   }
 
@@ -115,6 +134,10 @@ export class RegionsTreeProvider implements vscode.TreeDataProvider<Node>, vscod
     const session = activeRseqSession();
     if (!element) {
       if (!session) {
+        const result = this.abortTests?.result;
+        if (result && result.sections.length > 0) {
+          return result.sections.map((section) => ({ type: 'section', section }));
+        }
         return [{ type: 'message', text: 'No rseqdbg session.' }];
       }
       const regions = this.store.regions(session);
@@ -152,12 +175,22 @@ export class RegionsTreeProvider implements vscode.TreeDataProvider<Node>, vscod
         item.contextValue = 'object';
         return item;
       }
+      case 'section': {
+        const s = node.section;
+        const item = new vscode.TreeItem(s.name, vscode.TreeItemCollapsibleState.None);
+        item.description = coverageLabel(s).replace(/^abort-test: /, '') + (s.file ? `  ${path.basename(s.file)}:${s.line}` : '');
+        item.tooltip = new vscode.MarkdownString(coverageHover(s, this.abortTests?.result?.failure));
+        item.iconPath = new vscode.ThemeIcon(s.failing.length > 0 ? 'error' : 'pass');
+        item.contextValue = 'abortTestSection';
+        return item;
+      }
       case 'region': {
         const r = node.region;
         const item = new vscode.TreeItem(regionLabel(r), vscode.TreeItemCollapsibleState.None);
-        item.description = regionDescription(r) + (r.source ? `  ${path.basename(r.source.path)}:${r.source.line}` : '');
-        item.tooltip = new vscode.MarkdownString(regionHover(r));
-        item.iconPath = new vscode.ThemeIcon(r.kind === 'vdso' ? 'symbol-method' : 'sync');
+        const cov = sectionOfRegion(this.abortTests?.result, r);
+        item.description = regionDescription(r) + (r.source ? `  ${path.basename(r.source.path)}:${r.source.line}` : '') + (cov ? `  ${coverageLabel(cov)}` : '');
+        item.tooltip = new vscode.MarkdownString(regionHover(r) + (cov ? '\n\n' + coverageHover(cov, this.abortTests?.result?.failure) : ''));
+        item.iconPath = new vscode.ThemeIcon(cov && cov.failing.length > 0 ? 'error' : r.kind === 'vdso' ? 'symbol-method' : 'sync');
         item.contextValue = 'region';
         item.command = { command: 'rseqdbg.revealRegion', title: 'Reveal Region', arguments: [r, node.sessionId] };
         return item;

@@ -417,6 +417,101 @@ describe('rseqdbg dap (DebugClient against the Go binary)', function () {
     assert.match(outputs.join(''), /RESULT total=2000 expected=2000 commits=2000/);
   });
 
+  /** Launch full_tables in inspect mode with an instruction breakpoint on inc_full's section start. */
+  async function stopAtSectionStart(args: string[], inspect: boolean): Promise<{ stop: Stop; region: Region }> {
+    const init = dc.waitForEvent('initialized', TIMEOUT);
+    await launch({ inspect }, args);
+    await init;
+    const region = (await regions()).find((r) => r.kind === 'rseq' && r.name.startsWith('inc_full'));
+    assert.ok(region, 'no inc_full section');
+    await dc.customRequest('setInstructionBreakpoints', { breakpoints: [{ instructionReference: hexAddr(region.start) }] });
+    const stop = waitStopped();
+    await dc.configurationDoneRequest();
+    return { stop: await stop, region };
+  }
+
+  it('in inspect mode, instruction steps walk the section to its commit with 4 threads under signals', async () => {
+    const outputs: string[] = [];
+    dc.on('output', (e: DebugProtocol.OutputEvent) => outputs.push(e.body.output));
+    let pid = 0;
+    dc.on('process', (e: DebugProtocol.ProcessEvent) => (pid = e.body.systemProcessId ?? 0));
+    const { stop, region } = await stopAtSectionStart(['4', '300', '--signals'], true);
+    const affinity = (tid: number): string => /^Cpus_allowed_list:\s*(\S+)/m.exec(fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1] ?? '?';
+    const before = affinity(stop.event.body.threadId!);
+    const start = addrValue(region.start)!;
+    const commit = addrValue(region.commit)!;
+    const abort = addrValue(region.abort)!;
+    const len = Number(commit - start);
+    assert.strictEqual(stop.event.body.description, `inspecting critical section ${region.name} at +0 of ${len}`, JSON.stringify(stop.event.body));
+    const threadId = stop.event.body.threadId!;
+    let pc = start;
+    let last = 0;
+    const seen: string[] = [];
+    for (let i = 0; i < 64 && pc !== commit; i++) {
+      const next = waitStopped();
+      await dc.stepInRequest({ threadId, granularity: 'instruction' });
+      const s = await next;
+      pc = addrValue(s.frames[0].instructionPointerReference)!;
+      seen.push('0x' + pc.toString(16));
+      assert.strictEqual(s.event.body.threadId, threadId, 'another thread stopped during the walk');
+      if (pc === commit) {
+        break;
+      }
+      // The section's own cpu check (its first instructions) may branch to
+      // the handler when the thread moved before the section began.
+      assert.ok(pc !== abort || last <= 3, `aborted at +${last}: ${seen.join(' ')}`);
+      if (pc === abort) {
+        return;
+      }
+      const k = Number(pc - start);
+      assert.ok(k > last && k < len, `stop at +${k} after +${last}: ${seen.join(' ')}`);
+      assert.match(affinity(threadId), /^\d+$/, 'the inspected thread is not pinned to one CPU');
+      assert.strictEqual(s.event.body.description, `inspecting critical section ${region.name} at +${k} of ${len}`);
+      last = k;
+    }
+    assert.strictEqual(pc, commit, `never reached the commit: ${seen.join(' ')}`);
+    assert.strictEqual(affinity(threadId), before, 'the thread did not get its affinity back at the commit');
+    const stats = (await dc.customRequest('rseqStats')).body as { stepsInside: number; inspectedSteps: number };
+    assert.strictEqual(stats.stepsInside, 0);
+    assert.ok(stats.inspectedSteps >= 3, JSON.stringify(stats));
+    await dc.customRequest('setInstructionBreakpoints', { breakpoints: [] });
+    const exited = dc.waitForEvent('exited', TIMEOUT);
+    const terminated = dc.waitForEvent('terminated', TIMEOUT);
+    await dc.continueRequest({ threadId });
+    assert.strictEqual(((await exited) as DebugProtocol.ExitedEvent).body.exitCode, 0);
+    await terminated;
+    assert.match(outputs.join(''), /RESULT total=1200 expected=1200 /);
+  });
+
+  it('rseqAbort moves the thread to the abort handler, which counts one abort; rseqInspect turns the mode off', async () => {
+    const outputs: string[] = [];
+    dc.on('output', (e: DebugProtocol.OutputEvent) => outputs.push(e.body.output));
+    const { stop, region } = await stopAtSectionStart(['1', '100'], false);
+    const threadId = stop.event.body.threadId!;
+    assert.deepStrictEqual((await dc.customRequest('rseqInspect', { on: true })).body, { inspect: true });
+    const stepped = waitStopped();
+    await dc.stepInRequest({ threadId, granularity: 'instruction' });
+    const s1 = await stepped;
+    const k = Number(addrValue(s1.frames[0].instructionPointerReference)! - addrValue(region.start)!);
+    assert.match(s1.event.body.description ?? '', /^inspecting critical section /);
+    const aborted = waitStopped();
+    await dc.customRequest('rseqAbort', { threadId });
+    const s2 = await aborted;
+    assert.strictEqual(s2.event.body.description, `forced abort of ${region.name} at +${k}: in the abort handler`);
+    assert.strictEqual(addrValue(s2.frames[0].instructionPointerReference), addrValue(region.abort));
+    await assert.rejects(dc.customRequest('rseqAbort', { threadId }), /not inside a critical section/);
+    assert.deepStrictEqual((await dc.customRequest('rseqInspect', { on: false })).body, { inspect: false });
+    const stats = (await dc.customRequest('rseqStats')).body as { forcedAborts: number };
+    assert.strictEqual(stats.forcedAborts, 1);
+    await dc.customRequest('setInstructionBreakpoints', { breakpoints: [] });
+    const exited = dc.waitForEvent('exited', TIMEOUT);
+    const terminated = dc.waitForEvent('terminated', TIMEOUT);
+    await dc.continueRequest({ threadId });
+    assert.strictEqual(((await exited) as DebugProtocol.ExitedEvent).body.exitCode, 0);
+    await terminated;
+    assert.match(outputs.join(''), /RESULT total=100 expected=100 commits=100 aborts=[1-9]/);
+  });
+
   it('attaches to a running fixture by pid and stops at a breakpoint', async () => {
     const child = cp.spawn(FULL_TABLES, ['1', '2000000000'], { stdio: 'ignore' });
     children.push(child);
