@@ -152,6 +152,16 @@ func (s *Server) Serve() error {
 	}
 }
 
+// Shutdown lets the program go when rseqdbg itself is told to end
+// (SIGINT, SIGTERM, SIGHUP): a run is interrupted, then a launched program
+// is killed and an attached one detached, inspected threads first getting
+// their affinity and signal mask back. Serve may still be running.
+func (s *Server) Shutdown() {
+	if ss := s.sess.Load(); ss != nil {
+		ss.close()
+	}
+}
+
 // readLoop decodes messages and queues them for the worker; it is the only
 // sender on the queue and closes it when the input ends.
 func (s *Server) readLoop() error {

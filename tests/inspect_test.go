@@ -1,9 +1,12 @@
 package tests
 
 import (
+	"bufio"
 	bin "encoding/binary"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -344,4 +347,97 @@ func TestHeadlessInspectWalksSections(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Issue 13, acceptance 2 through DAP: `rseqdbg dap` attached to a running
+// program, stopped two instructions into a section in inspect mode (the
+// thread pinned), is sent SIGTERM: it detaches, every thread has its
+// affinity back, and the program finishes with exact sums.
+func TestDAPInspectSIGTERM(t *testing.T) {
+	prog := exec.Command(fixture("full_tables"), "4", "400000000", "--signals")
+	var progOut syncBuffer
+	prog.Stdout = &progOut
+	if err := prog.Start(); err != nil {
+		t.Fatal(err)
+	}
+	progDone := make(chan struct{})
+	go func() { prog.Wait(); close(progDone) }()
+	t.Cleanup(func() { prog.Process.Kill(); <-progDone })
+	pid := prog.Process.Pid
+	time.Sleep(100 * time.Millisecond)
+	before := cpusAllowed(t, pid, pid)
+
+	cmd := exec.Command(binary, "dap")
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	dapDone := make(chan struct{})
+	go func() { cmd.Wait(); close(dapDone) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-dapDone })
+	c := &dapConn{t: t, w: stdin, r: bufio.NewReader(stdout)}
+	c.call("initialize", map[string]any{"adapterID": "rseqdbg", "linesStartAt1": true, "columnsStartAt1": true})
+	c.call("attach", map[string]any{"processId": pid, "inspect": true})
+	c.event("initialized")
+	var regs struct {
+		Body struct {
+			Regions []struct{ Kind, Name, Start string }
+		}
+	}
+	json.Unmarshal(c.call("rseqRegions", nil), &regs)
+	start := ""
+	for _, r := range regs.Body.Regions {
+		if r.Kind == "rseq" && strings.HasPrefix(r.Name, "inc_full") {
+			start = r.Start
+		}
+	}
+	if start == "" {
+		t.Fatalf("no inc_full section in %+v", regs.Body.Regions)
+	}
+	c.call("setInstructionBreakpoints", map[string]any{"breakpoints": []map[string]any{{"instructionReference": start}}})
+	c.call("configurationDone", nil)
+	var ev struct {
+		Body struct {
+			ThreadID    int    `json:"threadId"`
+			Description string `json:"description"`
+		} `json:"body"`
+	}
+	json.Unmarshal(c.event("stopped"), &ev)
+	tid := ev.Body.ThreadID
+	c.call("setInstructionBreakpoints", map[string]any{"breakpoints": []any{}})
+	for i := 0; i < 2; i++ {
+		c.call("stepIn", map[string]any{"threadId": tid, "granularity": "instruction"})
+		json.Unmarshal(c.event("stopped"), &ev)
+	}
+	if !strings.HasPrefix(ev.Body.Description, "inspecting critical section inc_full") {
+		t.Fatalf("not inspecting after two instruction steps: %+v", ev.Body)
+	}
+	if got := cpusAllowed(t, pid, tid); strings.ContainsAny(got, "-,") {
+		t.Fatalf("inspected thread %d not pinned: %s", tid, got)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-dapDone:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("rseqdbg dap did not end on SIGTERM:\n%s", stderr.String())
+	}
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		var id int
+		fmt.Sscan(task.Name(), &id)
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, id)); err == nil {
+			if m := allowedRE.FindSubmatch(b); m != nil && string(m[1]) != before {
+				t.Errorf("after SIGTERM of rseqdbg dap thread %d has affinity %s, before %s", id, m[1], before)
+			}
+		}
+	}
+	select {
+	case <-progDone:
+	case <-time.After(time.Minute):
+		t.Fatal("the program did not finish")
+	}
+	exactSums(t, progOut.String())
 }

@@ -115,6 +115,13 @@ the program's variables (DWARF) and registers ($rax).`,
 			if err != nil {
 				return err
 			}
+			// Signalled, rseqdbg lets the program go as at the end of the
+			// commands (an inspected thread gets its affinity back).
+			stop := handleSignals(func() {
+				s.Close(false)
+				os.Exit(1)
+			}, func() { os.Exit(1) })
+			defer stop()
 			// -ex and -x run in the order they were given, as in gdb.
 			var script []string
 			for _, it := range items {
@@ -208,8 +215,18 @@ disconnects. Logs go to stderr.`,
   rseqdbg dap --listen unix:/tmp/rseqdbg-dap.sock`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Signalled, the server lets the program go as a disconnect
+			// does (an inspected thread gets its affinity back).
+			serve := func(srv *dap.Server) error {
+				stop := handleSignals(func() {
+					srv.Shutdown()
+					os.Exit(1)
+				}, func() { os.Exit(1) })
+				defer stop()
+				return srv.Serve()
+			}
 			if listenAt == "" {
-				return dap.NewServer(os.Stdin, os.Stdout, dap.Options{}).Serve()
+				return serve(dap.NewServer(os.Stdin, os.Stdout, dap.Options{}))
 			}
 			ls, err := parseListen("--listen", listenAt)
 			if err != nil {
@@ -232,7 +249,7 @@ disconnects. Logs go to stderr.`,
 			// One session: nobody else may connect while it runs.
 			ln.Close()
 			defer conn.Close()
-			return dap.NewServer(conn, conn, dap.Options{}).Serve()
+			return serve(dap.NewServer(conn, conn, dap.Options{}))
 		},
 	}
 	cmd.Flags().StringVar(&listenAt, "listen", "", "serve one client at [HOST:]PORT (loopback unless a host is given) or unix:PATH (mode 0600) instead of stdio")
