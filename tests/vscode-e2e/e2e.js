@@ -1,8 +1,9 @@
 // Drives code-server's workbench in Debian's headless Chromium with
 // playwright-core: sets a breakpoint on the RSEQ-LINE of full_tables.c,
 // starts the rseqdbg launch configuration, reads the Call Stack, Variables
-// and Restartable Regions views, steps over the critical section and runs
-// to the end. Screenshots go to $ARTIFACTS. Started by run.sh.
+// and Restartable Regions views, steps over the critical section, turns
+// inspect mode on and steps inside the section in the Disassembly view, and
+// runs to the end. Screenshots go to $ARTIFACTS. Started by run.sh.
 'use strict';
 const { chromium } = require('playwright-core');
 const fs = require('fs');
@@ -319,6 +320,51 @@ async function run(page) {
   }, 10000);
   check(/vDSO function/.test(listing) && /<- start/.test(listing), `clicking ${vdsoName} opened its disassembly with its start marked`);
   await screenshot(page, 'vdso-disassembly');
+
+  // Inspect mode: the status-bar item says it is off, the command turns it
+  // on; at the next pause on the RSEQ-LINE, instruction steps in VS Code's
+  // Disassembly view enter the inline section and advance inside it, each
+  // stop saying "inspecting critical section NAME at +K of L".
+  const inspectItem = async (state) => (await texts(page, '.statusbar-item')).find((t) => t.includes(`rseq inspect: ${state}`));
+  await waitFor('the inspect status-bar item (off)', () => inspectItem('off'), 10000);
+  await runCommand(page, 'rseqdbg: Toggle Inspect Mode');
+  check(await waitFor('the inspect status-bar item (on)', () => inspectItem('on'), 10000), 'the status bar says rseq inspect: on');
+  await page.click(SEL.continue);
+  await waitFor('the next pause at the breakpoint', async () =>
+    (await page.$(SEL.paused)) && (await stopState(page)).some((r) => /paused on breakpoint/i.test(r)), 30000);
+  await runCommand(page, 'Open Disassembly View');
+  const currentRow = page.locator('.disassembly-view .monaco-list-row', { has: page.locator('.codicon-debug-stackframe') }).first();
+  const currentPC = async () => {
+    const m = /0x[0-9a-fA-F]+/.exec((await currentRow.textContent({ timeout: 2000 }).catch(() => '')) || '');
+    return m ? BigInt(m[0]) : undefined;
+  };
+  await waitFor('the current instruction in the Disassembly view', currentPC, 20000);
+  const inside = [];
+  for (let i = 0; i < 40 && inside.length < 4; i++) {
+    const before = await currentPC();
+    await currentRow.click({ position: { x: 300, y: 5 } });
+    await page.keyboard.press('F11');
+    const after = await waitFor('the instruction step in the Disassembly view', async () => {
+      const pc = (await page.$(SEL.paused)) ? await currentPC() : undefined;
+      return pc !== undefined && pc !== before ? pc : undefined;
+    });
+    const state = (await stopState(page)).find((r) => /inspecting critical section/.test(r));
+    log(`stepi: 0x${after.toString(16)} ${state || ''}`);
+    if (state) {
+      const m = /inspecting critical section (\S+) at \+(\d+) of (\d+)/.exec(state);
+      inside.push({ pc: after, name: m[1], k: Number(m[2]), len: Number(m[3]) });
+    } else if (inside.length > 0) {
+      break;
+    }
+  }
+  check(inside.length >= 3, `instruction steps stopped ${inside.length} times inside ${inside[0] && inside[0].name}, inspecting`);
+  for (let i = 1; i < inside.length; i++) {
+    const a = inside[i - 1];
+    const b = inside[i];
+    check(b.pc > a.pc && b.pc - a.pc === BigInt(b.k - a.k) && b.k < b.len,
+      `the Disassembly view's PC advanced inside the section: 0x${a.pc.toString(16)} (+${a.k}) -> 0x${b.pc.toString(16)} (+${b.k} of ${b.len})`);
+  }
+  await screenshot(page, 'inspect-disassembly');
 
   // Run to the end without the breakpoint.
   await page.click('.tab[aria-label^="full_tables.c"]');
