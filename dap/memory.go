@@ -156,7 +156,11 @@ func (ss *session) regionMarks(a uint64) string {
 		case r.Kind == regions.KindCriticalSection && a == r.Start:
 			marks = append(marks, fmt.Sprintf("rseq critical section %s start (commit %#x, abort %#x)", r.Name, r.End, r.Abort))
 		case r.Kind == regions.KindCriticalSection && r.Contains(a):
-			marks = append(marks, "inside rseq "+r.Name+": stepped over atomically")
+			if ss.eng.Inspect() {
+				marks = append(marks, fmt.Sprintf("inside rseq %s at +%d: stepped inside (inspect mode)", r.Name, a-r.Start))
+			} else {
+				marks = append(marks, "inside rseq "+r.Name+": stepped over atomically")
+			}
 		case r.Kind == regions.KindVDSO && a == r.Start:
 			marks = append(marks, "vDSO function "+r.Name+": stepped over atomically")
 		case r.Kind == regions.KindDeclared && a == r.Start:
