@@ -95,10 +95,16 @@ func TestGDBForcedAbort(t *testing.T) {
 	if s := sectionOf(t, out, "abort"); !strings.Contains(s, "forced abort of inc_full+") || !strings.Contains(s, ": in the abort handler") {
 		t.Errorf("monitor rseq abort said:\n%s", s)
 	}
-	if s := sectionOf(t, out, "rip"); !strings.Contains(s, "rseq_abort") {
+	if s := sectionOf(t, out, "rip"); !strings.Contains(s, "<inc_full.rseq_abort>") {
 		t.Errorf("after flushregs gdb shows rip:\n%s", s)
 	}
-	if s := sectionOf(t, out, "stepi"); !strings.Contains(s, "rseq_abort") {
+	// The step after the abort reports the handler's first instruction
+	// without executing it.
+	var pc uint64
+	if m := regexp.MustCompile(`in the abort handler, pc (0x[0-9a-f]+)`).FindStringSubmatch(out); m != nil {
+		fmt.Sscan(m[1], &pc)
+	}
+	if s := sectionOf(t, out, "stepi"); pc == 0 || !strings.Contains(s, fmt.Sprintf("0x%016x in inc_full.rseq_abort ()", pc)) {
 		t.Errorf("the stepi after the abort is not in the abort handler:\n%s", s)
 	}
 	m := abortsRE.FindAllStringSubmatch(out, -1)
@@ -440,4 +446,47 @@ func TestDAPInspectSIGTERM(t *testing.T) {
 		t.Fatal("the program did not finish")
 	}
 	exactSums(t, progOut.String())
+}
+
+// lldb 14 through `process plugin packet monitor`: inspect mode steps inside
+// the section, a forced abort is shown by the next step (lldb, like gdb,
+// keeps the registers of the stop until then), and the program counts one
+// abort with exact sums.
+func TestLLDBInspectAndForcedAbort(t *testing.T) {
+	port, done := direct(t, fixture("full_tables"), "1", "100")
+	start := sections(t, "full_tables")
+	addr := uint64(0)
+	for _, r := range start {
+		if r.fn == "inc_full" {
+			addr = r.start + 0x555555554000
+		}
+	}
+	out := lldb(t, port, fixture("full_tables"), []string{
+		fmt.Sprintf("breakpoint set -a %#x", addr), "continue", "breakpoint delete -f",
+		"process plugin packet monitor rseq inspect on",
+		"thread step-inst",
+		"process plugin packet monitor rseq abort",
+		"thread step-inst",
+		"register read rip",
+		"process plugin packet monitor rseq stats",
+		"continue",
+	}, 2*time.Minute)
+	output := done()
+	if !strings.Contains(out, "inspecting critical section inc_full+") {
+		t.Errorf("no inspecting line:\n%s", tail(out))
+	}
+	if !strings.Contains(out, "forced abort of inc_full+") {
+		t.Errorf("no forced abort:\n%s", tail(out))
+	}
+	// At the handler's first instruction: the step after the abort only
+	// reported it.
+	if rips := lldbSections(out, "register read rip"); len(rips) != 1 || !regexp.MustCompile(`inc_full\.rseq_abort\s*$`).MatchString(rips[0]) {
+		t.Errorf("rip after the forced abort and a step: %q", rips)
+	}
+	if st := stats(t, out); st["forced aborts"] != 1 || st["inspected steps"] != 1 {
+		t.Errorf("counters %v", st)
+	}
+	if r := exactSums(t, output); r["aborts"] < 1 {
+		t.Errorf("the program counted no abort: %v", r)
+	}
 }
