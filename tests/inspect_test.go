@@ -490,3 +490,22 @@ func TestLLDBInspectAndForcedAbort(t *testing.T) {
 		t.Errorf("the program counted no abort: %v", r)
 	}
 }
+
+// Proxy mode cannot pin a thread through a stub: inspect mode is refused
+// with the reason, and stepping stays atomic.
+func TestProxyRefusesInspect(t *testing.T) {
+	needTool(t, "gdb")
+	needTool(t, "gdbserver")
+	port, done := proxy(t, fixture("full_tables"), "1", "50")
+	out := gdb(t, port, fixture("full_tables"), false, []string{
+		"echo @@inspect\\n", "monitor rseq inspect on", "echo @@state\\n", "monitor rseq inspect", "echo @@end\\n",
+		"continue",
+	}, time.Minute)
+	done()
+	if s := sectionOf(t, out, "inspect"); !strings.Contains(s, "inspect mode refused") || !strings.Contains(s, "remote stub cannot be pinned") {
+		t.Errorf("monitor rseq inspect on in proxy mode said:\n%s", s)
+	}
+	if s := sectionOf(t, out, "state"); !strings.Contains(s, "inspect mode: off") {
+		t.Errorf("inspect mode after the refusal:\n%s", s)
+	}
+}
