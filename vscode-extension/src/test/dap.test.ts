@@ -444,6 +444,9 @@ describe('rseqdbg dap (DebugClient against the Go binary)', function () {
     const len = Number(commit - start);
     assert.strictEqual(stop.event.body.description, `inspecting critical section ${region.name} at +0 of ${len}`, JSON.stringify(stop.event.body));
     const threadId = stop.event.body.threadId!;
+    const rseqCS = async (frameId: number): Promise<string> => (await dc.evaluateRequest({ expression: 'rs->rseq_cs', frameId, context: 'watch' })).body.result;
+    const cs = await rseqCS(stop.frames[0].id);
+    assert.ok(cs !== '0' && cs !== '', `rseq_cs at the section start: ${cs}`);
     let pc = start;
     let last = 0;
     const seen: string[] = [];
@@ -466,6 +469,7 @@ describe('rseqdbg dap (DebugClient against the Go binary)', function () {
       const k = Number(pc - start);
       assert.ok(k > last && k < len, `stop at +${k} after +${last}: ${seen.join(' ')}`);
       assert.match(affinity(threadId), /^\d+$/, 'the inspected thread is not pinned to one CPU');
+      assert.strictEqual(await rseqCS(s.frames[0].id), cs, `rseq_cs at +${k}`);
       assert.strictEqual(s.event.body.description, `inspecting critical section ${region.name} at +${k} of ${len}`);
       last = k;
     }
