@@ -219,8 +219,10 @@ disconnects. Logs go to stderr.`,
 			// does (an inspected thread gets its affinity back).
 			serve := func(srv *dap.Server) error {
 				stop := handleSignals(func() {
+					// An orderly end, as a disconnect (VS Code ends its
+					// adapter with SIGTERM after the session).
 					srv.Shutdown()
-					os.Exit(1)
+					os.Exit(0)
 				}, func() { os.Exit(1) })
 				defer stop()
 				return srv.Serve()

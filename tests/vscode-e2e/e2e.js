@@ -2,8 +2,8 @@
 // playwright-core: sets a breakpoint on the RSEQ-LINE of full_tables.c,
 // starts the rseqdbg launch configuration, reads the Call Stack, Variables
 // and Restartable Regions views, steps over the critical section, turns
-// inspect mode on and steps inside the section in the Disassembly view, and
-// runs to the end. Screenshots go to $ARTIFACTS. Started by run.sh.
+// inspect mode on and steps inside the section in the Disassembly view,
+// runs to the end, and runs the abort test on the launch configuration. Screenshots go to $ARTIFACTS. Started by run.sh.
 'use strict';
 const { chromium } = require('playwright-core');
 const fs = require('fs');
@@ -387,6 +387,21 @@ async function run(page) {
   log('debug console: ' + JSON.stringify(repl.slice(-6)));
   check(repl.some((r) => /RESULT total=100 expected=100/.test(r)), 'the program printed RESULT total=100 expected=100');
   await screenshot(page, 'ended');
+
+  // Run Abort Test on the launch configuration: its coverage per section
+  // in the Restartable Regions view (shown for the result after the session).
+  await runCommand(page, 'rseqdbg: Run Abort Test');
+  const passed = await waitFor('the abort-test notification', async () =>
+    (await texts(page, '.notification-toast .notification-list-item-message')).find((t) => /abort-test (passed|.*fails)/.test(t)), 120000, 500);
+  check(/abort-test passed: (\d+)\/\1 abort positions covered/.test(passed), `notification: "${passed}"`);
+  const covPane = await expandPane(page, 'Restartable Regions');
+  const covRows = await waitFor('coverage rows', async () => {
+    const t = await texts(covPane, '.monaco-list-row');
+    return t.filter((r) => /positions covered/.test(r)).length >= 2 ? t : undefined;
+  }, 20000);
+  log('abort-test rows: ' + JSON.stringify(covRows));
+  check(covRows.some((r) => /worker\+\d+.*(\d+)\/\1 positions covered.*full_tables\.c:/.test(r)), 'Restartable Regions shows the inline section covered/total with its source line');
+  await screenshot(page, 'abort-test');
   log('PASS');
 }
 
