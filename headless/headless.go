@@ -1009,7 +1009,7 @@ func (s *Session) examine(cmd, arg string) error {
 		case 'u':
 			str = strconv.FormatUint(v, 10)
 		default:
-			str = fmt.Sprintf("%#0*x", size*2+2, v)
+			str = fmt.Sprintf("0x%0*x", size*2, v)
 		}
 		vals = append(vals, str)
 		if i%(16/size) == 0 {
