@@ -416,6 +416,7 @@ func TestDAPInspectSIGTERM(t *testing.T) {
 	c.call("setInstructionBreakpoints", map[string]any{"breakpoints": []any{}})
 	for i := 0; i < 2; i++ {
 		c.call("stepIn", map[string]any{"threadId": tid, "granularity": "instruction"})
+		ev.Body.Description = ""
 		json.Unmarshal(c.event("stopped"), &ev)
 	}
 	if !strings.HasPrefix(ev.Body.Description, "inspecting critical section inc_full") {
@@ -507,5 +508,91 @@ func TestProxyRefusesInspect(t *testing.T) {
 	}
 	if s := sectionOf(t, out, "state"); !strings.Contains(s, "inspect mode: off") {
 		t.Errorf("inspect mode after the refusal:\n%s", s)
+	}
+}
+
+var dapInspectingRE = regexp.MustCompile(`^inspecting critical section (\S+) at \+(\d+) of (\d+)$`)
+
+// Issue 13, acceptance 1 through DAP: for every flavour, 4 threads under the
+// signal timer, launched with "inspect": true, instruction steps from the
+// function's entry walk the section: the stopped events say "inspecting
+// critical section NAME at +K of L" with K rising one instruction at a time
+// (the PC is start+K), the walk ends at the commit, and the sums are exact.
+func TestDAPInspectWalksSections(t *testing.T) {
+	for _, f := range flavours {
+		if f.prog == "branch_exit" {
+			continue
+		}
+		t.Run(f.prog, func(t *testing.T) {
+			c := startDAP(t)
+			c.call("initialize", map[string]any{"adapterID": "rseqdbg", "linesStartAt1": true, "columnsStartAt1": true})
+			c.call("launch", map[string]any{"program": fixture(f.prog), "args": []string{"4", "300", "--signals"}, "inspect": true})
+			c.event("initialized")
+			c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []map[string]any{{"name": f.fn}}})
+			c.call("configurationDone", nil)
+			type stopped struct {
+				Body struct {
+					ThreadID    int    `json:"threadId"`
+					Description string `json:"description"`
+				} `json:"body"`
+			}
+			var ev stopped
+			json.Unmarshal(c.event("stopped"), &ev)
+			tid := ev.Body.ThreadID
+			c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []any{}})
+			pcOf := func() uint64 {
+				var st struct {
+					Body struct {
+						StackFrames []struct {
+							InstructionPointerReference string `json:"instructionPointerReference"`
+						} `json:"stackFrames"`
+					} `json:"body"`
+				}
+				json.Unmarshal(c.call("stackTrace", map[string]any{"threadId": tid, "levels": 1}), &st)
+				var pc uint64
+				fmt.Sscan(st.Body.StackFrames[0].InstructionPointerReference, &pc)
+				return pc
+			}
+			var start, length uint64
+			last, walked, inWalk := -1, false, false
+			for i := 0; i < 120 && !walked; i++ {
+				c.call("stepIn", map[string]any{"threadId": tid, "granularity": "instruction"})
+				ev = stopped{}
+				json.Unmarshal(c.event("stopped"), &ev)
+				if ev.Body.ThreadID != tid {
+					t.Fatalf("thread %d stopped during the steps of %d", ev.Body.ThreadID, tid)
+				}
+				pc := pcOf()
+				m := dapInspectingRE.FindStringSubmatch(ev.Body.Description)
+				switch {
+				case m != nil && m[2] == "0" && !inWalk:
+					inWalk, start, last = true, pc, 0
+					fmt.Sscan(m[3], &length)
+				case !inWalk:
+				case m != nil:
+					var k int
+					fmt.Sscan(m[2], &k)
+					if k <= last || pc != start+uint64(k) {
+						t.Fatalf("stop at %#x says +%d after +%d (start %#x)", pc, k, last, start)
+					}
+					last = k
+				case strings.Contains(ev.Body.Description, "in a function it called"):
+				case pc == start+length:
+					walked = true
+				case last <= 9:
+					// The section's cpu check at its head sent it to its
+					// handler (the thread moved before the section began).
+					inWalk = false
+				default:
+					t.Fatalf("left the section at +%d for %#x: %q", last, pc, ev.Body.Description)
+				}
+			}
+			if !walked {
+				t.Fatal("no walk from a section's start to its commit")
+			}
+			c.call("continue", map[string]any{"threadId": tid})
+			c.event("exited")
+			exactSums(t, c.out.String())
+		})
 	}
 }
