@@ -102,7 +102,8 @@ func serveGDB(spec, portFile string, onlySameUser bool, cfg gdbproto.ServerConfi
 		return err
 	}
 	if a, ok := l.Addr().(*net.TCPAddr); ok {
-		fmt.Fprintf(os.Stderr, "Listening on port %d\n", a.Port)
+		// The port file first: whoever waits for the line finds the file
+		// written.
 		if portFile != "" {
 			if err := writePortFile(portFile, a.Port); err != nil {
 				l.Close()
@@ -110,6 +111,7 @@ func serveGDB(spec, portFile string, onlySameUser bool, cfg gdbproto.ServerConfi
 				return err
 			}
 		}
+		fmt.Fprintf(os.Stderr, "Listening on port %d\n", a.Port)
 	} else {
 		fmt.Fprintf(os.Stderr, "Listening on unix:%s\n", ls.addr)
 	}
