@@ -127,8 +127,10 @@ func (s *Session) stopped(st *stepper.Stop, hits []*Breakpoint) *Stop {
 	case stepper.StopExited, stepper.StopKilled:
 		return &Stop{Stop: st}
 	case stepper.StopExec:
-		// The engine dropped every breakpoint with the old image.
+		// The engine dropped every breakpoint and declared region with
+		// the old image.
 		s.execed()
+		s.redeclare()
 	}
 	if s.bare {
 		return &Stop{Stop: st, Hits: hits}

@@ -58,6 +58,9 @@ type Session struct {
 	// bare: the client keeps symbols, steps and signals itself (gdb); the
 	// session only holds its breakpoints and runs its resumptions.
 	bare bool
+	// declarations are the regions users declared, by name, declared
+	// again after an exec.
+	declarations []Declaration
 }
 
 // New builds a session over eng with its symbols loaded.
