@@ -455,6 +455,9 @@ type session struct {
 	w   *Conn // nil in tests that call handlers directly
 
 	multiprocess, swbreak, hwbreak bool
+	// execEvents: the client takes exec:PATH in a stop reply, reloads
+	// the program and sets its breakpoints again.
+	execEvents bool
 	lldb, extended                 bool
 	listThreads                    bool
 	noAckNext, quit                bool

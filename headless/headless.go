@@ -118,6 +118,10 @@ func (s *Session) start(p *ptrace.Process) error {
 				s.errorf("breakpoint %d condition: %v (stopping)", b.ID, err)
 			},
 			Resolved: s.announce,
+			Exec: func(path string) {
+				s.emit(map[string]any{"event": "exec", "path": path},
+					fmt.Sprintf("process %d is executing new program: %s", s.eng.Target().Pid(), path))
+			},
 		}
 		s.core = s.sess.Src
 		s.syms, s.uw = s.core.Syms, s.core.Unwind

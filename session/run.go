@@ -42,6 +42,16 @@ func (s *Session) Continue(tid int) (*Stop, error) {
 		case stepper.StopLibrary:
 			s.Sync()
 			continue
+		case stepper.StopExec:
+			// As gdb with exec events: say so and go on in the new image,
+			// where the breakpoints and declared regions are resolved
+			// again.
+			s.stopped(st, nil)
+			s.Sync()
+			if s.Events.Exec != nil {
+				s.Events.Exec(s.T.ExecPath())
+			}
+			continue
 		case stepper.StopInterrupt:
 			if s.Events.Interrupted != nil && !s.Events.Interrupted() {
 				continue
