@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/target"
@@ -162,6 +163,13 @@ type process struct {
 	avx *bool
 	// synth is the debug object of its code without CFI (synthcfi.go).
 	synth *synthCFI
+	// names caches the threads' names (their comm) for the threads
+	// document gdb reads after every stop; namesGen is the engine's
+	// SyscallGeneration they were read at (only a system call renames),
+	// namesAt when.
+	names    map[int]string
+	namesGen uint64
+	namesAt  time.Time
 }
 
 // NewServer returns a server; call Start, then Serve or ServeConn.
@@ -457,11 +465,11 @@ type session struct {
 	multiprocess, swbreak, hwbreak bool
 	// execEvents: the client takes exec:PATH in a stop reply, reloads
 	// the program and sets its breakpoints again.
-	execEvents bool
-	lldb, extended                 bool
-	listThreads                    bool
-	noAckNext, quit                bool
-	lost                           atomic.Bool
+	execEvents      bool
+	lldb, extended  bool
+	listThreads     bool
+	noAckNext, quit bool
+	lost            atomic.Bool
 
 	gThread, cThread int
 	policy           stepper.SignalPolicy
