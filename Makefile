@@ -47,7 +47,7 @@ FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion regions:FuzzLinkMap \
        gdbproto:FuzzReader gdbproto:FuzzStopReply gdbproto:FuzzVCont gdbproto:FuzzDispatch gdbproto:FuzzHexDecode gdbproto:FuzzBinaryEscape \
        gdbproto:FuzzTargetDescription target/remote:FuzzGReply target/remote:FuzzThreadLists \
        dap:FuzzRequest eval:FuzzExpression eval:FuzzDWARF \
-       unwind:FuzzSynthesize unwind:FuzzSynthesizeModel unwind:FuzzAddImage
+       unwind:FuzzSynthesize unwind:FuzzSynthesizeModel unwind:FuzzAddImage agentexpr:FuzzEval
 fuzz:
 	@set -e; for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t#*:}; \
 	  echo "fuzz $$pkg $$fn"; $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME); done

@@ -1,6 +1,8 @@
 package gdbproto
 
 import (
+	"fmt"
+	"github.com/rseqdbg/rseqdbg/agentexpr"
 	sess "github.com/rseqdbg/rseqdbg/session"
 	"strings"
 )
@@ -100,18 +102,24 @@ func (s *session) breakpoint(pkt string) [][]byte {
 	if err != nil {
 		return replyErr
 	}
-	// Conditions and commands (";X...") are not advertised; ignore any.
-	kindStr, _, _ := strings.Cut(fields[2], ";")
+	kindStr, extra, _ := strings.Cut(fields[2], ";")
 	kind, err := ParseHexUint64(kindStr)
+	if err != nil {
+		return replyErr
+	}
+	conds, err := agentConditions(extra)
 	if err != nil {
 		return replyErr
 	}
 	switch fields[0][0] {
 	case '0':
-		// gdb evaluates its own conditions and counts: the session
-		// holds plain breakpoints for it.
+		// gdb keeps its counts; its conditions come as bytecode
+		// (ConditionalBreakpoints) and are decided here, with no round
+		// trip per hit. A Z0 for an address gdb already has is its new
+		// condition list.
 		if insert {
-			bp, err := pr.rc.Set(sess.Spec{Kind: sess.AtAddr, Addr: addr}, sess.Options{})
+			pr.rc.DeleteAt(addr)
+			bp, err := pr.rc.Set(sess.Spec{Kind: sess.AtAddr, Addr: addr}, sess.Options{Agent: conds})
 			if err != nil {
 				return replyErr
 			}
@@ -145,4 +153,32 @@ func (s *session) breakpoint(pkt string) [][]byte {
 	}
 	// Z3 (read watchpoints): x86 cannot watch reads alone.
 	return replyEmpty
+}
+
+// agentConditions reads the ";X len,bytes" conditions gdb appends to a Z0
+// packet (commands, ";cmds:...", are not announced and not expected).
+func agentConditions(extra string) ([][]byte, error) {
+	var out [][]byte
+	for _, f := range strings.Split(extra, ";") {
+		if f == "" {
+			continue
+		}
+		if f[0] != 'X' {
+			return nil, fmt.Errorf("breakpoint option %q", f)
+		}
+		n, hexCode, ok := strings.Cut(f[1:], ",")
+		size, err := ParseHexUint64(n)
+		if !ok || err != nil || size == 0 || size > 4096 || uint64(len(hexCode)) != 2*size {
+			return nil, fmt.Errorf("breakpoint condition %q", f)
+		}
+		code, err := DecodeHex(hexCode)
+		if err != nil {
+			return nil, err
+		}
+		if err := agentexpr.Validate(code); err != nil {
+			return nil, err
+		}
+		out = append(out, code)
+	}
+	return out, nil
 }

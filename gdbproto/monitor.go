@@ -174,5 +174,6 @@ func (s *session) monitorStats() string {
 	return fmt.Sprintf("single-steps %d\nregion runs %d\ncommits %d\naborts %d\nother exits %d\n"+
 		"interrupted %d\nsignals during runs %d\ndiscovered at run time %d\nsteps inside a section %d\n",
 		st.SingleSteps, st.RegionRuns, st.Commits, st.Aborts, st.ExitPoints, st.Interrupted,
-		st.SignalsInRuns, st.Discovered, st.StepsInside)
+		st.SignalsInRuns, st.Discovered, st.StepsInside) +
+		fmt.Sprintf("breakpoint conditions decided here %d\n", pr.rc.AgentEvaluations)
 }

@@ -110,6 +110,7 @@ func (s *session) supported(pkt string) [][]byte {
 		"QEnvironmentReset+", "QEnvironmentUnset+", "QSetWorkingDir+",
 		"qXfer:features:read+", "qXfer:auxv:read+", "qXfer:libraries-svr4:read+",
 		"qXfer:exec-file:read+", "qXfer:threads:read+", "vContSupported+",
+		"ConditionalBreakpoints+",
 	}
 	if s.srv.withoutTargetXML {
 		list = slices.DeleteFunc(list, func(f string) bool { return f == "qXfer:features:read+" })

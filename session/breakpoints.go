@@ -50,6 +50,10 @@ type Options struct {
 	Ignore  int    // gdb's ignore count: the next Ignore hits do not stop
 	Temp    bool   // deleted when it stops (tbreak)
 	LogMsg  string // log point: print this ({expr} interpolated) instead of stopping
+	// Agent are gdb's conditions as agent-expression bytecode (Z0
+	// ...;X): the breakpoint stops when any of them is non-zero. They
+	// are decided here, on the tracer thread, with no round trip.
+	Agent [][]byte
 }
 
 // Breakpoint is one user breakpoint; it may stand for several engine
@@ -284,6 +288,20 @@ func (s *Session) decide(st *stepper.Stop) (bool, []*Breakpoint) {
 	}
 	var hits []*Breakpoint
 	for _, b := range list {
+		if len(b.Agent) > 0 {
+			ok, err := s.agentCondition(b, st.Tid)
+			if err != nil {
+				// As gdbserver: a condition that cannot be evaluated stops.
+				if s.Events.ConditionError != nil {
+					s.Events.ConditionError(b, err)
+				}
+				hits = append(hits, b)
+				continue
+			}
+			if !ok {
+				continue
+			}
+		}
 		if b.cond != nil {
 			ok, err := s.condition(b, st.Tid)
 			if err != nil {

@@ -64,6 +64,8 @@ type Session struct {
 	// declarations are the regions users declared, by name, declared
 	// again after an exec.
 	declarations []Declaration
+	// AgentEvaluations counts the bytecode conditions decided here.
+	AgentEvaluations int
 }
 
 // New builds a session over eng with its symbols loaded.

@@ -173,6 +173,8 @@ type Engine struct {
 	inspecting map[int]*inspection
 	// note is what the next stop tells the user (Stop.Note).
 	note string
+	// signalSeen is when each thread last stopped for a signal (stormy).
+	signalSeen map[int]time.Time
 	// syscallGen changes whenever the process may have made a system
 	// call: it ran freely, or a step executed one (see SyscallGeneration).
 	syscallGen uint64
@@ -196,7 +198,7 @@ func New(t target.Target, opts Options) (*Engine, error) {
 		objs: map[string]*regions.Object{}, bps: map[int]*Breakpoint{},
 		byAddr: map[uint64][]*Breakpoint{}, insns: map[uint64]regions.Insn{},
 		rseq: map[int]target.RseqArea{}, policy: DefaultSignalPolicy(),
-		reported: map[int]uint64{}, inspecting: map[int]*inspection{},
+		reported: map[int]uint64{}, inspecting: map[int]*inspection{}, signalSeen: map[int]time.Time{},
 	}
 	e.threadCtl, _ = t.(target.ThreadControl)
 	var err error

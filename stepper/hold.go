@@ -1,6 +1,8 @@
 package stepper
 
 import (
+	"time"
+
 	"github.com/rseqdbg/rseqdbg/regions"
 )
 
@@ -13,6 +15,20 @@ var asyncMask = func() uint64 {
 	}
 	return m
 }()
+
+// stormWindow is how long after a signal stop a thread's steps hold its
+// signals.
+const stormWindow = 100 * time.Millisecond
+
+// stormy reports whether tid had a signal stop recently. Holding costs
+// three system calls a step (read the mask, block, restore), which a hot
+// breakpoint pays at every hit, so steps hold only while signals come: the
+// first step of a storm may end in a signal (gdb then steps again, and
+// that step holds), a region run always holds.
+func (e *Engine) stormy(tid int) bool {
+	t, ok := e.signalSeen[tid]
+	return ok && time.Since(t) < stormWindow
+}
 
 // holdSignals blocks tid's asynchronous signals for one hardware step of
 // the instruction in, or for a region run (in zero), and returns what

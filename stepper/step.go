@@ -145,6 +145,7 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 			continue
 		}
 		if e.silent(ev) {
+			e.signalSeen[ev.Tid] = time.Now()
 			if ev.Tid == tid && inRegion {
 				e.stats.SignalsInRuns++
 			}
@@ -235,6 +236,7 @@ func (e *Engine) eventStop(ev target.Event) *Stop {
 		st.Kind = StopStep
 	default:
 		st.Kind = StopSignal
+		e.signalSeen[ev.Tid] = time.Now()
 	}
 	return st
 }
@@ -271,7 +273,9 @@ func (e *Engine) stepOverOwn(tid int) error {
 	}
 	// A signal taking the place of the step would be lost here.
 	if in, err := e.decode(r.Rip); err == nil {
-		defer e.holdSignals(tid, in)()
+		if e.stormy(tid) {
+			defer e.holdSignals(tid, in)()
+		}
 		if in.Kind == regions.FlowSyscall {
 			e.syscallGen++
 		}
@@ -550,7 +554,7 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 		return nil, err
 	}
 	if in, err := e.decode(pc); err == nil {
-		if sig == 0 {
+		if sig == 0 && e.stormy(tid) {
 			defer e.holdSignals(tid, in)()
 		}
 		if in.Kind != regions.FlowSyscall {
@@ -585,6 +589,7 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 		}
 		actions = map[int]target.Action{tid: {Kind: target.Step}}
 		if e.silent(ev) {
+			e.signalSeen[ev.Tid] = time.Now()
 			pass := ev.Sig
 			if e.policy.NoPass[ev.Sig] {
 				pass = 0
@@ -883,6 +888,7 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 			continue
 		}
 		if e.silent(ev) {
+			e.signalSeen[ev.Tid] = time.Now()
 			if !e.policy.NoPass[ev.Sig] {
 				sigs = map[int]int{ev.Tid: ev.Sig}
 			}
