@@ -288,32 +288,17 @@ func (s *Session) decide(st *stepper.Stop) (bool, []*Breakpoint) {
 	}
 	var hits []*Breakpoint
 	for _, b := range list {
-		if len(b.Agent) > 0 {
-			ok, err := s.agentCondition(b, st.Tid)
-			if err != nil {
-				// As gdbserver: a condition that cannot be evaluated stops.
-				if s.Events.ConditionError != nil {
-					s.Events.ConditionError(b, err)
-				}
-				hits = append(hits, b)
-				continue
+		ok, err := s.holds(b, st.Tid)
+		if err != nil {
+			// As gdbserver: a condition that cannot be evaluated stops.
+			if s.Events.ConditionError != nil {
+				s.Events.ConditionError(b, err)
 			}
-			if !ok {
-				continue
-			}
+			hits = append(hits, b)
+			continue
 		}
-		if b.cond != nil {
-			ok, err := s.condition(b, st.Tid)
-			if err != nil {
-				if s.Events.ConditionError != nil {
-					s.Events.ConditionError(b, err)
-				}
-				hits = append(hits, b)
-				continue
-			}
-			if !ok {
-				continue
-			}
+		if !ok {
+			continue
 		}
 		b.Hits++
 		if b.Ignore > 0 {
@@ -332,6 +317,20 @@ func (s *Session) decide(st *stepper.Stop) (bool, []*Breakpoint) {
 		hits = append(hits, b)
 	}
 	return len(hits) > 0, hits
+}
+
+// holds decides b's conditions for tid: gdb's bytecode (any of them
+// non-zero) and a C condition; a breakpoint without one holds.
+func (s *Session) holds(b *Breakpoint, tid int) (bool, error) {
+	if len(b.Agent) > 0 {
+		if ok, err := s.agentCondition(b, tid); err != nil || !ok {
+			return ok, err
+		}
+	}
+	if b.cond != nil {
+		return s.condition(b, tid)
+	}
+	return true, nil
 }
 
 func (s *Session) condition(b *Breakpoint, tid int) (bool, error) {
