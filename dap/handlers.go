@@ -65,6 +65,9 @@ type RseqStats struct {
 	SignalsInRuns int `json:"signalsInRuns"`
 	Discovered    int `json:"discovered"`
 	StepsInside   int `json:"stepsInside"`
+	// CaughtInside counts threads a stop of the world caught inside a
+	// critical section (each aborts when resumed).
+	CaughtInside int `json:"caughtInside"`
 }
 
 // LaunchArguments are the launch request's arguments (the launch
@@ -964,7 +967,7 @@ func (s *Server) onRseqStats(r *RseqStatsRequest) (dap.ResponseMessage, error) {
 	}
 	return &RseqStatsResponse{Body: RseqStats{SingleSteps: st.SingleSteps, RegionRuns: st.RegionRuns, Commits: st.Commits,
 		Aborts: st.Aborts, OtherExits: st.ExitPoints, Interrupted: st.Interrupted, SignalsInRuns: st.SignalsInRuns,
-		Discovered: st.Discovered, StepsInside: st.StepsInside}}, nil
+		Discovered: st.Discovered, StepsInside: st.StepsInside, CaughtInside: st.CaughtInside}}, nil
 }
 
 func stack() string { return string(debug.Stack()) }

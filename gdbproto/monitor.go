@@ -16,6 +16,8 @@ const monitorHelp = `rseqdbg monitor commands:
   monitor rseq bt           the current thread's backtrace as rseqdbg unwinds it (synthesized CFI marked)
   monitor rseq cfi          where the debug object with the synthesized CFI is (for add-symbol-file)
   monitor rseq vdso on|off  step vDSO functions as regions (on by default)
+  monitor rseq pin on|off   pin a stepped thread to its CPU until it is continued (off by default):
+                            no migration between its CPU read and its section
   monitor rseq declare START END [NAME]
                             step [START, END) as one region, as a vDSO function (a seqlock
                             reader of your own, JIT code): addresses or SYMBOL+OFFSET
@@ -58,6 +60,17 @@ func (s *session) monitor(hexCmd string) [][]byte {
 		}
 		pr.eng.SetVDSO(fields[1] == "on")
 		text = fmt.Sprintf("vDSO functions stepped as regions: %s\n", fields[1])
+	case fields[0] == "pin" && len(fields) == 2 && (fields[1] == "on" || fields[1] == "off"):
+		pr := s.live()
+		if pr == nil {
+			text = "no process\n"
+			break
+		}
+		if err := pr.eng.SetPinSteps(fields[1] == "on"); err != nil {
+			text = fmt.Sprintf("rseqdbg: %v\n", err)
+			break
+		}
+		text = fmt.Sprintf("stepped threads pinned to their CPU: %s\n", fields[1])
 	case fields[0] == "declare" && (len(fields) == 3 || len(fields) == 4):
 		text = s.monitorDeclare(fields[1:])
 	case fields[0] == "undeclare" && len(fields) <= 2:
@@ -175,5 +188,6 @@ func (s *session) monitorStats() string {
 		"interrupted %d\nsignals during runs %d\ndiscovered at run time %d\nsteps inside a section %d\n",
 		st.SingleSteps, st.RegionRuns, st.Commits, st.Aborts, st.ExitPoints, st.Interrupted,
 		st.SignalsInRuns, st.Discovered, st.StepsInside) +
-		fmt.Sprintf("breakpoint conditions decided here %d\n", pr.rc.AgentEvaluations)
+		fmt.Sprintf("breakpoint conditions decided here %d\n", pr.rc.AgentEvaluations) +
+		fmt.Sprintf("threads caught inside a section %d\n", st.CaughtInside)
 }

@@ -695,7 +695,8 @@ func (s *Session) info(arg string) error {
 	case "stats":
 		st := s.eng.Stats()
 		s.emit(map[string]any{"event": "stats", "single_steps": st.SingleSteps, "region_runs": st.RegionRuns, "commits": st.Commits,
-			"aborts": st.Aborts, "exits": st.ExitPoints, "interrupted": st.Interrupted, "signals_in_runs": st.SignalsInRuns, "discovered": st.Discovered, "steps_inside": st.StepsInside},
+			"aborts": st.Aborts, "exits": st.ExitPoints, "interrupted": st.Interrupted, "signals_in_runs": st.SignalsInRuns, "discovered": st.Discovered, "steps_inside": st.StepsInside,
+			"caught_inside": st.CaughtInside},
 			fmt.Sprintf("single-steps %d, region runs %d, commits %d, aborts %d, other exits %d, interrupted %d, signals during runs %d, discovered at run time %d",
 				st.SingleSteps, st.RegionRuns, st.Commits, st.Aborts, st.ExitPoints, st.Interrupted, st.SignalsInRuns, st.Discovered))
 		return nil

@@ -121,6 +121,10 @@ type Stats struct {
 	// mode; ForcedAborts the aborts ForceAbort made.
 	InspectedSteps int
 	ForcedAborts   int
+	// CaughtInside counts threads a stop of the world caught inside a
+	// critical section (not the one that stopped): each aborts when it
+	// resumes.
+	CaughtInside int
 }
 
 // Options tune the engine.
@@ -173,6 +177,10 @@ type Engine struct {
 	inspecting map[int]*inspection
 	// note is what the next stop tells the user (Stop.Note).
 	note string
+	// pinSteps pins a stepped thread to its CPU until it is continued;
+	// pinned holds the affinity each pinned thread had.
+	pinSteps bool
+	pinned   map[int]unix.CPUSet
 	// signalSeen is when each thread last stopped for a signal (stormy).
 	signalSeen map[int]time.Time
 	// syscallGen changes whenever the process may have made a system
@@ -199,6 +207,7 @@ func New(t target.Target, opts Options) (*Engine, error) {
 		byAddr: map[uint64][]*Breakpoint{}, insns: map[uint64]regions.Insn{},
 		rseq: map[int]target.RseqArea{}, policy: DefaultSignalPolicy(),
 		reported: map[int]uint64{}, inspecting: map[int]*inspection{}, signalSeen: map[int]time.Time{},
+		pinned: map[int]unix.CPUSet{},
 	}
 	e.threadCtl, _ = t.(target.ThreadControl)
 	var err error
@@ -614,6 +623,7 @@ func (e *Engine) insideCS(pc uint64) *regions.Region {
 // Kill ends the process.
 func (e *Engine) Kill() error {
 	e.EndInspections()
+	e.unpinAll()
 	e.exited = true
 	return e.t.Kill()
 }
@@ -621,6 +631,7 @@ func (e *Engine) Kill() error {
 // Detach removes every breakpoint, ours included, and lets the process go.
 func (e *Engine) Detach() error {
 	e.EndInspections()
+	e.unpinAll()
 	e.ClearAll()
 	if e.dlBreak != 0 {
 		e.t.RemoveBreakpoint(e.dlBreak)

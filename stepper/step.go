@@ -113,6 +113,9 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 		if ev.Kind != target.EventStop {
 			continue
 		}
+		if others == OthersRun {
+			e.countCaught(ev.Tid)
+		}
 		if ev.Async && budget > 0 && !expired {
 			// Our own budget interrupt.
 			expired = true
@@ -569,6 +572,7 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 	if others == OthersRun {
 		e.syscallGen++
 	}
+	e.pinForSteps(tid)
 	// Whatever ends the step other than its own completion (another
 	// thread's stop or exit, a signal) abandons it: a completion the
 	// target kept must not surface at the next resumption as a SIGTRAP
@@ -824,6 +828,8 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 	if e.exited {
 		return nil, target.ErrExited
 	}
+	// A thread pinned for its steps runs free again.
+	e.unpinAll()
 	var crossed []Crossing
 	movers := []int{tid}
 	for th := range e.reported {
@@ -874,6 +880,7 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 		if ev.Kind != target.EventStop {
 			continue
 		}
+		e.countCaught(ev.Tid)
 		if ev.Trap == target.TrapBreakpoint && len(e.byAddr[ev.Addr]) == 0 {
 			if e.internalBreakpoint(ev.Addr) {
 				e.refreshLinkMap()
