@@ -1,8 +1,10 @@
 package gdbproto
 
 import (
-	sess "github.com/rseqdbg/rseqdbg/session"
 	"strings"
+
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
+	sess "github.com/rseqdbg/rseqdbg/session"
 )
 
 // maxMemoryRead bounds one m or x reply: twice this in hex still fits the
@@ -13,12 +15,12 @@ const maxMemoryRead = packetSize/2 - 16
 func parseAddrLen(s string) (addr, length uint64, err error) {
 	a, l, ok := strings.Cut(s, ",")
 	if !ok {
-		return 0, 0, ErrSyntax
+		return 0, 0, wire.ErrSyntax
 	}
-	if addr, err = ParseHexUint64(a); err != nil {
+	if addr, err = wire.ParseHexUint64(a); err != nil {
 		return 0, 0, err
 	}
-	if length, err = ParseHexUint64(l); err != nil {
+	if length, err = wire.ParseHexUint64(l); err != nil {
 		return 0, 0, err
 	}
 	return addr, length, nil
@@ -51,7 +53,7 @@ func (s *session) memory(pkt string) [][]byte {
 			// Binary as is: the framing layer escapes it.
 			return [][]byte{buf[:n]}
 		}
-		return [][]byte{AppendHex(nil, buf[:n])}
+		return [][]byte{wire.AppendHex(nil, buf[:n])}
 	case 'M', 'X':
 		head, data, found := strings.Cut(pkt[1:], ":")
 		if !found {
@@ -63,7 +65,7 @@ func (s *session) memory(pkt string) [][]byte {
 		}
 		var b []byte
 		if pkt[0] == 'M' {
-			if b, err = DecodeHex(data); err != nil {
+			if b, err = wire.DecodeHex(data); err != nil {
 				return replyErr
 			}
 		} else {
@@ -96,13 +98,13 @@ func (s *session) breakpoint(pkt string) [][]byte {
 	if len(fields) != 3 || len(fields[0]) != 1 {
 		return replyErr
 	}
-	addr, err := ParseHexUint64(fields[1])
+	addr, err := wire.ParseHexUint64(fields[1])
 	if err != nil {
 		return replyErr
 	}
 	// Conditions and commands (";X...") are not advertised; ignore any.
 	kindStr, _, _ := strings.Cut(fields[2], ";")
-	kind, err := ParseHexUint64(kindStr)
+	kind, err := wire.ParseHexUint64(kindStr)
 	if err != nil {
 		return replyErr
 	}

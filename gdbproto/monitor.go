@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/regions"
 )
 
@@ -20,7 +21,7 @@ const monitorHelp = `rseqdbg monitor commands:
 
 // monitor answers qRcmd: the command's output as O packets, then OK.
 func (s *session) monitor(hexCmd string) [][]byte {
-	raw, err := DecodeHex(hexCmd)
+	raw, err := wire.DecodeHex(hexCmd)
 	if err != nil {
 		return replyErr
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/target"
 )
@@ -103,7 +104,7 @@ func refuseSpecialFile(pkt string) ([][]byte, bool) {
 		return nil, false
 	}
 	hexName, _, _ := strings.Cut(args, ",")
-	name, err := DecodeHex(hexName)
+	name, err := wire.DecodeHex(hexName)
 	if err != nil {
 		return nil, false
 	}
@@ -127,7 +128,7 @@ func forward(pkt string) bool {
 	case strings.HasPrefix(pkt, "vFile:"):
 		return true
 	case strings.HasPrefix(pkt, "qRcmd,"):
-		cmd, err := DecodeHex(pkt[len("qRcmd,"):])
+		cmd, err := wire.DecodeHex(pkt[len("qRcmd,"):])
 		if err != nil {
 			return false
 		}
@@ -156,7 +157,7 @@ func forwardWhenUnknown(pkt string) bool {
 func (s *session) forward(u Upstream, pkt string) [][]byte {
 	out, err := u.Forward([]byte(pkt))
 	if err != nil {
-		slog.Error("forwarding to the upstream", "packet", clip(pkt), "err", err)
+		slog.Error("forwarding to the upstream", "packet", wire.Clip(pkt), "err", err)
 		return replyErr
 	}
 	s.noteHWBreak(pkt, out)
@@ -182,7 +183,7 @@ func (s *session) noteHWBreak(pkt string, out [][]byte) {
 		return
 	}
 	f := strings.SplitN(pkt[3:], ",", 2)
-	addr, err := ParseHexUint64(f[0])
+	addr, err := wire.ParseHexUint64(f[0])
 	if err != nil {
 		return
 	}
@@ -220,7 +221,7 @@ func (s *session) proxyLifecycle(pkt string) ([][]byte, bool) {
 		return nil, false
 	}
 	if strings.HasPrefix(pkt, "vRun;") || strings.HasPrefix(pkt, "vAttach;") {
-		slog.Error("a proxy serves the upstream's process only", "packet", clip(pkt))
+		slog.Error("a proxy serves the upstream's process only", "packet", wire.Clip(pkt))
 		return replyErr, true
 	}
 	return nil, false

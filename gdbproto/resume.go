@@ -3,13 +3,14 @@ package gdbproto
 import (
 	"errors"
 	"fmt"
-	sess "github.com/rseqdbg/rseqdbg/session"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/regions"
+	sess "github.com/rseqdbg/rseqdbg/session"
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/target"
 	"golang.org/x/sys/unix"
@@ -35,7 +36,7 @@ func (s *session) vCont(pkt string) [][]byte {
 	if pr == nil {
 		return replyErr
 	}
-	acts, err := ParseVCont(pkt)
+	acts, err := wire.ParseVCont(pkt)
 	if err != nil {
 		return replyErr
 	}
@@ -60,7 +61,7 @@ func (s *session) vCont(pkt string) [][]byte {
 	return s.resume(per, threads)
 }
 
-func (s *session) matches(id ThreadID, pid, tid int) bool {
+func (s *session) matches(id wire.ThreadID, pid, tid int) bool {
 	if id.Pid > 0 && id.Pid != int64(pid) {
 		return false
 	}
@@ -89,7 +90,7 @@ func (s *session) legacyResume(pkt string) [][]byte {
 		sig, arg = s.hostSignal(v), rest
 	}
 	if arg != "" {
-		addr, err := ParseHexUint64(arg)
+		addr, err := wire.ParseHexUint64(arg)
 		if err != nil {
 			return replyErr
 		}
@@ -294,7 +295,7 @@ func (s *session) watchClient(t target.Target) func() {
 		}
 	}
 	gone := func(err error) {
-		if errors.Is(err, ErrQueueFull) {
+		if errors.Is(err, wire.ErrQueueFull) {
 			// Not gone: it sent more than it may while the target runs,
 			// and is no longer read until the stop.
 			slog.Warn("the client sends packets while the target runs; not reading it until the target stops")
@@ -386,7 +387,7 @@ func consoleOutput(text string) [][]byte {
 	var out [][]byte
 	for len(text) > 0 {
 		n := min(len(text), 2048)
-		out = append(out, AppendHex([]byte{'O'}, []byte(text[:n])))
+		out = append(out, wire.AppendHex([]byte{'O'}, []byte(text[:n])))
 		text = text[n:]
 	}
 	return out
@@ -408,12 +409,12 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 	}
 	sig := int(unix.SIGTRAP)
 	reason := "trace"
-	var pairs []StopPair
+	var pairs []wire.StopPair
 	switch st.Kind {
 	case stepper.StopBreakpoint:
 		reason = "breakpoint"
 		if s.swbreak {
-			pairs = append(pairs, StopPair{Key: "swbreak"})
+			pairs = append(pairs, wire.StopPair{Key: "swbreak"})
 		}
 	case stepper.StopWatch:
 		reason = "watchpoint"
@@ -422,12 +423,12 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 		case w != nil && w.typ == '1', w == nil && s.upstreamHWBreak(st.WatchAddr):
 			reason = "breakpoint"
 			if s.hwbreak {
-				pairs = append(pairs, StopPair{Key: "hwbreak"})
+				pairs = append(pairs, wire.StopPair{Key: "hwbreak"})
 			}
 		case w != nil && w.typ == '4':
-			pairs = append(pairs, StopPair{Key: "awatch", Value: fmt.Sprintf("%x", st.WatchAddr)})
+			pairs = append(pairs, wire.StopPair{Key: "awatch", Value: fmt.Sprintf("%x", st.WatchAddr)})
 		default:
-			pairs = append(pairs, StopPair{Key: "watch", Value: fmt.Sprintf("%x", st.WatchAddr)})
+			pairs = append(pairs, wire.StopPair{Key: "watch", Value: fmt.Sprintf("%x", st.WatchAddr)})
 		}
 	case stepper.StopSignal:
 		sig, reason = st.Sig, "signal"
@@ -443,9 +444,9 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 	if r, err := stopRegs(pr.p, tid); err == nil {
 		pairs = append(pairs, expedite(&r)...)
 	}
-	pairs = append(pairs, StopPair{Key: "thread", Value: s.threadIDString(pr.p.Pid(), tid)})
+	pairs = append(pairs, wire.StopPair{Key: "thread", Value: s.threadIDString(pr.p.Pid(), tid)})
 	if s.lldb {
-		pairs = append(pairs, StopPair{Key: "reason", Value: reason})
+		pairs = append(pairs, wire.StopPair{Key: "reason", Value: reason})
 	}
 	if s.listThreads {
 		var ids, pcs []string
@@ -457,10 +458,10 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 			}
 			pcs = append(pcs, fmt.Sprintf("%x", pc))
 		}
-		pairs = append(pairs, StopPair{Key: "threads", Value: strings.Join(ids, ",")},
-			StopPair{Key: "thread-pcs", Value: strings.Join(pcs, ",")})
+		pairs = append(pairs, wire.StopPair{Key: "threads", Value: strings.Join(ids, ",")},
+			wire.StopPair{Key: "thread-pcs", Value: strings.Join(pcs, ",")})
 	}
-	b, err := AppendStopReply(nil, s.wireSignal(sig), pairs...)
+	b, err := wire.AppendStopReply(nil, s.wireSignal(sig), pairs...)
 	if err != nil {
 		return []byte(fmt.Sprintf("T%02xthread:%s;", s.wireSignal(sig), s.threadIDString(pr.p.Pid(), tid)))
 	}
@@ -488,7 +489,7 @@ func (s *session) threadStopInfo(arg string) [][]byte {
 	if !alive {
 		return replyErr
 	}
-	b, _ := AppendStopReply(nil, 0, StopPair{Key: "thread", Value: s.threadIDString(pr.p.Pid(), tid)})
+	b, _ := wire.AppendStopReply(nil, 0, wire.StopPair{Key: "thread", Value: s.threadIDString(pr.p.Pid(), tid)})
 	return [][]byte{b}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/regions"
 	"golang.org/x/sys/cpu"
 )
@@ -16,7 +17,7 @@ import (
 // offset 0 and kept for the reads that continue it, so a client never sees
 // pieces of two different versions.
 func (s *session) xfer(pkt string) [][]byte {
-	req, err := ParseXferRead(pkt)
+	req, err := wire.ParseXferRead(pkt)
 	if err != nil {
 		if strings.Contains(pkt, ":read:") {
 			return one("E00") // a read we support, malformed
@@ -53,7 +54,7 @@ func (s *session) xfer(pkt string) [][]byte {
 		}
 		s.docs[req.Object] = xferDoc{annex: req.Annex, doc: doc}
 	}
-	return [][]byte{XferChunk(doc, req.Offset, min(req.Length, packetSize-16))}
+	return [][]byte{wire.XferChunk(doc, req.Offset, min(req.Length, packetSize-16))}
 }
 
 // xferDoc is a document being read, and the annex it was built for.
@@ -69,7 +70,7 @@ func (s *session) featuresDoc(annex string) ([]byte, bool) {
 	if pr := s.live(); pr != nil {
 		avx = pr.hasAVX()
 	}
-	doc, ok := TargetXML(avx)[annex]
+	doc, ok := wire.TargetXML(avx)[annex]
 	return doc, ok
 }
 
@@ -88,7 +89,7 @@ func (s *session) execFileDoc(annex string) ([]byte, bool) {
 		return nil, false
 	}
 	if annex != "" {
-		if pid, err := ParseHexUint64(annex); err != nil || pid != uint64(pr.p.Pid()) {
+		if pid, err := wire.ParseHexUint64(annex); err != nil || pid != uint64(pr.p.Pid()) {
 			return nil, false
 		}
 	}

@@ -1,4 +1,4 @@
-package gdbproto
+package wire
 
 import (
 	"errors"
@@ -50,7 +50,7 @@ func AppendDecodeHex(dst []byte, s string) ([]byte, error) {
 	for i := 0; i < len(s); i += 2 {
 		hi, lo := unhex(s[i]), unhex(s[i+1])
 		if hi < 0 || lo < 0 {
-			return dst[:n], fmt.Errorf("%w: invalid hex digit in %q at offset %d", ErrSyntax, clip(s), i)
+			return dst[:n], fmt.Errorf("%w: invalid hex digit in %q at offset %d", ErrSyntax, Clip(s), i)
 		}
 		dst = append(dst, byte(hi<<4|lo))
 	}
@@ -67,10 +67,10 @@ func ParseHexUint64(s string) (uint64, error) {
 	for i := 0; i < len(s); i++ {
 		d := unhex(s[i])
 		if d < 0 {
-			return 0, fmt.Errorf("%w: invalid hex number %q", ErrSyntax, clip(s))
+			return 0, fmt.Errorf("%w: invalid hex number %q", ErrSyntax, Clip(s))
 		}
 		if v>>60 != 0 {
-			return 0, fmt.Errorf("%w: hex number %q overflows 64 bits", ErrSyntax, clip(s))
+			return 0, fmt.Errorf("%w: hex number %q overflows 64 bits", ErrSyntax, Clip(s))
 		}
 		v = v<<4 | uint64(d)
 	}
@@ -112,13 +112,13 @@ func AppendUint64LE(dst []byte, v uint64, size int) []byte {
 // little-endian byte order, as in a P packet.
 func ParseUint64LE(s string) (uint64, error) {
 	if len(s) == 0 || len(s) > 16 || len(s)%2 != 0 {
-		return 0, fmt.Errorf("%w: register value %q is not 1 to 8 hex-encoded bytes", ErrSyntax, clip(s))
+		return 0, fmt.Errorf("%w: register value %q is not 1 to 8 hex-encoded bytes", ErrSyntax, Clip(s))
 	}
 	var v uint64
 	for i := 0; i < len(s); i += 2 {
 		hi, lo := unhex(s[i]), unhex(s[i+1])
 		if hi < 0 || lo < 0 {
-			return 0, fmt.Errorf("%w: invalid hex digit in register value %q", ErrSyntax, clip(s))
+			return 0, fmt.Errorf("%w: invalid hex digit in register value %q", ErrSyntax, Clip(s))
 		}
 		v |= uint64(hi<<4|lo) << (4 * i)
 	}
@@ -178,20 +178,20 @@ func ParseThreadID(s string) (ThreadID, error) {
 		pidStr, tidStr, hasTid := strings.Cut(rest, ".")
 		pid, err := parseIDField(pidStr)
 		if err != nil {
-			return ThreadID{}, fmt.Errorf("thread-id %q: pid: %w", clip(s), err)
+			return ThreadID{}, fmt.Errorf("thread-id %q: pid: %w", Clip(s), err)
 		}
 		if !hasTid {
 			return ThreadID{Pid: pid, Tid: -1}, nil
 		}
 		tid, err := parseIDField(tidStr)
 		if err != nil {
-			return ThreadID{}, fmt.Errorf("thread-id %q: tid: %w", clip(s), err)
+			return ThreadID{}, fmt.Errorf("thread-id %q: tid: %w", Clip(s), err)
 		}
 		return ThreadID{Pid: pid, Tid: tid}, nil
 	}
 	tid, err := parseIDField(s)
 	if err != nil {
-		return ThreadID{}, fmt.Errorf("thread-id %q: %w", clip(s), err)
+		return ThreadID{}, fmt.Errorf("thread-id %q: %w", Clip(s), err)
 	}
 	if tid == -1 {
 		return ThreadAll, nil
@@ -208,7 +208,7 @@ func parseIDField(s string) (int64, error) {
 		return 0, err
 	}
 	if v > math.MaxInt64 {
-		return 0, fmt.Errorf("%w: id %q out of range", ErrSyntax, clip(s))
+		return 0, fmt.Errorf("%w: id %q out of range", ErrSyntax, Clip(s))
 	}
 	return int64(v), nil
 }
@@ -265,7 +265,7 @@ func AppendStopReply(dst []byte, signal uint8, pairs ...StopPair) ([]byte, error
 	dst = append(dst, 'T', hexDigits[signal>>4], hexDigits[signal&0xf])
 	for _, p := range pairs {
 		if p.Key == "" || strings.ContainsAny(p.Key, ":;") || strings.Contains(p.Value, ";") {
-			return dst[:n], fmt.Errorf("%w: stop-reply pair %q:%q", ErrSyntax, clip(p.Key), clip(p.Value))
+			return dst[:n], fmt.Errorf("%w: stop-reply pair %q:%q", ErrSyntax, Clip(p.Key), Clip(p.Value))
 		}
 		dst = append(dst, p.Key...)
 		dst = append(dst, ':')
@@ -289,18 +289,18 @@ type XferRead struct {
 func ParseXferRead(payload string) (XferRead, error) {
 	rest, ok := strings.CutPrefix(payload, "qXfer:")
 	if !ok {
-		return XferRead{}, fmt.Errorf("%w: %q is not a qXfer packet", ErrSyntax, clip(payload))
+		return XferRead{}, fmt.Errorf("%w: %q is not a qXfer packet", ErrSyntax, Clip(payload))
 	}
 	object, rest, ok1 := strings.Cut(rest, ":")
 	op, rest, ok2 := strings.Cut(rest, ":")
 	// The annex may itself contain ':', so the offset is after the last one.
 	i := strings.LastIndexByte(rest, ':')
 	if !ok1 || !ok2 || op != "read" || object == "" || i < 0 {
-		return XferRead{}, fmt.Errorf("%w: malformed qXfer read %q", ErrSyntax, clip(payload))
+		return XferRead{}, fmt.Errorf("%w: malformed qXfer read %q", ErrSyntax, Clip(payload))
 	}
 	offStr, lenStr, ok := strings.Cut(rest[i+1:], ",")
 	if !ok {
-		return XferRead{}, fmt.Errorf("%w: qXfer read %q lacks offset,length", ErrSyntax, clip(payload))
+		return XferRead{}, fmt.Errorf("%w: qXfer read %q lacks offset,length", ErrSyntax, Clip(payload))
 	}
 	off, err := ParseHexUint64(offStr)
 	if err != nil {
@@ -367,7 +367,7 @@ type VContAction struct {
 func ParseVCont(payload string) ([]VContAction, error) {
 	rest, ok := strings.CutPrefix(payload, "vCont;")
 	if !ok {
-		return nil, fmt.Errorf("%w: %q is not a vCont request", ErrSyntax, clip(payload))
+		return nil, fmt.Errorf("%w: %q is not a vCont request", ErrSyntax, Clip(payload))
 	}
 	var acts []VContAction
 	for {
@@ -400,18 +400,18 @@ func parseVContAction(s string) (VContAction, error) {
 	switch a.Action {
 	case 'c', 's', 't':
 		if body != "" {
-			return VContAction{}, fmt.Errorf("%w: action %q takes no argument", ErrSyntax, clip(s))
+			return VContAction{}, fmt.Errorf("%w: action %q takes no argument", ErrSyntax, Clip(s))
 		}
 	case 'C', 'S':
 		sig, err := ParseHexUint64(body)
 		if err != nil || sig > 0xff {
-			return VContAction{}, fmt.Errorf("%w: bad signal in action %q", ErrSyntax, clip(s))
+			return VContAction{}, fmt.Errorf("%w: bad signal in action %q", ErrSyntax, Clip(s))
 		}
 		a.Signal = uint8(sig)
 	case 'r':
 		startStr, endStr, ok := strings.Cut(body, ",")
 		if !ok {
-			return VContAction{}, fmt.Errorf("%w: range action %q lacks start,end", ErrSyntax, clip(s))
+			return VContAction{}, fmt.Errorf("%w: range action %q lacks start,end", ErrSyntax, Clip(s))
 		}
 		var err error
 		if a.RangeStart, err = ParseHexUint64(startStr); err != nil {
@@ -421,7 +421,7 @@ func parseVContAction(s string) (VContAction, error) {
 			return VContAction{}, fmt.Errorf("range end: %w", err)
 		}
 	default:
-		return VContAction{}, fmt.Errorf("%w: unknown action %q", ErrSyntax, clip(s))
+		return VContAction{}, fmt.Errorf("%w: unknown action %q", ErrSyntax, Clip(s))
 	}
 	return a, nil
 }
@@ -449,8 +449,8 @@ func AppendVCont(dst []byte, actions []VContAction, multiprocess bool) []byte {
 	return dst
 }
 
-// clip bounds the length of peer-controlled text quoted in error messages.
-func clip(s string) string {
+// Clip bounds the length of peer-controlled text quoted in error messages.
+func Clip(s string) string {
 	const limit = 64
 	if len(s) <= limit {
 		return s

@@ -1,4 +1,4 @@
-package gdbproto
+package wire
 
 import (
 	"encoding/xml"
@@ -54,7 +54,7 @@ type StubError struct {
 }
 
 func (e *StubError) Error() string {
-	return fmt.Sprintf("gdbproto: stub refused %s: %s", clip(e.Request), clip(e.Reply))
+	return fmt.Sprintf("gdbproto: stub refused %s: %s", Clip(e.Request), Clip(e.Reply))
 }
 
 // clientFeatures is what the client offers in qSupported: what gdb 13
@@ -161,18 +161,18 @@ func (c *Client) write(b []byte) error {
 // Send writes one packet without waiting for a reply (a resumption). In
 // ack mode it waits for the stub's '+', sending again on '-'.
 func (c *Client) Send(pkt string) error {
-	slog.Debug("upstream <-", "packet", clip(pkt))
+	slog.Debug("upstream <-", "packet", Clip(pkt))
 	c.wmu.Lock()
 	c.wbuf = AppendPacket(c.wbuf[:0], []byte(pkt))
 	err := c.write(c.wbuf)
 	c.wmu.Unlock()
 	if err != nil {
-		return fmt.Errorf("sending %s: %w", clip(pkt), err)
+		return fmt.Errorf("sending %s: %w", Clip(pkt), err)
 	}
 	for tries := 0; !c.noAck; tries++ {
 		m, err := c.next(c.Timeout)
 		if err != nil {
-			return fmt.Errorf("sending %s: %w", clip(pkt), err)
+			return fmt.Errorf("sending %s: %w", Clip(pkt), err)
 		}
 		switch {
 		case m.Kind == KindAck:
@@ -182,10 +182,10 @@ func (c *Client) Send(pkt string) error {
 			err = c.write(c.wbuf)
 			c.wmu.Unlock()
 			if err != nil {
-				return fmt.Errorf("sending %s: %w", clip(pkt), err)
+				return fmt.Errorf("sending %s: %w", Clip(pkt), err)
 			}
 		case m.Kind == KindNak:
-			return fmt.Errorf("sending %s: rejected %d times", clip(pkt), maxTransmits)
+			return fmt.Errorf("sending %s: rejected %d times", Clip(pkt), maxTransmits)
 		}
 	}
 	return nil
@@ -261,14 +261,14 @@ func (c *Client) Request(pkt string) ([]byte, error) {
 	}
 	reply, err := c.Receive(c.Timeout)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", clip(pkt), err)
+		return nil, fmt.Errorf("%s: %w", Clip(pkt), err)
 	}
 	return checkReply(pkt, reply)
 }
 
 func checkReply(pkt string, reply []byte) ([]byte, error) {
 	if len(reply) == 0 {
-		return nil, fmt.Errorf("%s: %w", clip(pkt), ErrUnsupported)
+		return nil, fmt.Errorf("%s: %w", Clip(pkt), ErrUnsupported)
 	}
 	if len(reply) == 3 && reply[0] == 'E' && unhex(reply[1]) >= 0 && unhex(reply[2]) >= 0 {
 		return nil, &StubError{Request: pkt, Reply: string(reply)}
@@ -301,7 +301,7 @@ func (c *Client) Pipeline(pkts ...string) ([][]byte, error) {
 	for _, p := range pkts {
 		reply, err := c.Receive(c.Timeout)
 		if err != nil {
-			return out, fmt.Errorf("%s: %w", clip(p), err)
+			return out, fmt.Errorf("%s: %w", Clip(p), err)
 		}
 		reply, err = checkReply(p, reply)
 		if err != nil && first == nil {
@@ -324,7 +324,7 @@ func (c *Client) Forward(pkt []byte) ([][]byte, error) {
 	defer func() { c.Console = console }()
 	reply, err := c.Receive(c.Timeout)
 	if err != nil {
-		return nil, fmt.Errorf("forwarding %s: %w", clip(string(pkt)), err)
+		return nil, fmt.Errorf("forwarding %s: %w", Clip(string(pkt)), err)
 	}
 	return append(out, reply), nil
 }
@@ -354,7 +354,7 @@ func (c *Client) ReadXfer(object, annex string) ([]byte, error) {
 				return nil, fmt.Errorf("qXfer:%s: the stub sent an empty piece", object)
 			}
 		default:
-			return nil, fmt.Errorf("qXfer:%s: unexpected reply %q", object, clip(string(reply)))
+			return nil, fmt.Errorf("qXfer:%s: unexpected reply %q", object, Clip(string(reply)))
 		}
 	}
 	return nil, fmt.Errorf("qXfer:%s: object larger than 64 MiB", object)
@@ -400,7 +400,7 @@ func ParseStopReply(p []byte) (StopReply, error) {
 		body, rest, _ := strings.Cut(s[1:], ";")
 		v, err := num(body)
 		if err != nil || v > 0xff {
-			return StopReply{}, fmt.Errorf("%w: stop reply %q", ErrSyntax, clip(s))
+			return StopReply{}, fmt.Errorf("%w: stop reply %q", ErrSyntax, Clip(s))
 		}
 		if p[0] == 'X' {
 			st.Signal = uint8(v)
@@ -422,11 +422,11 @@ func ParseStopReply(p []byte) (StopReply, error) {
 	case 'S', 'T':
 		st.Kind = 'T'
 		if len(s) < 3 {
-			return StopReply{}, fmt.Errorf("%w: stop reply %q", ErrSyntax, clip(s))
+			return StopReply{}, fmt.Errorf("%w: stop reply %q", ErrSyntax, Clip(s))
 		}
 		v, err := num(s[1:3])
 		if err != nil {
-			return StopReply{}, fmt.Errorf("%w: stop reply %q", ErrSyntax, clip(s))
+			return StopReply{}, fmt.Errorf("%w: stop reply %q", ErrSyntax, Clip(s))
 		}
 		st.Signal = uint8(v)
 		for _, item := range strings.Split(s[3:], ";") {
@@ -461,7 +461,7 @@ func ParseStopReply(p []byte) (StopReply, error) {
 		}
 		return st, nil
 	}
-	return StopReply{}, fmt.Errorf("%w: not a stop reply: %q", ErrSyntax, clip(s))
+	return StopReply{}, fmt.Errorf("%w: not a stop reply: %q", ErrSyntax, Clip(s))
 }
 
 // RemoteRegister is one register of a stub's target description.
@@ -586,7 +586,7 @@ func (e *FileError) Error() string {
 // fileReply splits "F<result>[,errno][;attachment]".
 func fileReply(op string, reply []byte) (int64, []byte, error) {
 	if len(reply) < 2 || reply[0] != 'F' {
-		return 0, nil, fmt.Errorf("vFile:%s: unexpected reply %q", op, clip(string(reply)))
+		return 0, nil, fmt.Errorf("vFile:%s: unexpected reply %q", op, Clip(string(reply)))
 	}
 	head, _, _ := strings.Cut(string(reply[1:]), ";")
 	res, errno, _ := strings.Cut(head, ",")
@@ -596,7 +596,7 @@ func fileReply(op string, reply []byte) (int64, []byte, error) {
 	}
 	v, err := ParseHexUint64(res)
 	if err != nil {
-		return 0, nil, fmt.Errorf("vFile:%s: bad result %q", op, clip(head))
+		return 0, nil, fmt.Errorf("vFile:%s: bad result %q", op, Clip(head))
 	}
 	// The attachment is binary; slicing the reply keeps its bytes.
 	if i := strings.IndexByte(string(reply), ';'); i >= 0 {

@@ -1,4 +1,4 @@
-package gdbproto
+package wire
 
 import (
 	"fmt"
