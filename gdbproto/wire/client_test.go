@@ -2,52 +2,8 @@ package wire
 
 import (
 	"fmt"
-	"reflect"
-	"strings"
 	"testing"
 )
-
-// Stop replies as gdbserver 13 and qemu-user 7.2 send them.
-func TestParseStopReply(t *testing.T) {
-	st, err := ParseStopReply([]byte("T0506:b0e5ffffff7f0000;07:80e5ffffff7f0000;10:a151555555550000;thread:p3bd2.3bd2;core:1;"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Kind != 'T' || st.Signal != 5 || st.Thread != (ThreadID{Pid: 0x3bd2, Tid: 0x3bd2}) || !st.HasThread {
-		t.Errorf("got %+v", st)
-	}
-	if pc := st.Regs[0x10]; len(pc) != 8 || pc[0] != 0xa1 || pc[5] != 0x55 {
-		t.Errorf("expedited rip %x", pc)
-	}
-	for in, want := range map[string]StopReply{
-		"T05swbreak:;thread:p1.7c05;":    {Kind: 'T', Signal: 5, Reason: "swbreak", Thread: ThreadID{Pid: 1, Tid: 0x7c05}, HasThread: true},
-		"T05watch:7ffe0010;thread:p1.2;": {Kind: 'T', Signal: 5, Reason: "watch", Addr: 0x7ffe0010, Thread: ThreadID{Pid: 1, Tid: 2}, HasThread: true},
-		"S02":                            {Kind: 'T', Signal: 2},
-		"W00;process:3bd2":               {Kind: 'W', Thread: ThreadID{Pid: 0x3bd2}},
-		"X09":                            {Kind: 'X', Signal: 9},
-		"w01;p3bd2.3bd3":                 {Kind: 'w', Code: 1, Thread: ThreadID{Pid: 0x3bd2, Tid: 0x3bd3}, HasThread: true},
-		"N":                              {Kind: 'N'},
-		"T05create:;thread:p10.11;":      {Kind: 'T', Signal: 5, Reason: "create", Thread: ThreadID{Pid: 0x10, Tid: 0x11}, HasThread: true},
-	} {
-		got, err := ParseStopReply([]byte(in))
-		if err != nil {
-			t.Errorf("%s: %v", in, err)
-			continue
-		}
-		if len(got.Regs) != 0 {
-			t.Errorf("%s: registers %v", in, got.Regs)
-		}
-		got.Regs, want.Regs = nil, nil
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("%s: got %+v, want %+v", in, got, want)
-		}
-	}
-	for _, bad := range []string{"", "T", "Tzz", "W", "W1ff", "Q05", "w00;zz", "T05thread:pzz.1;"} {
-		if _, err := ParseStopReply([]byte(bad)); err == nil {
-			t.Errorf("%q: no error", bad)
-		}
-	}
-}
 
 // The description gdbserver serves (our own, which is gdbserver's layout)
 // and qemu's style with xi:include and no regnum attributes.
@@ -110,16 +66,4 @@ func TestParseTargetDescriptionLLDB(t *testing.T) {
 	}); err == nil {
 		t.Error("negative offset accepted")
 	}
-}
-
-func FuzzStopReply(f *testing.F) {
-	for _, s := range []string{"T0506:b0e5ffffff7f0000;thread:p1.2;swbreak:;", "W00;process:1", "w00;p1.2", "N", "X09", "T05watch:10;"} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		st, err := ParseStopReply(b)
-		if err == nil && !strings.ContainsRune("TWXwN", rune(st.Kind)) {
-			t.Fatalf("kind %q from %q", st.Kind, b)
-		}
-	})
 }
