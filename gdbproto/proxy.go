@@ -11,7 +11,6 @@ import (
 
 	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/stepper"
-	"github.com/rseqdbg/rseqdbg/target"
 )
 
 // Proxy mode: the server's process is behind another stub (gdbserver,
@@ -317,11 +316,4 @@ func rseqNote(p Process, tid int) string {
 		}
 	}
 	return ""
-}
-
-// stopRegs returns a thread's registers for a stop reply or a thread
-// listing, which need the PC, stack and frame pointers only.
-func stopRegs(p Process, tid int) (target.Regs, error) {
-	r, _, err := target.QuickRegs(p, tid)
-	return r, err
 }

@@ -441,7 +441,7 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 		}
 	}
 	tid := st.Tid
-	if r, err := stopRegs(pr.p, tid); err == nil {
+	if r, _, err := target.QuickRegs(pr.p, tid); err == nil {
 		pairs = append(pairs, expedite(&r)...)
 	}
 	pairs = append(pairs, wire.StopPair{Key: "thread", Value: s.threadIDString(pr.p.Pid(), tid)})
@@ -453,7 +453,7 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 		for _, t := range pr.p.Threads() {
 			ids = append(ids, fmt.Sprintf("%x", t))
 			pc := uint64(0)
-			if r, err := stopRegs(pr.p, t); err == nil {
+			if r, _, err := target.QuickRegs(pr.p, t); err == nil {
 				pc = r.Rip
 			}
 			pcs = append(pcs, fmt.Sprintf("%x", pc))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/target"
 	"golang.org/x/sys/cpu"
 )
 
@@ -115,7 +116,7 @@ func (s *session) threadsDoc(string) ([]byte, bool) {
 				fmt.Fprintf(&b, " name=\"%s\"", xmlEscape(strings.TrimSpace(string(name))))
 			}
 			extra := ""
-			if r, err := stopRegs(pr.p, t); err == nil {
+			if r, _, err := target.QuickRegs(pr.p, t); err == nil {
 				if reg := regionAt(pr.eng, r.Rip); reg != nil {
 					extra = "inside critical section " + reg.Name
 				}
