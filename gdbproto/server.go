@@ -17,6 +17,7 @@ import (
 	sess "github.com/rseqdbg/rseqdbg/session"
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/target"
+	"github.com/rseqdbg/rseqdbg/unwind"
 	"golang.org/x/sys/unix"
 )
 
@@ -159,7 +160,7 @@ type process struct {
 	hw  hwState
 	avx *bool
 	// synth is the debug object of its code without CFI (synthcfi.go).
-	synth *synthCFI
+	synth *unwind.SynthCFI
 }
 
 // NewServer returns a server; call Start, then Serve or ServeConn.
@@ -263,7 +264,7 @@ func (srv *Server) release(kill bool) error {
 		return nil
 	}
 	srv.proc = nil
-	pr.synth.close()
+	pr.synth.Close()
 	var err error
 	gone := false
 	pr.p.Do(func() {
@@ -294,7 +295,7 @@ func (srv *Server) release(kill bool) error {
 func (srv *Server) dropExited() {
 	if pr := srv.proc; pr != nil && pr.exited {
 		srv.proc = nil
-		pr.synth.close()
+		pr.synth.Close()
 		pr.p.Close()
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/rseqdbg/rseqdbg/gdbproto"
 	"github.com/rseqdbg/rseqdbg/target/ptrace"
 	"github.com/rseqdbg/rseqdbg/target/remote"
+	"github.com/rseqdbg/rseqdbg/unwind"
 	"github.com/spf13/cobra"
 )
 
@@ -91,7 +92,7 @@ func serveGDB(spec, portFile string, onlySameUser bool, cfg gdbproto.ServerConfi
 		return errors.New("--port-file goes with a TCP port")
 	}
 	// Folders of synthesized CFI that a killed rseqdbg could not remove.
-	gdbproto.RemoveStaleCFIDirs()
+	unwind.RemoveStaleCFIDirs()
 	srv := gdbproto.NewServer(cfg)
 	if err := srv.Start(); err != nil {
 		return err
@@ -119,7 +120,7 @@ func serveGDB(spec, portFile string, onlySameUser bool, cfg gdbproto.ServerConfi
 		// processes with their tracer (PTRACE_O_EXITKILL) and detaches
 		// attached ones.
 		fmt.Fprintln(os.Stderr, "rseqdbg: second signal: exiting without waiting for the debugged process")
-		gdbproto.RemoveOwnCFIDirs()
+		unwind.RemoveOwnCFIDirs()
 		if ls.network == "unix" {
 			os.Remove(ls.addr)
 		}

@@ -1,4 +1,4 @@
-package gdbproto
+package unwind
 
 import (
 	"bytes"
@@ -13,10 +13,10 @@ import (
 	"syscall"
 
 	"github.com/rseqdbg/rseqdbg/regions"
-	"github.com/rseqdbg/rseqdbg/unwind"
+	"github.com/rseqdbg/rseqdbg/target"
 )
 
-// synthCFI hands gdb the CFI rseqdbg synthesizes for code that has none
+// SynthCFI hands gdb the CFI rseqdbg synthesizes for code that has none
 // (abort handlers in __rseq_failure, jump stubs, vDSO functions without
 // CFI), so that its own backtraces, finish, up and down work from there.
 //
@@ -37,15 +37,15 @@ import (
 // The file name carries a generation number: gdb tells libraries apart by
 // name, so an object rebuilt after a dlopen must have a new one for gdb to
 // drop the old and read the new.
-type synthCFI struct {
-	uw     *unwind.Unwinder
+type SynthCFI struct {
+	uw     *Unwinder
 	loaded map[string]uint64
 	vdso   bool
 	dir    string
 	path   string
 	key    string
 	gen    int
-	funcs  []unwind.SynthFunc
+	funcs  []SynthFunc
 	data   []byte
 	err    error
 }
@@ -53,20 +53,27 @@ type synthCFI struct {
 // vdsoImageSize bounds the vDSO image read for its CFI and symbols.
 const vdsoImageSize = 8192
 
-func (pr *process) cfi() *synthCFI {
-	if pr.synth == nil {
-		pr.synth = &synthCFI{uw: unwind.New(), loaded: map[string]uint64{}}
-	}
-	return pr.synth
+// NewSynthCFI returns an empty object; Refresh builds it.
+func NewSynthCFI() *SynthCFI {
+	return &SynthCFI{uw: New(), loaded: map[string]uint64{}}
+}
+
+// CFIObjects is what the object describes: the objects loaded in the
+// process, its auxiliary vector (for the vDSO) and its regions
+// (stepper.Engine provides them).
+type CFIObjects interface {
+	Objects() []*regions.Object
+	Auxv() map[uint64]uint64
+	Index() *regions.Index
 }
 
 // sync loads the CFI and symbols of the objects the engine knows and
 // forgets those it dropped. The vDSO is read from auxv whatever the
 // engine does with it (`monitor rseq vdso off` drops its regions, not its
 // frames).
-func (c *synthCFI) sync(pr *process) {
+func (c *SynthCFI) sync(eng CFIObjects, t target.Target) {
 	seen := map[string]bool{"[vdso]": true}
-	for _, o := range pr.eng.Objects() {
+	for _, o := range eng.Objects() {
 		if o.Path == "[vdso]" {
 			continue
 		}
@@ -87,9 +94,9 @@ func (c *synthCFI) sync(pr *process) {
 	}
 	if !c.vdso {
 		c.vdso = true
-		if base := pr.eng.Auxv()[regions.AtSysinfoEhdr]; base != 0 {
+		if base := eng.Auxv()[regions.AtSysinfoEhdr]; base != 0 {
 			img := make([]byte, vdsoImageSize)
-			if n, _ := pr.p.ReadMemory(base, img); n > 0 {
+			if n, _ := t.ReadMemory(base, img); n > 0 {
 				c.loaded["[vdso]"] = base
 				if err := c.uw.AddImage("[vdso]", img[:n], base); err != nil {
 					slog.Debug("synthesized CFI", "object", "[vdso]", "err", err)
@@ -99,10 +106,10 @@ func (c *synthCFI) sync(pr *process) {
 	}
 }
 
-// refresh rebuilds the object when the objects or regions changed.
-func (c *synthCFI) refresh(pr *process) {
-	c.sync(pr)
-	ents := unwind.Entries(pr.eng.Index())
+// Refresh rebuilds the object when the objects or regions changed.
+func (c *SynthCFI) Refresh(eng CFIObjects, t target.Target) {
+	c.sync(eng, t)
+	ents := Entries(eng.Index())
 	var key strings.Builder
 	for p, b := range c.loaded {
 		fmt.Fprintf(&key, "%s@%x;", p, b)
@@ -116,8 +123,8 @@ func (c *synthCFI) refresh(pr *process) {
 		return
 	}
 	c.key = k
-	funcs := c.uw.Describe(ents, pr.p.ReadMemory)
-	data, err := unwind.DebugObject(funcs)
+	funcs := c.uw.Describe(ents, t.ReadMemory)
+	data, err := DebugObject(funcs)
 	if err != nil {
 		c.err = err
 		return
@@ -145,7 +152,7 @@ func (c *synthCFI) refresh(pr *process) {
 		}
 	}
 	c.gen++
-	path := filepath.Join(c.dir, fmt.Sprintf("synthesized-cfi-%d-%d.debug", pr.p.Pid(), c.gen))
+	path := filepath.Join(c.dir, fmt.Sprintf("synthesized-cfi-%d-%d.debug", t.Pid(), c.gen))
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		c.err = fmt.Errorf("writing the synthesized CFI: %w", err)
 		return
@@ -215,8 +222,8 @@ func RemoveOwnCFIDirs() {
 	}
 }
 
-// close removes the object's files.
-func (c *synthCFI) close() {
+// Close removes the object's files.
+func (c *SynthCFI) Close() {
 	if c == nil || c.dir == "" {
 		return
 	}
@@ -224,81 +231,9 @@ func (c *synthCFI) close() {
 	c.dir, c.path = "", ""
 }
 
-// libraryEntry is the object's line in the library list, "" when there is
-// nothing to describe.
-func (s *session) synthLibraryEntry(pr *process) string {
-	c := pr.cfi()
-	c.refresh(pr)
-	if c.err != nil {
-		slog.Warn("synthesized CFI", "err", c.err)
-	}
-	if c.path == "" {
-		return ""
-	}
-	// lm names no link_map: gdb only reads one for TLS, which the object
-	// has none of.
-	return fmt.Sprintf("  <library name=\"%s\" lm=\"0x0\" l_addr=\"0x0\" l_ld=\"0x0\" lmid=\"0x0\"/>\n", xmlEscape(c.path))
-}
-
-// monitorCFI says where the object is and what it describes.
-func (s *session) monitorCFI() string {
-	pr := s.live()
-	if pr == nil {
-		return "no process\n"
-	}
-	c := pr.cfi()
-	c.refresh(pr)
-	var b strings.Builder
-	if c.err != nil {
-		fmt.Fprintf(&b, "error: %v\n", c.err)
-	}
-	if c.path == "" {
-		b.WriteString("no code without CFI to describe\n")
-		return b.String()
-	}
-	fmt.Fprintf(&b, "synthesized CFI for %d code ranges without CFI: %s\n", len(c.funcs), c.path)
-	for _, f := range c.funcs {
-		fmt.Fprintf(&b, "  %-32s [%#x, %#x) %d rows\n", f.Name, f.Lo, f.Hi, len(f.Rows))
-	}
-	b.WriteString("gdb loads it as a shared library by itself; by hand: add-symbol-file " + c.path + "\n")
-	return b.String()
-}
-
-// monitorBT prints the unwinder's backtrace of the current thread.
-func (s *session) monitorBT() string {
-	pr := s.live()
-	if pr == nil {
-		return "no process\n"
-	}
-	tid := s.current()
-	regs, err := pr.p.Regs(tid)
-	if err != nil {
-		return fmt.Sprintf("thread %d: %v\n", tid, err)
-	}
-	c := pr.cfi()
-	c.refresh(pr)
-	frames, err := c.uw.Frames(regs, pr.p.ReadMemory, 64)
-	if err != nil {
-		return fmt.Sprintf("unwinding thread %d: %v\n", tid, err)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "thread %d:\n", tid)
-	for i, f := range frames {
-		fmt.Fprintf(&b, "#%-2d %#016x in %s", i, f.PC, c.name(f.LookupPC(), f.PC))
-		if f.Synthesized {
-			b.WriteString(" [synthesized CFI]")
-		}
-		if f.Signal {
-			b.WriteString(" <signal handler called>")
-		}
-		b.WriteString("\n")
-	}
-	return b.String()
-}
-
-// name names the code at lookup: a described range first (stubs have no
+// Name names the code at lookup: a described range first (stubs have no
 // symbol of their own), then the objects' symbols.
-func (c *synthCFI) name(lookup, pc uint64) string {
+func (c *SynthCFI) Name(lookup, pc uint64) string {
 	for _, f := range c.funcs {
 		if lookup >= f.Lo && lookup < f.Hi {
 			return fmt.Sprintf("%s+%d", f.Name, pc-f.Lo)
@@ -309,3 +244,15 @@ func (c *synthCFI) name(lookup, pc uint64) string {
 	}
 	return "??"
 }
+
+// Path is the object's file, "" when there is nothing to describe.
+func (c *SynthCFI) Path() string { return c.path }
+
+// Funcs are the code ranges the object describes.
+func (c *SynthCFI) Funcs() []SynthFunc { return c.funcs }
+
+// Err is why the last Refresh could not build or write the object.
+func (c *SynthCFI) Err() error { return c.err }
+
+// Unwinder is the unwinder holding the objects' CFI and the synthesized.
+func (c *SynthCFI) Unwinder() *Unwinder { return c.uw }
