@@ -118,6 +118,10 @@ type ServerConfig struct {
 	Multi bool
 	// Engine tunes the stepping core of each process.
 	Engine stepper.Options
+	// DebugRegisters probes whether hardware debug registers trigger on
+	// this machine (ptrace.ProbeDebugRegisters), once, before the first
+	// hardware breakpoint or watchpoint; nil: assume they do.
+	DebugRegisters func(exe string) bool
 	// FS serves vFile packets; nil means the host's files.
 	FS FileSystem
 	// Notices receives gdbserver-style lines ("Process ... created") for
