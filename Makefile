@@ -43,7 +43,7 @@ vscode: build fixtures
 # 1.26's fuzz coordinator can fail a target with a bare "context deadline
 # exceeded" when a starved worker misses the deadline (go.dev/issue/75804).
 FUZZTIME ?= 30000x
-FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion regions:FuzzLinkMap \
+FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion linkmap:FuzzLinkMap x86:FuzzQuickDecode \
        gdbproto/wire:FuzzReader gdbproto/wire:FuzzStopReply gdbproto/wire:FuzzVCont gdbproto:FuzzDispatch gdbproto/wire:FuzzHexDecode gdbproto/wire:FuzzBinaryEscape \
        gdbproto/wire:FuzzTargetDescription target/remote:FuzzGReply target/remote:FuzzThreadLists \
        dap:FuzzRequest eval:FuzzExpression eval:FuzzDWARF \

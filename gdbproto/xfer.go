@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
-	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/linkmap"
 	"github.com/rseqdbg/rseqdbg/target"
 	"golang.org/x/sys/cpu"
 )
@@ -159,7 +159,7 @@ func (s *session) librariesDoc(string) ([]byte, bool) {
 		return alone, true
 	}
 	read := pr.p.ReadMemory
-	rd, err := regions.FindRDebug(read, exe, objs[0].Bias)
+	rd, err := linkmap.FindRDebug(read, exe, objs[0].Bias)
 	if err != nil {
 		return alone, true
 	}
@@ -178,7 +178,7 @@ func (s *session) librariesDoc(string) ([]byte, bool) {
 		}
 		if mainLM == 0 {
 			mainLM = lm
-		} else if name := regions.ReadCString(read, binary.LittleEndian.Uint64(e[8:]), 4096); name != "" {
+		} else if name := linkmap.ReadCString(read, binary.LittleEndian.Uint64(e[8:]), 4096); name != "" {
 			fmt.Fprintf(&libs, "  <library name=\"%s\" lm=\"%#x\" l_addr=\"%#x\" l_ld=\"%#x\" lmid=\"0x0\"/>\n",
 				xmlEscape(name), lm, binary.LittleEndian.Uint64(e[0:]), binary.LittleEndian.Uint64(e[16:]))
 		}

@@ -7,6 +7,7 @@ import (
 	"debug/elf"
 	"fmt"
 
+	"github.com/rseqdbg/rseqdbg/linkmap"
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target"
 )
@@ -55,7 +56,7 @@ func (e *Engine) findRDebug(exe string, bias uint64) (uint64, error) {
 		return 0, fmt.Errorf("finding r_debug: %w", err)
 	}
 	defer done()
-	return regions.FindRDebugELF(e.read, f, exe, bias)
+	return linkmap.FindRDebugELF(e.read, f, exe, bias)
 }
 
 // dynamicLinkerBreakpoint is where the dynamic linker reports changes.
@@ -65,5 +66,5 @@ func (e *Engine) dynamicLinkerBreakpoint(interp string, base uint64) (uint64, er
 		return 0, fmt.Errorf("reading the dynamic linker %s: %w", interp, err)
 	}
 	defer done()
-	return regions.DynamicLinkerBreakpointELF(f, interp, base)
+	return linkmap.DynamicLinkerBreakpointELF(f, interp, base)
 }

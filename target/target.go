@@ -263,3 +263,18 @@ const (
 	XfeatureSSE = 1 << 1
 	XfeatureAVX = 1 << 2
 )
+
+// MemReader reads target memory; it returns the count read.
+type MemReader func(addr uint64, buf []byte) (int, error)
+
+// ReadUpTo reads up to len(buf) bytes at addr and returns those it read.
+func ReadUpTo(read MemReader, addr uint64, buf []byte) []byte {
+	n, _ := read(addr, buf)
+	if n < 0 {
+		n = 0
+	}
+	if n > len(buf) {
+		n = len(buf)
+	}
+	return buf[:n]
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/rseqdbg/rseqdbg/auxv"
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target"
 )
@@ -94,7 +95,7 @@ func (c *SynthCFI) sync(eng CFIObjects, t target.Target) {
 	}
 	if !c.vdso {
 		c.vdso = true
-		if base := eng.Auxv()[regions.AtSysinfoEhdr]; base != 0 {
+		if base := eng.Auxv()[auxv.AtSysinfoEhdr]; base != 0 {
 			img := make([]byte, vdsoImageSize)
 			if n, _ := t.ReadMemory(base, img); n > 0 {
 				c.loaded["[vdso]"] = base

@@ -21,8 +21,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rseqdbg/rseqdbg/auxv"
 	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
-	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/linkmap"
 	"github.com/rseqdbg/rseqdbg/target"
 	"golang.org/x/sys/unix"
 )
@@ -216,8 +217,8 @@ func (t *Target) handshake(opts Options) error {
 	} else if opts.ExecPath != "" {
 		t.exe = opts.ExecPath
 	} else if av, err := t.Auxv(); err == nil {
-		if p := regions.ParseAuxv(av)[regions.AtExecfn]; p != 0 {
-			t.exe = regions.ReadCString(t.ReadMemory, p, 4096)
+		if p := auxv.ParseAuxv(av)[auxv.AtExecfn]; p != 0 {
+			t.exe = linkmap.ReadCString(t.ReadMemory, p, 4096)
 		}
 	}
 	if t.exe == "" {

@@ -1,11 +1,11 @@
-package regions
+package x86
 
 import (
 	"encoding/binary"
 	"fmt"
 )
 
-// quickInsn is what range analysis needs of an instruction: its length and
+// QuickInsn is what range analysis needs of an instruction: its length and
 // control flow. quickDecode computes it without x86asm for the handful of
 // encodings rseq critical sections and abort handlers are made of (mov,
 // add, cmp, lea, test, inc, jcc, jmp, call, ret): x86asm builds a full
@@ -13,15 +13,15 @@ import (
 // cost more than the whole load budget. Everything else, and anything with
 // a prefix other than 66 and REX, goes to Decode. TestQuickDecodeAgrees
 // checks every accepted encoding against x86asm.
-type quickInsn struct {
-	len    int
-	kind   FlowKind
-	target uint64
+type QuickInsn struct {
+	Len    int
+	Kind   FlowKind
+	Target uint64
 }
 
 // quickDecode decodes the instruction at pc from code, or reports ok=false
 // when it does not handle the encoding (the caller then uses Decode).
-func quickDecode(code []byte, pc uint64) (q quickInsn, ok bool) {
+func quickDecode(code []byte, pc uint64) (q QuickInsn, ok bool) {
 	i := 0
 	opsize16 := false
 	if i < len(code) && code[i] == 0x66 {
@@ -44,7 +44,7 @@ func quickDecode(code []byte, pc uint64) (q quickInsn, ok bool) {
 	if opsize16 && !rexW {
 		immz = 2
 	}
-	modrm := func(imm int) (quickInsn, bool) {
+	modrm := func(imm int) (QuickInsn, bool) {
 		n, ok := modrmLen(code[i:])
 		if !ok {
 			return q, false
@@ -64,7 +64,7 @@ func quickDecode(code []byte, pc uint64) (q quickInsn, ok bool) {
 	case op >= 0x70 && op <= 0x7f && !prefixed:
 		q, ok := finish(code, i+1, FlowCondJump, 0)
 		if ok {
-			q.target = pc + uint64(q.len) + uint64(int64(int8(code[i])))
+			q.Target = pc + uint64(q.Len) + uint64(int64(int8(code[i])))
 		}
 		return q, ok
 	case op == 0x80 || op == 0x83:
@@ -104,13 +104,13 @@ func quickDecode(code []byte, pc uint64) (q quickInsn, ok bool) {
 		}
 		q, ok := finish(code, i+4, kind, 0)
 		if ok {
-			q.target = pc + uint64(q.len) + uint64(int64(int32(binary.LittleEndian.Uint32(code[i:]))))
+			q.Target = pc + uint64(q.Len) + uint64(int64(int32(binary.LittleEndian.Uint32(code[i:]))))
 		}
 		return q, ok
 	case op == 0xeb && !prefixed:
 		q, ok := finish(code, i+1, FlowJump, 0)
 		if ok {
-			q.target = pc + uint64(q.len) + uint64(int64(int8(code[i])))
+			q.Target = pc + uint64(q.Len) + uint64(int64(int8(code[i])))
 		}
 		return q, ok
 	case op == 0xf6 || op == 0xf7:
@@ -142,7 +142,7 @@ func quickDecode(code []byte, pc uint64) (q quickInsn, ok bool) {
 		case op2 >= 0x80 && op2 <= 0x8f && !prefixed:
 			q, ok := finish(code, i+4, FlowCondJump, 0)
 			if ok {
-				q.target = pc + uint64(q.len) + uint64(int64(int32(binary.LittleEndian.Uint32(code[i:]))))
+				q.Target = pc + uint64(q.Len) + uint64(int64(int32(binary.LittleEndian.Uint32(code[i:]))))
 			}
 			return q, ok
 		case op2 >= 0x40 && op2 <= 0x4f, op2 == 0xaf, op2 == 0xb6, op2 == 0xb7, op2 == 0xbe, op2 == 0xbf:
@@ -158,11 +158,11 @@ func quickDecode(code []byte, pc uint64) (q quickInsn, ok bool) {
 }
 
 // finish checks that n bytes are available and the length is legal.
-func finish(code []byte, n int, kind FlowKind, target uint64) (quickInsn, bool) {
+func finish(code []byte, n int, kind FlowKind, target uint64) (QuickInsn, bool) {
 	if n > len(code) || n > 15 {
-		return quickInsn{}, false
+		return QuickInsn{}, false
 	}
-	return quickInsn{len: n, kind: kind, target: target}, true
+	return QuickInsn{Len: n, Kind: kind, Target: target}, true
 }
 
 // modrmLen is the length of a ModRM byte with its SIB and displacement.
@@ -198,19 +198,19 @@ func modrmLen(b []byte) (int, bool) {
 	return n, true
 }
 
-// decodeFlow is quickDecode with Decode as the fallback.
-func decodeFlow(code []byte, pc uint64) (quickInsn, error) {
+// DecodeFlow is quickDecode with Decode as the fallback.
+func DecodeFlow(code []byte, pc uint64) (QuickInsn, error) {
 	if q, ok := quickDecode(code, pc); ok {
 		return q, nil
 	}
 	in, err := Decode(code, pc)
 	if err != nil {
-		return quickInsn{}, err
+		return QuickInsn{}, err
 	}
 	if in.Inst.Op == 0 {
 		// x86asm's answer to a truncated instruction or a dangling
 		// prefix: a one-byte pseudo instruction without an error.
-		return quickInsn{}, fmt.Errorf("decoding instruction at %#x: truncated or invalid", pc)
+		return QuickInsn{}, fmt.Errorf("decoding instruction at %#x: truncated or invalid", pc)
 	}
-	return quickInsn{len: in.Len, kind: in.Kind, target: in.Target}, nil
+	return QuickInsn{Len: in.Len, Kind: in.Kind, Target: in.Target}, nil
 }

@@ -1,56 +1,27 @@
-package regions
+package linkmap
 
 import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
 	"fmt"
-)
 
-// Auxiliary vector keys (include/uapi/linux/auxvec.h).
-const (
-	AtNull        = 0
-	AtPhdr        = 3
-	AtPhent       = 4
-	AtPhnum       = 5
-	AtPagesz      = 6
-	AtBase        = 7
-	AtFlags       = 8
-	AtEntry       = 9
-	AtUID         = 11
-	AtHwcap       = 16
-	AtRandom      = 25
-	AtHwcap2      = 26
-	AtExecfn      = 31
-	AtSysinfoEhdr = 33
+	"github.com/rseqdbg/rseqdbg/auxv"
+	"github.com/rseqdbg/rseqdbg/target"
 )
-
-// ParseAuxv decodes an auxiliary vector (/proc/pid/auxv: pairs of 64-bit
-// words) up to AT_NULL.
-func ParseAuxv(b []byte) map[uint64]uint64 {
-	m := map[uint64]uint64{}
-	for i := 0; i+16 <= len(b); i += 16 {
-		k := binary.LittleEndian.Uint64(b[i:])
-		if k == AtNull {
-			break
-		}
-		m[k] = binary.LittleEndian.Uint64(b[i+8:])
-	}
-	return m
-}
 
 // ExecBias is the executable's run-time minus link-time address: from
 // AT_PHDR against PT_PHDR's link-time address, or AT_ENTRY against e_entry
 // for executables without PT_PHDR (static ones).
-func ExecBias(auxv map[uint64]uint64, f *elf.File) uint64 {
-	if phdr, ok := auxv[AtPhdr]; ok && phdr != 0 {
+func ExecBias(av map[uint64]uint64, f *elf.File) uint64 {
+	if phdr, ok := av[auxv.AtPhdr]; ok && phdr != 0 {
 		for _, p := range f.Progs {
 			if p.Type == elf.PT_PHDR {
 				return phdr - p.Vaddr
 			}
 		}
 	}
-	if e, ok := auxv[AtEntry]; ok && e != 0 {
+	if e, ok := av[auxv.AtEntry]; ok && e != 0 {
 		return e - f.Entry
 	}
 	return 0
@@ -105,7 +76,7 @@ var ErrNoRDebug = errors.New("DT_DEBUG is 0: the dynamic linker has not run yet"
 
 // FindRDebug returns the address of the dynamic linker's struct r_debug,
 // read from DT_DEBUG in the executable's dynamic section at run time.
-func FindRDebug(read MemReader, execPath string, execBias uint64) (uint64, error) {
+func FindRDebug(read target.MemReader, execPath string, execBias uint64) (uint64, error) {
 	f, err := elf.Open(execPath)
 	if err != nil {
 		return 0, fmt.Errorf("finding r_debug: %w", err)
@@ -115,7 +86,7 @@ func FindRDebug(read MemReader, execPath string, execBias uint64) (uint64, error
 }
 
 // FindRDebugELF is FindRDebug for an executable already open.
-func FindRDebugELF(read MemReader, f *elf.File, execPath string, execBias uint64) (uint64, error) {
+func FindRDebugELF(read target.MemReader, f *elf.File, execPath string, execBias uint64) (uint64, error) {
 	var dyn *elf.Prog
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_DYNAMIC {
@@ -128,7 +99,7 @@ func FindRDebugELF(read MemReader, f *elf.File, execPath string, execBias uint64
 	}
 	// Bounded: a dynamic section has a few dozen entries.
 	buf := make([]byte, min(dyn.Memsz, 64<<10)&^15)
-	got := readMem(read, dyn.Vaddr+execBias, buf)
+	got := target.ReadUpTo(read, dyn.Vaddr+execBias, buf)
 	if len(got) < 16 {
 		return 0, fmt.Errorf("finding r_debug: reading the dynamic section of %s at %#x failed", execPath, dyn.Vaddr+execBias)
 	}
@@ -147,6 +118,13 @@ func FindRDebugELF(read MemReader, f *elf.File, execPath string, execBias uint64
 	return 0, fmt.Errorf("finding r_debug: %s has no DT_DEBUG entry", execPath)
 }
 
+// r_debug states.
+const (
+	RTConsistent = 0
+	RTAdd        = 1
+	RTDelete     = 2
+)
+
 // RDebug is glibc's struct r_debug (and r_debug_extended's r_next).
 type RDebug struct {
 	Version int32
@@ -157,17 +135,10 @@ type RDebug struct {
 	Next    uint64 // next namespace's r_debug (Version >= 2), 0 if none
 }
 
-// r_debug states.
-const (
-	RTConsistent = 0
-	RTAdd        = 1
-	RTDelete     = 2
-)
-
 // ReadRDebug reads struct r_debug at addr.
-func ReadRDebug(read MemReader, addr uint64) (RDebug, error) {
+func ReadRDebug(read target.MemReader, addr uint64) (RDebug, error) {
 	var b [48]byte
-	got := readMem(read, addr, b[:])
+	got := target.ReadUpTo(read, addr, b[:])
 	if len(got) < 40 {
 		return RDebug{}, fmt.Errorf("reading r_debug at %#x: only %d of 40 bytes readable", addr, len(got))
 	}
@@ -198,7 +169,7 @@ const maxLinkMap = 4096
 // LinkMap walks r_debug.r_map (struct link_map: l_addr, l_name, l_ld,
 // l_next, l_prev) and the lists of further namespaces (r_next), bounded and
 // cycle-safe.
-func LinkMap(read MemReader, rdebug uint64) ([]LoadedObject, error) {
+func LinkMap(read target.MemReader, rdebug uint64) ([]LoadedObject, error) {
 	var out []LoadedObject
 	seen := map[uint64]bool{}
 	seenNS := map[uint64]bool{}
@@ -220,7 +191,7 @@ func LinkMap(read MemReader, rdebug uint64) ([]LoadedObject, error) {
 			}
 			seen[lm] = true
 			var b [32]byte
-			if got := readMem(read, lm, b[:]); len(got) < 32 {
+			if got := target.ReadUpTo(read, lm, b[:]); len(got) < 32 {
 				return out, fmt.Errorf("reading link_map entry at %#x: only %d of 32 bytes readable", lm, len(got))
 			}
 			le := binary.LittleEndian
@@ -238,14 +209,14 @@ func LinkMap(read MemReader, rdebug uint64) ([]LoadedObject, error) {
 
 // ReadCString reads a NUL-terminated string of at most max bytes from
 // target memory ("" at address 0).
-func ReadCString(read MemReader, addr uint64, max int) string {
+func ReadCString(read target.MemReader, addr uint64, max int) string {
 	if addr == 0 {
 		return ""
 	}
 	var out []byte
 	buf := make([]byte, 256)
 	for len(out) < max {
-		got := readMem(read, addr+uint64(len(out)), buf)
+		got := target.ReadUpTo(read, addr+uint64(len(out)), buf)
 		if len(got) == 0 {
 			break
 		}

@@ -1,15 +1,17 @@
-package regions
+package linkmap
 
 import (
 	"encoding/binary"
 	"errors"
 	"testing"
+
+	"github.com/rseqdbg/rseqdbg/target"
 )
 
 // fuzzMemory is program memory made of fuzz bytes: every address below
 // 2^47 reads them over and over (so any pointer leads somewhere, cycles
 // included), and the rest is unmapped.
-func fuzzMemory(data []byte) MemReader {
+func fuzzMemory(data []byte) target.MemReader {
 	return func(addr uint64, buf []byte) (int, error) {
 		if len(data) == 0 {
 			return 0, errors.New("no memory")

@@ -1,4 +1,4 @@
-package regions
+package x86
 
 import (
 	"math/rand"
@@ -16,11 +16,11 @@ func checkQuick(t *testing.T, code []byte, pc uint64) bool {
 	}
 	in, err := Decode(code, pc)
 	if err != nil {
-		t.Errorf("% x: quick decodes len %d, x86asm fails: %v", code, q.len, err)
+		t.Errorf("% x: quick decodes len %d, x86asm fails: %v", code, q.Len, err)
 		return false
 	}
-	if in.Len != q.len || in.Kind != q.kind || in.Target != q.target {
-		t.Errorf("% x (%v): quick len %d %v %#x, x86asm len %d %v %#x", code, in.Inst, q.len, q.kind, q.target, in.Len, in.Kind, in.Target)
+	if in.Len != q.Len || in.Kind != q.Kind || in.Target != q.Target {
+		t.Errorf("% x (%v): quick len %d %v %#x, x86asm len %d %v %#x", code, in.Inst, q.Len, q.Kind, q.Target, in.Len, in.Kind, in.Target)
 		return false
 	}
 	return true
@@ -119,4 +119,18 @@ func TestQuickDecodeRandom(t *testing.T) {
 		}
 		checkQuick(t, c, 0x1000)
 	}
+}
+
+// FuzzQuickDecode: quickDecode agrees with x86asm wherever it answers, at
+// every offset of random code (the seeds are FuzzDecodeRegion's in regions).
+func FuzzQuickDecode(f *testing.F) {
+	f.Add([]byte{0x39, 0x07, 0x0f, 0x85, 0x20, 0, 0, 0, 0xb8, 1, 0, 0, 0, 0x0f, 0xb9, 0x3d, 0x53, 0x30, 0x05, 0x53})
+	f.Add([]byte{0xeb, 0xfe, 0xc3, 0xff, 0xe0, 0xe8, 0, 0, 0, 0})
+	f.Add([]byte{0x06, 0x27, 0x0f})
+	f.Fuzz(func(t *testing.T, code []byte) {
+		const base = 0x10000
+		for off := 0; off < len(code) && off < 64; off++ {
+			checkQuick(t, code[off:], base+uint64(off))
+		}
+	})
 }

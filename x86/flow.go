@@ -1,4 +1,4 @@
-package regions
+package x86
 
 import (
 	"fmt"
@@ -199,14 +199,11 @@ func EffectiveAddress(in Insn, m x86asm.Mem, r *target.Regs) (uint64, bool) {
 	return addr, true
 }
 
-// MemReader reads target memory; it returns the count read.
-type MemReader func(addr uint64, buf []byte) (int, error)
-
 // Successors returns every address control can reach after in executes in
 // the state r (memory through read): one for most instructions, two for a
 // conditional jump, none for a trap or an unresolvable indirect operand.
 // A call's successor is its target: the callee runs next.
-func Successors(in Insn, r *target.Regs, read MemReader) []uint64 {
+func Successors(in Insn, r *target.Regs, read target.MemReader) []uint64 {
 	switch in.Kind {
 	case FlowSeq, FlowSyscall:
 		return []uint64{in.Next()}
@@ -230,7 +227,7 @@ func Successors(in Insn, r *target.Regs, read MemReader) []uint64 {
 }
 
 // IndirectTarget resolves the operand of an indirect jump or call.
-func IndirectTarget(in Insn, r *target.Regs, read MemReader) (uint64, bool) {
+func IndirectTarget(in Insn, r *target.Regs, read target.MemReader) (uint64, bool) {
 	switch a := in.Inst.Args[0].(type) {
 	case x86asm.Reg:
 		return RegValue(r, a)
@@ -244,7 +241,7 @@ func IndirectTarget(in Insn, r *target.Regs, read MemReader) (uint64, bool) {
 	return 0, false
 }
 
-func readU64(read MemReader, addr uint64) (uint64, bool) {
+func readU64(read target.MemReader, addr uint64) (uint64, bool) {
 	var b [8]byte
 	if n, err := read(addr, b[:]); err != nil || n != 8 {
 		return 0, false

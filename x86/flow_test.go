@@ -1,4 +1,4 @@
-package regions
+package x86
 
 import (
 	"encoding/binary"
@@ -30,7 +30,7 @@ func TestDecodeKinds(t *testing.T) {
 		{[]byte{0xc2, 0x08, 0x00}, FlowRet, 0, 3},
 		{[]byte{0xcc}, FlowTrap, 0, 1},
 		{[]byte{0x0f, 0x0b}, FlowTrap, 0, 2},
-		{sigBytes, FlowTrap, 0, 7},
+		{[]byte{0x0f, 0xb9, 0x3d, 0x53, 0x30, 0x05, 0x53}, FlowTrap, 0, 7}, // the rseq signature: ud1 0x53053053(%rip),%edi
 		{[]byte{0xf4}, FlowTrap, 0, 1},
 		{[]byte{0x0f, 0x05}, FlowSyscall, 0, 2},
 	} {
@@ -44,9 +44,9 @@ func TestDecodeKinds(t *testing.T) {
 		}
 	}
 	// x86asm answers a truncated instruction with a one-byte pseudo
-	// instruction (Op 0) and no error; decodeFlow must refuse it.
+	// instruction (Op 0) and no error; DecodeFlow must refuse it.
 	for _, c := range [][]byte{{0x0f}, {0x0f, 0x85, 0}, {0xe8, 0, 0}, {0x48}, {0x06}} {
-		if q, err := decodeFlow(c, pc); err == nil {
+		if q, err := DecodeFlow(c, pc); err == nil {
 			t.Errorf("% x decoded as %+v", c, q)
 		}
 	}
