@@ -109,7 +109,7 @@ func (s *session) monitorStatus() string {
 		}
 		area := pr.eng.RseqArea(t)
 		if !area.Known {
-			b.WriteString("; no rseq area registered" + rseqNote(pr.p, t) + "\n")
+			b.WriteString("; no rseq area registered" + pr.rseqNote(t) + "\n")
 			continue
 		}
 		fmt.Fprintf(&b, "; rseq area %#x size %d signature %#x", area.Addr, area.Size, area.Signature)

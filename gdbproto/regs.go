@@ -40,13 +40,6 @@ func gpr(r *target.Regs, regnum int) *uint64 {
 	return nil
 }
 
-// registerGaps is implemented by a target that cannot read some registers
-// (lldb-server describes no fs_base): they are sent as unavailable rather
-// than as zero.
-type registerGaps interface {
-	Lacks(name string) bool
-}
-
 // appendReg appends one register in g-packet encoding.
 func appendReg(dst []byte, r *target.Regs, x []byte, ri wire.RegInfo) []byte {
 	if p := gpr(r, ri.Regnum); p != nil {
@@ -134,7 +127,7 @@ func (s *session) registers(pkt string) [][]byte {
 	}
 	x, _ := t.FPRegs(tid)
 	list := wire.Registers(pr.hasAVX())
-	lacking, _ := t.(registerGaps)
+	lacking := pr.caps.gaps
 	value := func(dst []byte, ri wire.RegInfo) []byte {
 		if lacking != nil && lacking.Lacks(ri.Name) {
 			return wire.AppendUnavailable(dst, ri.Size)

@@ -192,7 +192,7 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 // the client; the others run on.
 func (s *session) runStop(run func() (*sess.Stop, error)) [][]byte {
 	pr := s.srv.proc
-	if r, ok := pr.p.(consoleTee); ok && s.w != nil {
+	if r := pr.caps.console; r != nil && s.w != nil {
 		// The client waits for a stop reply: console packets may come
 		// before it, and gdb and lldb print them as the program's output.
 		restore := r.TeeConsole(func(text string) {
@@ -205,7 +205,7 @@ func (s *session) runStop(run func() (*sess.Stop, error)) [][]byte {
 		})
 		defer restore()
 	}
-	stopWatching := s.watchClient(pr.p)
+	stopWatching := s.watchClient(pr)
 	// The shared resume loop: a thread exiting on its own is no stop.
 	rs, err := run()
 	stopWatching()
@@ -240,22 +240,13 @@ func (s *session) runStop(run func() (*sess.Stop, error)) [][]byte {
 // most this long; it waits in the socket meanwhile, so none is lost.
 const watchDelay = 2 * time.Millisecond
 
-// clientWatcher is implemented by a target whose waits can watch the
-// client's descriptor too (target/remote, which waits for its stub in
-// ppoll): the client is then read on the waiting thread when it sends
-// something, and no goroutine or timer is needed per resumption.
-type clientWatcher interface {
-	// WatchClient calls onReady, on the thread waiting for the target,
-	// whenever fd is readable, until the returned restore is called.
-	WatchClient(fd int, onReady func()) (restore func())
-}
-
 // watchClient forwards interrupts to the running target until the
 // returned function is called. It keeps interrupting every so often once
 // asked, because the engine may be between two resumptions of the target
 // when the first request arrives. A client that hangs up interrupts the
 // target too, so the session can end.
-func (s *session) watchClient(t target.Target) func() {
+func (s *session) watchClient(pr *process) func() {
+	t := pr.p
 	if s.w == nil {
 		return func() {}
 	}
@@ -305,7 +296,7 @@ func (s *session) watchClient(t target.Target) func() {
 		s.lost.Store(true)
 		kick()
 	}
-	if cw, ok := t.(clientWatcher); ok && s.w.Fd() >= 0 {
+	if cw := pr.caps.watcher; cw != nil && s.w.Fd() >= 0 {
 		if err := s.w.Drain(false, kick); err != nil { // what is buffered: a poll does not see it
 			gone(err)
 			return stopKicking

@@ -165,6 +165,35 @@ type process struct {
 	avx *bool
 	// synth is the debug object of its code without CFI (synthcfi.go).
 	synth *unwind.SynthCFI
+	// caps are p's optional capabilities, checked once.
+	caps caps
+}
+
+// caps are the optional capabilities of a process's target (those of
+// target/remote's Target, for the proxy), checked once when the server
+// takes the process. Their implementations assert them at compile time
+// (target/remote, cmd/rseqdbg for Upstream), so a renamed method fails
+// the build rather than turning a feature off.
+type caps struct {
+	upstream  Upstream
+	libraries target.LibraryLister
+	prefetch  target.StackPrefetcher
+	rseqNote  target.RseqNoter
+	console   target.ConsoleTee
+	watcher   target.ClientWatcher
+	gaps      target.RegisterGaps
+}
+
+func capsOf(p Process) caps {
+	var c caps
+	c.upstream, _ = p.(Upstream)
+	c.libraries, _ = p.(target.LibraryLister)
+	c.prefetch, _ = p.(target.StackPrefetcher)
+	c.rseqNote, _ = p.(target.RseqNoter)
+	c.console, _ = p.(target.ConsoleTee)
+	c.watcher, _ = p.(target.ClientWatcher)
+	c.gaps, _ = p.(target.RegisterGaps)
+	return c
 }
 
 // NewServer returns a server; call Start, then Serve or ServeConn.
@@ -231,7 +260,7 @@ func (srv *Server) newProcess(p Process, launched bool, pol stepper.SignalPolicy
 	}
 	// gdbserver reports the first stop as SIGTRAP, attach included: gdb
 	// would otherwise pass the attach SIGSTOP on to the program.
-	srv.proc = &process{p: p, eng: eng, launched: launched, rc: sess.NewBare(eng),
+	srv.proc = &process{p: p, eng: eng, launched: launched, rc: sess.NewBare(eng), caps: capsOf(p),
 		last: &stepper.Stop{Kind: stepper.StopSignal, Tid: p.Pid(), Sig: int(unix.SIGTRAP)}}
 	return nil
 }
@@ -608,7 +637,7 @@ func (s *session) end() {
 		pr.p.Do(func() {
 			if !pr.eng.Exited() {
 				pr.clearAll()
-				s.removeUpstreamZ(pr.p)
+				s.removeUpstreamZ(pr.caps.upstream)
 			}
 		})
 		return

@@ -134,6 +134,10 @@ func serveGDB(spec, portFile string, onlySameUser bool, cfg gdbproto.ServerConfi
 	return nil
 }
 
+// The proxy forwards what it does not interpret to the upstream through
+// this interface; the server checks for it once, when it takes the process.
+var _ gdbproto.Upstream = (*remote.Target)(nil)
+
 // serveProxy serves gdb and lldb in front of another stub: its process,
 // stepped through the rseq-aware core.
 func serveProxy(addr, portFile, upstream, upCmd, file string, keep, once, sameUser, other bool) error {

@@ -1306,6 +1306,14 @@ func (t *Target) ForgetStep(tid int) {}
 var _ target.Target = (*Target)(nil)
 var _ target.FileReader = (*Target)(nil)
 var _ target.StopRegs = (*Target)(nil)
+var (
+	_ target.LibraryLister   = (*Target)(nil)
+	_ target.StackPrefetcher = (*Target)(nil)
+	_ target.RseqNoter       = (*Target)(nil)
+	_ target.ConsoleTee      = (*Target)(nil)
+	_ target.ClientWatcher   = (*Target)(nil)
+	_ target.RegisterGaps    = (*Target)(nil)
+)
 
 // Libraries is the upstream's qXfer:libraries-svr4 document, when it has
 // one.
