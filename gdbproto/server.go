@@ -163,7 +163,7 @@ type process struct {
 	rc  *sess.Session
 	hw  hwState
 	avx *bool
-	// synth is the debug object of its code without CFI (synthcfi.go).
+	// synth is the debug object of its code without CFI (unwind.SynthCFI; cfi.go serves it).
 	synth *unwind.SynthCFI
 	// caps are p's optional capabilities, checked once.
 	caps caps

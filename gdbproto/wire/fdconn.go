@@ -196,7 +196,7 @@ func (f *FDConn) SetReadDeadline(t time.Time) error {
 	if !t.IsZero() {
 		ns = t.UnixNano()
 	}
-	// Only a read already waiting needs waking: the gdbproto.Client sets
+	// Only a read already waiting needs waking: the Client sets
 	// a deadline before every read it makes itself.
 	if f.deadline.Swap(ns) != ns && f.waiting.Load() > 0 && f.enter() {
 		var one = [8]byte{1}
