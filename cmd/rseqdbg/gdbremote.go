@@ -73,12 +73,13 @@ func addGDBRemoteFlags(root *cobra.Command) {
 		if attach != 0 && len(args) > 0 || attach == 0 && len(args) == 0 && !multi {
 			return errors.New("--gdb-remote needs a program after -- or --attach PID (one of them; neither with --multi)")
 		}
-		cfg := gdbproto.ServerConfig{Launcher: ptraceLauncher{}, DebugRegisters: ptrace.ProbeDebugRegisters, Keep: keep, Once: once, Multi: multi, Notices: os.Stderr}
+		cfg := gdbproto.ServerConfig{Launcher: ptraceLauncher{}, Keep: keep, Once: once, Multi: multi, Notices: os.Stderr}
 		if attach != 0 {
 			cfg.Attach = attach
 		} else if len(args) > 0 {
 			cfg.Program = &gdbproto.LaunchSpec{Path: args[0], Args: args[1:], Dir: cwd, KeepASLR: aslr}
 		}
+		cfg.DebugRegisters = ptrace.ProbeDebugRegisters
 		return serveGDB(addr, portFile, sameUser, cfg)
 	}
 }
