@@ -81,14 +81,26 @@ type LaunchArguments struct {
 	VDSO *bool `json:"vdso"`
 	// ASLR leaves address-space randomization on (off by default, as gdb).
 	ASLR bool `json:"aslr"`
+	// Regions are ranges to step as one region (a seqlock reader of the
+	// user's own, JIT code), as `--declare`.
+	Regions []RegionArgument `json:"regions"`
+}
+
+// RegionArgument declares a region: start and end are addresses or
+// SYMBOL+OFFSET.
+type RegionArgument struct {
+	Start string `json:"start"`
+	End   string `json:"end"`
+	Name  string `json:"name"`
 }
 
 // AttachArguments are the attach request's arguments; processId may be a
 // number or a string (VS Code's ${command:pickProcess} yields a string).
 type AttachArguments struct {
-	ProcessID   json.RawMessage `json:"processId"`
-	StopOnEntry bool            `json:"stopOnEntry"`
-	VDSO        *bool           `json:"vdso"`
+	ProcessID   json.RawMessage  `json:"processId"`
+	StopOnEntry bool             `json:"stopOnEntry"`
+	VDSO        *bool            `json:"vdso"`
+	Regions     []RegionArgument `json:"regions"`
 }
 
 var errNoProgram = errors.New("no program: launch or attach first")
@@ -222,6 +234,7 @@ func (s *Server) onLaunch(r *dap.LaunchRequest) (dap.ResponseMessage, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.declare(ss, a.Regions)
 	ss.entry = a.StopOnEntry
 	ss.output = out
 	s.started(r, ss, "launch")
@@ -287,9 +300,23 @@ func (s *Server) onAttach(r *dap.AttachRequest) (dap.ResponseMessage, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.declare(ss, a.Regions)
 	ss.entry = a.StopOnEntry
 	s.started(r, ss, "attach")
 	return nil, errLater
+}
+
+// declare declares the configuration's regions; one that cannot be is
+// said on the console and the session goes on.
+func (s *Server) declare(ss *session, list []RegionArgument) {
+	for _, a := range list {
+		d := sess.Declaration{Start: a.Start, End: a.End, Name: a.Name}
+		var err error
+		ss.do(func() { _, err = ss.rc.Declare(d) })
+		if err != nil {
+			s.sendOutput("console", fmt.Sprintf("rseqdbg: %v\n", err))
+		}
+	}
 }
 
 // start builds the engine and the session over a stopped process.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/regions"
+	sess "github.com/rseqdbg/rseqdbg/session"
 )
 
 const monitorHelp = `rseqdbg monitor commands:
@@ -16,6 +17,11 @@ const monitorHelp = `rseqdbg monitor commands:
   monitor rseq bt           the current thread's backtrace as rseqdbg unwinds it (synthesized CFI marked)
   monitor rseq cfi          where the debug object with the synthesized CFI is (for add-symbol-file)
   monitor rseq vdso on|off  step vDSO functions as regions (on by default)
+  monitor rseq declare START END [NAME]
+                            step [START, END) as one region, as a vDSO function (a seqlock
+                            reader of your own, JIT code): addresses or SYMBOL+OFFSET
+  monitor rseq undeclare [NAME|START]
+                            remove declared regions (all without an argument)
   monitor rseq help         this text
 `
 
@@ -53,10 +59,42 @@ func (s *session) monitor(hexCmd string) [][]byte {
 		}
 		pr.eng.SetVDSO(fields[1] == "on")
 		text = fmt.Sprintf("vDSO functions stepped as regions: %s\n", fields[1])
+	case fields[0] == "declare" && (len(fields) == 3 || len(fields) == 4):
+		text = s.monitorDeclare(fields[1:])
+	case fields[0] == "undeclare" && len(fields) <= 2:
+		text = s.monitorUndeclare(strings.Join(fields[1:], ""))
 	default:
 		text = fmt.Sprintf("unknown rseq command %q\n%s", strings.Join(fields, " "), monitorHelp)
 	}
 	return append(consoleOutput(text), replyOK...)
+}
+
+func (s *session) monitorDeclare(args []string) string {
+	pr := s.live()
+	if pr == nil {
+		return "no process\n"
+	}
+	d := sess.Declaration{Start: args[0], End: args[1]}
+	if len(args) == 3 {
+		d.Name = args[2]
+	}
+	r, err := pr.rc.Declare(d)
+	if err != nil {
+		return fmt.Sprintf("rseqdbg: %v\n", err)
+	}
+	return fmt.Sprintf("declared region %s [%#x, %#x): stepping into it runs it whole\n", r.Name, r.Start, r.End)
+}
+
+func (s *session) monitorUndeclare(what string) string {
+	pr := s.live()
+	if pr == nil {
+		return "no process\n"
+	}
+	n, err := pr.rc.Undeclare(what)
+	if err != nil {
+		return fmt.Sprintf("rseqdbg: %v\n", err)
+	}
+	return fmt.Sprintf("%d declared region(s) removed\n", n)
 }
 
 func (s *session) monitorRegions() string {

@@ -96,6 +96,8 @@ func (s *session) supported(pkt string) [][]byte {
 			s.swbreak = true
 		case "hwbreak+":
 			s.hwbreak = true
+		case "exec-events+":
+			s.execEvents = true
 		}
 		// lldb lists the architectures it can describe; gdb only i386.
 		if strings.HasPrefix(f, "xmlRegisters=") && strings.Contains(f, "arm") {
@@ -116,7 +118,7 @@ func (s *session) supported(pkt string) [][]byte {
 	for _, f := range []struct {
 		on   bool
 		name string
-	}{{s.multiprocess, "multiprocess+"}, {s.swbreak, "swbreak+"}, {s.hwbreak, "hwbreak+"}} {
+	}{{s.multiprocess, "multiprocess+"}, {s.swbreak, "swbreak+"}, {s.hwbreak, "hwbreak+"}, {s.execEvents, "exec-events+"}} {
 		if f.on {
 			list = append(list, f.name)
 		}

@@ -423,6 +423,14 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 		}
 	case stepper.StopSignal:
 		sig, reason = st.Sig, "signal"
+	case stepper.StopExec:
+		// The old image and every breakpoint in it are gone: a client
+		// that takes exec events reloads the program and inserts its
+		// breakpoints again, as with gdbserver.
+		reason = "exec"
+		if s.execEvents {
+			pairs = append(pairs, wire.StopPair{Key: "exec", Value: string(wire.AppendHex(nil, []byte(pr.p.ExecPath())))})
+		}
 	case stepper.StopInterrupt:
 		// gdb expects the SIGINT its ^C stands for, lldb the SIGSTOP
 		// lldb-server reports.

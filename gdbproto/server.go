@@ -127,6 +127,9 @@ type ServerConfig struct {
 	// Notices receives gdbserver-style lines ("Process ... created") for
 	// the person who started the server; nil discards them.
 	Notices io.Writer
+	// Declare are regions declared in every process the server debugs
+	// (--declare).
+	Declare []sess.Declaration
 }
 
 // Server is a GDB remote protocol server over the stepping core, for gdb
@@ -262,6 +265,13 @@ func (srv *Server) newProcess(p Process, launched bool, pol stepper.SignalPolicy
 	// would otherwise pass the attach SIGSTOP on to the program.
 	srv.proc = &process{p: p, eng: eng, launched: launched, rc: sess.NewBare(eng), caps: capsOf(p),
 		last: &stepper.Stop{Kind: stepper.StopSignal, Tid: p.Pid(), Sig: int(unix.SIGTRAP)}}
+	for _, d := range srv.cfg.Declare {
+		var err error
+		eng.Do(func() { _, err = srv.proc.rc.Declare(d) })
+		if err != nil {
+			fmt.Fprintf(srv.cfg.Notices, "rseqdbg: %v\n", err)
+		}
+	}
 	return nil
 }
 
@@ -480,10 +490,13 @@ type session struct {
 	w   *wire.Conn // nil in tests that call handlers directly
 
 	multiprocess, swbreak, hwbreak bool
-	lldb, extended                 bool
-	listThreads                    bool
-	noAckNext, quit                bool
-	lost                           atomic.Bool
+	// execEvents: the client takes exec:PATH in a stop reply, reloads
+	// the program and sets its breakpoints again.
+	execEvents      bool
+	lldb, extended  bool
+	listThreads     bool
+	noAckNext, quit bool
+	lost            atomic.Bool
 
 	gThread, cThread int
 	policy           stepper.SignalPolicy

@@ -119,6 +119,10 @@ func (s *Session) start(p *ptrace.Process) error {
 				s.errorf("breakpoint %d condition: %v (stopping)", b.ID, err)
 			},
 			Resolved: s.announce,
+			Exec: func(path string) {
+				s.emit(map[string]any{"event": "exec", "path": path},
+					fmt.Sprintf("process %d is executing new program: %s", s.eng.Target().Pid(), path))
+			},
 		}
 		s.core = s.sess.Src
 		s.syms, s.uw = s.core.Syms, s.core.Unwind
@@ -230,6 +234,15 @@ func (s *Session) exec(line string) error {
 		}
 		s.emit(map[string]any{"event": "killed"}, "[process killed]")
 		return nil
+	case "declare":
+		return s.declareCmd(rest)
+	case "undeclare":
+		n, err := s.sess.Undeclare(rest)
+		if err != nil {
+			return err
+		}
+		s.emit(map[string]any{"event": "undeclared", "count": n}, fmt.Sprintf("%d declared region(s) removed", n))
+		return nil
 	case "quit", "q":
 		return ErrQuit
 	case "echo":
@@ -237,6 +250,26 @@ func (s *Session) exec(line string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// declareCmd is `declare START END [NAME]`: START and END are addresses or
+// symbols with an offset.
+func (s *Session) declareCmd(arg string) error {
+	f := strings.Fields(arg)
+	if len(f) < 2 || len(f) > 3 {
+		return errors.New("usage: declare START END [NAME]")
+	}
+	d := session.Declaration{Start: f[0], End: f[1]}
+	if len(f) == 3 {
+		d.Name = f[2]
+	}
+	r, err := s.sess.Declare(d)
+	if err != nil {
+		return err
+	}
+	s.emit(map[string]any{"event": "declared", "region": regionJSON(r)},
+		fmt.Sprintf("Declared region %s [%#x, %#x): stepping into it runs it whole", r.Name, r.Start, r.End))
+	return nil
 }
 
 func (s *Session) live() error {

@@ -43,6 +43,16 @@ func (s *Session) Continue(tid int) (*Stop, error) {
 		case stepper.StopLibrary:
 			s.Sync()
 			continue
+		case stepper.StopExec:
+			// As gdb with exec events: say so and go on in the new image,
+			// where the breakpoints and declared regions are resolved
+			// again.
+			s.stopped(st, nil)
+			s.Sync()
+			if s.Events.Exec != nil {
+				s.Events.Exec(s.T.ExecPath())
+			}
+			continue
 		case stepper.StopInterrupt:
 			if s.Events.Interrupted != nil && !s.Events.Interrupted() {
 				continue
@@ -128,8 +138,10 @@ func (s *Session) stopped(st *stepper.Stop, hits []*Breakpoint) *Stop {
 	case stepper.StopExited, stepper.StopKilled:
 		return &Stop{Stop: st}
 	case stepper.StopExec:
-		// The engine dropped every breakpoint with the old image.
+		// The engine dropped every breakpoint and declared region with
+		// the old image.
 		s.execed()
+		s.redeclare()
 	}
 	if s.bare {
 		return &Stop{Stop: st, Hits: hits}

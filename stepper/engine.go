@@ -176,6 +176,9 @@ type Engine struct {
 	inspecting map[int]*inspection
 	// note is what the next stop tells the user (Stop.Note).
 	note string
+	// declared are the regions users declared; an exec drops them with the
+	// old image (the session declares them again by name).
+	declared []*regions.Region
 }
 
 // New builds the engine: it reads auxv, loads the executable's and the
@@ -411,18 +414,42 @@ func (e *Engine) SetReportLibraries(on bool) { e.opts.ReportLibraries = on }
 // VDSO reports whether vDSO functions are stepped as regions.
 func (e *Engine) VDSO() bool { return !e.opts.NoVDSO }
 
-// Declare adds a user-declared region.
+// Declare adds a user-declared region. One that overlaps a region already
+// known is refused.
 func (e *Engine) Declare(name string, start, end uint64) (*regions.Region, error) {
 	r, err := regions.Declared(name, start, end, e.read)
 	if err != nil {
 		return nil, err
 	}
-	for _, w := range e.idx.Add("declared", r) {
-		e.warn(w)
+	if ws := e.idx.Add("declared", r); len(ws) > 0 {
+		return nil, fmt.Errorf("declaring %s: %s", name, ws[0])
 	}
+	e.declared = append(e.declared, r)
 	clear(e.insns)
 	clear(e.flows)
 	return r, nil
+}
+
+// Declared lists the user-declared regions.
+func (e *Engine) Declared() []*regions.Region { return append([]*regions.Region(nil), e.declared...) }
+
+// Undeclare removes the declared regions keep says no to.
+func (e *Engine) Undeclare(keep func(*regions.Region) bool) int {
+	kept := e.declared[:0]
+	for _, r := range e.declared {
+		if keep(r) {
+			kept = append(kept, r)
+		}
+	}
+	removed := len(e.declared) - len(kept)
+	e.declared = kept
+	e.idx.RemoveObject("declared")
+	for _, r := range kept {
+		e.idx.Add("declared", r)
+	}
+	clear(e.insns)
+	clear(e.flows)
+	return removed
 }
 
 // SetBreakpoint adds a user breakpoint.

@@ -204,6 +204,7 @@ func (e *Engine) terminal(ev target.Event) *Stop {
 		clear(e.insns)
 		clear(e.rseq)
 		e.dlBreak = 0
+		e.declared = nil
 		e.load()
 		return &Stop{Kind: StopExec, Tid: ev.Tid}
 	}
