@@ -170,6 +170,8 @@ type Engine struct {
 	exited   bool
 	warnings []string
 
+	// files is the target's FileReader, or nil: checked once.
+	files target.FileReader
 	// threadCtl is the target's ThreadControl, or nil: checked once.
 	threadCtl  target.ThreadControl
 	inspect    bool
@@ -199,6 +201,7 @@ func New(t target.Target, opts Options) (*Engine, error) {
 		reported: map[int]uint64{}, inspecting: map[int]*inspection{},
 	}
 	e.threadCtl, _ = t.(target.ThreadControl)
+	e.files, _ = t.(target.FileReader)
 	var err error
 	t.Do(func() { err = e.load() })
 	if err != nil {

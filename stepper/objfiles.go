@@ -9,14 +9,13 @@ import (
 
 	"github.com/rseqdbg/rseqdbg/linkmap"
 	"github.com/rseqdbg/rseqdbg/regions"
-	"github.com/rseqdbg/rseqdbg/target"
 )
 
 // openELF opens an object file of the process: through the target when it
 // reads files where the process runs (a remote stub), else the local path.
 func (e *Engine) openELF(path string) (*elf.File, func(), error) {
-	fr, ok := e.t.(target.FileReader)
-	if !ok {
+	fr := e.files
+	if fr == nil {
 		f, err := elf.Open(path)
 		if err != nil {
 			return nil, nil, err
@@ -37,8 +36,8 @@ func (e *Engine) openELF(path string) (*elf.File, func(), error) {
 
 // loadObject reads the regions an object file publishes.
 func (e *Engine) loadObject(path string, bias uint64) (*regions.Object, error) {
-	fr, ok := e.t.(target.FileReader)
-	if !ok {
+	fr := e.files
+	if fr == nil {
 		return regions.LoadFile(path, bias)
 	}
 	file, err := fr.OpenFile(path)
