@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	sess "github.com/rseqdbg/rseqdbg/session"
@@ -170,6 +171,13 @@ type process struct {
 	synth *unwind.SynthCFI
 	// caps are p's optional capabilities, checked once.
 	caps caps
+	// names caches the threads' names (their comm) for the threads
+	// document gdb reads after every stop; namesGen is the engine's
+	// SyscallGeneration they were read at (only a system call renames),
+	// namesAt when.
+	names    map[int]string
+	namesGen uint64
+	namesAt  time.Time
 }
 
 // caps are the optional capabilities of a process's target (those of

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/linkmap"
@@ -103,6 +104,9 @@ func xmlEscape(s string) string {
 	return b.String()
 }
 
+// namesTTL bounds how long a renamed thread keeps its old name in gdb.
+const namesTTL = 100 * time.Millisecond
+
 // threadsDoc lists the threads; a thread stopped inside a critical section
 // says so in the text gdb shows in `info threads`.
 func (s *session) threadsDoc(string) ([]byte, bool) {
@@ -110,10 +114,25 @@ func (s *session) threadsDoc(string) ([]byte, bool) {
 	b.WriteString("<?xml version=\"1.0\"?>\n<threads>\n")
 	if pr := s.live(); pr != nil {
 		pid := pr.p.Pid()
+		// Read again only when a system call may have renamed a thread,
+		// and not more than every namesTTL: gdb reads this after every
+		// stop, and a name read per thread per next is what made next
+		// grow with parked threads. A rename shows within namesTTL.
+		if gen := pr.eng.SyscallGeneration(); pr.names == nil || gen != pr.namesGen && time.Since(pr.namesAt) > namesTTL {
+			pr.names, pr.namesGen, pr.namesAt = map[int]string{}, gen, time.Now()
+		}
 		for _, t := range pr.p.Threads() {
 			fmt.Fprintf(&b, "<thread id=\"%s\"", s.threadIDString(pid, t))
-			if name, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, t)); err == nil {
-				fmt.Fprintf(&b, " name=\"%s\"", xmlEscape(strings.TrimSpace(string(name))))
+			name, ok := pr.names[t]
+			if !ok {
+				// A thread parked through a thousand steps is read once.
+				if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, t)); err == nil {
+					name = xmlEscape(strings.TrimSpace(string(comm)))
+				}
+				pr.names[t] = name
+			}
+			if name != "" {
+				fmt.Fprintf(&b, " name=\"%s\"", name)
 			}
 			extra := ""
 			if r, _, err := target.QuickRegs(pr.p, t); err == nil {

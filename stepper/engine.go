@@ -178,6 +178,9 @@ type Engine struct {
 	inspecting map[int]*inspection
 	// note is what the next stop tells the user (Stop.Note).
 	note string
+	// syscallGen changes whenever the process may have made a system
+	// call: it ran freely, or a step executed one (see SyscallGeneration).
+	syscallGen uint64
 	// declared are the regions users declared; an exec drops them with the
 	// old image (the session declares them again by name).
 	declared []*regions.Region
@@ -432,6 +435,12 @@ func (e *Engine) Declare(name string, start, end uint64) (*regions.Region, error
 	clear(e.flows)
 	return r, nil
 }
+
+// SyscallGeneration changes whenever the process may have made a system
+// call since the last look. What only system calls change (a thread's
+// name, the files it has open) can be cached while it stays the same: a
+// single step of any other instruction leaves it.
+func (e *Engine) SyscallGeneration() uint64 { return e.syscallGen }
 
 // Declared lists the user-declared regions.
 func (e *Engine) Declared() []*regions.Region { return append([]*regions.Region(nil), e.declared...) }

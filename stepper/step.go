@@ -99,6 +99,7 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 		defer timer.Stop()
 	}
 	for {
+		e.syscallGen++
 		if err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Continue, Sig: sig}}, others.action()); err != nil {
 			return runResult{}, err
 		}
@@ -272,6 +273,11 @@ func (e *Engine) stepOverOwn(tid int) error {
 	// A signal taking the place of the step would be lost here.
 	if in, err := e.decode(r.Rip); err == nil {
 		defer e.holdSignals(tid, in)()
+		if in.Kind == x86.FlowSyscall {
+			e.syscallGen++
+		}
+	} else {
+		e.syscallGen++
 	}
 	if err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Step}}, target.Action{Kind: target.Stay}); err != nil {
 		return err
@@ -556,6 +562,9 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 			// thread, so they run for it.
 			others = OthersStay
 		}
+	}
+	if others == OthersRun {
+		e.syscallGen++
 	}
 	// Whatever ends the step other than its own completion (another
 	// thread's stop or exit, a signal) abandons it: a completion the
@@ -842,6 +851,7 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 		for th, s := range sigs {
 			actions[th] = target.Action{Kind: target.Continue, Sig: s}
 		}
+		e.syscallGen++
 		if err := e.t.Resume(actions, target.Action{Kind: target.Continue}); err != nil {
 			return nil, err
 		}
