@@ -2,9 +2,11 @@ package gdbproto
 
 import (
 	"fmt"
-	"github.com/rseqdbg/rseqdbg/agentexpr"
-	sess "github.com/rseqdbg/rseqdbg/session"
 	"strings"
+
+	"github.com/rseqdbg/rseqdbg/agentexpr"
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
+	sess "github.com/rseqdbg/rseqdbg/session"
 )
 
 // maxMemoryRead bounds one m or x reply: twice this in hex still fits the
@@ -15,12 +17,12 @@ const maxMemoryRead = packetSize/2 - 16
 func parseAddrLen(s string) (addr, length uint64, err error) {
 	a, l, ok := strings.Cut(s, ",")
 	if !ok {
-		return 0, 0, ErrSyntax
+		return 0, 0, wire.ErrSyntax
 	}
-	if addr, err = ParseHexUint64(a); err != nil {
+	if addr, err = wire.ParseHexUint64(a); err != nil {
 		return 0, 0, err
 	}
-	if length, err = ParseHexUint64(l); err != nil {
+	if length, err = wire.ParseHexUint64(l); err != nil {
 		return 0, 0, err
 	}
 	return addr, length, nil
@@ -53,7 +55,7 @@ func (s *session) memory(pkt string) [][]byte {
 			// Binary as is: the framing layer escapes it.
 			return [][]byte{buf[:n]}
 		}
-		return [][]byte{AppendHex(nil, buf[:n])}
+		return [][]byte{wire.AppendHex(nil, buf[:n])}
 	case 'M', 'X':
 		head, data, found := strings.Cut(pkt[1:], ":")
 		if !found {
@@ -65,7 +67,7 @@ func (s *session) memory(pkt string) [][]byte {
 		}
 		var b []byte
 		if pkt[0] == 'M' {
-			if b, err = DecodeHex(data); err != nil {
+			if b, err = wire.DecodeHex(data); err != nil {
 				return replyErr
 			}
 		} else {
@@ -98,12 +100,12 @@ func (s *session) breakpoint(pkt string) [][]byte {
 	if len(fields) != 3 || len(fields[0]) != 1 {
 		return replyErr
 	}
-	addr, err := ParseHexUint64(fields[1])
+	addr, err := wire.ParseHexUint64(fields[1])
 	if err != nil {
 		return replyErr
 	}
 	kindStr, extra, _ := strings.Cut(fields[2], ";")
-	kind, err := ParseHexUint64(kindStr)
+	kind, err := wire.ParseHexUint64(kindStr)
 	if err != nil {
 		return replyErr
 	}
@@ -167,11 +169,11 @@ func agentConditions(extra string) ([][]byte, error) {
 			return nil, fmt.Errorf("breakpoint option %q", f)
 		}
 		n, hexCode, ok := strings.Cut(f[1:], ",")
-		size, err := ParseHexUint64(n)
+		size, err := wire.ParseHexUint64(n)
 		if !ok || err != nil || size == 0 || size > 4096 || uint64(len(hexCode)) != 2*size {
 			return nil, fmt.Errorf("breakpoint condition %q", f)
 		}
-		code, err := DecodeHex(hexCode)
+		code, err := wire.DecodeHex(hexCode)
 		if err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/regions"
 	sess "github.com/rseqdbg/rseqdbg/session"
 )
@@ -28,7 +29,7 @@ const monitorHelp = `rseqdbg monitor commands:
 
 // monitor answers qRcmd: the command's output as O packets, then OK.
 func (s *session) monitor(hexCmd string) [][]byte {
-	raw, err := DecodeHex(hexCmd)
+	raw, err := wire.DecodeHex(hexCmd)
 	if err != nil {
 		return replyErr
 	}
@@ -159,7 +160,7 @@ func (s *session) monitorStatus() string {
 		}
 		area := pr.eng.RseqArea(t)
 		if !area.Known {
-			b.WriteString("; no rseq area registered" + rseqNote(pr.p, t) + "\n")
+			b.WriteString("; no rseq area registered" + pr.rseqNote(t) + "\n")
 			continue
 		}
 		fmt.Fprintf(&b, "; rseq area %#x size %d signature %#x", area.Addr, area.Size, area.Signature)

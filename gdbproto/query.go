@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"golang.org/x/sys/cpu"
 )
@@ -51,7 +52,7 @@ func (s *session) query(pkt string) [][]byte {
 		host, _ := os.Hostname()
 		return one(fmt.Sprintf("triple:%s;ptrsize:8;endian:little;ostype:linux;vendor:pc;"+
 			"watchpoint_exceptions_received:after;hostname:%s;",
-			AppendHex(nil, []byte(triple)), AppendHex(nil, []byte(host))))
+			wire.AppendHex(nil, []byte(triple)), wire.AppendHex(nil, []byte(host))))
 	case pkt == "qProcessInfo":
 		s.lldb = true
 		pr := s.live()
@@ -61,7 +62,7 @@ func (s *session) query(pkt string) [][]byte {
 		return one(fmt.Sprintf("pid:%x;parent-pid:%x;real-uid:%x;real-gid:%x;effective-uid:%x;effective-gid:%x;"+
 			"triple:%s;ostype:linux;endian:little;ptrsize:8;",
 			pr.p.Pid(), os.Getpid(), os.Getuid(), os.Getgid(), os.Geteuid(), os.Getegid(),
-			AppendHex(nil, []byte(triple))))
+			wire.AppendHex(nil, []byte(triple))))
 	case strings.HasPrefix(pkt, "qRegisterInfo"):
 		n, err := parseHexInt(pkt[len("qRegisterInfo"):], 1<<16)
 		if err != nil {
@@ -71,7 +72,7 @@ func (s *session) query(pkt string) [][]byte {
 		if pr := s.live(); pr != nil {
 			avx = pr.hasAVX()
 		}
-		return one(RegisterInfoReply(n, avx))
+		return one(wire.RegisterInfoReply(n, avx))
 	case strings.HasPrefix(pkt, "qMemoryRegionInfo"):
 		return s.memoryRegionInfo(strings.TrimPrefix(pkt[len("qMemoryRegionInfo"):], ":"))
 	case strings.HasPrefix(pkt, "qThreadStopInfo"):
@@ -161,7 +162,7 @@ func (s *session) set(pkt string) [][]byte {
 		s.keepASLR = arg == "0"
 		return replyOK
 	case "QEnvironmentHexEncoded":
-		kv, err := DecodeHex(arg)
+		kv, err := wire.DecodeHex(arg)
 		if err != nil {
 			return replyErr
 		}
@@ -170,7 +171,7 @@ func (s *session) set(pkt string) [][]byte {
 		s.env = append(s.env, string(kv))
 		return replyOK
 	case "QEnvironmentUnset":
-		k, err := DecodeHex(arg)
+		k, err := wire.DecodeHex(arg)
 		if err != nil {
 			return replyErr
 		}
@@ -180,7 +181,7 @@ func (s *session) set(pkt string) [][]byte {
 		s.env = nil
 		return replyOK
 	case "QSetWorkingDir":
-		d, err := DecodeHex(arg)
+		d, err := wire.DecodeHex(arg)
 		if err != nil {
 			return replyErr
 		}
@@ -242,7 +243,7 @@ func (s *session) memoryRegionInfo(arg string) [][]byte {
 	if pr == nil {
 		return replyErr
 	}
-	addr, err := ParseHexUint64(arg)
+	addr, err := wire.ParseHexUint64(arg)
 	if err != nil {
 		return replyErr
 	}
@@ -261,7 +262,7 @@ func (s *session) memoryRegionInfo(arg string) [][]byte {
 			}
 			out := fmt.Sprintf("start:%x;size:%x;permissions:%s;", m.Start, m.End-m.Start, perms)
 			if m.Path != "" {
-				out += fmt.Sprintf("name:%s;", AppendHex(nil, []byte(m.Path)))
+				out += fmt.Sprintf("name:%s;", wire.AppendHex(nil, []byte(m.Path)))
 			}
 			return one(out)
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/rseqdbg/rseqdbg/symbols"
 	"github.com/rseqdbg/rseqdbg/target/ptrace"
 	"github.com/rseqdbg/rseqdbg/unwind"
+	"github.com/rseqdbg/rseqdbg/x86"
 )
 
 // Options configure a session.
@@ -1045,7 +1046,7 @@ func (s *Session) disassemble(addr uint64, n int) error {
 	var b strings.Builder
 	pc := addr
 	for i := 0; i < n && pc-addr < uint64(got); i++ {
-		in, err := regions.Decode(buf[pc-addr:got], pc)
+		in, err := x86.Decode(buf[pc-addr:got], pc)
 		if err != nil {
 			break
 		}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/stepper"
+	"github.com/rseqdbg/rseqdbg/x86"
 )
 
 // StepKind is a source-level step.
@@ -473,13 +474,13 @@ func (s *Session) stepStop(tid int, crossed []stepper.Crossing) *stepper.Stop {
 	return st
 }
 
-func (s *Session) decodeAt(pc uint64) (regions.Insn, error) {
+func (s *Session) decodeAt(pc uint64) (x86.Insn, error) {
 	var code [16]byte
 	n, err := s.T.ReadMemory(pc, code[:])
 	if n == 0 {
-		return regions.Insn{}, fmt.Errorf("reading code at %#x: %w", pc, err)
+		return x86.Insn{}, fmt.Errorf("reading code at %#x: %w", pc, err)
 	}
-	return regions.Decode(code[:n], pc)
+	return x86.Decode(code[:n], pc)
 }
 
 // midStatement reports a PC inside a line's code but not at the start of a

@@ -12,8 +12,11 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/rseqdbg/rseqdbg/auxv"
+	"github.com/rseqdbg/rseqdbg/linkmap"
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target"
+	"github.com/rseqdbg/rseqdbg/x86"
 	"golang.org/x/sys/unix"
 )
 
@@ -154,7 +157,7 @@ type Engine struct {
 	byAddr map[uint64][]*Breakpoint
 	nextID int
 
-	insns    map[uint64]regions.Insn
+	insns    map[uint64]x86.Insn
 	flows    map[[2]uint64]*flow
 	rseq     map[int]target.RseqArea
 	auxv     map[uint64]uint64
@@ -171,6 +174,8 @@ type Engine struct {
 	exited   bool
 	warnings []string
 
+	// files is the target's FileReader, or nil: checked once.
+	files target.FileReader
 	// threadCtl is the target's ThreadControl, or nil: checked once.
 	threadCtl  target.ThreadControl
 	inspect    bool
@@ -204,12 +209,13 @@ func New(t target.Target, opts Options) (*Engine, error) {
 	e := &Engine{
 		t: t, idx: regions.NewIndex(), opts: opts,
 		objs: map[string]*regions.Object{}, bps: map[int]*Breakpoint{},
-		byAddr: map[uint64][]*Breakpoint{}, insns: map[uint64]regions.Insn{},
+		byAddr: map[uint64][]*Breakpoint{}, insns: map[uint64]x86.Insn{},
 		rseq: map[int]target.RseqArea{}, policy: DefaultSignalPolicy(),
 		reported: map[int]uint64{}, inspecting: map[int]*inspection{}, signalSeen: map[int]time.Time{},
 		pinned: map[int]unix.CPUSet{},
 	}
 	e.threadCtl, _ = t.(target.ThreadControl)
+	e.files, _ = t.(target.FileReader)
 	var err error
 	t.Do(func() { err = e.load() })
 	if err != nil {
@@ -252,18 +258,18 @@ func (e *Engine) load() error {
 	if err != nil {
 		return err
 	}
-	e.auxv = regions.ParseAuxv(raw)
+	e.auxv = auxv.ParseAuxv(raw)
 	exe := e.t.ExecPath()
 	if exe != "" {
 		f, done, err := e.openELF(exe)
 		if err != nil {
 			return fmt.Errorf("opening executable %s: %w", exe, err)
 		}
-		bias := regions.ExecBias(e.auxv, f)
+		bias := linkmap.ExecBias(e.auxv, f)
 		interp := interpreter(f)
 		done()
 		e.addObject(exe, bias)
-		if base := e.auxv[regions.AtBase]; interp != "" && base != 0 {
+		if base := e.auxv[auxv.AtBase]; interp != "" && base != 0 {
 			// The dynamic linker is linked at 0; it is in the link map only
 			// once it ran, but its code runs from the first instruction.
 			e.addObject(interp, base)
@@ -327,7 +333,7 @@ func (e *Engine) addObject(path string, bias uint64) {
 }
 
 func (e *Engine) loadVDSO() {
-	base := e.auxv[regions.AtSysinfoEhdr]
+	base := e.auxv[auxv.AtSysinfoEhdr]
 	if base == 0 {
 		return
 	}
@@ -372,7 +378,7 @@ func (e *Engine) refreshLinkMap() {
 	if err != nil {
 		return
 	}
-	list, err := regions.LinkMap(e.read, rd)
+	list, err := linkmap.LinkMap(e.read, rd)
 	if err != nil {
 		e.warn(fmt.Sprintf("reading the link map: %v", err))
 		return
@@ -577,18 +583,18 @@ func le64(b []byte) uint64 {
 // decode returns the instruction at pc, cached. One read decodes the
 // instructions that follow too: a step through new code then costs one
 // memory read per 64 bytes instead of one per instruction.
-func (e *Engine) decode(pc uint64) (regions.Insn, error) {
+func (e *Engine) decode(pc uint64) (x86.Insn, error) {
 	if in, ok := e.insns[pc]; ok {
 		return in, nil
 	}
 	var code [64]byte
 	n, err := e.t.ReadMemory(pc, code[:])
 	if n == 0 {
-		return regions.Insn{}, fmt.Errorf("reading code at %#x: %w", pc, err)
+		return x86.Insn{}, fmt.Errorf("reading code at %#x: %w", pc, err)
 	}
-	in, err := regions.Decode(code[:n], pc)
+	in, err := x86.Decode(code[:n], pc)
 	if err != nil {
-		return regions.Insn{}, err
+		return x86.Insn{}, err
 	}
 	if len(e.insns) > 1<<20 {
 		clear(e.insns)
@@ -597,7 +603,7 @@ func (e *Engine) decode(pc uint64) (regions.Insn, error) {
 	// Only instructions wholly inside the buffer, with room for the longest
 	// encoding, are trusted.
 	for a := in.Next(); a-pc+15 <= uint64(n); {
-		next, err := regions.Decode(code[a-pc:n], a)
+		next, err := x86.Decode(code[a-pc:n], a)
 		if err != nil || next.Len == 0 {
 			break
 		}

@@ -3,7 +3,7 @@ package stepper
 import (
 	"time"
 
-	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/x86"
 )
 
 // asyncMask are the signals holdSignals blocks: every one but the
@@ -43,8 +43,8 @@ func (e *Engine) stormy(tid int) bool {
 // stops. A system call is stepped with the mask left alone: it may change
 // the mask itself, and a blocking call must still be interrupted. Targets
 // that cannot set masks (remote stubs) step as before.
-func (e *Engine) holdSignals(tid int, in regions.Insn) func() {
-	if e.threadCtl == nil || in.Kind == regions.FlowSyscall {
+func (e *Engine) holdSignals(tid int, in x86.Insn) func() {
+	if e.threadCtl == nil || in.Kind == x86.FlowSyscall {
 		return func() {}
 	}
 	old, err := e.threadCtl.SignalMask(tid)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target"
+	"github.com/rseqdbg/rseqdbg/x86"
 	"golang.org/x/sys/unix"
 )
 
@@ -209,7 +210,7 @@ func (e *Engine) inspectRun(tid, sig int, r *regions.Region, regs *target.Regs) 
 	if err := e.beginInspection(tid, r, sp); err != nil {
 		return nil, fmt.Sprintf("cannot inspect: %v; the section runs atomically", err), nil
 	}
-	exits := e.regionExits(r, regs, regions.Insn{})
+	exits := e.regionExits(r, regs, x86.Insn{})
 	budget := e.opts.RunBudget
 	if len(r.Indirect) == 0 {
 		budget = 0
@@ -255,7 +256,7 @@ func (e *Engine) inspectRangeStep(tid, sig int, r *regions.Region, regs *target.
 	if err != nil {
 		return nil, false, nil
 	}
-	isCall := in.Kind == regions.FlowCall || in.Kind == regions.FlowIndirectCall
+	isCall := in.Kind == x86.FlowCall || in.Kind == x86.FlowIndirectCall
 	if !(isCall && stepOverCalls) && !(r.Contains(lo) && r.Contains(hi-1)) {
 		return nil, false, nil
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/rseqdbg/rseqdbg/session"
 	"github.com/rseqdbg/rseqdbg/target/ptrace"
 	"github.com/rseqdbg/rseqdbg/target/remote"
+	"github.com/rseqdbg/rseqdbg/unwind"
 	"github.com/spf13/cobra"
 )
 
@@ -85,6 +86,7 @@ func addGDBRemoteFlags(root *cobra.Command) {
 		} else if len(args) > 0 {
 			cfg.Program = &gdbproto.LaunchSpec{Path: args[0], Args: args[1:], Dir: cwd, KeepASLR: aslr}
 		}
+		cfg.DebugRegisters = ptrace.ProbeDebugRegisters
 		return serveGDB(addr, portFile, sameUser, cfg)
 	}
 }
@@ -98,7 +100,7 @@ func serveGDB(spec, portFile string, onlySameUser bool, cfg gdbproto.ServerConfi
 		return errors.New("--port-file goes with a TCP port")
 	}
 	// Folders of synthesized CFI that a killed rseqdbg could not remove.
-	gdbproto.RemoveStaleCFIDirs()
+	unwind.RemoveStaleCFIDirs()
 	srv := gdbproto.NewServer(cfg)
 	if err := srv.Start(); err != nil {
 		return err
@@ -126,7 +128,7 @@ func serveGDB(spec, portFile string, onlySameUser bool, cfg gdbproto.ServerConfi
 		// processes with their tracer (PTRACE_O_EXITKILL) and detaches
 		// attached ones.
 		fmt.Fprintln(os.Stderr, "rseqdbg: second signal: exiting without waiting for the debugged process")
-		gdbproto.RemoveOwnCFIDirs()
+		unwind.RemoveOwnCFIDirs()
 		if ls.network == "unix" {
 			os.Remove(ls.addr)
 		}
@@ -139,6 +141,10 @@ func serveGDB(spec, portFile string, onlySameUser bool, cfg gdbproto.ServerConfi
 	}
 	return nil
 }
+
+// The proxy forwards what it does not interpret to the upstream through
+// this interface; the server checks for it once, when it takes the process.
+var _ gdbproto.Upstream = (*remote.Target)(nil)
 
 // serveProxy serves gdb and lldb in front of another stub: its process,
 // stepped through the rseq-aware core.
