@@ -57,7 +57,7 @@ func TestDispatch(t *testing.T) {
 		want string // regexp on the last packet of the reply
 	}
 	steps := []step{
-		{"qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386", `^PacketSize=8000;.*qXfer:libraries-svr4:read\+.*vContSupported\+;multiprocess\+;swbreak\+;hwbreak\+$`},
+		{"qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386", `^PacketSize=8000;.*qXfer:libraries-svr4:read\+.*vContSupported\+;ConditionalBreakpoints\+;multiprocess\+;swbreak\+;hwbreak\+$`},
 		{"QStartNoAckMode", `^OK$`},
 		{"?", `^T0506:0000000000000000;07:[0-9a-f]{16};10:` + rip(0) + `;thread:` + th + `;$`},
 		{"g", `^[0-9a-f]{256}` + rip(0)},
@@ -102,6 +102,13 @@ func TestDispatch(t *testing.T) {
 	run([]step{
 		{"z0," + at(0x10) + ",1", `^OK$`},
 		{"Z0,zz,1", `^E01$`},
+		// A condition as agent bytecode (const8 1, end), one the server
+		// could not decide (trace), one whose length lies.
+		{"Z0," + at(0x10) + ",1;X3,220127", `^OK$`},
+		{"z0," + at(0x10) + ",1", `^OK$`},
+		{"Z0," + at(0x10) + ",1;X2,0c27", `^E01$`},
+		{"Z0," + at(0x10) + ",1;X9,2201", `^E01$`},
+		{"qSupported:exec-events+", `;exec-events\+$`},
 		{"Z3," + at(0x10) + ",8", `^$`},
 		{"Z2," + at(0x10) + ",8", hw},
 		{"z2," + at(0x10) + ",8", `^(OK|E01)$`},
