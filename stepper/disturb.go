@@ -1,11 +1,5 @@
 package stepper
 
-import (
-	"encoding/binary"
-
-	"golang.org/x/sys/unix"
-)
-
 // What a debugger does to a program that shares per-CPU data between
 // threads, besides the stepped thread: a stop of the world catches other
 // threads inside critical sections (each aborts when resumed), and a
@@ -53,25 +47,7 @@ func (e *Engine) pinForSteps(tid int) {
 	if _, ok := e.pinned[tid]; ok {
 		return
 	}
-	area := e.RseqArea(tid)
-	if !area.Known {
-		return
-	}
-	var b [4]byte
-	if n, _ := e.t.ReadMemory(area.Addr+4, b[:]); n != 4 {
-		return
-	}
-	cpu := int(int32(binary.LittleEndian.Uint32(b[:])))
-	if cpu < 0 {
-		return
-	}
-	old, err := e.threadCtl.Affinity(tid)
-	if err != nil {
-		return
-	}
-	var set unix.CPUSet
-	set.Set(cpu)
-	if e.threadCtl.SetAffinity(tid, set) == nil {
+	if old, err := e.pinToAreaCPU(tid); err == nil {
 		e.pinned[tid] = old
 	}
 }
