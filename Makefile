@@ -43,11 +43,11 @@ vscode: build fixtures
 # 1.26's fuzz coordinator can fail a target with a bare "context deadline
 # exceeded" when a starved worker misses the deadline (go.dev/issue/75804).
 FUZZTIME ?= 30000x
-FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion regions:FuzzLinkMap \
-       gdbproto:FuzzReader gdbproto:FuzzStopReply gdbproto:FuzzVCont gdbproto:FuzzDispatch gdbproto:FuzzHexDecode gdbproto:FuzzBinaryEscape \
-       gdbproto:FuzzTargetDescription target/remote:FuzzGReply target/remote:FuzzThreadLists \
+FUZZ = regions:FuzzLoadELF regions:FuzzDecodeRegion linkmap:FuzzLinkMap x86:FuzzQuickDecode \
+       gdbproto/wire:FuzzReader gdbproto/wire:FuzzStopReply gdbproto/wire:FuzzVCont gdbproto:FuzzDispatch gdbproto/wire:FuzzHexDecode gdbproto/wire:FuzzBinaryEscape \
+       gdbproto/wire:FuzzTargetDescription target/remote:FuzzGReply target/remote:FuzzThreadLists \
        dap:FuzzRequest eval:FuzzExpression eval:FuzzDWARF \
-       unwind:FuzzSynthesize unwind:FuzzSynthesizeModel unwind:FuzzAddImage
+       unwind:FuzzSynthesize unwind:FuzzSynthesizeModel unwind:FuzzAddImage agentexpr:FuzzEval
 fuzz:
 	@set -e; for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t#*:}; \
 	  echo "fuzz $$pkg $$fn"; $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME); done

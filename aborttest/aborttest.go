@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rseqdbg/rseqdbg/auxv"
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/symbols"
@@ -394,7 +395,7 @@ func (t *tester) drive(e *stepper.Engine, pl plan) (Ending, error) {
 	// main thread's rseq area: its signature finds descriptors kept
 	// without a table.
 	tid := e.Target().Pid()
-	if entry := e.Auxv()[regions.AtEntry]; entry != 0 {
+	if entry := e.Auxv()[auxv.AtEntry]; entry != 0 {
 		if bp, err := e.SetBreakpoint(entry); err == nil {
 			for {
 				st, err := e.Continue(tid, nil)

@@ -44,3 +44,26 @@ func TestForkChildKeepsNoBreakpoints(t *testing.T) {
 		})
 	}
 }
+
+// TestExecKeepsBreakpoints: a breakpoint set before the program execs
+// itself is resolved again in the new image and hit there.
+func TestExecKeepsBreakpoints(t *testing.T) {
+	c := newClient(t, Options{})
+	c.launch(map[string]any{"program": fixture("fork_child"), "args": []string{"exec", "3"}})
+	c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []map[string]any{{"name": "child_work"}}})
+	c.call("configurationDone", nil)
+	// The exec is said on the console, not a stop, as gdb with exec
+	// events: the first stop is the breakpoint in the new image.
+	st := c.stopped()
+	if !strings.Contains(c.out(), "is executing new program") {
+		t.Errorf("no exec notice in the output:\n%s", c.out())
+	}
+	if fs := c.frames(st.Body.ThreadId); !strings.HasPrefix(fs[0].Name, "child_work") || fs[1].Name == "" {
+		t.Fatalf("stopped in %+v", fs[:2])
+	}
+	c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []map[string]any{}})
+	c.call("continue", map[string]any{"threadId": st.Body.ThreadId})
+	if code := c.waitExit(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}

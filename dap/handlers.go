@@ -111,6 +111,9 @@ type RseqStats struct {
 	// sections and the aborts rseqAbort made.
 	InspectedSteps int `json:"inspectedSteps"`
 	ForcedAborts   int `json:"forcedAborts"`
+	// CaughtInside counts threads a stop of the world caught inside a
+	// critical section (each aborts when resumed).
+	CaughtInside int `json:"caughtInside"`
 }
 
 // LaunchArguments are the launch request's arguments (the launch
@@ -129,15 +132,27 @@ type LaunchArguments struct {
 	ASLR bool `json:"aslr"`
 	// Inspect starts in inspect mode: stepping inside critical sections.
 	Inspect bool `json:"inspect"`
+	// Regions are ranges to step as one region (a seqlock reader of the
+	// user's own, JIT code), as `--declare`.
+	Regions []RegionArgument `json:"regions"`
+}
+
+// RegionArgument declares a region: start and end are addresses or
+// SYMBOL+OFFSET.
+type RegionArgument struct {
+	Start string `json:"start"`
+	End   string `json:"end"`
+	Name  string `json:"name"`
 }
 
 // AttachArguments are the attach request's arguments; processId may be a
 // number or a string (VS Code's ${command:pickProcess} yields a string).
 type AttachArguments struct {
-	ProcessID   json.RawMessage `json:"processId"`
-	StopOnEntry bool            `json:"stopOnEntry"`
-	VDSO        *bool           `json:"vdso"`
-	Inspect     bool            `json:"inspect"`
+	ProcessID   json.RawMessage  `json:"processId"`
+	StopOnEntry bool             `json:"stopOnEntry"`
+	VDSO        *bool            `json:"vdso"`
+	Regions     []RegionArgument `json:"regions"`
+	Inspect     bool             `json:"inspect"`
 }
 
 var errNoProgram = errors.New("no program: launch or attach first")
@@ -275,6 +290,7 @@ func (s *Server) onLaunch(r *dap.LaunchRequest) (dap.ResponseMessage, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.declare(ss, a.Regions)
 	if err := ss.startInspect(a.Inspect); err != nil {
 		return nil, err
 	}
@@ -343,12 +359,26 @@ func (s *Server) onAttach(r *dap.AttachRequest) (dap.ResponseMessage, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.declare(ss, a.Regions)
 	if err := ss.startInspect(a.Inspect); err != nil {
 		return nil, err
 	}
 	ss.entry = a.StopOnEntry
 	s.started(r, ss, "attach")
 	return nil, errLater
+}
+
+// declare declares the configuration's regions; one that cannot be is
+// said on the console and the session goes on.
+func (s *Server) declare(ss *session, list []RegionArgument) {
+	for _, a := range list {
+		d := sess.Declaration{Start: a.Start, End: a.End, Name: a.Name}
+		var err error
+		ss.do(func() { _, err = ss.rc.Declare(d) })
+		if err != nil {
+			s.sendOutput("console", fmt.Sprintf("rseqdbg: %v\n", err))
+		}
+	}
 }
 
 // start builds the engine and the session over a stopped process.
@@ -997,7 +1027,7 @@ func (s *Server) onRseqStats(r *RseqStatsRequest) (dap.ResponseMessage, error) {
 	return &RseqStatsResponse{Body: RseqStats{SingleSteps: st.SingleSteps, RegionRuns: st.RegionRuns, Commits: st.Commits,
 		Aborts: st.Aborts, OtherExits: st.ExitPoints, Interrupted: st.Interrupted, SignalsInRuns: st.SignalsInRuns,
 		Discovered: st.Discovered, StepsInside: st.StepsInside,
-		InspectedSteps: st.InspectedSteps, ForcedAborts: st.ForcedAborts}}, nil
+		CaughtInside: st.CaughtInside, InspectedSteps: st.InspectedSteps, ForcedAborts: st.ForcedAborts}}, nil
 }
 
 // startInspect applies the launch configuration's "inspect"; a target that

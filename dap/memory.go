@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-dap"
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/source"
+	"github.com/rseqdbg/rseqdbg/x86"
 )
 
 // maxMemoryRequest bounds readMemory and disassemble so a client's typo
@@ -58,7 +59,7 @@ func (ss *session) decodeFrom(addr, stop uint64, limit int) []insn {
 			pc++
 			continue
 		}
-		in, err := regions.Decode(buf[off:n], pc)
+		in, err := x86.Decode(buf[off:n], pc)
 		size := in.Len
 		bad := err != nil || size == 0
 		if bad {

@@ -77,6 +77,9 @@ func newSession(srv *Server, proc *ptrace.Process, eng *stepper.Engine, launched
 	ss.core, ss.dbg, ss.ev = ss.rc.Src, ss.rc.Info, ss.rc.Eval
 	ss.rc.Events = sess.Events{
 		Log: func(_ *sess.Breakpoint, text string) { ss.srv.sendOutput("console", text+"\n") },
+		Exec: func(path string) {
+			ss.srv.sendOutput("console", fmt.Sprintf("process %d is executing new program: %s\n", proc.Pid(), path))
+		},
 		ConditionError: func(b *sess.Breakpoint, err error) {
 			ss.srv.sendOutput("stderr", fmt.Sprintf("rseqdbg: breakpoint %d: condition: %v (stopping)\n", b.ID, err))
 		},

@@ -1,8 +1,12 @@
 package gdbproto
 
 import (
-	sess "github.com/rseqdbg/rseqdbg/session"
+	"fmt"
 	"strings"
+
+	"github.com/rseqdbg/rseqdbg/agentexpr"
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
+	sess "github.com/rseqdbg/rseqdbg/session"
 )
 
 // maxMemoryRead bounds one m or x reply: twice this in hex still fits the
@@ -13,12 +17,12 @@ const maxMemoryRead = packetSize/2 - 16
 func parseAddrLen(s string) (addr, length uint64, err error) {
 	a, l, ok := strings.Cut(s, ",")
 	if !ok {
-		return 0, 0, ErrSyntax
+		return 0, 0, wire.ErrSyntax
 	}
-	if addr, err = ParseHexUint64(a); err != nil {
+	if addr, err = wire.ParseHexUint64(a); err != nil {
 		return 0, 0, err
 	}
-	if length, err = ParseHexUint64(l); err != nil {
+	if length, err = wire.ParseHexUint64(l); err != nil {
 		return 0, 0, err
 	}
 	return addr, length, nil
@@ -51,7 +55,7 @@ func (s *session) memory(pkt string) [][]byte {
 			// Binary as is: the framing layer escapes it.
 			return [][]byte{buf[:n]}
 		}
-		return [][]byte{AppendHex(nil, buf[:n])}
+		return [][]byte{wire.AppendHex(nil, buf[:n])}
 	case 'M', 'X':
 		head, data, found := strings.Cut(pkt[1:], ":")
 		if !found {
@@ -63,7 +67,7 @@ func (s *session) memory(pkt string) [][]byte {
 		}
 		var b []byte
 		if pkt[0] == 'M' {
-			if b, err = DecodeHex(data); err != nil {
+			if b, err = wire.DecodeHex(data); err != nil {
 				return replyErr
 			}
 		} else {
@@ -96,22 +100,28 @@ func (s *session) breakpoint(pkt string) [][]byte {
 	if len(fields) != 3 || len(fields[0]) != 1 {
 		return replyErr
 	}
-	addr, err := ParseHexUint64(fields[1])
+	addr, err := wire.ParseHexUint64(fields[1])
 	if err != nil {
 		return replyErr
 	}
-	// Conditions and commands (";X...") are not advertised; ignore any.
-	kindStr, _, _ := strings.Cut(fields[2], ";")
-	kind, err := ParseHexUint64(kindStr)
+	kindStr, extra, _ := strings.Cut(fields[2], ";")
+	kind, err := wire.ParseHexUint64(kindStr)
+	if err != nil {
+		return replyErr
+	}
+	conds, err := agentConditions(extra)
 	if err != nil {
 		return replyErr
 	}
 	switch fields[0][0] {
 	case '0':
-		// gdb evaluates its own conditions and counts: the session
-		// holds plain breakpoints for it.
+		// gdb keeps its counts; its conditions come as bytecode
+		// (ConditionalBreakpoints) and are decided here, with no round
+		// trip per hit. A Z0 for an address gdb already has is its new
+		// condition list.
 		if insert {
-			bp, err := pr.rc.Set(sess.Spec{Kind: sess.AtAddr, Addr: addr}, sess.Options{})
+			pr.rc.DeleteAt(addr)
+			bp, err := pr.rc.Set(sess.Spec{Kind: sess.AtAddr, Addr: addr}, sess.Options{Agent: conds})
 			if err != nil {
 				return replyErr
 			}
@@ -145,4 +155,32 @@ func (s *session) breakpoint(pkt string) [][]byte {
 	}
 	// Z3 (read watchpoints): x86 cannot watch reads alone.
 	return replyEmpty
+}
+
+// agentConditions reads the ";X len,bytes" conditions gdb appends to a Z0
+// packet (commands, ";cmds:...", are not announced and not expected).
+func agentConditions(extra string) ([][]byte, error) {
+	var out [][]byte
+	for _, f := range strings.Split(extra, ";") {
+		if f == "" {
+			continue
+		}
+		if f[0] != 'X' {
+			return nil, fmt.Errorf("breakpoint option %q", f)
+		}
+		n, hexCode, ok := strings.Cut(f[1:], ",")
+		size, err := wire.ParseHexUint64(n)
+		if !ok || err != nil || size == 0 || size > 4096 || uint64(len(hexCode)) != 2*size {
+			return nil, fmt.Errorf("breakpoint condition %q", f)
+		}
+		code, err := wire.DecodeHex(hexCode)
+		if err != nil {
+			return nil, err
+		}
+		if err := agentexpr.Validate(code); err != nil {
+			return nil, err
+		}
+		out = append(out, code)
+	}
+	return out, nil
 }

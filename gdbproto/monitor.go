@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/regions"
+	sess "github.com/rseqdbg/rseqdbg/session"
 	"github.com/rseqdbg/rseqdbg/stepper"
 )
 
@@ -19,12 +21,19 @@ const monitorHelp = `rseqdbg monitor commands:
   monitor rseq vdso on|off  step vDSO functions as regions (on by default)
   monitor rseq inspect on|off  step inside critical sections without the kernel aborting them
   monitor rseq abort        abort the current thread's critical section as the kernel would
+  monitor rseq pin on|off   pin a stepped thread to its CPU until it is continued (off by default):
+                            no migration between its CPU read and its section
+  monitor rseq declare START END [NAME]
+                            step [START, END) as one region, as a vDSO function (a seqlock
+                            reader of your own, JIT code): addresses or SYMBOL+OFFSET
+  monitor rseq undeclare [NAME|START]
+                            remove declared regions (all without an argument)
   monitor rseq help         this text
 `
 
 // monitor answers qRcmd: the command's output as O packets, then OK.
 func (s *session) monitor(hexCmd string) [][]byte {
-	raw, err := DecodeHex(hexCmd)
+	raw, err := wire.DecodeHex(hexCmd)
 	if err != nil {
 		return replyErr
 	}
@@ -66,10 +75,53 @@ func (s *session) monitor(hexCmd string) [][]byte {
 		text = s.monitorInspect(fields[1] == "on")
 	case fields[0] == "abort" && len(fields) == 1:
 		text = s.monitorAbort()
+	case fields[0] == "pin" && len(fields) == 2 && (fields[1] == "on" || fields[1] == "off"):
+		pr := s.live()
+		if pr == nil {
+			text = "no process\n"
+			break
+		}
+		if err := pr.eng.SetPinSteps(fields[1] == "on"); err != nil {
+			text = fmt.Sprintf("rseqdbg: %v\n", err)
+			break
+		}
+		text = fmt.Sprintf("stepped threads pinned to their CPU: %s\n", fields[1])
+	case fields[0] == "declare" && (len(fields) == 3 || len(fields) == 4):
+		text = s.monitorDeclare(fields[1:])
+	case fields[0] == "undeclare" && len(fields) <= 2:
+		text = s.monitorUndeclare(strings.Join(fields[1:], ""))
 	default:
 		text = fmt.Sprintf("unknown rseq command %q\n%s", strings.Join(fields, " "), monitorHelp)
 	}
 	return append(consoleOutput(text), replyOK...)
+}
+
+func (s *session) monitorDeclare(args []string) string {
+	pr := s.live()
+	if pr == nil {
+		return "no process\n"
+	}
+	d := sess.Declaration{Start: args[0], End: args[1]}
+	if len(args) == 3 {
+		d.Name = args[2]
+	}
+	r, err := pr.rc.Declare(d)
+	if err != nil {
+		return fmt.Sprintf("rseqdbg: %v\n", err)
+	}
+	return fmt.Sprintf("declared region %s [%#x, %#x): stepping into it runs it whole\n", r.Name, r.Start, r.End)
+}
+
+func (s *session) monitorUndeclare(what string) string {
+	pr := s.live()
+	if pr == nil {
+		return "no process\n"
+	}
+	n, err := pr.rc.Undeclare(what)
+	if err != nil {
+		return fmt.Sprintf("rseqdbg: %v\n", err)
+	}
+	return fmt.Sprintf("%d declared region(s) removed\n", n)
 }
 
 func (s *session) monitorRegions() string {
@@ -125,7 +177,7 @@ func (s *session) monitorStatus() string {
 		}
 		area := pr.eng.RseqArea(t)
 		if !area.Known {
-			b.WriteString("; no rseq area registered" + rseqNote(pr.p, t) + "\n")
+			b.WriteString("; no rseq area registered" + pr.rseqNote(t) + "\n")
 			continue
 		}
 		fmt.Fprintf(&b, "; rseq area %#x size %d signature %#x", area.Addr, area.Size, area.Signature)
@@ -154,7 +206,9 @@ func (s *session) monitorStats() string {
 		"interrupted %d\nsignals during runs %d\ndiscovered at run time %d\nsteps inside a section %d\n"+
 		"inspected steps %d\nforced aborts %d\n",
 		st.SingleSteps, st.RegionRuns, st.Commits, st.Aborts, st.ExitPoints, st.Interrupted,
-		st.SignalsInRuns, st.Discovered, st.StepsInside, st.InspectedSteps, st.ForcedAborts)
+		st.SignalsInRuns, st.Discovered, st.StepsInside, st.InspectedSteps, st.ForcedAborts) +
+		fmt.Sprintf("breakpoint conditions decided here %d\n", pr.rc.AgentEvaluations) +
+		fmt.Sprintf("threads caught inside a section %d\n", st.CaughtInside)
 }
 
 func onOff(b bool) string {

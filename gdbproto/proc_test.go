@@ -158,7 +158,7 @@ func newTestServerWith(t testing.TB, wrap func(Process) Process) (*Server, *test
 	t.Helper()
 	prog := testProgram(t)
 	l := &testLauncher{prog: prog, wrap: wrap}
-	srv := NewServer(ServerConfig{Launcher: l, Program: &LaunchSpec{Path: prog.path}, FS: noFS{}})
+	srv := NewServer(ServerConfig{Launcher: l, Program: &LaunchSpec{Path: prog.path}, FS: noFS{}, DebugRegisters: ptrace.ProbeDebugRegisters})
 	srv.onPanic = func(v any) { t.Errorf("handler panicked: %v", v) }
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)

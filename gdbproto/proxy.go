@@ -9,8 +9,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/stepper"
-	"github.com/rseqdbg/rseqdbg/target"
 )
 
 // Proxy mode: the server's process is behind another stub (gdbserver,
@@ -29,38 +29,18 @@ type Upstream interface {
 	Launched() bool
 }
 
-// upstreamLibraries is implemented by an upstream that lists the dynamic
-// linker's objects itself (qXfer:libraries-svr4).
-type upstreamLibraries interface {
-	Libraries() ([]byte, error)
-}
-
-// stackPrefetcher is implemented by an upstream that can read the top of a
-// stopped thread's stack while the client reads the stop reply.
-type stackPrefetcher interface {
-	PrefetchStack(tid int)
-}
-
 // prefetch starts reading what the client will ask for after a stop.
 func (s *session) prefetch(st *stepper.Stop) {
 	if pr := s.srv.proc; pr != nil && st != nil && !pr.exited {
-		if p, ok := pr.p.(stackPrefetcher); ok {
-			p.PrefetchStack(st.Tid)
+		if pr.caps.prefetch != nil {
+			pr.caps.prefetch.PrefetchStack(st.Tid)
 		}
 	}
 }
 
-// rseqNoter explains, for `monitor rseq status`, how a target found a
-// thread's rseq area or why it found none.
-type rseqNoter interface {
-	RseqNote(tid int) string
-}
-
 func (s *session) upstream() Upstream {
 	if pr := s.srv.proc; pr != nil {
-		if u, ok := pr.p.(Upstream); ok {
-			return u
-		}
+		return pr.caps.upstream
 	}
 	return nil
 }
@@ -103,7 +83,7 @@ func refuseSpecialFile(pkt string) ([][]byte, bool) {
 		return nil, false
 	}
 	hexName, _, _ := strings.Cut(args, ",")
-	name, err := DecodeHex(hexName)
+	name, err := wire.DecodeHex(hexName)
 	if err != nil {
 		return nil, false
 	}
@@ -127,7 +107,7 @@ func forward(pkt string) bool {
 	case strings.HasPrefix(pkt, "vFile:"):
 		return true
 	case strings.HasPrefix(pkt, "qRcmd,"):
-		cmd, err := DecodeHex(pkt[len("qRcmd,"):])
+		cmd, err := wire.DecodeHex(pkt[len("qRcmd,"):])
 		if err != nil {
 			return false
 		}
@@ -156,7 +136,7 @@ func forwardWhenUnknown(pkt string) bool {
 func (s *session) forward(u Upstream, pkt string) [][]byte {
 	out, err := u.Forward([]byte(pkt))
 	if err != nil {
-		slog.Error("forwarding to the upstream", "packet", clip(pkt), "err", err)
+		slog.Error("forwarding to the upstream", "packet", wire.Clip(pkt), "err", err)
 		return replyErr
 	}
 	s.noteHWBreak(pkt, out)
@@ -182,7 +162,7 @@ func (s *session) noteHWBreak(pkt string, out [][]byte) {
 		return
 	}
 	f := strings.SplitN(pkt[3:], ",", 2)
-	addr, err := ParseHexUint64(f[0])
+	addr, err := wire.ParseHexUint64(f[0])
 	if err != nil {
 		return
 	}
@@ -200,9 +180,8 @@ func (s *session) upstreamHWBreak(addr uint64) bool { return s.hwBreaks[addr] > 
 
 // removeUpstreamZ removes the hardware breakpoints and watchpoints the
 // client had the upstream insert; on the target thread.
-func (s *session) removeUpstreamZ(p Process) {
-	u, ok := p.(Upstream)
-	if !ok {
+func (s *session) removeUpstreamZ(u Upstream) {
+	if u == nil {
 		return
 	}
 	for key := range s.upstreamZ {
@@ -220,7 +199,7 @@ func (s *session) proxyLifecycle(pkt string) ([][]byte, bool) {
 		return nil, false
 	}
 	if strings.HasPrefix(pkt, "vRun;") || strings.HasPrefix(pkt, "vAttach;") {
-		slog.Error("a proxy serves the upstream's process only", "packet", clip(pkt))
+		slog.Error("a proxy serves the upstream's process only", "packet", wire.Clip(pkt))
 		return replyErr, true
 	}
 	return nil, false
@@ -233,8 +212,8 @@ func (s *session) upstreamLibrariesDoc() ([]byte, bool) {
 	if pr == nil {
 		return nil, false
 	}
-	u, ok := pr.p.(upstreamLibraries)
-	if !ok {
+	u := pr.caps.libraries
+	if u == nil {
 		return nil, false
 	}
 	doc, err := u.Libraries()
@@ -263,13 +242,6 @@ func withLmid(doc []byte) []byte {
 		out = append(bytes.TrimRight(out, " \t\n"), ` lmid="0x0"`...)
 		return append(out, el[end:]...)
 	})
-}
-
-// consoleTee is implemented by an upstream whose console output (O
-// packets) can be copied: while a resumption runs, it also goes to the
-// client, which shows it as the program's output.
-type consoleTee interface {
-	TeeConsole(f func(text string)) (restore func())
 }
 
 // extraLibraries are <library> elements the server adds to a library list
@@ -309,18 +281,11 @@ func insertLibraries(doc []byte, libs []string) []byte {
 }
 
 // rseqNote is the target's explanation for a thread without an rseq area.
-func rseqNote(p Process, tid int) string {
-	if n, ok := p.(rseqNoter); ok {
+func (pr *process) rseqNote(tid int) string {
+	if n := pr.caps.rseqNote; n != nil {
 		if note := n.RseqNote(tid); note != "" {
 			return fmt.Sprintf(" (%s)", note)
 		}
 	}
 	return ""
-}
-
-// stopRegs returns a thread's registers for a stop reply or a thread
-// listing, which need the PC, stack and frame pointers only.
-func stopRegs(p Process, tid int) (target.Regs, error) {
-	r, _, err := target.QuickRegs(p, tid)
-	return r, err
 }

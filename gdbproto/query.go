@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"golang.org/x/sys/cpu"
 )
@@ -51,7 +52,7 @@ func (s *session) query(pkt string) [][]byte {
 		host, _ := os.Hostname()
 		return one(fmt.Sprintf("triple:%s;ptrsize:8;endian:little;ostype:linux;vendor:pc;"+
 			"watchpoint_exceptions_received:after;hostname:%s;",
-			AppendHex(nil, []byte(triple)), AppendHex(nil, []byte(host))))
+			wire.AppendHex(nil, []byte(triple)), wire.AppendHex(nil, []byte(host))))
 	case pkt == "qProcessInfo":
 		s.lldb = true
 		pr := s.live()
@@ -61,7 +62,7 @@ func (s *session) query(pkt string) [][]byte {
 		return one(fmt.Sprintf("pid:%x;parent-pid:%x;real-uid:%x;real-gid:%x;effective-uid:%x;effective-gid:%x;"+
 			"triple:%s;ostype:linux;endian:little;ptrsize:8;",
 			pr.p.Pid(), os.Getpid(), os.Getuid(), os.Getgid(), os.Geteuid(), os.Getegid(),
-			AppendHex(nil, []byte(triple))))
+			wire.AppendHex(nil, []byte(triple))))
 	case strings.HasPrefix(pkt, "qRegisterInfo"):
 		n, err := parseHexInt(pkt[len("qRegisterInfo"):], 1<<16)
 		if err != nil {
@@ -71,7 +72,7 @@ func (s *session) query(pkt string) [][]byte {
 		if pr := s.live(); pr != nil {
 			avx = pr.hasAVX()
 		}
-		return one(RegisterInfoReply(n, avx))
+		return one(wire.RegisterInfoReply(n, avx))
 	case strings.HasPrefix(pkt, "qMemoryRegionInfo"):
 		return s.memoryRegionInfo(strings.TrimPrefix(pkt[len("qMemoryRegionInfo"):], ":"))
 	case strings.HasPrefix(pkt, "qThreadStopInfo"):
@@ -95,6 +96,8 @@ func (s *session) supported(pkt string) [][]byte {
 			s.swbreak = true
 		case "hwbreak+":
 			s.hwbreak = true
+		case "exec-events+":
+			s.execEvents = true
 		}
 		// lldb lists the architectures it can describe; gdb only i386.
 		if strings.HasPrefix(f, "xmlRegisters=") && strings.Contains(f, "arm") {
@@ -108,6 +111,7 @@ func (s *session) supported(pkt string) [][]byte {
 		"QEnvironmentReset+", "QEnvironmentUnset+", "QSetWorkingDir+",
 		"qXfer:features:read+", "qXfer:auxv:read+", "qXfer:libraries-svr4:read+",
 		"qXfer:exec-file:read+", "qXfer:threads:read+", "vContSupported+",
+		"ConditionalBreakpoints+",
 	}
 	if s.srv.withoutTargetXML {
 		list = slices.DeleteFunc(list, func(f string) bool { return f == "qXfer:features:read+" })
@@ -115,7 +119,7 @@ func (s *session) supported(pkt string) [][]byte {
 	for _, f := range []struct {
 		on   bool
 		name string
-	}{{s.multiprocess, "multiprocess+"}, {s.swbreak, "swbreak+"}, {s.hwbreak, "hwbreak+"}} {
+	}{{s.multiprocess, "multiprocess+"}, {s.swbreak, "swbreak+"}, {s.hwbreak, "hwbreak+"}, {s.execEvents, "exec-events+"}} {
 		if f.on {
 			list = append(list, f.name)
 		}
@@ -158,7 +162,7 @@ func (s *session) set(pkt string) [][]byte {
 		s.keepASLR = arg == "0"
 		return replyOK
 	case "QEnvironmentHexEncoded":
-		kv, err := DecodeHex(arg)
+		kv, err := wire.DecodeHex(arg)
 		if err != nil {
 			return replyErr
 		}
@@ -167,7 +171,7 @@ func (s *session) set(pkt string) [][]byte {
 		s.env = append(s.env, string(kv))
 		return replyOK
 	case "QEnvironmentUnset":
-		k, err := DecodeHex(arg)
+		k, err := wire.DecodeHex(arg)
 		if err != nil {
 			return replyErr
 		}
@@ -177,7 +181,7 @@ func (s *session) set(pkt string) [][]byte {
 		s.env = nil
 		return replyOK
 	case "QSetWorkingDir":
-		d, err := DecodeHex(arg)
+		d, err := wire.DecodeHex(arg)
 		if err != nil {
 			return replyErr
 		}
@@ -239,7 +243,7 @@ func (s *session) memoryRegionInfo(arg string) [][]byte {
 	if pr == nil {
 		return replyErr
 	}
-	addr, err := ParseHexUint64(arg)
+	addr, err := wire.ParseHexUint64(arg)
 	if err != nil {
 		return replyErr
 	}
@@ -258,7 +262,7 @@ func (s *session) memoryRegionInfo(arg string) [][]byte {
 			}
 			out := fmt.Sprintf("start:%x;size:%x;permissions:%s;", m.Start, m.End-m.Start, perms)
 			if m.Path != "" {
-				out += fmt.Sprintf("name:%s;", AppendHex(nil, []byte(m.Path)))
+				out += fmt.Sprintf("name:%s;", wire.AppendHex(nil, []byte(m.Path)))
 			}
 			return one(out)
 		}

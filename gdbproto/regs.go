@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"strings"
 
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/target"
 )
 
@@ -39,121 +40,30 @@ func gpr(r *target.Regs, regnum int) *uint64 {
 	return nil
 }
 
-// fpSlice locates a floating-point or vector register in the XSAVE area x.
-// Registers gdb numbers differently from the hardware (the tag word, fop)
-// are handled by the callers.
-func fpSlice(x []byte, regnum int) (off, size int, ok bool) {
-	off, size, ok = fpSlot(regnum)
-	return off, size, ok && off+size <= len(x)
-}
-
-func fpSlot(regnum int) (off, size int, ok bool) {
-	switch {
-	case regnum >= 24 && regnum < 32:
-		off, size = target.FxST+16*(regnum-24), 10
-	case regnum == 32:
-		off, size = target.FxFCW, 2
-	case regnum == 33:
-		off, size = target.FxFSW, 2
-	case regnum == 35:
-		off, size = target.FxFCS, 2
-	case regnum == 36:
-		off, size = target.FxFIP, 4
-	case regnum == 37:
-		off, size = target.FxFDS, 2
-	case regnum == 38:
-		off, size = target.FxFDP, 4
-	case regnum == 39:
-		off, size = target.FxFOP, 2
-	case regnum >= 40 && regnum < 56:
-		off, size = target.FxXMM+16*(regnum-40), 16
-	case regnum == 56:
-		off, size = target.FxMXCSR, 4
-	case regnum >= 60 && regnum < 76:
-		off, size = target.XsaveYMMH+16*(regnum-60), 16
-	default:
-		return 0, 0, false
-	}
-	return off, size, true
-}
-
-// XsaveSlot locates the register gdb calls name (st0, fctrl, xmm3, ymm3h,
-// mxcsr, ...) in the XSAVE area, for targets that get registers by name.
-// The tag word (ftag) has no slot: FXSAVE keeps an abridged form.
-func XsaveSlot(name string) (off, size int, ok bool) {
-	for _, r := range Registers(true) {
-		if r.Name == name {
-			return fpSlot(r.Regnum)
-		}
-	}
-	return 0, 0, false
-}
-
-// fullTag expands FXSAVE's abridged tag byte into the x87 tag word gdb
-// shows: per physical register, valid, zero, special or empty, judged from
-// the register's contents as the FSAVE instruction would.
-func fullTag(x []byte) uint16 {
-	abridged := x[target.FxFTW]
-	top := int(binary.LittleEndian.Uint16(x[target.FxFSW:])>>11) & 7
-	var tag uint16
-	for phys := 0; phys < 8; phys++ {
-		t := uint16(3) // empty
-		if abridged&(1<<phys) != 0 {
-			st := (phys - top) & 7
-			raw := x[target.FxST+16*st : target.FxST+16*st+10]
-			exp := binary.LittleEndian.Uint16(raw[8:]) & 0x7fff
-			mant := binary.LittleEndian.Uint64(raw[:8])
-			integer := mant>>63 != 0
-			fraction := mant &^ (1 << 63)
-			switch {
-			case exp == 0x7fff:
-				t = 2
-			case exp == 0 && fraction == 0 && !integer:
-				t = 1
-			case exp == 0:
-				t = 2
-			case integer:
-				t = 0
-			default:
-				t = 2
-			}
-		}
-		tag |= t << (2 * phys)
-	}
-	return tag
-}
-
-// registerGaps is implemented by a target that cannot read some registers
-// (lldb-server describes no fs_base): they are sent as unavailable rather
-// than as zero.
-type registerGaps interface {
-	Lacks(name string) bool
-}
-
 // appendReg appends one register in g-packet encoding.
-func appendReg(dst []byte, r *target.Regs, x []byte, ri RegInfo) []byte {
+func appendReg(dst []byte, r *target.Regs, x []byte, ri wire.RegInfo) []byte {
 	if p := gpr(r, ri.Regnum); p != nil {
-		return AppendUint64LE(dst, *p, ri.Size)
+		return wire.AppendUint64LE(dst, *p, ri.Size)
 	}
 	if ri.Regnum == 34 && len(x) >= 512 {
-		return AppendUint64LE(dst, uint64(fullTag(x)), ri.Size)
+		return wire.AppendUint64LE(dst, uint64(wire.X87TagWord(x)), ri.Size)
 	}
-	off, size, ok := fpSlice(x, ri.Regnum)
+	off, size, ok := wire.FPSlice(x, ri.Regnum)
 	if !ok {
-		return AppendUnavailable(dst, ri.Size)
+		return wire.AppendUnavailable(dst, ri.Size)
 	}
 	var buf [16]byte
 	copy(buf[:], x[off:off+size])
 	if ri.Regnum == 39 {
 		buf[1] &= 0x7
 	}
-	return AppendHex(dst, buf[:ri.Size])
+	return wire.AppendHex(dst, buf[:ri.Size])
 }
 
 // setReg stores a register value (ri.Size bytes, target order). It
 // reports whether the XSAVE area changed, and marks the state component as
 // present so the kernel does not ignore the write.
-func setReg(r *target.Regs, x []byte, ri RegInfo, val []byte) (fpChanged, ok bool) {
+func setReg(r *target.Regs, x []byte, ri wire.RegInfo, val []byte) (fpChanged, ok bool) {
 	if len(val) < ri.Size {
 		return false, false
 	}
@@ -178,7 +88,7 @@ func setReg(r *target.Regs, x []byte, ri RegInfo, val []byte) (fpChanged, ok boo
 		}
 		x[target.FxFTW] = abridged
 	default:
-		off, size, ok := fpSlice(x, ri.Regnum)
+		off, size, ok := wire.FPSlice(x, ri.Regnum)
 		if !ok {
 			return false, false
 		}
@@ -216,11 +126,11 @@ func (s *session) registers(pkt string) [][]byte {
 		return replyErr
 	}
 	x, _ := t.FPRegs(tid)
-	list := registers(pr.hasAVX())
-	lacking, _ := t.(registerGaps)
-	value := func(dst []byte, ri RegInfo) []byte {
+	list := wire.Registers(pr.hasAVX())
+	lacking := pr.caps.gaps
+	value := func(dst []byte, ri wire.RegInfo) []byte {
 		if lacking != nil && lacking.Lacks(ri.Name) {
-			return AppendUnavailable(dst, ri.Size)
+			return wire.AppendUnavailable(dst, ri.Size)
 		}
 		return appendReg(dst, &regs, x, ri)
 	}
@@ -229,7 +139,7 @@ func (s *session) registers(pkt string) [][]byte {
 		if len(body) != 1 {
 			return replyErr
 		}
-		out := make([]byte, 0, 2*RegisterFileSize(pr.hasAVX()))
+		out := make([]byte, 0, 2*wire.RegisterFileSize(pr.hasAVX()))
 		for _, ri := range list {
 			out = value(out, ri)
 		}
@@ -251,7 +161,7 @@ func (s *session) registers(pkt string) [][]byte {
 			if strings.ContainsRune(field, 'x') {
 				continue // unavailable: leave it
 			}
-			val, err := DecodeHex(field)
+			val, err := wire.DecodeHex(field)
 			if err != nil {
 				return replyErr
 			}
@@ -268,7 +178,7 @@ func (s *session) registers(pkt string) [][]byte {
 		if err != nil || n >= len(list) {
 			return replyErr
 		}
-		val, err := DecodeHex(valStr)
+		val, err := wire.DecodeHex(valStr)
 		if err != nil {
 			return replyErr
 		}
@@ -296,12 +206,12 @@ func (s *session) writeRegs(tid int, regs target.Regs, x []byte, fpChanged bool)
 
 // expedite returns the registers a stop reply carries so the client needs
 // no g packet to find the frame: rbp, rsp and rip.
-func expedite(r *target.Regs) []StopPair {
-	var pairs []StopPair
+func expedite(r *target.Regs) []wire.StopPair {
+	var pairs []wire.StopPair
 	for _, n := range []int{6, 7, 16} {
-		pairs = append(pairs, StopPair{
-			Key:   string(AppendHex(nil, []byte{byte(n)})),
-			Value: string(AppendUint64LE(nil, *gpr(r, n), 8)),
+		pairs = append(pairs, wire.StopPair{
+			Key:   string(wire.AppendHex(nil, []byte{byte(n)})),
+			Value: string(wire.AppendUint64LE(nil, *gpr(r, n), 8)),
 		})
 	}
 	return pairs

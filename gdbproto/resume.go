@@ -3,13 +3,14 @@ package gdbproto
 import (
 	"errors"
 	"fmt"
-	sess "github.com/rseqdbg/rseqdbg/session"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/regions"
+	sess "github.com/rseqdbg/rseqdbg/session"
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/target"
 	"golang.org/x/sys/unix"
@@ -35,7 +36,7 @@ func (s *session) vCont(pkt string) [][]byte {
 	if pr == nil {
 		return replyErr
 	}
-	acts, err := ParseVCont(pkt)
+	acts, err := wire.ParseVCont(pkt)
 	if err != nil {
 		return replyErr
 	}
@@ -60,7 +61,7 @@ func (s *session) vCont(pkt string) [][]byte {
 	return s.resume(per, threads)
 }
 
-func (s *session) matches(id ThreadID, pid, tid int) bool {
+func (s *session) matches(id wire.ThreadID, pid, tid int) bool {
 	if id.Pid > 0 && id.Pid != int64(pid) {
 		return false
 	}
@@ -89,7 +90,7 @@ func (s *session) legacyResume(pkt string) [][]byte {
 		sig, arg = s.hostSignal(v), rest
 	}
 	if arg != "" {
-		addr, err := ParseHexUint64(arg)
+		addr, err := wire.ParseHexUint64(arg)
 		if err != nil {
 			return replyErr
 		}
@@ -197,7 +198,7 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 // the client; the others run on.
 func (s *session) runStop(run func() (*sess.Stop, error)) [][]byte {
 	pr := s.srv.proc
-	if r, ok := pr.p.(consoleTee); ok && s.w != nil {
+	if r := pr.caps.console; r != nil && s.w != nil {
 		// The client waits for a stop reply: console packets may come
 		// before it, and gdb and lldb print them as the program's output.
 		restore := r.TeeConsole(func(text string) {
@@ -210,7 +211,7 @@ func (s *session) runStop(run func() (*sess.Stop, error)) [][]byte {
 		})
 		defer restore()
 	}
-	stopWatching := s.watchClient(pr.p)
+	stopWatching := s.watchClient(pr)
 	// The shared resume loop: a thread exiting on its own is no stop.
 	rs, err := run()
 	stopWatching()
@@ -245,22 +246,13 @@ func (s *session) runStop(run func() (*sess.Stop, error)) [][]byte {
 // most this long; it waits in the socket meanwhile, so none is lost.
 const watchDelay = 2 * time.Millisecond
 
-// clientWatcher is implemented by a target whose waits can watch the
-// client's descriptor too (target/remote, which waits for its stub in
-// ppoll): the client is then read on the waiting thread when it sends
-// something, and no goroutine or timer is needed per resumption.
-type clientWatcher interface {
-	// WatchClient calls onReady, on the thread waiting for the target,
-	// whenever fd is readable, until the returned restore is called.
-	WatchClient(fd int, onReady func()) (restore func())
-}
-
 // watchClient forwards interrupts to the running target until the
 // returned function is called. It keeps interrupting every so often once
 // asked, because the engine may be between two resumptions of the target
 // when the first request arrives. A client that hangs up interrupts the
 // target too, so the session can end.
-func (s *session) watchClient(t target.Target) func() {
+func (s *session) watchClient(pr *process) func() {
+	t := pr.p
 	if s.w == nil {
 		return func() {}
 	}
@@ -300,7 +292,7 @@ func (s *session) watchClient(t target.Target) func() {
 		}
 	}
 	gone := func(err error) {
-		if errors.Is(err, ErrQueueFull) {
+		if errors.Is(err, wire.ErrQueueFull) {
 			// Not gone: it sent more than it may while the target runs,
 			// and is no longer read until the stop.
 			slog.Warn("the client sends packets while the target runs; not reading it until the target stops")
@@ -310,7 +302,7 @@ func (s *session) watchClient(t target.Target) func() {
 		s.lost.Store(true)
 		kick()
 	}
-	if cw, ok := t.(clientWatcher); ok && s.w.Fd() >= 0 {
+	if cw := pr.caps.watcher; cw != nil && s.w.Fd() >= 0 {
 		if err := s.w.Drain(false, kick); err != nil { // what is buffered: a poll does not see it
 			gone(err)
 			return stopKicking
@@ -397,7 +389,7 @@ func consoleOutput(text string) [][]byte {
 	var out [][]byte
 	for len(text) > 0 {
 		n := min(len(text), 2048)
-		out = append(out, AppendHex([]byte{'O'}, []byte(text[:n])))
+		out = append(out, wire.AppendHex([]byte{'O'}, []byte(text[:n])))
 		text = text[n:]
 	}
 	return out
@@ -419,12 +411,12 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 	}
 	sig := int(unix.SIGTRAP)
 	reason := "trace"
-	var pairs []StopPair
+	var pairs []wire.StopPair
 	switch st.Kind {
 	case stepper.StopBreakpoint:
 		reason = "breakpoint"
 		if s.swbreak {
-			pairs = append(pairs, StopPair{Key: "swbreak"})
+			pairs = append(pairs, wire.StopPair{Key: "swbreak"})
 		}
 	case stepper.StopWatch:
 		reason = "watchpoint"
@@ -433,15 +425,23 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 		case w != nil && w.typ == '1', w == nil && s.upstreamHWBreak(st.WatchAddr):
 			reason = "breakpoint"
 			if s.hwbreak {
-				pairs = append(pairs, StopPair{Key: "hwbreak"})
+				pairs = append(pairs, wire.StopPair{Key: "hwbreak"})
 			}
 		case w != nil && w.typ == '4':
-			pairs = append(pairs, StopPair{Key: "awatch", Value: fmt.Sprintf("%x", st.WatchAddr)})
+			pairs = append(pairs, wire.StopPair{Key: "awatch", Value: fmt.Sprintf("%x", st.WatchAddr)})
 		default:
-			pairs = append(pairs, StopPair{Key: "watch", Value: fmt.Sprintf("%x", st.WatchAddr)})
+			pairs = append(pairs, wire.StopPair{Key: "watch", Value: fmt.Sprintf("%x", st.WatchAddr)})
 		}
 	case stepper.StopSignal:
 		sig, reason = st.Sig, "signal"
+	case stepper.StopExec:
+		// The old image and every breakpoint in it are gone: a client
+		// that takes exec events reloads the program and inserts its
+		// breakpoints again, as with gdbserver.
+		reason = "exec"
+		if s.execEvents {
+			pairs = append(pairs, wire.StopPair{Key: "exec", Value: string(wire.AppendHex(nil, []byte(pr.p.ExecPath())))})
+		}
 	case stepper.StopInterrupt:
 		// gdb expects the SIGINT its ^C stands for, lldb the SIGSTOP
 		// lldb-server reports.
@@ -451,27 +451,27 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 		}
 	}
 	tid := st.Tid
-	if r, err := stopRegs(pr.p, tid); err == nil {
+	if r, _, err := target.QuickRegs(pr.p, tid); err == nil {
 		pairs = append(pairs, expedite(&r)...)
 	}
-	pairs = append(pairs, StopPair{Key: "thread", Value: s.threadIDString(pr.p.Pid(), tid)})
+	pairs = append(pairs, wire.StopPair{Key: "thread", Value: s.threadIDString(pr.p.Pid(), tid)})
 	if s.lldb {
-		pairs = append(pairs, StopPair{Key: "reason", Value: reason})
+		pairs = append(pairs, wire.StopPair{Key: "reason", Value: reason})
 	}
 	if s.listThreads {
 		var ids, pcs []string
 		for _, t := range pr.p.Threads() {
 			ids = append(ids, fmt.Sprintf("%x", t))
 			pc := uint64(0)
-			if r, err := stopRegs(pr.p, t); err == nil {
+			if r, _, err := target.QuickRegs(pr.p, t); err == nil {
 				pc = r.Rip
 			}
 			pcs = append(pcs, fmt.Sprintf("%x", pc))
 		}
-		pairs = append(pairs, StopPair{Key: "threads", Value: strings.Join(ids, ",")},
-			StopPair{Key: "thread-pcs", Value: strings.Join(pcs, ",")})
+		pairs = append(pairs, wire.StopPair{Key: "threads", Value: strings.Join(ids, ",")},
+			wire.StopPair{Key: "thread-pcs", Value: strings.Join(pcs, ",")})
 	}
-	b, err := AppendStopReply(nil, s.wireSignal(sig), pairs...)
+	b, err := wire.AppendStopReply(nil, s.wireSignal(sig), pairs...)
 	if err != nil {
 		return []byte(fmt.Sprintf("T%02xthread:%s;", s.wireSignal(sig), s.threadIDString(pr.p.Pid(), tid)))
 	}
@@ -499,7 +499,7 @@ func (s *session) threadStopInfo(arg string) [][]byte {
 	if !alive {
 		return replyErr
 	}
-	b, _ := AppendStopReply(nil, 0, StopPair{Key: "thread", Value: s.threadIDString(pr.p.Pid(), tid)})
+	b, _ := wire.AppendStopReply(nil, 0, wire.StopPair{Key: "thread", Value: s.threadIDString(pr.p.Pid(), tid)})
 	return [][]byte{b}
 }
 

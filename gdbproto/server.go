@@ -3,7 +3,6 @@ package gdbproto
 import (
 	"errors"
 	"fmt"
-	sess "github.com/rseqdbg/rseqdbg/session"
 	"io"
 	"log/slog"
 	"net"
@@ -13,9 +12,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
+	sess "github.com/rseqdbg/rseqdbg/session"
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/target"
+	"github.com/rseqdbg/rseqdbg/unwind"
 	"golang.org/x/sys/unix"
 )
 
@@ -116,11 +119,18 @@ type ServerConfig struct {
 	Multi bool
 	// Engine tunes the stepping core of each process.
 	Engine stepper.Options
+	// DebugRegisters probes whether hardware debug registers trigger on
+	// this machine (ptrace.ProbeDebugRegisters), once, before the first
+	// hardware breakpoint or watchpoint; nil: assume they do.
+	DebugRegisters func(exe string) bool
 	// FS serves vFile packets; nil means the host's files.
 	FS FileSystem
 	// Notices receives gdbserver-style lines ("Process ... created") for
 	// the person who started the server; nil discards them.
 	Notices io.Writer
+	// Declare are regions declared in every process the server debugs
+	// (--declare).
+	Declare []sess.Declaration
 }
 
 // Server is a GDB remote protocol server over the stepping core, for gdb
@@ -157,8 +167,44 @@ type process struct {
 	rc  *sess.Session
 	hw  hwState
 	avx *bool
-	// synth is the debug object of its code without CFI (synthcfi.go).
-	synth *synthCFI
+	// synth is the debug object of its code without CFI (unwind.SynthCFI; cfi.go serves it).
+	synth *unwind.SynthCFI
+	// caps are p's optional capabilities, checked once.
+	caps caps
+	// names caches the threads' names (their comm) for the threads
+	// document gdb reads after every stop; namesGen is the engine's
+	// SyscallGeneration they were read at (only a system call renames),
+	// namesAt when.
+	names    map[int]string
+	namesGen uint64
+	namesAt  time.Time
+}
+
+// caps are the optional capabilities of a process's target (those of
+// target/remote's Target, for the proxy), checked once when the server
+// takes the process. Their implementations assert them at compile time
+// (target/remote, cmd/rseqdbg for Upstream), so a renamed method fails
+// the build rather than turning a feature off.
+type caps struct {
+	upstream  Upstream
+	libraries target.LibraryLister
+	prefetch  target.StackPrefetcher
+	rseqNote  target.RseqNoter
+	console   target.ConsoleTee
+	watcher   target.ClientWatcher
+	gaps      target.RegisterGaps
+}
+
+func capsOf(p Process) caps {
+	var c caps
+	c.upstream, _ = p.(Upstream)
+	c.libraries, _ = p.(target.LibraryLister)
+	c.prefetch, _ = p.(target.StackPrefetcher)
+	c.rseqNote, _ = p.(target.RseqNoter)
+	c.console, _ = p.(target.ConsoleTee)
+	c.watcher, _ = p.(target.ClientWatcher)
+	c.gaps, _ = p.(target.RegisterGaps)
+	return c
 }
 
 // NewServer returns a server; call Start, then Serve or ServeConn.
@@ -225,8 +271,15 @@ func (srv *Server) newProcess(p Process, launched bool, pol stepper.SignalPolicy
 	}
 	// gdbserver reports the first stop as SIGTRAP, attach included: gdb
 	// would otherwise pass the attach SIGSTOP on to the program.
-	srv.proc = &process{p: p, eng: eng, launched: launched, rc: sess.NewBare(eng),
+	srv.proc = &process{p: p, eng: eng, launched: launched, rc: sess.NewBare(eng), caps: capsOf(p),
 		last: &stepper.Stop{Kind: stepper.StopSignal, Tid: p.Pid(), Sig: int(unix.SIGTRAP)}}
+	for _, d := range srv.cfg.Declare {
+		var err error
+		eng.Do(func() { _, err = srv.proc.rc.Declare(d) })
+		if err != nil {
+			fmt.Fprintf(srv.cfg.Notices, "rseqdbg: %v\n", err)
+		}
+	}
 	return nil
 }
 
@@ -262,7 +315,7 @@ func (srv *Server) release(kill bool) error {
 		return nil
 	}
 	srv.proc = nil
-	pr.synth.close()
+	pr.synth.Close()
 	var err error
 	gone := false
 	pr.p.Do(func() {
@@ -293,7 +346,7 @@ func (srv *Server) release(kill bool) error {
 func (srv *Server) dropExited() {
 	if pr := srv.proc; pr != nil && pr.exited {
 		srv.proc = nil
-		pr.synth.close()
+		pr.synth.Close()
 		pr.p.Close()
 	}
 }
@@ -407,7 +460,7 @@ func (srv *Server) ServeConn(rw io.ReadWriteCloser) error {
 	}
 	if nc, ok := rw.(net.Conn); ok {
 		// Read and written on the serving goroutine, outside the poller.
-		if f, err := FDConnOf(nc); err == nil {
+		if f, err := wire.FDConnOf(nc); err == nil {
 			rw = f
 		} else {
 			slog.Debug("serving through the network poller", "err", err)
@@ -416,7 +469,7 @@ func (srv *Server) ServeConn(rw io.ReadWriteCloser) error {
 	srv.conn = rw
 	srv.served++
 	srv.mu.Unlock()
-	conn := NewConn(rw, maxIncoming)
+	conn := wire.NewConn(rw, maxIncoming)
 	s := newSession(srv, conn)
 	err := s.loop(conn)
 	conn.Close()
@@ -424,7 +477,7 @@ func (srv *Server) ServeConn(rw io.ReadWriteCloser) error {
 	srv.conn = nil
 	srv.mu.Unlock()
 	s.end()
-	if errors.Is(err, io.EOF) || errors.Is(err, ErrClosed) {
+	if errors.Is(err, io.EOF) || errors.Is(err, wire.ErrClosed) {
 		err = nil
 	}
 	return err
@@ -442,13 +495,16 @@ const maxIncoming = 2*packetSize + 64
 // session is one client's connection state.
 type session struct {
 	srv *Server
-	w   *Conn // nil in tests that call handlers directly
+	w   *wire.Conn // nil in tests that call handlers directly
 
 	multiprocess, swbreak, hwbreak bool
-	lldb, extended                 bool
-	listThreads                    bool
-	noAckNext, quit                bool
-	lost                           atomic.Bool
+	// execEvents: the client takes exec:PATH in a stop reply, reloads
+	// the program and sets its breakpoints again.
+	execEvents      bool
+	lldb, extended  bool
+	listThreads     bool
+	noAckNext, quit bool
+	lost            atomic.Bool
 
 	gThread, cThread int
 	policy           stepper.SignalPolicy
@@ -474,13 +530,13 @@ type session struct {
 	upstreamZ map[string]int
 }
 
-func newSession(srv *Server, w *Conn) *session {
+func newSession(srv *Server, w *wire.Conn) *session {
 	return &session{srv: srv, w: w, policy: stepper.DefaultSignalPolicy(), files: map[int]File{},
 		nextFD: 3, docs: map[string]xferDoc{}}
 }
 
 // loop reads packets and answers them until the client goes away.
-func (s *session) loop(c *Conn) error {
+func (s *session) loop(c *wire.Conn) error {
 	var next []byte // read on the tracer thread, to be answered here
 	for {
 		pkt := next
@@ -510,27 +566,27 @@ func (s *session) loop(c *Conn) error {
 
 // read returns the next packet; nil with no error when a damaged one was
 // answered with an error and reading goes on.
-func (s *session) read(c *Conn) ([]byte, error) {
+func (s *session) read(c *wire.Conn) ([]byte, error) {
 	pkt, err := c.ReadPacket()
 	return s.received(c, pkt, err)
 }
 
-func (s *session) received(c *Conn, pkt []byte, err error) ([]byte, error) {
+func (s *session) received(c *wire.Conn, pkt []byte, err error) ([]byte, error) {
 	if err != nil {
-		if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrBadChecksum) {
+		if errors.Is(err, wire.ErrTooLarge) || errors.Is(err, wire.ErrBadChecksum) {
 			slog.Debug("bad packet", "err", err)
 			return nil, c.WritePacket([]byte("E01"))
 		}
 		return nil, err
 	}
-	slog.Debug("<-", "packet", clip(string(pkt)))
+	slog.Debug("<-", "packet", wire.Clip(string(pkt)))
 	return pkt, nil
 }
 
 // reply sends the answer to one packet.
-func (s *session) reply(c *Conn, out [][]byte) error {
+func (s *session) reply(c *wire.Conn, out [][]byte) error {
 	for _, o := range out {
-		slog.Debug("->", "packet", clip(string(o)))
+		slog.Debug("->", "packet", wire.Clip(string(o)))
 		if err := c.WritePacket(o); err != nil {
 			return err
 		}
@@ -551,7 +607,7 @@ func (s *session) reply(c *Conn, out [][]byte) error {
 // exits or the session ends. One Do for a run of packets rather than one
 // per packet: each Do is two hand-offs between OS threads, and gdb sends
 // eight packets per stepi, which made a stepi twice as slow as gdbserver's.
-func (s *session) serveOnThread(c *Conn, pr *process, pkt []byte) (next []byte, err error) {
+func (s *session) serveOnThread(c *wire.Conn, pr *process, pkt []byte) (next []byte, err error) {
 	pr.p.Do(func() {
 		for {
 			if err = s.reply(c, s.handleGuarded(string(pkt))); err != nil {
@@ -608,7 +664,7 @@ func (s *session) end() {
 				// Affinity and signal masks go back as the client leaves.
 				pr.rc.EndInspections()
 				pr.clearAll()
-				s.removeUpstreamZ(pr.p)
+				s.removeUpstreamZ(pr.caps.upstream)
 			}
 		})
 		return
@@ -638,7 +694,7 @@ func (srv *Server) panicked(v any) {
 func (s *session) dispatch(pkt []byte) (out [][]byte) {
 	defer func() {
 		if r := recover(); r != nil {
-			slog.Error("packet handler panicked", "packet", clip(string(pkt)), "panic", r, "stack", string(debug.Stack()))
+			slog.Error("packet handler panicked", "packet", wire.Clip(string(pkt)), "panic", r, "stack", string(debug.Stack()))
 			s.srv.panicked(r)
 			out = replyErr
 		}
@@ -664,7 +720,7 @@ func (s *session) dispatch(pkt []byte) (out [][]byte) {
 func (s *session) handleGuarded(pkt string) (out [][]byte) {
 	defer func() {
 		if r := recover(); r != nil {
-			slog.Error("packet handler panicked", "packet", clip(pkt), "panic", r, "stack", string(debug.Stack()))
+			slog.Error("packet handler panicked", "packet", wire.Clip(pkt), "panic", r, "stack", string(debug.Stack()))
 			s.srv.panicked(r)
 			out = replyErr
 		}
@@ -694,7 +750,7 @@ func (s *session) lifecycle(pkt string) ([][]byte, bool) {
 	case strings.HasPrefix(pkt, "vRun;"):
 		return s.vRun(pkt[len("vRun;"):]), true
 	case strings.HasPrefix(pkt, "vAttach;"):
-		pid, err := ParseHexUint64(pkt[len("vAttach;"):])
+		pid, err := wire.ParseHexUint64(pkt[len("vAttach;"):])
 		if err != nil || pid == 0 || pid > 1<<22 {
 			return replyErr, true
 		}
@@ -712,7 +768,7 @@ func (s *session) lifecycle(pkt string) ([][]byte, bool) {
 			return replyErr, true
 		}
 		if pid, ok := strings.CutPrefix(pkt, "vKill;"); ok {
-			if v, err := ParseHexUint64(pid); err != nil || v != uint64(srv.proc.p.Pid()) {
+			if v, err := wire.ParseHexUint64(pid); err != nil || v != uint64(srv.proc.p.Pid()) {
 				return replyErr, true
 			}
 		}
@@ -750,13 +806,13 @@ func (s *session) vRun(body string) [][]byte {
 	if srv.cfg.Program != nil {
 		spec = *srv.cfg.Program
 	}
-	prog, err := DecodeHex(fields[0])
+	prog, err := wire.DecodeHex(fields[0])
 	if err != nil {
 		return replyErr
 	}
 	args := make([]string, 0, len(fields)-1)
 	for _, f := range fields[1:] {
-		a, err := DecodeHex(f)
+		a, err := wire.DecodeHex(f)
 		if err != nil {
 			return replyErr
 		}
@@ -840,12 +896,12 @@ func (s *session) question() [][]byte {
 
 // threadIDString formats a thread id for the client.
 func (s *session) threadIDString(pid, tid int) string {
-	return string(ThreadID{Pid: int64(pid), Tid: int64(tid)}.AppendTo(nil, s.multiprocess))
+	return string(wire.ThreadID{Pid: int64(pid), Tid: int64(tid)}.AppendTo(nil, s.multiprocess))
 }
 
 // resolveThread maps a client thread-id to a tid: 0 for "any" or "all",
 // ok false when it names nothing alive.
-func (s *session) resolveThread(id ThreadID) (int, bool) {
+func (s *session) resolveThread(id wire.ThreadID) (int, bool) {
 	pr := s.live()
 	if pr == nil {
 		return 0, false
@@ -888,7 +944,7 @@ func (s *session) setThread(pkt string) [][]byte {
 	if len(pkt) < 3 {
 		return replyErr
 	}
-	id, err := ParseThreadID(pkt[2:])
+	id, err := wire.ParseThreadID(pkt[2:])
 	if err != nil {
 		return replyErr
 	}
@@ -912,7 +968,7 @@ func (s *session) setThread(pkt string) [][]byte {
 }
 
 func (s *session) threadAlive(arg string) [][]byte {
-	id, err := ParseThreadID(arg)
+	id, err := wire.ParseThreadID(arg)
 	if err != nil {
 		return replyErr
 	}
@@ -932,7 +988,7 @@ func (s *session) splitThreadSuffix(pkt string) (string, int, bool) {
 	}
 	for _, item := range strings.Split(suffix, ";") {
 		if v, ok := strings.CutPrefix(item, "thread:"); ok {
-			id, err := ParseThreadID(v)
+			id, err := wire.ParseThreadID(v)
 			if err != nil {
 				return body, 0, false
 			}
@@ -950,12 +1006,12 @@ func (s *session) splitThreadSuffix(pkt string) (string, int, bool) {
 }
 
 func parseHexInt(s string, limit uint64) (int, error) {
-	v, err := ParseHexUint64(s)
+	v, err := wire.ParseHexUint64(s)
 	if err != nil {
 		return 0, err
 	}
 	if v > limit {
-		return 0, fmt.Errorf("%w: %s out of range", ErrSyntax, clip(s))
+		return 0, fmt.Errorf("%w: %s out of range", wire.ErrSyntax, wire.Clip(s))
 	}
 	return int(v), nil
 }

@@ -12,17 +12,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/target"
 )
 
-func hexs(s string) string { return string(AppendHex(nil, []byte(s))) }
+func hexs(s string) string { return string(wire.AppendHex(nil, []byte(s))) }
 
 // consoleText decodes the O packets of a reply.
 func consoleText(out [][]byte) string {
 	var b strings.Builder
 	for _, p := range out {
 		if len(p) > 1 && p[0] == 'O' && string(p) != "OK" {
-			d, _ := DecodeHex(string(p[1:]))
+			d, _ := wire.DecodeHex(string(p[1:]))
 			b.Write(d)
 		}
 	}
@@ -33,7 +34,7 @@ func consoleText(out [][]byte) string {
 func le(v uint64) string {
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], v)
-	return string(AppendHex(nil, b[:]))
+	return string(wire.AppendHex(nil, b[:]))
 }
 
 // TestDispatch walks a gdb-like session through the dispatcher over a
@@ -56,7 +57,7 @@ func TestDispatch(t *testing.T) {
 		want string // regexp on the last packet of the reply
 	}
 	steps := []step{
-		{"qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386", `^PacketSize=8000;.*qXfer:libraries-svr4:read\+.*vContSupported\+;multiprocess\+;swbreak\+;hwbreak\+$`},
+		{"qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386", `^PacketSize=8000;.*qXfer:libraries-svr4:read\+.*vContSupported\+;ConditionalBreakpoints\+;multiprocess\+;swbreak\+;hwbreak\+$`},
 		{"QStartNoAckMode", `^OK$`},
 		{"?", `^T0506:0000000000000000;07:[0-9a-f]{16};10:` + rip(0) + `;thread:` + th + `;$`},
 		{"g", `^[0-9a-f]{256}` + rip(0)},
@@ -93,7 +94,7 @@ func TestDispatch(t *testing.T) {
 			}
 			last := string(out[len(out)-1])
 			if !regexp.MustCompile(st.want).MatchString(last) {
-				t.Fatalf("%q: got %q, want %s", st.pkt, clip(last), st.want)
+				t.Fatalf("%q: got %q, want %s", st.pkt, wire.Clip(last), st.want)
 			}
 		}
 	}
@@ -101,6 +102,13 @@ func TestDispatch(t *testing.T) {
 	run([]step{
 		{"z0," + at(0x10) + ",1", `^OK$`},
 		{"Z0,zz,1", `^E01$`},
+		// A condition as agent bytecode (const8 1, end), one the server
+		// could not decide (trace), one whose length lies.
+		{"Z0," + at(0x10) + ",1;X3,220127", `^OK$`},
+		{"z0," + at(0x10) + ",1", `^OK$`},
+		{"Z0," + at(0x10) + ",1;X2,0c27", `^E01$`},
+		{"Z0," + at(0x10) + ",1;X9,2201", `^E01$`},
+		{"qSupported:exec-events+", `;exec-events\+$`},
 		{"Z3," + at(0x10) + ",8", `^$`},
 		{"Z2," + at(0x10) + ",8", hw},
 		{"z2," + at(0x10) + ",8", `^(OK|E01)$`},
@@ -229,22 +237,22 @@ func TestRegisterFile(t *testing.T) {
 	x[target.FxFTW] = 0x80
 	binary.LittleEndian.PutUint64(x[target.FxST:], 1<<63)
 	binary.LittleEndian.PutUint16(x[target.FxST+8:], 0x3fff)
-	if tag := fullTag(x); tag != 0x3fff {
+	if tag := wire.X87TagWord(x); tag != 0x3fff {
 		t.Errorf("tag word %#x, want 0x3fff (st0 valid, the rest empty)", tag)
 	}
-	list := registers(false)
+	list := wire.Registers(false)
 	var g []byte
 	for _, ri := range list {
 		g = appendReg(g, &regs, x, ri)
 	}
-	if len(g) != 2*RegisterFileSize(false) {
-		t.Fatalf("g is %d hex digits, want %d", len(g), 2*RegisterFileSize(false))
+	if len(g) != 2*wire.RegisterFileSize(false) {
+		t.Fatalf("g is %d hex digits, want %d", len(g), 2*wire.RegisterFileSize(false))
 	}
 	// Round trip: write every register back into zeroed state.
 	var r2 target.Regs
 	x2 := make([]byte, 1024)
 	for _, ri := range list {
-		val, err := DecodeHex(string(g[2*ri.Offset : 2*(ri.Offset+ri.Size)]))
+		val, err := wire.DecodeHex(string(g[2*ri.Offset : 2*(ri.Offset+ri.Size)]))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -263,17 +271,17 @@ func TestRegisterFile(t *testing.T) {
 
 func TestSignals(t *testing.T) {
 	for sig := 1; sig <= 64; sig++ {
-		g := gdbSignal(sig)
+		g := wire.GDBSignal(sig)
 		if sig == 16 {
 			continue // SIGSTKFLT has no gdb name
 		}
-		if back := linuxSignal(int(g)); back != sig {
+		if back := wire.LinuxSignal(int(g)); back != sig {
 			t.Errorf("signal %d -> gdb %d -> %d", sig, g, back)
 		}
 	}
 	for linux, g := range map[int]uint8{5: 5, 10: 30, 14: 14, 17: 20, 19: 17, 34: 46, 32: 77} {
-		if got := gdbSignal(linux); got != g {
-			t.Errorf("gdbSignal(%d) = %d, want %d", linux, got, g)
+		if got := wire.GDBSignal(linux); got != g {
+			t.Errorf("wire.GDBSignal(%d) = %d, want %d", linux, got, g)
 		}
 	}
 }
@@ -329,7 +337,7 @@ func (r *rawClient) send(s string) {
 	}
 }
 
-func framed(payload string) string { return string(AppendPacket(nil, []byte(payload))) }
+func framed(payload string) string { return string(wire.AppendPacket(nil, []byte(payload))) }
 
 // expect reads one ack byte and, when reply is not "", a packet.
 func (r *rawClient) expect(ack byte, reply string) {
@@ -344,10 +352,10 @@ func (r *rawClient) expect(ack byte, reply string) {
 	if reply == "-" {
 		return
 	}
-	rd := NewReader(r.br, 0)
+	rd := wire.NewReader(r.br, 0)
 	m, err := rd.Next()
-	if err != nil || m.Kind != KindPacket || !regexp.MustCompile(reply).Match(m.Payload) {
-		r.t.Fatalf("want reply %s, got %v %q %v", reply, m.Kind, clip(string(m.Payload)), err)
+	if err != nil || m.Kind != wire.KindPacket || !regexp.MustCompile(reply).Match(m.Payload) {
+		r.t.Fatalf("want reply %s, got %v %q %v", reply, m.Kind, wire.Clip(string(m.Payload)), err)
 	}
 	r.send("+")
 }

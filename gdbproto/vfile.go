@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"syscall"
+
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 )
 
 // gdb's File-I/O flag and errno values (gdb's "Protocol-specific
@@ -65,12 +67,12 @@ func (s *session) vFile(req string) [][]byte {
 		if len(f) != 3 {
 			return replyErr
 		}
-		name, err := DecodeHex(f[0])
+		name, err := wire.DecodeHex(f[0])
 		if err != nil {
 			return replyErr
 		}
-		flags, err1 := ParseHexUint64(f[1])
-		mode, err2 := ParseHexUint64(f[2])
+		flags, err1 := wire.ParseHexUint64(f[1])
+		mode, err2 := wire.ParseHexUint64(f[2])
 		if err1 != nil || err2 != nil {
 			return replyErr
 		}
@@ -106,8 +108,8 @@ func (s *session) vFile(req string) [][]byte {
 			return replyErr
 		}
 		fd, err0 := parseHexInt(f[0], 1<<30)
-		count, err1 := ParseHexUint64(f[1])
-		off, err2 := ParseHexUint64(f[2])
+		count, err1 := wire.ParseHexUint64(f[1])
+		off, err2 := wire.ParseHexUint64(f[2])
 		if err0 != nil || err1 != nil || err2 != nil || off > 1<<62 {
 			return replyErr
 		}
@@ -129,7 +131,7 @@ func (s *session) vFile(req string) [][]byte {
 			return replyErr
 		}
 		fd, err0 := parseHexInt(f[0], 1<<30)
-		off, err1 := ParseHexUint64(f[1])
+		off, err1 := wire.ParseHexUint64(f[1])
 		if err0 != nil || err1 != nil || off > 1<<62 {
 			return replyErr
 		}
@@ -159,7 +161,7 @@ func (s *session) vFile(req string) [][]byte {
 		b := fioStat(st)
 		return [][]byte{append(fmt.Appendf(nil, "F%x;", len(b)), b...)}
 	case "unlink":
-		name, err := DecodeHex(args)
+		name, err := wire.DecodeHex(args)
 		if err != nil {
 			return replyErr
 		}
@@ -168,7 +170,7 @@ func (s *session) vFile(req string) [][]byte {
 		}
 		return one("F0")
 	case "readlink":
-		name, err := DecodeHex(args)
+		name, err := wire.DecodeHex(args)
 		if err != nil {
 			return replyErr
 		}

@@ -138,39 +138,17 @@ func (h *hwState) hit(addr uint64) *hwWatch {
 	return nil
 }
 
-// debugRegistersWork probes once whether debug registers trigger on this
-// machine. Some hypervisors accept DR writes and never raise #DB; a
-// watchpoint there would silently never fire, so the server refuses them
-// and gdb says so (software watchpoints still work: set
-// can-use-hw-watchpoints 0). The probe launches the program again,
-// stopped at its first instruction, puts an execute breakpoint on that
-// instruction and single-steps: the breakpoint must fire before the
-// instruction runs. No code of the copy runs; it is killed.
+// debugRegistersWork tells, probing once with cfg.DebugRegisters, whether
+// debug registers trigger on this machine. Some hypervisors accept DR writes
+// and never raise #DB; a watchpoint there would silently never fire, so the
+// server refuses them and gdb says so (software watchpoints still work: set
+// can-use-hw-watchpoints 0). Without a probe they are assumed to work.
 func (srv *Server) debugRegistersWork(exe string) bool {
 	if srv.hwWorks != nil {
 		return *srv.hwWorks
 	}
-	works := true // if the probe cannot run, do not refuse
-	defer func() { srv.hwWorks = &works }()
-	p, err := srv.cfg.Launcher.Launch(LaunchSpec{Path: exe, Args: []string{}})
-	if err != nil {
-		slog.Debug("debug register probe", "err", err)
-		return works
-	}
-	p.Do(func() {
-		defer p.Kill()
-		pid := p.Pid()
-		r, err := p.Regs(pid)
-		if err != nil || p.SetDebugReg(0, r.Rip) != nil || p.SetDebugReg(7, 1) != nil {
-			return
-		}
-		if err := p.Resume(map[int]target.Action{pid: {Kind: target.Step}}, target.Action{Kind: target.Stay}); err != nil {
-			return
-		}
-		ev, err := p.Wait()
-		works = err == nil && ev.Kind == target.EventStop && ev.Trap == target.TrapWatch
-	})
-	p.Close()
+	works := srv.cfg.DebugRegisters == nil || srv.cfg.DebugRegisters(exe)
+	srv.hwWorks = &works
 	if !works {
 		slog.Warn("hardware debug registers do not trigger on this machine (a hypervisor that does not " +
 			"virtualize them?): hardware breakpoints and watchpoints are refused; in gdb use " +

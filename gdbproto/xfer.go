@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
-	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
+	"github.com/rseqdbg/rseqdbg/linkmap"
+	"github.com/rseqdbg/rseqdbg/target"
 	"golang.org/x/sys/cpu"
 )
 
@@ -16,7 +19,7 @@ import (
 // offset 0 and kept for the reads that continue it, so a client never sees
 // pieces of two different versions.
 func (s *session) xfer(pkt string) [][]byte {
-	req, err := ParseXferRead(pkt)
+	req, err := wire.ParseXferRead(pkt)
 	if err != nil {
 		if strings.Contains(pkt, ":read:") {
 			return one("E00") // a read we support, malformed
@@ -53,7 +56,7 @@ func (s *session) xfer(pkt string) [][]byte {
 		}
 		s.docs[req.Object] = xferDoc{annex: req.Annex, doc: doc}
 	}
-	return [][]byte{XferChunk(doc, req.Offset, min(req.Length, packetSize-16))}
+	return [][]byte{wire.XferChunk(doc, req.Offset, min(req.Length, packetSize-16))}
 }
 
 // xferDoc is a document being read, and the annex it was built for.
@@ -69,7 +72,7 @@ func (s *session) featuresDoc(annex string) ([]byte, bool) {
 	if pr := s.live(); pr != nil {
 		avx = pr.hasAVX()
 	}
-	doc, ok := TargetXML(avx)[annex]
+	doc, ok := wire.TargetXML(avx)[annex]
 	return doc, ok
 }
 
@@ -88,7 +91,7 @@ func (s *session) execFileDoc(annex string) ([]byte, bool) {
 		return nil, false
 	}
 	if annex != "" {
-		if pid, err := ParseHexUint64(annex); err != nil || pid != uint64(pr.p.Pid()) {
+		if pid, err := wire.ParseHexUint64(annex); err != nil || pid != uint64(pr.p.Pid()) {
 			return nil, false
 		}
 	}
@@ -101,6 +104,9 @@ func xmlEscape(s string) string {
 	return b.String()
 }
 
+// namesTTL bounds how long a renamed thread keeps its old name in gdb.
+const namesTTL = 100 * time.Millisecond
+
 // threadsDoc lists the threads; a thread stopped inside a critical section
 // says so in the text gdb shows in `info threads`.
 func (s *session) threadsDoc(string) ([]byte, bool) {
@@ -108,13 +114,28 @@ func (s *session) threadsDoc(string) ([]byte, bool) {
 	b.WriteString("<?xml version=\"1.0\"?>\n<threads>\n")
 	if pr := s.live(); pr != nil {
 		pid := pr.p.Pid()
+		// Read again only when a system call may have renamed a thread,
+		// and not more than every namesTTL: gdb reads this after every
+		// stop, and a name read per thread per next is what made next
+		// grow with parked threads. A rename shows within namesTTL.
+		if gen := pr.eng.SyscallGeneration(); pr.names == nil || gen != pr.namesGen && time.Since(pr.namesAt) > namesTTL {
+			pr.names, pr.namesGen, pr.namesAt = map[int]string{}, gen, time.Now()
+		}
 		for _, t := range pr.p.Threads() {
 			fmt.Fprintf(&b, "<thread id=\"%s\"", s.threadIDString(pid, t))
-			if name, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, t)); err == nil {
-				fmt.Fprintf(&b, " name=\"%s\"", xmlEscape(strings.TrimSpace(string(name))))
+			name, ok := pr.names[t]
+			if !ok {
+				// A thread parked through a thousand steps is read once.
+				if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, t)); err == nil {
+					name = xmlEscape(strings.TrimSpace(string(comm)))
+				}
+				pr.names[t] = name
+			}
+			if name != "" {
+				fmt.Fprintf(&b, " name=\"%s\"", name)
 			}
 			extra := ""
-			if r, err := stopRegs(pr.p, t); err == nil {
+			if r, _, err := target.QuickRegs(pr.p, t); err == nil {
 				if reg := regionAt(pr.eng, r.Rip); reg != nil {
 					extra = "inside critical section " + reg.Name
 				}
@@ -157,7 +178,7 @@ func (s *session) librariesDoc(string) ([]byte, bool) {
 		return alone, true
 	}
 	read := pr.p.ReadMemory
-	rd, err := regions.FindRDebug(read, exe, objs[0].Bias)
+	rd, err := linkmap.FindRDebug(read, exe, objs[0].Bias)
 	if err != nil {
 		return alone, true
 	}
@@ -176,7 +197,7 @@ func (s *session) librariesDoc(string) ([]byte, bool) {
 		}
 		if mainLM == 0 {
 			mainLM = lm
-		} else if name := regions.ReadCString(read, binary.LittleEndian.Uint64(e[8:]), 4096); name != "" {
+		} else if name := linkmap.ReadCString(read, binary.LittleEndian.Uint64(e[8:]), 4096); name != "" {
 			fmt.Fprintf(&libs, "  <library name=\"%s\" lm=\"%#x\" l_addr=\"%#x\" l_ld=\"%#x\" lmid=\"0x0\"/>\n",
 				xmlEscape(name), lm, binary.LittleEndian.Uint64(e[0:]), binary.LittleEndian.Uint64(e[16:]))
 		}

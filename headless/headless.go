@@ -22,6 +22,7 @@ import (
 	"github.com/rseqdbg/rseqdbg/symbols"
 	"github.com/rseqdbg/rseqdbg/target/ptrace"
 	"github.com/rseqdbg/rseqdbg/unwind"
+	"github.com/rseqdbg/rseqdbg/x86"
 )
 
 // Options configure a session.
@@ -118,6 +119,10 @@ func (s *Session) start(p *ptrace.Process) error {
 				s.errorf("breakpoint %d condition: %v (stopping)", b.ID, err)
 			},
 			Resolved: s.announce,
+			Exec: func(path string) {
+				s.emit(map[string]any{"event": "exec", "path": path},
+					fmt.Sprintf("process %d is executing new program: %s", s.eng.Target().Pid(), path))
+			},
 		}
 		s.core = s.sess.Src
 		s.syms, s.uw = s.core.Syms, s.core.Unwind
@@ -229,6 +234,15 @@ func (s *Session) exec(line string) error {
 		}
 		s.emit(map[string]any{"event": "killed"}, "[process killed]")
 		return nil
+	case "declare":
+		return s.declareCmd(rest)
+	case "undeclare":
+		n, err := s.sess.Undeclare(rest)
+		if err != nil {
+			return err
+		}
+		s.emit(map[string]any{"event": "undeclared", "count": n}, fmt.Sprintf("%d declared region(s) removed", n))
+		return nil
 	case "quit", "q":
 		return ErrQuit
 	case "echo":
@@ -240,6 +254,26 @@ func (s *Session) exec(line string) error {
 		return s.abortCmd()
 	}
 	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// declareCmd is `declare START END [NAME]`: START and END are addresses or
+// symbols with an offset.
+func (s *Session) declareCmd(arg string) error {
+	f := strings.Fields(arg)
+	if len(f) < 2 || len(f) > 3 {
+		return errors.New("usage: declare START END [NAME]")
+	}
+	d := session.Declaration{Start: f[0], End: f[1]}
+	if len(f) == 3 {
+		d.Name = f[2]
+	}
+	r, err := s.sess.Declare(d)
+	if err != nil {
+		return err
+	}
+	s.emit(map[string]any{"event": "declared", "region": regionJSON(r)},
+		fmt.Sprintf("Declared region %s [%#x, %#x): stepping into it runs it whole", r.Name, r.Start, r.End))
+	return nil
 }
 
 func (s *Session) live() error {
@@ -687,7 +721,7 @@ func (s *Session) info(arg string) error {
 		st := s.eng.Stats()
 		s.emit(map[string]any{"event": "stats", "single_steps": st.SingleSteps, "region_runs": st.RegionRuns, "commits": st.Commits,
 			"aborts": st.Aborts, "exits": st.ExitPoints, "interrupted": st.Interrupted, "signals_in_runs": st.SignalsInRuns, "discovered": st.Discovered, "steps_inside": st.StepsInside,
-			"inspected_steps": st.InspectedSteps, "forced_aborts": st.ForcedAborts},
+			"caught_inside": st.CaughtInside, "inspected_steps": st.InspectedSteps, "forced_aborts": st.ForcedAborts},
 			fmt.Sprintf("single-steps %d, region runs %d, commits %d, aborts %d, other exits %d, interrupted %d, signals during runs %d, discovered at run time %d, inspected steps %d, forced aborts %d",
 				st.SingleSteps, st.RegionRuns, st.Commits, st.Aborts, st.ExitPoints, st.Interrupted, st.SignalsInRuns, st.Discovered, st.InspectedSteps, st.ForcedAborts))
 		return nil
@@ -1036,7 +1070,7 @@ func (s *Session) disassemble(addr uint64, n int) error {
 	var b strings.Builder
 	pc := addr
 	for i := 0; i < n && pc-addr < uint64(got); i++ {
-		in, err := regions.Decode(buf[pc-addr:got], pc)
+		in, err := x86.Decode(buf[pc-addr:got], pc)
 		if err != nil {
 			break
 		}

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/arch/x86/x86asm"
+
+	"github.com/rseqdbg/rseqdbg/x86"
 )
 
 const fixtureDir = "../tests/fixtures/build"
@@ -91,12 +93,12 @@ func (fx *fixtureImage) sectionOf(addr uint64) string {
 
 // insns decodes the function holding addr from its entry, so that label
 // addresses can be checked to be instruction boundaries.
-func (fx *fixtureImage) insns(addr uint64) []Insn {
+func (fx *fixtureImage) insns(addr uint64) []x86.Insn {
 	fn := fx.funcAt(addr)
 	code := fx.bytesAt(fn.Value, fn.Size)
-	var out []Insn
+	var out []x86.Insn
 	for off := 0; off < len(code); {
-		in, err := Decode(code[off:], fn.Value+uint64(off))
+		in, err := x86.Decode(code[off:], fn.Value+uint64(off))
 		if err != nil {
 			fx.t.Fatalf("decoding %s: %v", fn.Name, err)
 		}
@@ -106,7 +108,7 @@ func (fx *fixtureImage) insns(addr uint64) []Insn {
 	return out
 }
 
-func indexAt(insns []Insn, addr uint64) int {
+func indexAt(insns []x86.Insn, addr uint64) int {
 	for i, in := range insns {
 		if in.Addr == addr {
 			return i
@@ -245,7 +247,7 @@ func TestFixtures(t *testing.T) {
 				}
 				for _, c := range r.Calls {
 					in := fx.insns(c)[indexAt(fx.insns(c), c)]
-					if in.Kind != FlowCall || in.Target != fx.sym("rseq_helper").Value {
+					if in.Kind != x86.FlowCall || in.Target != fx.sym("rseq_helper").Value {
 						t.Errorf("%s: call at %#x is %v", r.Name, c, in.Inst)
 					}
 				}

@@ -11,11 +11,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rseqdbg/rseqdbg/auxv"
+	"github.com/rseqdbg/rseqdbg/linkmap"
+	"github.com/rseqdbg/rseqdbg/target"
 )
 
 // procMem reads another (or this) process's memory through /proc/PID/mem,
 // as a MemReader.
-func procMem(t testing.TB, pid string) MemReader {
+func procMem(t testing.TB, pid string) target.MemReader {
 	f, err := os.Open("/proc/" + pid + "/mem")
 	if err != nil {
 		t.Skipf("cannot read process memory: %v", err)
@@ -34,7 +38,7 @@ func procAuxv(t testing.TB, pid string) map[uint64]uint64 {
 	if err != nil {
 		t.Skipf("no auxv: %v", err)
 	}
-	return ParseAuxv(b)
+	return auxv.ParseAuxv(b)
 }
 
 // mapping returns the [start, end) of the first /proc/PID/maps line for
@@ -59,8 +63,8 @@ func mapping(t testing.TB, pid string, match func(start uint64, fields []string)
 }
 
 func loadVDSOOf(t *testing.T, pid string) *Object {
-	auxv := procAuxv(t, pid)
-	base := auxv[AtSysinfoEhdr]
+	av := procAuxv(t, pid)
+	base := av[auxv.AtSysinfoEhdr]
 	if base == 0 {
 		t.Skip("no vDSO in this process")
 	}
@@ -144,27 +148,27 @@ func TestLiveProcess(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond) // let ld.so finish relocating
 	read := procMem(t, pid)
-	auxv := procAuxv(t, pid)
+	av := procAuxv(t, pid)
 	f, err := elf.Open(exe)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	bias := ExecBias(auxv, f)
+	bias := linkmap.ExecBias(av, f)
 	first, _, ok := mapping(t, pid, func(_ uint64, fl []string) bool { return len(fl) >= 6 && fl[5] == exe && fl[2] == "00000000" })
 	if !ok || first != bias {
 		t.Errorf("ExecBias %#x, first mapping of %s at %#x", bias, exe, first)
 	}
 
-	rdebug, err := FindRDebug(read, exe, bias)
+	rdebug, err := linkmap.FindRDebug(read, exe, bias)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rd, err := ReadRDebug(read, rdebug)
+	rd, err := linkmap.ReadRDebug(read, rdebug)
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs, err := LinkMap(read, rdebug)
+	objs, err := linkmap.LinkMap(read, rdebug)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +191,7 @@ func TestLiveProcess(t *testing.T) {
 	if !sawLibc || !sawLd {
 		t.Errorf("link map %+v lacks libc or %s", objs, interp)
 	}
-	brk, err := DynamicLinkerBreakpoint(interp, auxv[AtBase])
+	brk, err := linkmap.DynamicLinkerBreakpoint(interp, av[auxv.AtBase])
 	if err != nil {
 		t.Fatal(err)
 	}

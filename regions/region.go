@@ -6,6 +6,9 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+
+	"github.com/rseqdbg/rseqdbg/target"
+	"github.com/rseqdbg/rseqdbg/x86"
 )
 
 // Kind says where a region comes from and therefore how it is left. The zero
@@ -310,20 +313,20 @@ func decodeAbortHandler(r *Region, c regionCode) {
 	}
 	pc := r.Abort
 	for off := 0; off < len(code); {
-		in, err := decodeFlow(code[off:], pc)
+		in, err := x86.DecodeFlow(code[off:], pc)
 		if err != nil {
 			r.warnf("undecodable abort handler bytes at %#x", pc)
 			return
 		}
-		switch in.kind {
-		case FlowJump:
-			r.AbortJump = in.target
+		switch in.Kind {
+		case x86.FlowJump:
+			r.AbortJump = in.Target
 			return
-		case FlowIndirectJump, FlowRet, FlowTrap:
+		case x86.FlowIndirectJump, x86.FlowRet, x86.FlowTrap:
 			return
 		}
-		off += in.len
-		pc += uint64(in.len)
+		off += in.Len
+		pc += uint64(in.Len)
 	}
 }
 
@@ -352,7 +355,7 @@ func decodeBody(r *Region, c regionCode, ex []Exit) []Exit {
 			r.warnf("code bytes from %#x unavailable: decoded only up to there", pc)
 			break
 		}
-		in, err := decodeFlow(c.body[off:], pc)
+		in, err := x86.DecodeFlow(c.body[off:], pc)
 		if err != nil {
 			if bad == 0 {
 				badFirst = pc
@@ -361,22 +364,22 @@ func decodeBody(r *Region, c regionCode, ex []Exit) []Exit {
 			pc++
 			continue
 		}
-		switch in.kind {
-		case FlowJump, FlowCondJump:
-			if in.target != 0 && !r.Contains(in.target) {
-				ex = append(ex, Exit{in.target, ExitBranch})
+		switch in.Kind {
+		case x86.FlowJump, x86.FlowCondJump:
+			if in.Target != 0 && !r.Contains(in.Target) {
+				ex = append(ex, Exit{in.Target, ExitBranch})
 			}
-		case FlowCall:
+		case x86.FlowCall:
 			r.Calls = append(r.Calls, pc)
-		case FlowIndirectJump, FlowIndirectCall, FlowRet:
+		case x86.FlowIndirectJump, x86.FlowIndirectCall, x86.FlowRet:
 			r.Indirect = append(r.Indirect, pc)
-			r.warnf("indirect exit at %#x (%s): its target is known only at run time", pc, in.kind)
-		case FlowSyscall:
+			r.warnf("indirect exit at %#x (%s): its target is known only at run time", pc, in.Kind)
+		case x86.FlowSyscall:
 			if r.Kind == KindCriticalSection {
 				r.warnf("system call at %#x inside the critical section", pc)
 			}
 		}
-		pc += uint64(in.len)
+		pc += uint64(in.Len)
 	}
 	if bad > 0 {
 		r.warnf("undecodable bytes inside the range: %d byte(s) from %#x skipped", bad, badFirst)
@@ -424,20 +427,8 @@ func exitLess(a, b Exit) bool {
 	return a.Kind < b.Kind
 }
 
-// readMem reads len(buf) bytes or reports how many were read.
-func readMem(read MemReader, addr uint64, buf []byte) []byte {
-	n, _ := read(addr, buf)
-	if n < 0 {
-		n = 0
-	}
-	if n > len(buf) {
-		n = len(buf)
-	}
-	return buf[:n]
-}
-
 // codeFromMemory reads what analysis needs from target memory.
-func codeFromMemory(r *Region, read MemReader) regionCode {
+func codeFromMemory(r *Region, read target.MemReader) regionCode {
 	var c regionCode
 	if read == nil {
 		c.noBody, c.noAbort = "no memory reader", "no memory reader"
@@ -449,7 +440,7 @@ func codeFromMemory(r *Region, read MemReader) regionCode {
 			n = MaxCriticalSection
 		}
 		// A short read is decoded as far as it goes; decodeBody warns.
-		if b := readMem(read, r.Start, make([]byte, n+maxInsnLen)); len(b) > 0 {
+		if b := target.ReadUpTo(read, r.Start, make([]byte, n+maxInsnLen)); len(b) > 0 {
 			c.body = b
 		} else {
 			c.noBody = fmt.Sprintf("memory at %#x unreadable", r.Start)
@@ -457,11 +448,11 @@ func codeFromMemory(r *Region, read MemReader) regionCode {
 	}
 	if r.Kind == KindCriticalSection {
 		if r.Abort >= 4 {
-			if s := readMem(read, r.Abort-4, make([]byte, 4)); len(s) == 4 {
+			if s := target.ReadUpTo(read, r.Abort-4, make([]byte, 4)); len(s) == 4 {
 				c.sig = s
 			}
 		}
-		c.abort = readMem(read, r.Abort, make([]byte, abortHandlerWindow))
+		c.abort = target.ReadUpTo(read, r.Abort, make([]byte, abortHandlerWindow))
 		if len(c.abort) == 0 {
 			c.noAbort = fmt.Sprintf("memory at %#x unreadable", r.Abort)
 		}
@@ -472,7 +463,7 @@ func codeFromMemory(r *Region, read MemReader) regionCode {
 // RegionFromDescriptor builds the region of a descriptor found at run time
 // (the thread's rseq_cs), decoding its code from target memory. descAddr is
 // where the descriptor lives (0 if unknown).
-func RegionFromDescriptor(d Descriptor, descAddr uint64, code MemReader, source string) (*Region, error) {
+func RegionFromDescriptor(d Descriptor, descAddr uint64, code target.MemReader, source string) (*Region, error) {
 	if d.wraps() {
 		return nil, fmt.Errorf("rseq_cs at %#x: start_ip %#x + post_commit_offset %#x overflows", descAddr, d.StartIP, d.PostCommitOffset)
 	}
@@ -497,7 +488,7 @@ const maxDeclared = 16 << 20
 
 // Declared builds a user-declared region [start, end), decoding its exits
 // from target memory. Its fall-through end is reported as ExitCommit.
-func Declared(name string, start, end uint64, code MemReader) (*Region, error) {
+func Declared(name string, start, end uint64, code target.MemReader) (*Region, error) {
 	if end <= start {
 		return nil, fmt.Errorf("declared region %q: end %#x is not after start %#x", name, end, start)
 	}
@@ -509,7 +500,7 @@ func Declared(name string, start, end uint64, code MemReader) (*Region, error) {
 	if code == nil {
 		c.noBody = "no memory reader"
 	} else {
-		b := readMem(code, start, make([]byte, end-start+maxInsnLen))
+		b := target.ReadUpTo(code, start, make([]byte, end-start+maxInsnLen))
 		if len(b) == 0 {
 			return nil, fmt.Errorf("declared region %q: memory at %#x unreadable", name, start)
 		}

@@ -1,6 +1,10 @@
 package regions
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/rseqdbg/rseqdbg/target"
+)
 
 // Span is an address range [Lo, Hi).
 type Span struct{ Lo, Hi uint64 }
@@ -20,7 +24,7 @@ const maxScanSection = 4096
 // spans) with abort_ip outside the section, and the thread's registered
 // signature in the 4 bytes before abort_ip (read through code). It returns
 // the descriptors' addresses.
-func ScanDescriptors(data []byte, base uint64, code []Span, read MemReader, signature uint32) []uint64 {
+func ScanDescriptors(data []byte, base uint64, code []Span, read target.MemReader, signature uint32) []uint64 {
 	inCode := func(a uint64) bool {
 		for _, s := range code {
 			if s.contains(a) {

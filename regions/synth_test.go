@@ -7,6 +7,10 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/rseqdbg/rseqdbg/auxv"
+	"github.com/rseqdbg/rseqdbg/linkmap"
+	"github.com/rseqdbg/rseqdbg/target"
 )
 
 // csLayout is one critical section at known addresses.
@@ -338,7 +342,7 @@ func TestNotX86OrNotLinked(t *testing.T) {
 }
 
 // memAt serves code placed at base as a MemReader.
-func memAt(base uint64, code []byte) MemReader {
+func memAt(base uint64, code []byte) target.MemReader {
 	return func(addr uint64, buf []byte) (int, error) {
 		if addr < base || addr-base >= uint64(len(code)) {
 			return 0, io.EOF
@@ -405,11 +409,11 @@ func TestDeclared(t *testing.T) {
 
 func TestParseAuxv(t *testing.T) {
 	var b []byte
-	for _, kv := range [][2]uint64{{AtPhdr, 0x40}, {AtEntry, 0x1000}, {AtSysinfoEhdr, 0x7fff0000}, {AtNull, 0}, {AtBase, 9}} {
+	for _, kv := range [][2]uint64{{auxv.AtPhdr, 0x40}, {auxv.AtEntry, 0x1000}, {auxv.AtSysinfoEhdr, 0x7fff0000}, {auxv.AtNull, 0}, {auxv.AtBase, 9}} {
 		b = le64(le64(b, kv[0]), kv[1])
 	}
-	m := ParseAuxv(b[:len(b)-3])
-	if len(m) != 3 || m[AtPhdr] != 0x40 || m[AtSysinfoEhdr] != 0x7fff0000 || m[AtBase] != 0 {
+	m := auxv.ParseAuxv(b[:len(b)-3])
+	if len(m) != 3 || m[auxv.AtPhdr] != 0x40 || m[auxv.AtSysinfoEhdr] != 0x7fff0000 || m[auxv.AtBase] != 0 {
 		t.Errorf("%v", m)
 	}
 }
@@ -428,11 +432,11 @@ func TestLinkMapCycle(t *testing.T) {
 	}
 	copy(mem[0x380:], "/lib/a.so\x00")
 	copy(mem[0x390:], "/lib/b.so") // unterminated: runs to the end of memory
-	objs, err := LinkMap(memAt(0, mem), 0x100)
+	objs, err := linkmap.LinkMap(memAt(0, mem), 0x100)
 	if err != nil || len(objs) != 2 || objs[0].Name != "/lib/a.so" || objs[1].Bias != 0x2000 || !strings.HasPrefix(objs[1].Name, "/lib/b.so") {
 		t.Errorf("%+v %v", objs, err)
 	}
-	if _, err := LinkMap(memAt(0, mem), 0x10000); err == nil {
+	if _, err := linkmap.LinkMap(memAt(0, mem), 0x10000); err == nil {
 		t.Error("unreadable r_debug accepted")
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/rseqdbg/rseqdbg/linkmap"
 )
 
 // VDSOPath is the Object path and Region.Object of vDSO regions.
@@ -34,7 +36,7 @@ func LoadVDSO(image []byte, base uint64) (obj *Object, err error) {
 	}
 	// The image is mapped from its first byte at base, so the segment
 	// holding file offset 0 fixes the bias.
-	bias, found := BaseBias(f, base)
+	bias, found := linkmap.BaseBias(f, base)
 	if !found {
 		return nil, fmt.Errorf("reading the vDSO at %#x: no loadable segment maps the ELF header", base)
 	}

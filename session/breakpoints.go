@@ -50,6 +50,10 @@ type Options struct {
 	Ignore  int    // gdb's ignore count: the next Ignore hits do not stop
 	Temp    bool   // deleted when it stops (tbreak)
 	LogMsg  string // log point: print this ({expr} interpolated) instead of stopping
+	// Agent are gdb's conditions as agent-expression bytecode (Z0
+	// ...;X): the breakpoint stops when any of them is non-zero. They
+	// are decided here, on the tracer thread, with no round trip.
+	Agent [][]byte
 }
 
 // Breakpoint is one user breakpoint; it may stand for several engine
@@ -284,18 +288,17 @@ func (s *Session) decide(st *stepper.Stop) (bool, []*Breakpoint) {
 	}
 	var hits []*Breakpoint
 	for _, b := range list {
-		if b.cond != nil {
-			ok, err := s.condition(b, st.Tid)
-			if err != nil {
-				if s.Events.ConditionError != nil {
-					s.Events.ConditionError(b, err)
-				}
-				hits = append(hits, b)
-				continue
+		ok, err := s.holds(b, st.Tid)
+		if err != nil {
+			// As gdbserver: a condition that cannot be evaluated stops.
+			if s.Events.ConditionError != nil {
+				s.Events.ConditionError(b, err)
 			}
-			if !ok {
-				continue
-			}
+			hits = append(hits, b)
+			continue
+		}
+		if !ok {
+			continue
 		}
 		b.Hits++
 		if b.Ignore > 0 {
@@ -314,6 +317,20 @@ func (s *Session) decide(st *stepper.Stop) (bool, []*Breakpoint) {
 		hits = append(hits, b)
 	}
 	return len(hits) > 0, hits
+}
+
+// holds decides b's conditions for tid: gdb's bytecode (any of them
+// non-zero) and a C condition; a breakpoint without one holds.
+func (s *Session) holds(b *Breakpoint, tid int) (bool, error) {
+	if len(b.Agent) > 0 {
+		if ok, err := s.agentCondition(b, tid); err != nil || !ok {
+			return ok, err
+		}
+	}
+	if b.cond != nil {
+		return s.condition(b, tid)
+	}
+	return true, nil
 }
 
 func (s *Session) condition(b *Breakpoint, tid int) (bool, error) {

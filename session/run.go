@@ -5,6 +5,7 @@ import (
 
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/stepper"
+	"github.com/rseqdbg/rseqdbg/x86"
 )
 
 // StepKind is a source-level step.
@@ -41,6 +42,16 @@ func (s *Session) Continue(tid int) (*Stop, error) {
 		switch st.Kind {
 		case stepper.StopLibrary:
 			s.Sync()
+			continue
+		case stepper.StopExec:
+			// As gdb with exec events: say so and go on in the new image,
+			// where the breakpoints and declared regions are resolved
+			// again.
+			s.stopped(st, nil)
+			s.Sync()
+			if s.Events.Exec != nil {
+				s.Events.Exec(s.T.ExecPath())
+			}
 			continue
 		case stepper.StopInterrupt:
 			if s.Events.Interrupted != nil && !s.Events.Interrupted() {
@@ -127,8 +138,10 @@ func (s *Session) stopped(st *stepper.Stop, hits []*Breakpoint) *Stop {
 	case stepper.StopExited, stepper.StopKilled:
 		return &Stop{Stop: st}
 	case stepper.StopExec:
-		// The engine dropped every breakpoint with the old image.
+		// The engine dropped every breakpoint and declared region with
+		// the old image.
 		s.execed()
+		s.redeclare()
 	}
 	if s.bare {
 		return &Stop{Stop: st, Hits: hits}
@@ -462,13 +475,13 @@ func (s *Session) stepStop(tid int, crossed []stepper.Crossing) *stepper.Stop {
 	return st
 }
 
-func (s *Session) decodeAt(pc uint64) (regions.Insn, error) {
+func (s *Session) decodeAt(pc uint64) (x86.Insn, error) {
 	var code [16]byte
 	n, err := s.T.ReadMemory(pc, code[:])
 	if n == 0 {
-		return regions.Insn{}, fmt.Errorf("reading code at %#x: %w", pc, err)
+		return x86.Insn{}, fmt.Errorf("reading code at %#x: %w", pc, err)
 	}
-	return regions.Decode(code[:n], pc)
+	return x86.Decode(code[:n], pc)
 }
 
 // midStatement reports a PC inside a line's code but not at the start of a

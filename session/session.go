@@ -30,6 +30,9 @@ type Events struct {
 	ConditionError func(bp *Breakpoint, err error)
 	// Resolved says a pending breakpoint found code in a loaded object.
 	Resolved func(bp *Breakpoint)
+	// Exec says the process executed a new program (path); a continue
+	// goes on in it.
+	Exec func(path string)
 	// Interrupted is asked when a continue ends on an interrupt: false
 	// resumes silently (DAP runs queued requests that way). Without it
 	// every interrupt is reported.
@@ -58,6 +61,11 @@ type Session struct {
 	// bare: the client keeps symbols, steps and signals itself (gdb); the
 	// session only holds its breakpoints and runs its resumptions.
 	bare bool
+	// declarations are the regions users declared, by name, declared
+	// again after an exec.
+	declarations []Declaration
+	// AgentEvaluations counts the bytecode conditions decided here.
+	AgentEvaluations int
 }
 
 // New builds a session over eng with its symbols loaded.

@@ -7,11 +7,12 @@ package source
 import (
 	"fmt"
 
-	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/auxv"
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/symbols"
 	"github.com/rseqdbg/rseqdbg/target"
 	"github.com/rseqdbg/rseqdbg/unwind"
+	"github.com/rseqdbg/rseqdbg/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -49,7 +50,7 @@ func (c *Core) Sync() bool {
 		c.loaded[o.Path] = o.Bias
 		changed = true
 		if o.Path == "[vdso]" {
-			base := c.Eng.Auxv()[regions.AtSysinfoEhdr]
+			base := c.Eng.Auxv()[auxv.AtSysinfoEhdr]
 			img := make([]byte, vdsoImageSize)
 			if n, _ := c.T.ReadMemory(base, img); n > 0 {
 				c.Syms.LoadImage(o.Path, img[:n], o.Bias)
@@ -172,15 +173,15 @@ func (c *Core) NextInstruction(tid int, others stepper.Others) (*stepper.Stop, e
 	}
 	var code [16]byte
 	n, _ := c.T.ReadMemory(r.Rip, code[:])
-	in, err := regions.Decode(code[:n], r.Rip)
-	if err == nil && (in.Kind == regions.FlowCall || in.Kind == regions.FlowIndirectCall) {
+	in, err := x86.Decode(code[:n], r.Rip)
+	if err == nil && (in.Kind == x86.FlowCall || in.Kind == x86.FlowIndirectCall) {
 		return c.Eng.RangeStep(tid, r.Rip, in.Next(), 0, others, true)
 	}
 	return c.Eng.StepInstruction(tid, 0, others)
 }
 
 // GNUSyntax renders an instruction in AT&T syntax with symbolic targets.
-func GNUSyntax(in regions.Insn, syms *symbols.Table) string {
+func GNUSyntax(in x86.Insn, syms *symbols.Table) string {
 	return x86asm.GNUSyntax(in.Inst, in.Addr, func(addr uint64) (string, uint64) {
 		// Sizeless symbols (_fini) would otherwise claim every address
 		// after them, data included.

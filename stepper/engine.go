@@ -12,8 +12,11 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/rseqdbg/rseqdbg/auxv"
+	"github.com/rseqdbg/rseqdbg/linkmap"
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target"
+	"github.com/rseqdbg/rseqdbg/x86"
 	"golang.org/x/sys/unix"
 )
 
@@ -121,6 +124,10 @@ type Stats struct {
 	// mode; ForcedAborts the aborts ForceAbort made.
 	InspectedSteps int
 	ForcedAborts   int
+	// CaughtInside counts threads a stop of the world caught inside a
+	// critical section (not the one that stopped): each aborts when it
+	// resumes.
+	CaughtInside int
 }
 
 // Options tune the engine.
@@ -150,7 +157,7 @@ type Engine struct {
 	byAddr map[uint64][]*Breakpoint
 	nextID int
 
-	insns    map[uint64]regions.Insn
+	insns    map[uint64]x86.Insn
 	flows    map[[2]uint64]*flow
 	rseq     map[int]target.RseqArea
 	auxv     map[uint64]uint64
@@ -167,12 +174,26 @@ type Engine struct {
 	exited   bool
 	warnings []string
 
+	// files is the target's FileReader, or nil: checked once.
+	files target.FileReader
 	// threadCtl is the target's ThreadControl, or nil: checked once.
 	threadCtl  target.ThreadControl
 	inspect    bool
 	inspecting map[int]*inspection
 	// note is what the next stop tells the user (Stop.Note).
 	note string
+	// pinSteps pins a stepped thread to its CPU until it is continued;
+	// pinned holds the affinity each pinned thread had.
+	pinSteps bool
+	pinned   map[int]unix.CPUSet
+	// signalSeen is when each thread last stopped for a signal (stormy).
+	signalSeen map[int]time.Time
+	// syscallGen changes whenever the process may have made a system
+	// call: it ran freely, or a step executed one (see SyscallGeneration).
+	syscallGen uint64
+	// declared are the regions users declared; an exec drops them with the
+	// old image (the session declares them again by name).
+	declared []*regions.Region
 }
 
 // New builds the engine: it reads auxv, loads the executable's and the
@@ -188,11 +209,13 @@ func New(t target.Target, opts Options) (*Engine, error) {
 	e := &Engine{
 		t: t, idx: regions.NewIndex(), opts: opts,
 		objs: map[string]*regions.Object{}, bps: map[int]*Breakpoint{},
-		byAddr: map[uint64][]*Breakpoint{}, insns: map[uint64]regions.Insn{},
+		byAddr: map[uint64][]*Breakpoint{}, insns: map[uint64]x86.Insn{},
 		rseq: map[int]target.RseqArea{}, policy: DefaultSignalPolicy(),
-		reported: map[int]uint64{}, inspecting: map[int]*inspection{},
+		reported: map[int]uint64{}, inspecting: map[int]*inspection{}, signalSeen: map[int]time.Time{},
+		pinned: map[int]unix.CPUSet{},
 	}
 	e.threadCtl, _ = t.(target.ThreadControl)
+	e.files, _ = t.(target.FileReader)
 	var err error
 	t.Do(func() { err = e.load() })
 	if err != nil {
@@ -235,18 +258,18 @@ func (e *Engine) load() error {
 	if err != nil {
 		return err
 	}
-	e.auxv = regions.ParseAuxv(raw)
+	e.auxv = auxv.ParseAuxv(raw)
 	exe := e.t.ExecPath()
 	if exe != "" {
 		f, done, err := e.openELF(exe)
 		if err != nil {
 			return fmt.Errorf("opening executable %s: %w", exe, err)
 		}
-		bias := regions.ExecBias(e.auxv, f)
+		bias := linkmap.ExecBias(e.auxv, f)
 		interp := interpreter(f)
 		done()
 		e.addObject(exe, bias)
-		if base := e.auxv[regions.AtBase]; interp != "" && base != 0 {
+		if base := e.auxv[auxv.AtBase]; interp != "" && base != 0 {
 			// The dynamic linker is linked at 0; it is in the link map only
 			// once it ran, but its code runs from the first instruction.
 			e.addObject(interp, base)
@@ -310,7 +333,7 @@ func (e *Engine) addObject(path string, bias uint64) {
 }
 
 func (e *Engine) loadVDSO() {
-	base := e.auxv[regions.AtSysinfoEhdr]
+	base := e.auxv[auxv.AtSysinfoEhdr]
 	if base == 0 {
 		return
 	}
@@ -355,7 +378,7 @@ func (e *Engine) refreshLinkMap() {
 	if err != nil {
 		return
 	}
-	list, err := regions.LinkMap(e.read, rd)
+	list, err := linkmap.LinkMap(e.read, rd)
 	if err != nil {
 		e.warn(fmt.Sprintf("reading the link map: %v", err))
 		return
@@ -408,18 +431,48 @@ func (e *Engine) SetReportLibraries(on bool) { e.opts.ReportLibraries = on }
 // VDSO reports whether vDSO functions are stepped as regions.
 func (e *Engine) VDSO() bool { return !e.opts.NoVDSO }
 
-// Declare adds a user-declared region.
+// Declare adds a user-declared region. One that overlaps a region already
+// known is refused.
 func (e *Engine) Declare(name string, start, end uint64) (*regions.Region, error) {
 	r, err := regions.Declared(name, start, end, e.read)
 	if err != nil {
 		return nil, err
 	}
-	for _, w := range e.idx.Add("declared", r) {
-		e.warn(w)
+	if ws := e.idx.Add("declared", r); len(ws) > 0 {
+		return nil, fmt.Errorf("declaring %s: %s", name, ws[0])
 	}
+	e.declared = append(e.declared, r)
 	clear(e.insns)
 	clear(e.flows)
 	return r, nil
+}
+
+// SyscallGeneration changes whenever the process may have made a system
+// call since the last look. What only system calls change (a thread's
+// name, the files it has open) can be cached while it stays the same: a
+// single step of any other instruction leaves it.
+func (e *Engine) SyscallGeneration() uint64 { return e.syscallGen }
+
+// Declared lists the user-declared regions.
+func (e *Engine) Declared() []*regions.Region { return append([]*regions.Region(nil), e.declared...) }
+
+// Undeclare removes the declared regions keep says no to.
+func (e *Engine) Undeclare(keep func(*regions.Region) bool) int {
+	kept := e.declared[:0]
+	for _, r := range e.declared {
+		if keep(r) {
+			kept = append(kept, r)
+		}
+	}
+	removed := len(e.declared) - len(kept)
+	e.declared = kept
+	e.idx.RemoveObject("declared")
+	for _, r := range kept {
+		e.idx.Add("declared", r)
+	}
+	clear(e.insns)
+	clear(e.flows)
+	return removed
 }
 
 // SetBreakpoint adds a user breakpoint.
@@ -530,18 +583,18 @@ func le64(b []byte) uint64 {
 // decode returns the instruction at pc, cached. One read decodes the
 // instructions that follow too: a step through new code then costs one
 // memory read per 64 bytes instead of one per instruction.
-func (e *Engine) decode(pc uint64) (regions.Insn, error) {
+func (e *Engine) decode(pc uint64) (x86.Insn, error) {
 	if in, ok := e.insns[pc]; ok {
 		return in, nil
 	}
 	var code [64]byte
 	n, err := e.t.ReadMemory(pc, code[:])
 	if n == 0 {
-		return regions.Insn{}, fmt.Errorf("reading code at %#x: %w", pc, err)
+		return x86.Insn{}, fmt.Errorf("reading code at %#x: %w", pc, err)
 	}
-	in, err := regions.Decode(code[:n], pc)
+	in, err := x86.Decode(code[:n], pc)
 	if err != nil {
-		return regions.Insn{}, err
+		return x86.Insn{}, err
 	}
 	if len(e.insns) > 1<<20 {
 		clear(e.insns)
@@ -550,7 +603,7 @@ func (e *Engine) decode(pc uint64) (regions.Insn, error) {
 	// Only instructions wholly inside the buffer, with room for the longest
 	// encoding, are trusted.
 	for a := in.Next(); a-pc+15 <= uint64(n); {
-		next, err := regions.Decode(code[a-pc:n], a)
+		next, err := x86.Decode(code[a-pc:n], a)
 		if err != nil || next.Len == 0 {
 			break
 		}
@@ -576,6 +629,7 @@ func (e *Engine) insideCS(pc uint64) *regions.Region {
 // Kill ends the process.
 func (e *Engine) Kill() error {
 	e.EndInspections()
+	e.unpinAll()
 	e.exited = true
 	return e.t.Kill()
 }
@@ -583,6 +637,7 @@ func (e *Engine) Kill() error {
 // Detach removes every breakpoint, ours included, and lets the process go.
 func (e *Engine) Detach() error {
 	e.EndInspections()
+	e.unpinAll()
 	e.ClearAll()
 	if e.dlBreak != 0 {
 		e.t.RemoveBreakpoint(e.dlBreak)

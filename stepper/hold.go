@@ -1,7 +1,9 @@
 package stepper
 
 import (
-	"github.com/rseqdbg/rseqdbg/regions"
+	"time"
+
+	"github.com/rseqdbg/rseqdbg/x86"
 )
 
 // asyncMask are the signals holdSignals blocks: every one but the
@@ -13,6 +15,20 @@ var asyncMask = func() uint64 {
 	}
 	return m
 }()
+
+// stormWindow is how long after a signal stop a thread's steps hold its
+// signals.
+const stormWindow = 100 * time.Millisecond
+
+// stormy reports whether tid had a signal stop recently. Holding costs
+// three system calls a step (read the mask, block, restore), which a hot
+// breakpoint pays at every hit, so steps hold only while signals come: the
+// first step of a storm may end in a signal (gdb then steps again, and
+// that step holds), a region run always holds.
+func (e *Engine) stormy(tid int) bool {
+	t, ok := e.signalSeen[tid]
+	return ok && time.Since(t) < stormWindow
+}
 
 // holdSignals blocks tid's asynchronous signals for one hardware step of
 // the instruction in, or for a region run (in zero), and returns what
@@ -27,8 +43,8 @@ var asyncMask = func() uint64 {
 // stops. A system call is stepped with the mask left alone: it may change
 // the mask itself, and a blocking call must still be interrupted. Targets
 // that cannot set masks (remote stubs) step as before.
-func (e *Engine) holdSignals(tid int, in regions.Insn) func() {
-	if e.threadCtl == nil || in.Kind == regions.FlowSyscall {
+func (e *Engine) holdSignals(tid int, in x86.Insn) func() {
+	if e.threadCtl == nil || in.Kind == x86.FlowSyscall {
 		return func() {}
 	}
 	old, err := e.threadCtl.SignalMask(tid)

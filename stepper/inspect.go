@@ -7,6 +7,7 @@ import (
 
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target"
+	"github.com/rseqdbg/rseqdbg/x86"
 	"golang.org/x/sys/unix"
 )
 
@@ -84,26 +85,9 @@ func (e *Engine) beginInspection(tid int, r *regions.Region, sp uint64) error {
 		}
 		e.endInspection(tid)
 	}
-	area := e.RseqArea(tid)
-	if !area.Known {
-		return fmt.Errorf("thread %d has no registered rseq area", tid)
-	}
-	var b [4]byte
-	if n, err := e.t.ReadMemory(area.Addr+4, b[:]); n != 4 {
-		return fmt.Errorf("reading the cpu_id of thread %d: %w", tid, err)
-	}
-	cpu := int(int32(binary.LittleEndian.Uint32(b[:])))
-	if cpu < 0 {
-		return fmt.Errorf("thread %d has no cpu_id yet", tid)
-	}
-	old, err := e.threadCtl.Affinity(tid)
+	old, err := e.pinToAreaCPU(tid)
 	if err != nil {
 		return err
-	}
-	var pin unix.CPUSet
-	pin.Set(cpu)
-	if err := e.threadCtl.SetAffinity(tid, pin); err != nil {
-		return fmt.Errorf("pinning thread %d to CPU %d: %w", tid, cpu, err)
 	}
 	mask, err := e.threadCtl.SignalMask(tid)
 	if err == nil {
@@ -119,6 +103,34 @@ func (e *Engine) beginInspection(tid int, r *regions.Region, sp uint64) error {
 	}
 	e.inspecting[tid] = &inspection{region: r, entrySP: sp, affinity: old, sigmask: mask}
 	return nil
+}
+
+// pinToAreaCPU pins tid to the CPU its rseq area's cpu_id names, the one
+// its code compares against, and returns the affinity it had.
+func (e *Engine) pinToAreaCPU(tid int) (unix.CPUSet, error) {
+	var old unix.CPUSet
+	area := e.RseqArea(tid)
+	if !area.Known {
+		return old, fmt.Errorf("thread %d has no registered rseq area", tid)
+	}
+	var b [4]byte
+	if n, err := e.t.ReadMemory(area.Addr+4, b[:]); n != 4 {
+		return old, fmt.Errorf("reading the cpu_id of thread %d: %w", tid, err)
+	}
+	cpu := int(int32(binary.LittleEndian.Uint32(b[:])))
+	if cpu < 0 {
+		return old, fmt.Errorf("thread %d has no cpu_id yet", tid)
+	}
+	old, err := e.threadCtl.Affinity(tid)
+	if err != nil {
+		return old, err
+	}
+	var pin unix.CPUSet
+	pin.Set(cpu)
+	if err := e.threadCtl.SetAffinity(tid, pin); err != nil {
+		return old, fmt.Errorf("pinning thread %d to CPU %d: %w", tid, cpu, err)
+	}
+	return old, nil
 }
 
 // endInspection gives the thread its affinity and signal mask back; signals
@@ -209,7 +221,7 @@ func (e *Engine) inspectRun(tid, sig int, r *regions.Region, regs *target.Regs) 
 	if err := e.beginInspection(tid, r, sp); err != nil {
 		return nil, fmt.Sprintf("cannot inspect: %v; the section runs atomically", err), nil
 	}
-	exits := e.regionExits(r, regs, regions.Insn{})
+	exits := e.regionExits(r, regs, x86.Insn{})
 	budget := e.opts.RunBudget
 	if len(r.Indirect) == 0 {
 		budget = 0
@@ -255,7 +267,7 @@ func (e *Engine) inspectRangeStep(tid, sig int, r *regions.Region, regs *target.
 	if err != nil {
 		return nil, false, nil
 	}
-	isCall := in.Kind == regions.FlowCall || in.Kind == regions.FlowIndirectCall
+	isCall := in.Kind == x86.FlowCall || in.Kind == x86.FlowIndirectCall
 	if !(isCall && stepOverCalls) && !(r.Contains(lo) && r.Contains(hi-1)) {
 		return nil, false, nil
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target/ptrace"
+	"github.com/rseqdbg/rseqdbg/x86"
 )
 
 // testAbort unwinds a test body running on the tracer thread: t.Fatal
@@ -120,7 +121,7 @@ func TestInspectStepsToCommit(t *testing.T) {
 						fatalf(t, "%v", err)
 					}
 					regs, _ := e.Target().Regs(tid)
-					succ := regions.Successors(in, &regs, e.read)
+					succ := x86.Successors(in, &regs, e.read)
 					st, err := e.StepInstruction(tid, 0, OthersStay)
 					if err != nil {
 						fatalf(t, "step %d at %#x: %v", steps, pc, err)

@@ -7,15 +7,15 @@ import (
 	"debug/elf"
 	"fmt"
 
+	"github.com/rseqdbg/rseqdbg/linkmap"
 	"github.com/rseqdbg/rseqdbg/regions"
-	"github.com/rseqdbg/rseqdbg/target"
 )
 
 // openELF opens an object file of the process: through the target when it
 // reads files where the process runs (a remote stub), else the local path.
 func (e *Engine) openELF(path string) (*elf.File, func(), error) {
-	fr, ok := e.t.(target.FileReader)
-	if !ok {
+	fr := e.files
+	if fr == nil {
 		f, err := elf.Open(path)
 		if err != nil {
 			return nil, nil, err
@@ -36,8 +36,8 @@ func (e *Engine) openELF(path string) (*elf.File, func(), error) {
 
 // loadObject reads the regions an object file publishes.
 func (e *Engine) loadObject(path string, bias uint64) (*regions.Object, error) {
-	fr, ok := e.t.(target.FileReader)
-	if !ok {
+	fr := e.files
+	if fr == nil {
 		return regions.LoadFile(path, bias)
 	}
 	file, err := fr.OpenFile(path)
@@ -55,7 +55,7 @@ func (e *Engine) findRDebug(exe string, bias uint64) (uint64, error) {
 		return 0, fmt.Errorf("finding r_debug: %w", err)
 	}
 	defer done()
-	return regions.FindRDebugELF(e.read, f, exe, bias)
+	return linkmap.FindRDebugELF(e.read, f, exe, bias)
 }
 
 // dynamicLinkerBreakpoint is where the dynamic linker reports changes.
@@ -65,5 +65,5 @@ func (e *Engine) dynamicLinkerBreakpoint(interp string, base uint64) (uint64, er
 		return 0, fmt.Errorf("reading the dynamic linker %s: %w", interp, err)
 	}
 	defer done()
-	return regions.DynamicLinkerBreakpointELF(f, interp, base)
+	return linkmap.DynamicLinkerBreakpointELF(f, interp, base)
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target"
+	"github.com/rseqdbg/rseqdbg/x86"
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
 )
@@ -98,6 +99,7 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 		defer timer.Stop()
 	}
 	for {
+		e.syscallGen++
 		if err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Continue, Sig: sig}}, others.action()); err != nil {
 			return runResult{}, err
 		}
@@ -111,6 +113,9 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 		}
 		if ev.Kind != target.EventStop {
 			continue
+		}
+		if others == OthersRun {
+			e.countCaught(ev.Tid)
 		}
 		if ev.Async && budget > 0 && !expired {
 			// Our own budget interrupt.
@@ -144,6 +149,7 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 			continue
 		}
 		if e.silent(ev) {
+			e.signalSeen[ev.Tid] = time.Now()
 			if ev.Tid == tid && inRegion {
 				e.stats.SignalsInRuns++
 			}
@@ -203,6 +209,7 @@ func (e *Engine) terminal(ev target.Event) *Stop {
 		clear(e.insns)
 		clear(e.rseq)
 		e.dlBreak = 0
+		e.declared = nil
 		e.load()
 		return &Stop{Kind: StopExec, Tid: ev.Tid}
 	}
@@ -233,6 +240,7 @@ func (e *Engine) eventStop(ev target.Event) *Stop {
 		st.Kind = StopStep
 	default:
 		st.Kind = StopSignal
+		e.signalSeen[ev.Tid] = time.Now()
 	}
 	return st
 }
@@ -269,7 +277,14 @@ func (e *Engine) stepOverOwn(tid int) error {
 	}
 	// A signal taking the place of the step would be lost here.
 	if in, err := e.decode(r.Rip); err == nil {
-		defer e.holdSignals(tid, in)()
+		if e.stormy(tid) {
+			defer e.holdSignals(tid, in)()
+		}
+		if in.Kind == x86.FlowSyscall {
+			e.syscallGen++
+		}
+	} else {
+		e.syscallGen++
 	}
 	if err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Step}}, target.Action{Kind: target.Stay}); err != nil {
 		return err
@@ -310,7 +325,7 @@ func (e *Engine) lift(addr uint64) (restore func(), lifted bool, err error) {
 // executed now, and that instruction's successors. It also discovers a
 // section with no table when the instruction stores its descriptor into
 // the thread's rseq_cs.
-func (e *Engine) entering(tid int, regs *target.Regs) (*regions.Region, regions.Insn, [2]uint64, int, error) {
+func (e *Engine) entering(tid int, regs *target.Regs) (*regions.Region, x86.Insn, [2]uint64, int, error) {
 	var succ [2]uint64
 	in, err := e.decode(regs.Rip)
 	if err != nil {
@@ -319,9 +334,9 @@ func (e *Engine) entering(tid int, regs *target.Regs) (*regions.Region, regions.
 	if in.Inst.Op == 0 {
 		return nil, in, succ, 0, nil
 	}
-	list := regions.Successors(in, regs, e.read)
+	list := x86.Successors(in, regs, e.read)
 	n := copy(succ[:], list)
-	if in.Kind == regions.FlowSeq {
+	if in.Kind == x86.FlowSeq {
 		e.discover(tid, in, regs)
 	}
 	cur := e.idx.Lookup(regs.Rip)
@@ -343,8 +358,8 @@ func (e *Engine) entering(tid int, regs *target.Regs) (*regions.Region, regions.
 
 // discover handles a store into the thread's rseq_cs of a descriptor that
 // no table listed.
-func (e *Engine) discover(tid int, in regions.Insn, regs *target.Regs) {
-	addr, value, ok := regions.StoreTo(in, regs)
+func (e *Engine) discover(tid int, in x86.Insn, regs *target.Regs) {
+	addr, value, ok := x86.StoreTo(in, regs)
 	if !ok || value == 0 {
 		return
 	}
@@ -375,13 +390,13 @@ func (e *Engine) discover(tid int, in regions.Insn, regs *target.Regs) {
 }
 
 // regionExits are the places a run through r waits for.
-func (e *Engine) regionExits(r *regions.Region, regs *target.Regs, in regions.Insn) exitSet {
+func (e *Engine) regionExits(r *regions.Region, regs *target.Regs, in x86.Insn) exitSet {
 	var exits exitSet
 	switch r.Kind {
 	case regions.KindVDSO:
 		// Entered by a call: its return address; by a jump: the address at
 		// the top of the stack.
-		if in.Kind == regions.FlowCall || in.Kind == regions.FlowIndirectCall {
+		if in.Kind == x86.FlowCall || in.Kind == x86.FlowIndirectCall {
 			exits.add(in.Next())
 		} else if v, ok := readU64(e.read, regs.Rsp); ok {
 			exits.add(v)
@@ -399,7 +414,7 @@ func (e *Engine) regionExits(r *regions.Region, regs *target.Regs, in regions.In
 // entryExits are the exits of a run that enters r by the instruction in:
 // r's own, and the instruction's successors outside r (a conditional
 // branch into r may as well fall through).
-func (e *Engine) entryExits(r *regions.Region, regs *target.Regs, in regions.Insn, succ []uint64) exitSet {
+func (e *Engine) entryExits(r *regions.Region, regs *target.Regs, in x86.Insn, succ []uint64) exitSet {
 	exits := e.regionExits(r, regs, in)
 	for _, s := range succ {
 		if !r.Contains(s) {
@@ -409,7 +424,7 @@ func (e *Engine) entryExits(r *regions.Region, regs *target.Regs, in regions.Ins
 	return exits
 }
 
-func readU64(read regions.MemReader, addr uint64) (uint64, bool) {
+func readU64(read target.MemReader, addr uint64) (uint64, bool) {
 	var b [8]byte
 	if n, err := read(addr, b[:]); err != nil || n != 8 {
 		return 0, false
@@ -506,7 +521,7 @@ func (e *Engine) stepInstruction(tid int, sig int, others Others) (*Stop, error)
 	if r != nil {
 		return e.regionRun(tid, sig, r, e.entryExits(r, &regs, in, succ[:n]), false)
 	}
-	if in.Kind == regions.FlowSyscall {
+	if in.Kind == x86.FlowSyscall {
 		e.forgetUnregistered(tid)
 	}
 	return e.hardwareStep(tid, sig, regs.Rip, others)
@@ -543,10 +558,10 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 		return nil, err
 	}
 	if in, err := e.decode(pc); err == nil {
-		if sig == 0 {
+		if sig == 0 && e.stormy(tid) {
 			defer e.holdSignals(tid, in)()
 		}
-		if in.Kind != regions.FlowSyscall {
+		if in.Kind != x86.FlowSyscall {
 			// One instruction that is not a system call completes without
 			// any other thread; letting them run for it would cost a
 			// resume and a stop of every thread (gdb's stepi asks for
@@ -555,6 +570,10 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 			others = OthersStay
 		}
 	}
+	if others == OthersRun {
+		e.syscallGen++
+	}
+	e.pinForSteps(tid)
 	// Whatever ends the step other than its own completion (another
 	// thread's stop or exit, a signal) abandons it: a completion the
 	// target kept must not surface at the next resumption as a SIGTRAP
@@ -575,6 +594,7 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 		}
 		actions = map[int]target.Action{tid: {Kind: target.Step}}
 		if e.silent(ev) {
+			e.signalSeen[ev.Tid] = time.Now()
 			pass := ev.Sig
 			if e.policy.NoPass[ev.Sig] {
 				pass = 0
@@ -599,7 +619,7 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 		st := e.eventStop(ev)
 		if ev.Kind == target.EventStop && ev.Tid == tid && ev.Trap == target.TrapStep {
 			st.Kind = StopStep
-			if in, err := e.decode(pc); err == nil && in.Kind == regions.FlowTrap && in.Inst.Op == x86asm.INT {
+			if in, err := e.decode(pc); err == nil && in.Kind == x86.FlowTrap && in.Inst.Op == x86asm.INT {
 				// The program's own int3: its SIGTRAP, not our step.
 				st.Kind = StopSignal
 			}
@@ -669,7 +689,7 @@ func (e *Engine) regionRun(tid, sig int, r *regions.Region, exits exitSet, until
 	// it after the abort, and delivery after the commit is equivalent.
 	// A signal the run was asked to deliver goes in first.
 	if sig == 0 {
-		defer e.holdSignals(tid, regions.Insn{})()
+		defer e.holdSignals(tid, x86.Insn{})()
 	}
 	// An int3 of ours where the run starts would trap at once; the thread
 	// runs alone, so lifting it for the run hides it from nobody else.
@@ -758,7 +778,7 @@ func (e *Engine) pass(tid, sig int, r *regions.Region, regs *target.Regs) (*Stop
 			}
 		}
 	}
-	exits := e.regionExits(r, regs, regions.Insn{})
+	exits := e.regionExits(r, regs, x86.Insn{})
 	st, err := e.regionRun(tid, sig, r, exits, true)
 	if err != nil {
 		return nil, err
@@ -782,11 +802,11 @@ func (e *Engine) storeBefore(tid int, r *regions.Region, regs *target.Regs) (uin
 		return 0, false
 	}
 	for k := 2; k <= 15; k++ {
-		in, err := regions.Decode(code[16-k:], r.Start-uint64(k))
+		in, err := x86.Decode(code[16-k:], r.Start-uint64(k))
 		if err != nil || in.Len != k {
 			continue
 		}
-		addr, value, ok := regions.StoreTo(in, regs)
+		addr, value, ok := x86.StoreTo(in, regs)
 		if !ok {
 			continue
 		}
@@ -809,6 +829,8 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 	if e.exited {
 		return nil, target.ErrExited
 	}
+	// A thread pinned for its steps runs free again.
+	e.unpinAll()
 	var crossed []Crossing
 	movers := []int{tid}
 	for th := range e.reported {
@@ -840,6 +862,7 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 		for th, s := range sigs {
 			actions[th] = target.Action{Kind: target.Continue, Sig: s}
 		}
+		e.syscallGen++
 		if err := e.t.Resume(actions, target.Action{Kind: target.Continue}); err != nil {
 			return nil, err
 		}
@@ -858,6 +881,7 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 		if ev.Kind != target.EventStop {
 			continue
 		}
+		e.countCaught(ev.Tid)
 		if ev.Trap == target.TrapBreakpoint && len(e.byAddr[ev.Addr]) == 0 {
 			if e.internalBreakpoint(ev.Addr) {
 				e.refreshLinkMap()
@@ -872,6 +896,7 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 			continue
 		}
 		if e.silent(ev) {
+			e.signalSeen[ev.Tid] = time.Now()
 			if !e.policy.NoPass[ev.Sig] {
 				sigs = map[int]int{ev.Tid: ev.Sig}
 			}
@@ -979,7 +1004,7 @@ func (e *Engine) rangeStep(tid int, lo, hi uint64, sig int, others Others, stepO
 			}
 			continue
 		}
-		if stepOverCalls && (in.Kind == regions.FlowCall || in.Kind == regions.FlowIndirectCall) {
+		if stepOverCalls && (in.Kind == x86.FlowCall || in.Kind == x86.FlowIndirectCall) {
 			ret, rspAtCall := in.Next(), regs.Rsp
 			if e.t.BreakpointAt(pc) {
 				// A continue would execute the int3 at once and report
@@ -1104,16 +1129,16 @@ func (e *Engine) rangeFlow(lo, hi uint64) *flow {
 	}
 	f := &flow{}
 	for pc := lo; pc < hi; {
-		in, err := regions.Decode(code[pc-lo:n], pc)
+		in, err := x86.Decode(code[pc-lo:n], pc)
 		if err != nil || in.Len == 0 {
 			return nil
 		}
 		switch in.Kind {
-		case regions.FlowJump, regions.FlowCondJump:
+		case x86.FlowJump, x86.FlowCondJump:
 			if in.Target < lo || in.Target >= hi || e.idx.Lookup(in.Target) != nil {
 				f.stopAt.add(pc)
 			}
-		case regions.FlowCall, regions.FlowIndirectCall, regions.FlowIndirectJump, regions.FlowRet, regions.FlowTrap:
+		case x86.FlowCall, x86.FlowIndirectCall, x86.FlowIndirectJump, x86.FlowRet, x86.FlowTrap:
 			f.stopAt.add(pc)
 		}
 		if r := e.idx.Lookup(in.Next()); r != nil && !r.Contains(pc) {
@@ -1158,7 +1183,7 @@ func (e *Engine) runTo(tid int, addr uint64, others Others) (*Stop, error) {
 
 // mayStoreDescriptor recognises the shape of a store into rseq_cs: a
 // 64-bit register store to 8(reg) or through %fs.
-func mayStoreDescriptor(in regions.Insn) bool {
+func mayStoreDescriptor(in x86.Insn) bool {
 	if in.Inst.Op != x86asm.MOV || in.Inst.MemBytes != 8 {
 		return false
 	}
@@ -1219,11 +1244,11 @@ func (e *Engine) quickRegs(tid int) (target.Regs, bool, error) { return target.Q
 // needsFullRegs reports whether deciding where in leads takes more than
 // the PC and stack pointer: an indirect branch's operand, or a store that
 // may publish a descriptor into rseq_cs.
-func needsFullRegs(in regions.Insn) bool {
+func needsFullRegs(in x86.Insn) bool {
 	switch in.Kind {
-	case regions.FlowIndirectJump, regions.FlowIndirectCall:
+	case x86.FlowIndirectJump, x86.FlowIndirectCall:
 		return true
-	case regions.FlowSeq:
+	case x86.FlowSeq:
 		if in.Inst.Op == x86asm.MOV {
 			_, mem := in.Inst.Args[0].(x86asm.Mem)
 			return mem

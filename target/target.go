@@ -223,6 +223,50 @@ func QuickRegs(t Target, tid int) (r Regs, full bool, err error) {
 	return r, true, err
 }
 
+// The optional capabilities below are what a target behind another stub
+// (target/remote) offers a GDB protocol proxy in front of it. A front end
+// checks for each once, when it takes the process, and keeps the result;
+// each implementation asserts it at compile time, so that a renamed method
+// breaks the build instead of silently turning the feature off.
+
+// LibraryLister is implemented by targets that list the dynamic linker's
+// objects themselves (a stub's qXfer:libraries-svr4 document).
+type LibraryLister interface {
+	Libraries() ([]byte, error)
+}
+
+// StackPrefetcher is implemented by targets that can read the top of a
+// stopped thread's stack ahead, while a client reads the stop reply.
+type StackPrefetcher interface {
+	PrefetchStack(tid int)
+}
+
+// RseqNoter is implemented by targets that can explain how they found a
+// thread's rseq area, or why they found none (`monitor rseq status`).
+type RseqNoter interface {
+	RseqNote(tid int) string
+}
+
+// ConsoleTee is implemented by targets whose console output (a stub's O
+// packets) can be copied to f while a resumption runs, until restore.
+type ConsoleTee interface {
+	TeeConsole(f func(text string)) (restore func())
+}
+
+// ClientWatcher is implemented by targets that wait for a stub: every wait
+// also watches fd (the proxy's client) and calls onReady, on the thread
+// waiting for the target, whenever fd is readable, until restore.
+type ClientWatcher interface {
+	WatchClient(fd int, onReady func()) (restore func())
+}
+
+// RegisterGaps is implemented by targets that cannot read some registers
+// (lldb-server describes no fs_base): they are reported unavailable rather
+// than as zero.
+type RegisterGaps interface {
+	Lacks(name string) bool
+}
+
 // ThreadControl is implemented by targets that can pin a thread to CPUs and
 // block its signals, which a remote stub cannot. Inspect mode needs both:
 // a pinned thread cannot migrate inside a critical section, and a blocked
@@ -263,3 +307,18 @@ const (
 	XfeatureSSE = 1 << 1
 	XfeatureAVX = 1 << 2
 )
+
+// MemReader reads target memory; it returns the count read.
+type MemReader func(addr uint64, buf []byte) (int, error)
+
+// ReadUpTo reads up to len(buf) bytes at addr and returns those it read.
+func ReadUpTo(read MemReader, addr uint64, buf []byte) []byte {
+	n, _ := read(addr, buf)
+	if n < 0 {
+		n = 0
+	}
+	if n > len(buf) {
+		n = len(buf)
+	}
+	return buf[:n]
+}

@@ -154,3 +154,13 @@ func BenchmarkProxyNext(b *testing.B) {
 		return p.port(), func() { p.wait(b) }
 	})
 }
+
+// gdbSeconds reads the "LABEL-SECONDS f" line a timed gdb script prints.
+func gdbSeconds(b *testing.B, out, label string) float64 {
+	m := regexp.MustCompile(label + `-SECONDS ([0-9.]+)`).FindStringSubmatch(out)
+	if m == nil {
+		b.Fatalf("no %s timing:\n%s", label, out)
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rseqdbg/rseqdbg/gdbproto"
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 )
 
 // memKB reads a field of /proc/PID/status (VmRSS, VmHWM) in kB; 0 when the
@@ -76,7 +76,7 @@ func queuedPacketsBounded(t *testing.T, srv *stub) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := gdbproto.NewClient(conn)
+	c, err := wire.NewClient(conn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func queuedPacketsBounded(t *testing.T, srv *stub) {
 	}
 	time.Sleep(100 * time.Millisecond)
 	payload := append([]byte("X555555554000,7f00:"), bytes.Repeat([]byte{'a'}, 0x7f00)...)
-	frame := gdbproto.AppendPacket(nil, payload)
+	frame := wire.AppendPacket(nil, payload)
 	const total = 200 << 20
 	sent := flood(conn, frame, total, 5*time.Second)
 	hwm := memKB(srv.cmd.Process.Pid, "VmHWM")

@@ -92,3 +92,27 @@ func TestGDBForkChildKeepsNoBreakpoints(t *testing.T) {
 		})
 	}
 }
+
+// A program that execs itself stops at a breakpoint set before the exec:
+// rseqdbg run resolves it again in the new image, and gdb, told of the
+// exec (exec-events), reloads the program and inserts it again.
+func TestHeadlessExecKeepsBreakpoints(t *testing.T) {
+	s := run(t, []string{"break child_work", "continue", "bt", "delete"}, []string{"--continue"}, fixture("fork_child"), "exec", "3")
+	stops := s.of("stop")
+	if len(stops) != 2 || stops[1].str("reason") != "breakpoint" || !strings.HasPrefix(stops[1].str("function"), "child_work") {
+		t.Fatalf("stops %v", stops)
+	}
+	if s.code != 0 {
+		t.Fatalf("exit code %d", s.code)
+	}
+}
+
+func TestGDBExecKeepsBreakpoints(t *testing.T) {
+	needTool(t, "gdb")
+	srv := startRseqdbg(t, []string{"--once"}, fixture("fork_child"), "exec", "3")
+	out := gdb(t, srv.port, fixture("fork_child"), false, []string{"break child_work", "continue", "continue"}, time.Minute)
+	srv.wait(t, 30*time.Second)
+	if !strings.Contains(out, "is executing new program") || !strings.Contains(out, "Breakpoint 1, child_work (k=3)") || !strings.Contains(out, "exited normally") {
+		t.Fatalf("gdb did not stop at the breakpoint after the exec:\n%s", tail(out))
+	}
+}

@@ -17,17 +17,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rseqdbg/rseqdbg/gdbproto"
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 )
 
 // dialServer connects a protocol client to a server on loopback.
-func dialServer(t *testing.T, port int) *gdbproto.Client {
+func dialServer(t *testing.T, port int) *wire.Client {
 	t.Helper()
 	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := gdbproto.NewClient(conn)
+	c, err := wire.NewClient(conn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestVRunVAttachNeedExtendedMode(t *testing.T) {
 	victim.start(t, fixture("full_tables"), "1", "400000000000")
 	c := dialServer(t, srv.port)
 	for _, pkt := range []string{"vRun;" + hexs(prog) + ";" + hexs("1"), fmt.Sprintf("vAttach;%x", victim.cmd.Process.Pid)} {
-		var se *gdbproto.StubError
+		var se *wire.StubError
 		if _, err := c.Request(pkt); !errors.As(err, &se) {
 			t.Errorf("%s outside extended mode: %v, want an error reply", pkt, err)
 		}
@@ -202,7 +202,7 @@ func TestStaleCFIDirRemoved(t *testing.T) {
 	prog := fixture("full_tables")
 	type server struct {
 		s   *stub
-		c   *gdbproto.Client
+		c   *wire.Client
 		dir string
 	}
 	start := func() server {

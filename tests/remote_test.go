@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/rseqdbg/rseqdbg/symbols"
-	"github.com/rseqdbg/rseqdbg/target"
 	"github.com/rseqdbg/rseqdbg/target/ptrace"
 )
 
@@ -347,27 +346,9 @@ var (
 )
 
 // debugRegistersWork tells whether debug registers trigger on this machine
-// (some hypervisors accept them and never raise #DB): an execute breakpoint
-// on the first instruction of a fresh process must fire on a single-step.
+// (some hypervisors accept them and never raise #DB), by the probe the
+// server uses.
 func debugRegistersWork(t *testing.T) bool {
-	drOnce.Do(func() {
-		p, err := ptrace.Launch(ptrace.LaunchOptions{Path: fixture("loop_next")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.Do(func() {
-			defer p.Kill()
-			r, err := p.Regs(p.Pid())
-			if err != nil || p.SetDebugReg(0, r.Rip) != nil || p.SetDebugReg(7, 1) != nil {
-				return
-			}
-			if p.Resume(map[int]target.Action{p.Pid(): {Kind: target.Step}}, target.Action{Kind: target.Stay}) != nil {
-				return
-			}
-			ev, err := p.Wait()
-			drWorks = err == nil && ev.Trap == target.TrapWatch
-		})
-		p.Close()
-	})
+	drOnce.Do(func() { drWorks = ptrace.ProbeDebugRegisters(fixture("loop_next")) })
 	return drWorks
 }

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target"
 )
 
@@ -186,7 +185,7 @@ func (im *image) name(pc uint64) string {
 }
 
 // reader serves the stack copy and the file's segments.
-func (im *image) reader(stackLo uint64, stack []byte) regions.MemReader {
+func (im *image) reader(stackLo uint64, stack []byte) target.MemReader {
 	return func(addr uint64, buf []byte) (int, error) {
 		if addr >= stackLo && addr-stackLo < uint64(len(stack)) {
 			return copy(buf, stack[addr-stackLo:]), nil
@@ -222,7 +221,7 @@ func hasPrefix(got, want []string) bool {
 }
 
 // setup builds and runs a variant in a mode and loads it into an unwinder.
-func setup(t *testing.T, v variant, mode string) (*Unwinder, *image, snapshot, regions.MemReader) {
+func setup(t *testing.T, v variant, mode string) (*Unwinder, *image, snapshot, target.MemReader) {
 	t.Helper()
 	bin := buildFixture(t, v)
 	s := runFixture(t, bin, mode)

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
-	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target"
 )
 
@@ -235,7 +234,7 @@ func FuzzSynthesizeModel(f *testing.F) {
 }
 
 // The walker's read must tolerate short reads at the end of code.
-var _ regions.MemReader = memReader(nil)
+var _ target.MemReader = memReader(nil)
 
 // FuzzAddImage loads this process's vDSO with random bytes patched in (its
 // headers, CFI, code) and unwinds through it: no panic, no hang in the CFA

@@ -5,7 +5,7 @@ import (
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
 	"github.com/go-delve/delve/pkg/dwarf/op"
-	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/target"
 )
 
 // Signal return trampolines: rt_sigreturn is syscall 15. glibc and musl
@@ -15,7 +15,7 @@ var sigreturnCode = [][]byte{
 	{0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05},             // mov $15,%eax; syscall
 }
 
-func isSigreturn(pc uint64, read regions.MemReader) bool {
+func isSigreturn(pc uint64, read target.MemReader) bool {
 	var code [9]byte
 	n, _ := read(pc, code[:])
 	for _, c := range sigreturnCode {

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/target"
+	"github.com/rseqdbg/rseqdbg/x86"
 )
 
 // Entry is where code without CFI is entered that a debugger should be
@@ -77,7 +79,7 @@ func appendEntries(out []Entry, r *regions.Region) []Entry {
 // and gives pc's offset from the start of that code. Only entries shortly
 // before pc are described, so the cost does not grow with the number of
 // regions.
-func (u *Unwinder) StubName(idx *regions.Index, pc uint64, read regions.MemReader) (name string, off uint64, ok bool) {
+func (u *Unwinder) StubName(idx *regions.Index, pc uint64, read target.MemReader) (name string, off uint64, ok bool) {
 	var near []Entry
 	for _, e := range Entries(idx) {
 		if e.PC <= pc && pc-e.PC < stubInsns*16 {
@@ -100,7 +102,7 @@ const stubInsns = 256
 // it. Entries covered by CFI, or whose first instruction cannot be decoded,
 // are left out; two entries into the same code are described once, under
 // the first name.
-func (u *Unwinder) Describe(entries []Entry, read regions.MemReader) []SynthFunc {
+func (u *Unwinder) Describe(entries []Entry, read target.MemReader) []SynthFunc {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
 	var out []SynthFunc
@@ -144,7 +146,7 @@ func (u *Unwinder) Describe(entries []Entry, read regions.MemReader) []SynthFunc
 			for pc := s.start; pc < s.end; {
 				var code [16]byte
 				n, _ := read(pc, code[:])
-				in, err := regions.Decode(code[:max(n, 0)], pc)
+				in, err := x86.Decode(code[:max(n, 0)], pc)
 				if err != nil {
 					break
 				}
@@ -170,10 +172,10 @@ func (u *Unwinder) Describe(entries []Entry, read regions.MemReader) []SynthFunc
 // stubExtent lists the instructions of the code without CFI reachable from
 // pc, sorted by address: every path is followed until it enters code with
 // CFI, another function, or leaves by ret, a trap or an indirect branch.
-func (u *Unwinder) stubExtent(pc uint64, read regions.MemReader) []regions.Insn {
+func (u *Unwinder) stubExtent(pc uint64, read target.MemReader) []x86.Insn {
 	w := newWalker(u, read, stubInsns)
 	seen := map[uint64]bool{}
-	var out []regions.Insn
+	var out []x86.Insn
 	work := []uint64{pc}
 	for len(work) > 0 && len(out) < stubInsns {
 		a := work[len(work)-1]
@@ -193,13 +195,13 @@ func (u *Unwinder) stubExtent(pc uint64, read regions.MemReader) []regions.Insn 
 		}
 		out = append(out, in)
 		switch in.Kind {
-		case regions.FlowSeq, regions.FlowSyscall:
+		case x86.FlowSeq, x86.FlowSyscall:
 			work = append(work, in.Next())
-		case regions.FlowJump:
+		case x86.FlowJump:
 			work = append(work, in.Target)
-		case regions.FlowCondJump:
+		case x86.FlowCondJump:
 			work = append(work, in.Target, in.Next())
-		case regions.FlowCall, regions.FlowIndirectCall:
+		case x86.FlowCall, x86.FlowIndirectCall:
 			if next, ok := w.decode(in.Next()); ok && !isPadding(next) {
 				work = append(work, in.Next())
 			}

@@ -5,7 +5,8 @@ import (
 	"maps"
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
-	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/target"
+	"github.com/rseqdbg/rseqdbg/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -150,7 +151,7 @@ func join(a, b *state) (*state, bool) {
 }
 
 // addr resolves a memory operand to an affine address.
-func (st *state) addr(m x86asm.Mem, in regions.Insn) (uint8, int64, bool) {
+func (st *state) addr(m x86asm.Mem, in x86.Insn) (uint8, int64, bool) {
 	if in.Inst.AddrSize != 64 || m.Index != 0 {
 		return 0, 0, false
 	}
@@ -293,7 +294,7 @@ var movesStack = map[x86asm.Op]bool{
 
 // exec applies the data effect of one instruction. false: rsp becomes
 // something the model cannot name.
-func (st *state) exec(in regions.Insn) bool {
+func (st *state) exec(in x86.Insn) bool {
 	inst := in.Inst
 	a0, a1 := inst.Args[0], inst.Args[1]
 	switch inst.Op {
@@ -420,7 +421,7 @@ func (st *state) exec(in regions.Insn) bool {
 
 // generic applies the conservative effect of any other instruction: what it
 // writes becomes unknown.
-func (st *state) generic(in regions.Insn) bool {
+func (st *state) generic(in x86.Insn) bool {
 	inst := in.Inst
 	if movesStack[inst.Op] {
 		return false
@@ -463,33 +464,33 @@ func (st *state) generic(in regions.Insn) bool {
 // walker runs the data-flow analysis over decoded code.
 type walker struct {
 	u      *Unwinder
-	read   regions.MemReader
+	read   target.MemReader
 	budget int
-	insns  map[uint64]regions.Insn
+	insns  map[uint64]x86.Insn
 	states map[uint64]*state
 	work   []uint64
 	queued map[uint64]bool
 }
 
-func newWalker(u *Unwinder, read regions.MemReader, budget int) *walker {
-	return &walker{u: u, read: read, budget: budget, insns: map[uint64]regions.Insn{},
+func newWalker(u *Unwinder, read target.MemReader, budget int) *walker {
+	return &walker{u: u, read: read, budget: budget, insns: map[uint64]x86.Insn{},
 		states: map[uint64]*state{}, queued: map[uint64]bool{}}
 }
 
 var endbr = [][]byte{{0xf3, 0x0f, 0x1e, 0xfa}, {0xf3, 0x0f, 0x1e, 0xfb}}
 
-func (w *walker) decode(addr uint64) (regions.Insn, bool) {
+func (w *walker) decode(addr uint64) (x86.Insn, bool) {
 	if in, ok := w.insns[addr]; ok {
 		return in, true
 	}
 	var code [16]byte
 	n, _ := w.read(addr, code[:])
 	if n <= 0 || n > len(code) {
-		return regions.Insn{}, false
+		return x86.Insn{}, false
 	}
-	in, err := regions.Decode(code[:n], addr)
+	in, err := x86.Decode(code[:n], addr)
 	if err != nil || in.Len <= 0 {
-		return regions.Insn{}, false
+		return x86.Insn{}, false
 	}
 	if in.Inst.Op == 0 {
 		// x86asm has no name for endbr64/endbr32 (CET landing pads, the
@@ -502,7 +503,7 @@ func (w *walker) decode(addr uint64) (regions.Insn, bool) {
 			}
 		}
 		if !isEndbr {
-			return regions.Insn{}, false
+			return x86.Insn{}, false
 		}
 		in.Inst = x86asm.Inst{Op: x86asm.NOP, Len: 4}
 		in.Len = 4
@@ -548,7 +549,7 @@ func (w *walker) next() (uint64, *state, bool) {
 // function (abort, __stack_chk_fail), only alignment padding, a trap, or the
 // next function. Falling through into the start of another function is not
 // a path either: the code there describes another frame.
-func (w *walker) successor(in regions.Insn, st *state) bool {
+func (w *walker) successor(in x86.Insn, st *state) bool {
 	nst := st.clone()
 	fall := func(s *state) bool {
 		if w.u.funcStart(in.Next()) {
@@ -556,22 +557,22 @@ func (w *walker) successor(in regions.Insn, st *state) bool {
 		}
 		return w.flow(in.Next(), s)
 	}
-	if in.Kind == regions.FlowCall || in.Kind == regions.FlowIndirectCall {
+	if in.Kind == x86.FlowCall || in.Kind == x86.FlowIndirectCall {
 		if next, ok := w.decode(in.Next()); !ok || isPadding(next) {
 			return true
 		}
 	}
 	switch in.Kind {
-	case regions.FlowSeq, regions.FlowSyscall:
+	case x86.FlowSeq, x86.FlowSyscall:
 		return nst.exec(in) && fall(nst)
-	case regions.FlowJump:
+	case x86.FlowJump:
 		return w.flow(in.Target, nst)
-	case regions.FlowCondJump:
+	case x86.FlowCondJump:
 		if in.Target == 0 || !nst.exec(in) {
 			return false
 		}
 		return w.flow(in.Target, nst) && fall(nst.clone())
-	case regions.FlowCall, regions.FlowIndirectCall:
+	case x86.FlowCall, x86.FlowIndirectCall:
 		return nst.call() && fall(nst)
 	}
 	return false
@@ -579,7 +580,7 @@ func (w *walker) successor(in regions.Insn, st *state) bool {
 
 // isPadding reports instructions that only appear where control does not
 // flow: alignment nops and traps.
-func isPadding(in regions.Insn) bool {
+func isPadding(in x86.Insn) bool {
 	switch in.Inst.Op {
 	case x86asm.NOP, x86asm.INT, x86asm.UD0, x86asm.UD1, x86asm.UD2, x86asm.HLT:
 		return true
@@ -590,7 +591,7 @@ func isPadding(in regions.Insn) bool {
 // synthForward derives the row at pc, code without an FDE, by decoding
 // forward to where the code leaves: a jump or fall-through into code that
 // has CFI (the row there, shifted by what the stub did), or a ret.
-func (u *Unwinder) synthForward(pc uint64, read regions.MemReader) (row, bool) {
+func (u *Unwinder) synthForward(pc uint64, read target.MemReader) (row, bool) {
 	w := newWalker(u, read, stubBudget)
 	w.flow(pc, identity())
 	exits := map[uint64]bool{}
@@ -614,12 +615,12 @@ func (u *Unwinder) synthForward(pc uint64, read regions.MemReader) (row, bool) {
 			return row{}, false
 		}
 		switch in.Kind {
-		case regions.FlowRet:
+		case x86.FlowRet:
 			if in.Inst.Op != x86asm.RET || in.Inst.Args[0] != nil {
 				return row{}, false // ret imm16, lret, iret
 			}
 			rets[addr] = true
-		case regions.FlowTrap:
+		case x86.FlowTrap:
 			// The path ends in a signal: it leaves no frame to describe.
 		default:
 			if !w.successor(in, st) {
@@ -814,7 +815,7 @@ func mergeRows(rows []row) (row, bool) {
 
 // synthFromEntry derives the row at pc inside a function [entry, end) that
 // has no CFI, by interpreting it from its entry, where CFA = rsp+8.
-func (u *Unwinder) synthFromEntry(entry, pc, end uint64, read regions.MemReader) (row, bool) {
+func (u *Unwinder) synthFromEntry(entry, pc, end uint64, read target.MemReader) (row, bool) {
 	w := newWalker(u, read, entryBudget)
 	w.flow(entry, identity())
 	for {
@@ -833,7 +834,7 @@ func (u *Unwinder) synthFromEntry(entry, pc, end uint64, read regions.MemReader)
 			return row{}, false
 		}
 		switch in.Kind {
-		case regions.FlowRet, regions.FlowTrap:
+		case x86.FlowRet, x86.FlowTrap:
 		default:
 			if !w.successor(in, st) {
 				return row{}, false
@@ -923,7 +924,7 @@ func entryRow() row {
 // synthesize finds rules for a frame whose PC has no usable CFI: forward
 // to the stub's exit first, then from the entry of the function symbol
 // that contains it.
-func (u *Unwinder) synthesize(f *Frame, read regions.MemReader) (row, bool) {
+func (u *Unwinder) synthesize(f *Frame, read target.MemReader) (row, bool) {
 	// For a return address whose call ends a CFI-less stub, PC itself may
 	// start the next function; decoding from there would describe the wrong
 	// code.

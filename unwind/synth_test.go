@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
-	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target"
+	"github.com/rseqdbg/rseqdbg/x86"
 )
 
 // readVDSO reads this process's vDSO: AT_SYSINFO_EHDR from auxv, its extent
@@ -84,7 +84,7 @@ func vdsoSym(t *testing.T, img []byte, base uint64, names ...string) uint64 {
 	return 0
 }
 
-func memReader(segs map[uint64][]byte) regions.MemReader {
+func memReader(segs map[uint64][]byte) target.MemReader {
 	return func(addr uint64, buf []byte) (int, error) {
 		for lo, data := range segs {
 			if addr >= lo && addr-lo < uint64(len(data)) {
@@ -181,14 +181,14 @@ func ruleAgree(cfi, syn row) (comparable, agree bool) {
 
 // crossCheck synthesizes the row at every instruction of the given
 // functions without CFI and compares it with the CFI.
-func crossCheck(t *testing.T, withCFI, without *Unwinder, syms []symbol, read regions.MemReader) {
+func crossCheck(t *testing.T, withCFI, without *Unwinder, syms []symbol, read target.MemReader) {
 	t.Helper()
 	var checked, synthesized, disagree int
 	for _, s := range syms {
 		for pc := s.start; pc < s.end; {
 			var code [16]byte
 			n, _ := read(pc, code[:])
-			in, err := regions.Decode(code[:n], pc)
+			in, err := x86.Decode(code[:n], pc)
 			if err != nil || in.Len == 0 {
 				break
 			}

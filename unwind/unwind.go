@@ -10,7 +10,6 @@ import (
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
 	"github.com/go-delve/delve/pkg/dwarf/op"
-	"github.com/rseqdbg/rseqdbg/regions"
 	"github.com/rseqdbg/rseqdbg/target"
 )
 
@@ -101,7 +100,7 @@ func setDwarf(r *target.Regs, n uint64, v uint64) {
 	}
 }
 
-func readU64(read regions.MemReader, addr uint64) (uint64, bool) {
+func readU64(read target.MemReader, addr uint64) (uint64, bool) {
 	var b [8]byte
 	if n, err := read(addr, b[:]); err != nil || n != 8 {
 		return 0, false
@@ -111,7 +110,7 @@ func readU64(read regions.MemReader, addr uint64) (uint64, bool) {
 
 // opReader adapts a MemReader to pkg/dwarf/op, which takes the arguments in
 // the other order and trusts a nil error to mean a full read.
-func opReader(read regions.MemReader) op.ReadMemoryFunc {
+func opReader(read target.MemReader) op.ReadMemoryFunc {
 	return func(buf []byte, addr uint64) (int, error) {
 		n, err := read(addr, buf)
 		if err == nil && n < len(buf) {
@@ -128,7 +127,7 @@ func opReader(read regions.MemReader) op.ReadMemoryFunc {
 // bare expression, so glibc's rules that start from the CFA would read the
 // wrong stack slot. There is no API to seed the stack, so the expression is
 // prefixed with DW_OP_call_frame_cfa.
-func evalExpr(expr []byte, regs *[nDw]uint64, cfa uint64, pushCFA bool, bias uint64, read regions.MemReader) (v uint64, ok bool) {
+func evalExpr(expr []byte, regs *[nDw]uint64, cfa uint64, pushCFA bool, bias uint64, read target.MemReader) (v uint64, ok bool) {
 	defer func() {
 		// pkg/dwarf/op indexes its stack without checking on some opcodes
 		// (DW_OP_plus_uconst on an empty stack): malformed CFI must not
@@ -157,7 +156,7 @@ func evalExpr(expr []byte, regs *[nDw]uint64, cfa uint64, pushCFA bool, bias uin
 }
 
 // apply evaluates r in frame f and returns f's CFA and its caller.
-func apply(r row, f *Frame, read regions.MemReader) (cfa uint64, next Frame, res stepResult) {
+func apply(r row, f *Frame, read target.MemReader) (cfa uint64, next Frame, res stepResult) {
 	regs := toDwarf(&f.Regs)
 	switch r.cfa.Rule {
 	case frame.RuleCFA:
@@ -248,7 +247,7 @@ func apply(r row, f *Frame, read regions.MemReader) (cfa uint64, next Frame, res
 }
 
 // step fills in f's CFA, Synthesized and Signal and returns its caller.
-func (u *Unwinder) step(f *Frame, read regions.MemReader) (Frame, stepResult) {
+func (u *Unwinder) step(f *Frame, read target.MemReader) (Frame, stepResult) {
 	if r, ok := u.rowAt(f, read); ok {
 		cfa, next, res := apply(r, f, read)
 		if res != stepUnknown {
@@ -261,7 +260,7 @@ func (u *Unwinder) step(f *Frame, read regions.MemReader) (Frame, stepResult) {
 
 // rowAt finds the rules at f's PC: a signal trampoline by its code, then
 // CFI, then synthesis from the code.
-func (u *Unwinder) rowAt(f *Frame, read regions.MemReader) (row, bool) {
+func (u *Unwinder) rowAt(f *Frame, read target.MemReader) (row, bool) {
 	// The trampoline is recognised by its bytes before any CFI lookup: its
 	// frame's PC is the handler's return address, and PC-1 may fall in
 	// whatever function precedes a restorer that has no CFI of its own.
@@ -279,7 +278,7 @@ func (u *Unwinder) rowAt(f *Frame, read regions.MemReader) (row, bool) {
 
 // rbpChain is the last resort: the frame-pointer convention, believed only
 // when rbp points into the stack above rsp.
-func rbpChain(f *Frame, read regions.MemReader) (Frame, stepResult) {
+func rbpChain(f *Frame, read target.MemReader) (Frame, stepResult) {
 	rbp, rsp := f.Regs.Rbp, f.Regs.Rsp
 	const maxFrame = 1 << 24
 	if rbp <= rsp || rbp-rsp > maxFrame || rbp&7 != 0 {
@@ -303,7 +302,7 @@ func rbpChain(f *Frame, read regions.MemReader) (Frame, stepResult) {
 // being regs itself. The walk stops at a zero PC, when the CFA stops
 // growing, at max, or when no rule can be determined; none of these is an
 // error.
-func (u *Unwinder) Frames(regs target.Regs, read regions.MemReader, max int) ([]Frame, error) {
+func (u *Unwinder) Frames(regs target.Regs, read target.MemReader, max int) ([]Frame, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("unwinding from %#x: max frames %d < 1", regs.Rip, max)
 	}
@@ -337,7 +336,7 @@ func (u *Unwinder) Frames(regs target.Regs, read regions.MemReader, max int) ([]
 // filled in when its rules are known. f is frame 0 when built from a
 // thread's registers (Frame{PC: regs.Rip, Regs: regs}) or a frame returned
 // by Frames or Step.
-func (u *Unwinder) Step(f Frame, read regions.MemReader) (Frame, bool) {
+func (u *Unwinder) Step(f Frame, read target.MemReader) (Frame, bool) {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
 	next, res := u.step(&f, read)
@@ -354,7 +353,7 @@ func (u *Unwinder) Step(f Frame, read regions.MemReader) (Frame, bool) {
 // ReturnAddress returns where the function at regs returns to and its CFA,
 // which is the stack pointer right after that return (what `finish` waits
 // for). A signal trampoline has no return address.
-func (u *Unwinder) ReturnAddress(regs target.Regs, read regions.MemReader) (ret, cfa uint64, ok bool) {
+func (u *Unwinder) ReturnAddress(regs target.Regs, read target.MemReader) (ret, cfa uint64, ok bool) {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
 	f := Frame{PC: regs.Rip, Regs: regs}

@@ -8,8 +8,10 @@ import (
 	"strings"
 
 	"github.com/rseqdbg/rseqdbg/gdbproto"
+	"github.com/rseqdbg/rseqdbg/session"
 	"github.com/rseqdbg/rseqdbg/target/ptrace"
 	"github.com/rseqdbg/rseqdbg/target/remote"
+	"github.com/rseqdbg/rseqdbg/unwind"
 	"github.com/spf13/cobra"
 )
 
@@ -41,8 +43,10 @@ func addGDBRemoteFlags(root *cobra.Command) {
 		upCmd    string
 		file     string
 		sameUser bool
+		declares []string
 	)
 	f := root.Flags()
+	f.StringArrayVar(&declares, "declare", nil, "with --gdb-remote: step START:END[:NAME] as one region (addresses or SYMBOL+OFFSET; repeatable)")
 	f.StringVar(&addr, "gdb-remote", "", "serve the GDB remote protocol on [HOST:]PORT (loopback unless a host is given; port 0 picks one) or on the Unix socket unix:PATH (mode 0600)")
 	f.BoolVar(&sameUser, "only-same-user", true, "with --gdb-remote: refuse connections from other users (loopback and Unix sockets)")
 	f.IntVar(&attach, "attach", 0, "with --gdb-remote: attach to a running process")
@@ -63,8 +67,12 @@ func addGDBRemoteFlags(root *cobra.Command) {
 			}
 			return cmd.Help()
 		}
+		decls, err := parseDeclarations(declares)
+		if err != nil {
+			return err
+		}
 		if upstream != "" || upCmd != "" {
-			return serveProxy(addr, portFile, upstream, upCmd, file, keep, once, sameUser, attach != 0 || len(args) > 0 || multi)
+			return serveProxy(addr, portFile, upstream, upCmd, file, keep, once, sameUser, attach != 0 || len(args) > 0 || multi, decls)
 		}
 		if file != "" {
 			return errors.New("--file goes with --upstream or --upstream-cmd")
@@ -72,12 +80,13 @@ func addGDBRemoteFlags(root *cobra.Command) {
 		if attach != 0 && len(args) > 0 || attach == 0 && len(args) == 0 && !multi {
 			return errors.New("--gdb-remote needs a program after -- or --attach PID (one of them; neither with --multi)")
 		}
-		cfg := gdbproto.ServerConfig{Launcher: ptraceLauncher{}, Keep: keep, Once: once, Multi: multi, Notices: os.Stderr}
+		cfg := gdbproto.ServerConfig{Launcher: ptraceLauncher{}, Keep: keep, Once: once, Multi: multi, Notices: os.Stderr, Declare: decls}
 		if attach != 0 {
 			cfg.Attach = attach
 		} else if len(args) > 0 {
 			cfg.Program = &gdbproto.LaunchSpec{Path: args[0], Args: args[1:], Dir: cwd, KeepASLR: aslr}
 		}
+		cfg.DebugRegisters = ptrace.ProbeDebugRegisters
 		return serveGDB(addr, portFile, sameUser, cfg)
 	}
 }
@@ -91,7 +100,7 @@ func serveGDB(spec, portFile string, onlySameUser bool, cfg gdbproto.ServerConfi
 		return errors.New("--port-file goes with a TCP port")
 	}
 	// Folders of synthesized CFI that a killed rseqdbg could not remove.
-	gdbproto.RemoveStaleCFIDirs()
+	unwind.RemoveStaleCFIDirs()
 	srv := gdbproto.NewServer(cfg)
 	if err := srv.Start(); err != nil {
 		return err
@@ -121,7 +130,7 @@ func serveGDB(spec, portFile string, onlySameUser bool, cfg gdbproto.ServerConfi
 		// processes with their tracer (PTRACE_O_EXITKILL) and detaches
 		// attached ones.
 		fmt.Fprintln(os.Stderr, "rseqdbg: second signal: exiting without waiting for the debugged process")
-		gdbproto.RemoveOwnCFIDirs()
+		unwind.RemoveOwnCFIDirs()
 		if ls.network == "unix" {
 			os.Remove(ls.addr)
 		}
@@ -135,9 +144,13 @@ func serveGDB(spec, portFile string, onlySameUser bool, cfg gdbproto.ServerConfi
 	return nil
 }
 
+// The proxy forwards what it does not interpret to the upstream through
+// this interface; the server checks for it once, when it takes the process.
+var _ gdbproto.Upstream = (*remote.Target)(nil)
+
 // serveProxy serves gdb and lldb in front of another stub: its process,
 // stepped through the rseq-aware core.
-func serveProxy(addr, portFile, upstream, upCmd, file string, keep, once, sameUser, other bool) error {
+func serveProxy(addr, portFile, upstream, upCmd, file string, keep, once, sameUser, other bool, decls []session.Declaration) error {
 	if upstream != "" && upCmd != "" {
 		return errors.New("--upstream and --upstream-cmd exclude each other")
 	}
@@ -162,6 +175,19 @@ func serveProxy(addr, portFile, upstream, upCmd, file string, keep, once, sameUs
 	if err != nil {
 		return err
 	}
-	cfg := gdbproto.ServerConfig{Proxy: t, Keep: keep, Once: once, Notices: os.Stderr}
+	cfg := gdbproto.ServerConfig{Proxy: t, Keep: keep, Once: once, Notices: os.Stderr, Declare: decls}
 	return serveGDB(addr, portFile, sameUser, cfg)
+}
+
+// parseDeclarations reads the --declare flags (START:END[:NAME]).
+func parseDeclarations(flags []string) ([]session.Declaration, error) {
+	var out []session.Declaration
+	for _, f := range flags {
+		d, err := session.ParseDeclaration(f)
+		if err != nil {
+			return nil, fmt.Errorf("--declare: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }

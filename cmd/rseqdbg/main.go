@@ -82,6 +82,7 @@ func runCommand() *cobra.Command {
 		keepGoing bool
 		cwd       string
 		aslr      bool
+		declares  []string
 	)
 	cmd := &cobra.Command{
 		Use:   "run [flags] (-- PROG ARGS... | --attach PID)",
@@ -96,7 +97,8 @@ delete [N], continue [N], stepi [N], nexti [N], step [N], next [N], finish,
 until [LOC], advance LOC, bt, thread N,
 info regions|threads|registers [REG]|breakpoints|display|stats,
 print EXPR, display [EXPR], undisplay [N], x/NFU ADDR (F: x d u i; U: b h w g),
-set inspect on|off, abort, kill, echo TEXT, quit. LOC is FUNCTION, FILE:LINE or *EXPR. EXPR is C over
+declare START END [NAME], undeclare [NAME|START], set inspect on|off, abort,
+kill, echo TEXT, quit. LOC is FUNCTION, FILE:LINE or *EXPR. EXPR is C over
 the program's variables (DWARF) and registers ($rax).`,
 		Example: `  rseqdbg run -ex 'break inc_full' -ex continue -ex 'stepi 50' -- ./full_tables 1 100
   rseqdbg run --json -x script.gdb --continue -- ./prog`,
@@ -122,8 +124,17 @@ the program's variables (DWARF) and registers ($rax).`,
 				os.Exit(1)
 			}, func() { os.Exit(1) })
 			defer stop()
-			// -ex and -x run in the order they were given, as in gdb.
+			// --declare first, then -ex and -x in the order they were
+			// given, as in gdb.
+			decls, err := parseDeclarations(declares)
+			if err != nil {
+				s.Close(false)
+				return err
+			}
 			var script []string
+			for _, d := range decls {
+				script = append(script, strings.TrimSpace(fmt.Sprintf("declare %s %s %s", d.Start, d.End, d.Name)))
+			}
 			for _, it := range items {
 				if !it.file {
 					script = append(script, it.text)
@@ -159,6 +170,7 @@ the program's variables (DWARF) and registers ($rax).`,
 	cmd.Flags().BoolVar(&keepGoing, "continue", false, "after the commands, let the program run to its end and exit with its code")
 	cmd.Flags().StringVar(&cwd, "cwd", "", "working directory of the program")
 	cmd.Flags().BoolVar(&aslr, "aslr", false, "leave address-space randomization on")
+	cmd.Flags().StringArrayVar(&declares, "declare", nil, "step START:END[:NAME] as one region (addresses or SYMBOL+OFFSET; repeatable)")
 	return cmd
 }
 

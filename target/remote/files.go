@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/rseqdbg/rseqdbg/gdbproto"
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/target"
 )
 
@@ -124,10 +124,10 @@ func (t *Target) openRemote(path string) (int, error) {
 		return -1, err
 	}
 	if !t.vfile {
-		return -1, fmt.Errorf("%s: %w", path, gdbproto.ErrUnsupported)
+		return -1, fmt.Errorf("%s: %w", path, wire.ErrUnsupported)
 	}
 	fd, err := t.cl().FileOpen(path, 0, 0)
-	if errors.Is(err, gdbproto.ErrUnsupported) {
+	if errors.Is(err, wire.ErrUnsupported) {
 		t.vfile = false
 	}
 	return fd, t.fail(err)
@@ -148,7 +148,7 @@ func (t *Target) OpenFile(path string) (target.File, error) {
 		return &remoteFile{t: t, fd: fd, entry: e}, nil
 	}
 	fd, err := t.openRemote(path)
-	if errors.Is(err, gdbproto.ErrUnsupported) {
+	if errors.Is(err, wire.ErrUnsupported) {
 		c.entries[path] = &fileEntry{local: true}
 		return openLocal(path)
 	}

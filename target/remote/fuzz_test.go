@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rseqdbg/rseqdbg/gdbproto"
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 )
 
 // lldbServerXML is a description laid out by offsets, as lldb-server's.
@@ -22,13 +22,13 @@ const lldbServerXML = `<?xml version="1.0"?><target version="1.0"><architecture>
 // (lldb-server): no description or reply may panic or read outside the
 // register file.
 func FuzzGReply(f *testing.F) {
-	docs := gdbproto.TargetXML(true)
-	f.Add(docs["target.xml"], strings.Repeat("01", gdbproto.RegisterFileSize(true)))
+	docs := wire.TargetXML(true)
+	f.Add(docs["target.xml"], strings.Repeat("01", wire.RegisterFileSize(true)))
 	f.Add(docs["target.xml"], strings.Repeat("xx", 200)+"0102")
 	f.Add([]byte(lldbServerXML), strings.Repeat("ab", 160))
 	f.Add([]byte(lldbServerXML), "00")
 	f.Fuzz(func(t *testing.T, xml []byte, g string) {
-		regs, err := gdbproto.ParseTargetDescription(func(annex string) ([]byte, error) {
+		regs, err := wire.ParseTargetDescription(func(annex string) ([]byte, error) {
 			if annex == "target.xml" {
 				return xml, nil
 			}

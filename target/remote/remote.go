@@ -21,8 +21,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rseqdbg/rseqdbg/gdbproto"
-	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/auxv"
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
+	"github.com/rseqdbg/rseqdbg/linkmap"
 	"github.com/rseqdbg/rseqdbg/target"
 	"golang.org/x/sys/unix"
 )
@@ -42,9 +43,9 @@ type Options struct {
 
 // Target is a process behind a remote stub, in all-stop mode.
 type Target struct {
-	c       *gdbproto.Client
+	c       *wire.Client
 	closeRW func() error
-	fd      *gdbproto.FDConn // the connection, when it is one (not in tests)
+	fd      *wire.FDConn // the connection, when it is one (not in tests)
 	cmd     *exec.Cmd
 
 	pid          int
@@ -55,7 +56,7 @@ type Target struct {
 	launched     bool
 	exe          string
 
-	regs   []gdbproto.RemoteRegister
+	regs   []wire.RemoteRegister
 	offs   []int // byte offset of regs[i] in the register file
 	size   int   // register file size
 	byName map[string]int
@@ -107,7 +108,7 @@ type regFile struct {
 
 // Dial connects to a stub listening at addr (HOST:PORT).
 func Dial(addr string, opts Options) (*Target, error) {
-	w, err := gdbproto.DialFD(addr, 30*time.Second)
+	w, err := wire.DialFD(addr, 30*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the upstream stub at %s: %w", addr, err)
 	}
@@ -122,7 +123,7 @@ func Dial(addr string, opts Options) (*Target, error) {
 // Start runs command with the shell and speaks to it over its stdin and
 // stdout, as gdb's `target remote | command` does (gdbserver - PROG).
 func Start(command string, opts Options) (*Target, error) {
-	w, stdin, stdout, err := gdbproto.PipeFD()
+	w, stdin, stdout, err := wire.PipeFD()
 	if err != nil {
 		return nil, fmt.Errorf("upstream command: %w", err)
 	}
@@ -147,7 +148,7 @@ func Start(command string, opts Options) (*Target, error) {
 }
 
 func newTarget(rw io.ReadWriteCloser, opts Options) (*Target, error) {
-	c, err := gdbproto.NewClient(rw)
+	c, err := wire.NewClient(rw)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +160,7 @@ func newTarget(rw io.ReadWriteCloser, opts Options) (*Target, error) {
 		vfile: true, pcReg: -1,
 	}
 	t.files = &fileCache{t: t, entries: map[string]*fileEntry{}}
-	t.fd, _ = rw.(*gdbproto.FDConn)
+	t.fd, _ = rw.(*wire.FDConn)
 	if err := t.handshake(opts); err != nil {
 		c.Close()
 		return nil, err
@@ -176,7 +177,7 @@ func (t *Target) handshake(opts Options) error {
 	// a solo run whose thread ends comes back as "N" (no-resumed+).
 	// gdbserver describes the registers of its current thread: pick one
 	// first, as gdb does.
-	if _, err := t.cl().Request("Hg0"); err != nil && !errors.Is(err, gdbproto.ErrUnsupported) {
+	if _, err := t.cl().Request("Hg0"); err != nil && !errors.Is(err, wire.ErrUnsupported) {
 		slog.Debug("upstream Hg0", "err", err)
 	}
 	if err := t.describe(); err != nil {
@@ -186,7 +187,7 @@ func (t *Target) handshake(opts Options) error {
 	if err != nil {
 		return fmt.Errorf("initial stop: %w", err)
 	}
-	st, err := gdbproto.ParseStopReply(reply)
+	st, err := wire.ParseStopReply(reply)
 	if err != nil {
 		return fmt.Errorf("initial stop: %w", err)
 	}
@@ -216,8 +217,8 @@ func (t *Target) handshake(opts Options) error {
 	} else if opts.ExecPath != "" {
 		t.exe = opts.ExecPath
 	} else if av, err := t.Auxv(); err == nil {
-		if p := regions.ParseAuxv(av)[regions.AtExecfn]; p != 0 {
-			t.exe = regions.ReadCString(t.ReadMemory, p, 4096)
+		if p := auxv.ParseAuxv(av)[auxv.AtExecfn]; p != 0 {
+			t.exe = linkmap.ReadCString(t.ReadMemory, p, 4096)
 		}
 	}
 	if t.exe == "" {
@@ -231,7 +232,7 @@ func (t *Target) handshake(opts Options) error {
 
 // describe reads the target description and lays out the register file.
 func (t *Target) describe() error {
-	regs, err := gdbproto.ParseTargetDescription(func(annex string) ([]byte, error) {
+	regs, err := wire.ParseTargetDescription(func(annex string) ([]byte, error) {
 		return t.cl().ReadXfer("features", annex)
 	})
 	if err != nil {
@@ -246,7 +247,7 @@ func (t *Target) describe() error {
 const maxRegisterFile = 1 << 16
 
 // layout lays out the register file of the described registers.
-func (t *Target) layout(regs []gdbproto.RemoteRegister) error {
+func (t *Target) layout(regs []wire.RemoteRegister) error {
 	if t.byName == nil {
 		t.byName = map[string]int{}
 	}
@@ -312,7 +313,7 @@ func (t *Target) inG(i int) bool {
 // Do runs f; calls are serialized by the caller (the server's session).
 func (t *Target) Do(f func()) {
 	// One thread for a run of packets: its waits are raw system calls
-	// (see gdbproto.FDConn), and a goroutine that moved between threads
+	// (see wire.FDConn), and a goroutine that moved between threads
 	// would wake a second one.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -344,11 +345,11 @@ func (t *Target) fail(err error) error {
 	if err == nil {
 		return nil
 	}
-	var se *gdbproto.StubError
-	if errors.As(err, &se) || errors.Is(err, gdbproto.ErrUnsupported) {
+	var se *wire.StubError
+	if errors.As(err, &se) || errors.Is(err, wire.ErrUnsupported) {
 		return err
 	}
-	var fe *gdbproto.FileError
+	var fe *wire.FileError
 	if errors.As(err, &fe) {
 		return err
 	}
@@ -371,7 +372,7 @@ func (t *Target) request(pkt string) ([]byte, error) {
 }
 
 func (t *Target) threadID(tid int) string {
-	return string(gdbproto.ThreadID{Pid: int64(t.pid), Tid: int64(tid)}.AppendTo(nil, t.multiprocess))
+	return string(wire.ThreadID{Pid: int64(t.pid), Tid: int64(tid)}.AppendTo(nil, t.multiprocess))
 }
 
 // Threads lists the live threads, leader first.
@@ -398,7 +399,7 @@ func (t *Target) refreshThreads() error {
 	}
 	for i := 1; err == nil && len(reply) > 0 && reply[0] == 'm'; i++ {
 		for _, f := range strings.Split(string(reply[1:]), ",") {
-			id, perr := gdbproto.ParseThreadID(f)
+			id, perr := wire.ParseThreadID(f)
 			if perr != nil || id.Tid <= 0 {
 				continue
 			}
@@ -467,7 +468,7 @@ func (t *Target) decodeG(g string) *regFile {
 				continue
 			}
 			field := g[2*r.Offset : 2*(r.Offset+r.Size())]
-			if b, err := gdbproto.DecodeHex(field); err == nil && !strings.ContainsRune(field, 'x') {
+			if b, err := wire.DecodeHex(field); err == nil && !strings.ContainsRune(field, 'x') {
 				copy(rf.raw[t.offs[i]:], b)
 				rf.have[i] = true
 			}
@@ -488,7 +489,7 @@ func (t *Target) decodeG(g string) *regFile {
 		if strings.ContainsRune(field, 'x') {
 			continue
 		}
-		if b, err := gdbproto.DecodeHex(field); err == nil {
+		if b, err := wire.DecodeHex(field); err == nil {
 			copy(rf.raw[t.offs[i]:], b)
 			rf.have[i] = true
 		}
@@ -506,7 +507,7 @@ func (t *Target) value(tid int, rf *regFile, name string) ([]byte, bool) {
 	if !rf.have[i] && (!t.inG(i) || t.gByOffset) {
 		if err := t.selectThread(tid); err == nil {
 			if reply, err := t.request(fmt.Sprintf("p%x", t.regs[i].Regnum)); err == nil && !bytes.ContainsRune(reply, 'x') {
-				if b, err := gdbproto.DecodeHex(string(reply)); err == nil {
+				if b, err := wire.DecodeHex(string(reply)); err == nil {
 					copy(rf.raw[t.offs[i]:t.offs[i]+t.regs[i].Size()], b)
 					rf.have[i] = true
 				}
@@ -559,14 +560,14 @@ func (t *Target) write(tid int, rf *regFile, i int, val []byte) error {
 	if err := t.selectThread(tid); err != nil {
 		return err
 	}
-	_, err := t.request(fmt.Sprintf("P%x=%s", r.Regnum, gdbproto.AppendHex(nil, val)))
-	if errors.Is(err, gdbproto.ErrUnsupported) && !t.gByOffset && t.inG(i) {
+	_, err := t.request(fmt.Sprintf("P%x=%s", r.Regnum, wire.AppendHex(nil, val)))
+	if errors.Is(err, wire.ErrUnsupported) && !t.gByOffset && t.inG(i) {
 		raw := append([]byte(nil), rf.raw...)
 		copy(raw[t.offs[i]:], val)
 		var g []byte
 		for j := 0; j < t.gCount; j++ {
 			if rf.have[j] || j == i {
-				g = gdbproto.AppendHex(g, raw[t.offs[j]:t.offs[j]+t.regs[j].Size()])
+				g = wire.AppendHex(g, raw[t.offs[j]:t.offs[j]+t.regs[j].Size()])
 			} else {
 				g = append(g, bytes.Repeat([]byte("x"), 2*t.regs[j].Size())...)
 			}
@@ -628,7 +629,7 @@ func (t *Target) FPRegs(tid int) ([]byte, error) {
 	}
 	x := make([]byte, size)
 	for _, r := range t.regs {
-		off, n, ok := gdbproto.XsaveSlot(r.Name)
+		off, n, ok := wire.XsaveSlot(r.Name)
 		if !ok || off+n > len(x) {
 			continue
 		}
@@ -661,7 +662,7 @@ func (t *Target) SetFPRegs(tid int, x []byte) error {
 	}
 	rf := t.cache[tid]
 	for i, r := range t.regs {
-		off, n, ok := gdbproto.XsaveSlot(r.Name)
+		off, n, ok := wire.XsaveSlot(r.Name)
 		if !ok || off+n > len(x) || off+n > len(old) || bytes.Equal(x[off:off+n], old[off:off+n]) {
 			continue
 		}
@@ -673,7 +674,7 @@ func (t *Target) SetFPRegs(tid int, x []byte) error {
 	}
 	if i, ok := t.byName["ftag"]; ok && len(x) > target.FxFTW && x[target.FxFTW] != old[target.FxFTW] {
 		val := make([]byte, t.regs[i].Size())
-		binary.LittleEndian.PutUint16(val, gdbproto.X87TagWord(x))
+		binary.LittleEndian.PutUint16(val, wire.X87TagWord(x))
 		if err := t.write(tid, rf, i, val); err != nil {
 			return err
 		}
@@ -712,7 +713,7 @@ func (t *Target) ReadMemory(addr uint64, buf []byte) (int, error) {
 			}
 			return done, fmt.Errorf("reading memory at %#x: %w", addr+uint64(done), err)
 		}
-		b, err := gdbproto.DecodeHex(string(reply))
+		b, err := wire.DecodeHex(string(reply))
 		if err != nil || len(b) > n {
 			return done, fmt.Errorf("reading memory at %#x: bad reply %q", addr+uint64(done), clip(reply))
 		}
@@ -735,7 +736,7 @@ func clip(b []byte) string {
 const pageSize = 4096
 
 func isStubError(err error) bool {
-	var se *gdbproto.StubError
+	var se *wire.StubError
 	return errors.As(err, &se)
 }
 
@@ -750,7 +751,7 @@ func (t *Target) WriteMemory(addr uint64, data []byte) (int, error) {
 	for done < len(data) {
 		n := min(len(data)-done, t.chunk())
 		a := addr + uint64(done)
-		if _, err := t.request(fmt.Sprintf("M%x,%x:%s", a, n, gdbproto.AppendHex(nil, data[done:done+n]))); err != nil {
+		if _, err := t.request(fmt.Sprintf("M%x,%x:%s", a, n, wire.AppendHex(nil, data[done:done+n]))); err != nil {
 			return done, fmt.Errorf("writing memory at %#x: %w", a, err)
 		}
 		done += n
@@ -890,7 +891,7 @@ func (t *Target) resume() error {
 			t.stepping[tid] = true
 		}
 		if a.Sig != 0 {
-			fmt.Fprintf(&b, ";%c%02x:%s", kind-'a'+'A', gdbproto.GDBSignal(a.Sig), t.threadID(tid))
+			fmt.Fprintf(&b, ";%c%02x:%s", kind-'a'+'A', wire.GDBSignal(a.Sig), t.threadID(tid))
 		} else {
 			fmt.Fprintf(&b, ";%c:%s", kind, t.threadID(tid))
 		}
@@ -968,7 +969,7 @@ func (t *Target) Wait() (target.Event, error) {
 			return target.Event{}, t.fail(err)
 		}
 		slog.Debug("upstream ->", "packet", clip(reply))
-		st, err := gdbproto.ParseStopReply(reply)
+		st, err := wire.ParseStopReply(reply)
 		if err != nil {
 			if len(reply) > 0 && reply[0] == 'E' {
 				t.running.Store(false)
@@ -993,7 +994,7 @@ func (t *Target) Wait() (target.Event, error) {
 }
 
 // event turns a stop reply into an event, or says to resume again.
-func (t *Target) event(st gdbproto.StopReply) (target.Event, bool, error) {
+func (t *Target) event(st wire.StopReply) (target.Event, bool, error) {
 	switch st.Kind {
 	case 'W', 'X':
 		t.exited = true
@@ -1001,7 +1002,7 @@ func (t *Target) event(st gdbproto.StopReply) (target.Event, bool, error) {
 		if st.Kind == 'W' {
 			return target.Event{Kind: target.EventExited, Tid: t.pid, Code: st.Code}, false, nil
 		}
-		return target.Event{Kind: target.EventSignaled, Tid: t.pid, Sig: gdbproto.LinuxSignal(int(st.Signal))}, false, nil
+		return target.Event{Kind: target.EventSignaled, Tid: t.pid, Sig: wire.LinuxSignal(int(st.Signal))}, false, nil
 	case 'N':
 		return target.Event{Kind: target.EventThreadExited, Tid: t.firstRunning()}, false, nil
 	case 'w':
@@ -1021,7 +1022,7 @@ func (t *Target) event(st gdbproto.StopReply) (target.Event, bool, error) {
 		t.pid = int(st.Thread.Pid)
 	}
 	t.addThread(tid)
-	sig := gdbproto.LinuxSignal(int(st.Signal))
+	sig := wire.LinuxSignal(int(st.Signal))
 	switch st.Reason {
 	case "create":
 		t.fresh = false
@@ -1095,7 +1096,7 @@ func (t *Target) event(st gdbproto.StopReply) (target.Event, bool, error) {
 	return ev, false, nil
 }
 
-func (t *Target) expeditedPC(st gdbproto.StopReply) (uint64, bool) {
+func (t *Target) expeditedPC(st wire.StopReply) (uint64, bool) {
 	if t.pcReg < 0 {
 		return 0, false
 	}
@@ -1305,12 +1306,20 @@ func (t *Target) ForgetStep(tid int) {}
 var _ target.Target = (*Target)(nil)
 var _ target.FileReader = (*Target)(nil)
 var _ target.StopRegs = (*Target)(nil)
+var (
+	_ target.LibraryLister   = (*Target)(nil)
+	_ target.StackPrefetcher = (*Target)(nil)
+	_ target.RseqNoter       = (*Target)(nil)
+	_ target.ConsoleTee      = (*Target)(nil)
+	_ target.ClientWatcher   = (*Target)(nil)
+	_ target.RegisterGaps    = (*Target)(nil)
+)
 
 // Libraries is the upstream's qXfer:libraries-svr4 document, when it has
 // one.
 func (t *Target) Libraries() ([]byte, error) {
 	if !t.c.Supports("qXfer:libraries-svr4:read") {
-		return nil, gdbproto.ErrUnsupported
+		return nil, wire.ErrUnsupported
 	}
 	if err := t.check(); err != nil {
 		return nil, err
@@ -1326,7 +1335,7 @@ type memRange struct {
 }
 
 // cl is the client, once any read sent ahead has been answered.
-func (t *Target) cl() *gdbproto.Client {
+func (t *Target) cl() *wire.Client {
 	pending := t.pending
 	t.pending = nil
 	for _, p := range pending {
@@ -1335,7 +1344,7 @@ func (t *Target) cl() *gdbproto.Client {
 			t.fail(err)
 			break
 		}
-		if b, derr := gdbproto.DecodeHex(string(reply)); derr == nil && len(b) > 0 {
+		if b, derr := wire.DecodeHex(string(reply)); derr == nil && len(b) > 0 {
 			t.mem = append(t.mem, memRange{addr: p.addr, data: b})
 		}
 	}

@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/rseqdbg/rseqdbg/regions"
+	"github.com/rseqdbg/rseqdbg/auxv"
+	"github.com/rseqdbg/rseqdbg/linkmap"
 	"github.com/rseqdbg/rseqdbg/target"
 )
 
@@ -132,7 +133,7 @@ func (t *Target) threadPointer(tid int) (uint64, string, error) {
 // where its thread pointer points, in the dynamic linker's two lists of
 // threads, the way libthread_db's td_ta_map_lwp2thr does.
 // Everything it reads is the program's memory, which may be corrupt.
-func walkThreadLists(read regions.MemReader, rtldGlobal uint64, db map[string]uint64, tid int) (uint64, error) {
+func walkThreadLists(read target.MemReader, rtldGlobal uint64, db map[string]uint64, tid int) (uint64, error) {
 	field := func(name string) (uint64, error) {
 		var d [12]byte
 		if n, err := read(db[name], d[:]); n != len(d) {
@@ -189,7 +190,7 @@ func (t *Target) findRseqSymbols() error {
 	if err != nil {
 		return err
 	}
-	auxv := regions.ParseAuxv(raw)
+	av := auxv.ParseAuxv(raw)
 	type object struct {
 		path string
 		bias uint64
@@ -200,7 +201,7 @@ func (t *Target) findRseqSymbols() error {
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", t.exe, err)
 	}
-	bias := regions.ExecBias(auxv, f.f)
+	bias := linkmap.ExecBias(av, f.f)
 	interp := ""
 	for _, p := range f.f.Progs {
 		if p.Type == elf.PT_INTERP {
@@ -216,14 +217,14 @@ func (t *Target) findRseqSymbols() error {
 			}
 		}
 	}
-	rd, rdErr := regions.FindRDebugELF(t.ReadMemory, f.f, t.exe, bias)
+	rd, rdErr := linkmap.FindRDebugELF(t.ReadMemory, f.f, t.exe, bias)
 	f.close()
 	objs = append(objs, object{path: t.exe, bias: bias})
-	if base := auxv[regions.AtBase]; interp != "" && base != 0 {
+	if base := av[auxv.AtBase]; interp != "" && base != 0 {
 		objs = append(objs, object{path: interp, bias: base, base: true})
 	}
 	if rdErr == nil {
-		if list, err := regions.LinkMap(t.ReadMemory, rd); err == nil {
+		if list, err := linkmap.LinkMap(t.ReadMemory, rd); err == nil {
 			for _, lo := range list {
 				if lo.Name != "" && lo.Name[0] == '/' && lo.Name != interp {
 					objs = append(objs, object{path: lo.Name, bias: lo.Bias})
@@ -253,7 +254,7 @@ func (t *Target) findRseqSymbols() error {
 		}
 		b := o.bias
 		if o.base {
-			if bb, ok := regions.BaseBias(ef.f, o.bias); ok {
+			if bb, ok := linkmap.BaseBias(ef.f, o.bias); ok {
 				b = bb
 			}
 		}
