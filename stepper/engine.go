@@ -186,6 +186,8 @@ type Engine struct {
 	// pinned holds the affinity each pinned thread had.
 	pinSteps bool
 	pinned   map[int]unix.CPUSet
+	// pinBeforeInspect is pinSteps as it was when inspect mode came on.
+	pinBeforeInspect bool
 	// signalSeen is when each thread last stopped for a signal (stormy).
 	signalSeen map[int]time.Time
 	// syscallGen changes whenever the process may have made a system

@@ -57,8 +57,15 @@ func (e *Engine) SetInspect(on bool) error {
 		return ErrInspectUnsupported
 	}
 	e.inspect = on
-	if !on {
+	// Steps up to a section (from the CPU read its code compares with to
+	// its start) are pinned too, or a migration while the thread sleeps
+	// between them sends it to its abort handler on its own check.
+	if on {
+		e.pinBeforeInspect = e.pinSteps
+		e.pinSteps = true
+	} else {
 		e.EndInspections()
+		e.SetPinSteps(e.pinBeforeInspect)
 	}
 	return nil
 }
