@@ -186,8 +186,6 @@ type Engine struct {
 	// pinned holds the affinity each pinned thread had.
 	pinSteps bool
 	pinned   map[int]unix.CPUSet
-	// pinBeforeInspect is pinSteps as it was when inspect mode came on.
-	pinBeforeInspect bool
 	// signalSeen is when each thread last stopped for a signal (stormy).
 	signalSeen map[int]time.Time
 	// syscallGen changes whenever the process may have made a system
@@ -631,7 +629,6 @@ func (e *Engine) insideCS(pc uint64) *regions.Region {
 // Kill ends the process.
 func (e *Engine) Kill() error {
 	e.EndInspections()
-	e.unpinAll()
 	e.exited = true
 	return e.t.Kill()
 }
@@ -639,7 +636,6 @@ func (e *Engine) Kill() error {
 // Detach removes every breakpoint, ours included, and lets the process go.
 func (e *Engine) Detach() error {
 	e.EndInspections()
-	e.unpinAll()
 	e.ClearAll()
 	if e.dlBreak != 0 {
 		e.t.RemoveBreakpoint(e.dlBreak)

@@ -57,15 +57,8 @@ func (e *Engine) SetInspect(on bool) error {
 		return ErrInspectUnsupported
 	}
 	e.inspect = on
-	// Steps up to a section (from the CPU read its code compares with to
-	// its start) are pinned too, or a migration while the thread sleeps
-	// between them sends it to its abort handler on its own check.
-	if on {
-		e.pinBeforeInspect = e.pinSteps
-		e.pinSteps = true
-	} else {
+	if !on {
 		e.EndInspections()
-		e.SetPinSteps(e.pinBeforeInspect)
 	}
 	return nil
 }
@@ -74,11 +67,13 @@ func (e *Engine) SetInspect(on bool) error {
 func (e *Engine) Inspect() bool { return e.inspect }
 
 // EndInspections restores every inspected thread's affinity and signal
-// mask. Front ends call it when a client leaves; Detach and Kill call it.
+// mask, and the affinity of threads pinned for their steps. Front ends call
+// it when a client leaves or rseqdbg is signalled; Detach and Kill call it.
 func (e *Engine) EndInspections() {
 	for tid := range e.inspecting {
 		e.endInspection(tid)
 	}
+	e.unpinAll()
 }
 
 // beginInspection pins tid to the CPU of its rseq area and blocks its
