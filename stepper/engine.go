@@ -203,9 +203,7 @@ func New(t target.Target, opts Options) (*Engine, error) {
 	if opts.RunBudget == 0 {
 		opts.RunBudget = 200 * time.Millisecond
 	}
-	if opts.SoloBudget == 0 {
-		opts.SoloBudget = 2 * time.Millisecond
-	}
+
 	e := &Engine{
 		t: t, idx: regions.NewIndex(), opts: opts,
 		objs: map[string]*regions.Object{}, bps: map[int]*Breakpoint{},
@@ -215,6 +213,14 @@ func New(t target.Target, opts Options) (*Engine, error) {
 		pinned: map[int]unix.CPUSet{},
 	}
 	e.threadCtl, _ = t.(target.ThreadControl)
+	if e.opts.SoloBudget == 0 && e.threadCtl != nil {
+		// Natively, resuming and stopping parked threads is what costs,
+		// and an interrupt ends the budget at once. A remote stub's
+		// interrupt is a round trip longer than the budget, and some
+		// stubs report it as a signal: there the others run from the
+		// start, as before.
+		e.opts.SoloBudget = 2 * time.Millisecond
+	}
 	e.files, _ = t.(target.FileReader)
 	var err error
 	t.Do(func() { err = e.load() })
