@@ -15,7 +15,7 @@ fixtures:
 # tests/example_test.go runs this target and checks the README's sample.
 example: build
 	@$(MAKE) --no-print-directory -s -C tests/fixtures build/full_tables
-	./rseqdbg run -ex 'break inc_full' -ex continue -ex 'stepi 12' -ex bt \
+	./rseqdbg run -ex 'set pin on' -ex 'break inc_full' -ex continue -ex 'stepi 12' -ex bt \
 	  -ex 'delete' --continue -- tests/fixtures/build/full_tables 1 1000
 
 # The Debian packages the tests need (gdb, gdbserver, lldb, clang, lld,

@@ -1093,13 +1093,22 @@ func (s *Session) disassemble(addr uint64, n int) error {
 // setCmd is `set inspect on|off`.
 func (s *Session) setCmd(arg string) error {
 	f := strings.Fields(arg)
-	if len(f) != 2 || f[0] != "inspect" || (f[1] != "on" && f[1] != "off") {
-		return fmt.Errorf("usage: set inspect on|off")
+	if len(f) != 2 || (f[0] != "inspect" && f[0] != "pin") || (f[1] != "on" && f[1] != "off") {
+		return fmt.Errorf("usage: set inspect on|off, set pin on|off")
 	}
 	if err := s.live(); err != nil {
 		return err
 	}
 	on := f[1] == "on"
+	if f[0] == "pin" {
+		// As monitor rseq pin: a stepped thread stays on the CPU its rseq
+		// area names until it is continued.
+		if err := s.eng.SetPinSteps(on); err != nil {
+			return err
+		}
+		s.emit(map[string]any{"event": "pin", "pin": on}, "stepped threads pinned to their CPU: "+f[1])
+		return nil
+	}
 	if err := s.sess.SetInspect(on); err != nil {
 		return err
 	}
