@@ -32,6 +32,11 @@ const (
 	Continue
 	// Step executes one instruction (hardware single-step).
 	Step
+	// ContinueSyscalls runs the thread and stops it at every system call's
+	// entry and exit (TrapSyscallEntry, TrapSyscallExit). Only targets that
+	// implement ThreadControl honour it; it lets the stepper keep a change
+	// of the thread's signal mask from being seen by any system call.
+	ContinueSyscalls
 )
 
 // Action is one thread's part of a resume: what to do and which signal to
@@ -78,6 +83,14 @@ const (
 	// TrapOther: a SIGTRAP not caused by the debugger (the program's own int3,
 	// a kill(SIGTRAP)). It is the program's signal.
 	TrapOther
+	// TrapSyscallEntry and TrapSyscallExit: a thread resumed with
+	// ContinueSyscalls is at a system call's entry (Event.Syscall is its
+	// number) or exit. A syscall stop collected while the other threads
+	// were being stopped is reported at the thread's next ContinueSyscalls
+	// resumption only; any other resumption drops it and lets the call go
+	// on.
+	TrapSyscallEntry
+	TrapSyscallExit
 )
 
 // Event is one thing Wait reports. In all-stop operation every thread is
@@ -90,6 +103,8 @@ type Event struct {
 	Code  int    // exit code for EventExited
 	Addr  uint64 // breakpoint or watched address when known
 	Async bool   // the stop came from Interrupt
+	// Syscall is the system call number at a TrapSyscallEntry.
+	Syscall int
 }
 
 func (e Event) String() string {
@@ -271,7 +286,9 @@ type RegisterGaps interface {
 // block its signals, which a remote stub cannot. Inspect mode needs both:
 // a pinned thread cannot migrate inside a critical section, and a blocked
 // asynchronous signal stays pending in the kernel until it is unblocked, so
-// none is lost even if the debugger dies meanwhile.
+// none is lost even if the debugger dies meanwhile. Such a target also
+// honours ContinueSyscalls, so a changed mask can be put back before any
+// system call of the thread sees it.
 type ThreadControl interface {
 	Affinity(tid int) (unix.CPUSet, error)
 	SetAffinity(tid int, set unix.CPUSet) error

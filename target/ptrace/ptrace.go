@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -88,11 +89,17 @@ type Process struct {
 	// their parent's fork event; they wait for it, stopped.
 	earlyForks map[int]unix.WaitStatus
 
-	work       chan func()
-	done       chan struct{}
-	running    atomic.Bool
-	interrupt  atomic.Bool
-	signalTid  atomic.Int64
+	work      chan func()
+	done      chan struct{}
+	running   atomic.Bool
+	interrupt atomic.Bool
+	signalTid atomic.Int64
+	// intMu orders Interrupt against the end of a wait: an interrupt
+	// either reaches a running process, or finds it stopped and does
+	// nothing. Without it, a SIGSTOP sent as Wait returned stayed queued
+	// with nobody expecting it, and stopped the thread later as if the
+	// program had been sent SIGSTOP.
+	intMu      sync.Mutex
 	defaultAct target.Action
 }
 
@@ -282,7 +289,8 @@ func (p *Process) setOptions(tid int, launched bool) error {
 	// Forks are traced only to be let go cleanly: a child that inherited
 	// our int3s would die of SIGTRAP at the first one it meets.
 	opts := unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEEXEC |
-		unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACEVFORKDONE
+		unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACEVFORKDONE |
+		unix.PTRACE_O_TRACESYSGOOD
 	if launched {
 		opts |= unix.PTRACE_O_EXITKILL
 	}
@@ -530,6 +538,10 @@ func (p *Process) Resume(actions map[int]target.Action, def target.Action) error
 		if !ok {
 			act = def
 		}
+		if t.pending != nil && isSyscallStop(*t.pending) && act.Kind != target.ContinueSyscalls {
+			// Nobody asked for it any more: the call goes on.
+			t.pending = nil
+		}
 		if t.pending != nil && act.Kind != target.Stay {
 			ev := *t.pending
 			t.pending = nil
@@ -576,9 +588,12 @@ func (p *Process) resumeThread(t *threadState, act target.Action) error {
 	}
 	t.regsValid = false
 	t.stepping = act.Kind == target.Step
-	if t.stepping {
+	switch {
+	case t.stepping:
 		err = ptraceRequest(unix.PTRACE_SINGLESTEP, t.tid, act.Sig)
-	} else {
+	case act.Kind == target.ContinueSyscalls:
+		err = ptraceRequest(unix.PTRACE_SYSCALL, t.tid, act.Sig)
+	default:
 		err = unix.PtraceCont(t.tid, act.Sig)
 	}
 	if err != nil {
@@ -609,6 +624,8 @@ func (p *Process) ForgetStep(tid int) {
 // Interrupt stops a running process; the stop is reported by Wait with
 // Async set. Safe from any goroutine.
 func (p *Process) Interrupt() {
+	p.intMu.Lock()
+	defer p.intMu.Unlock()
 	if !p.running.Load() {
 		return
 	}
@@ -632,8 +649,24 @@ func (p *Process) anyRunning() bool {
 // Wait returns the next event with every thread stopped.
 func (p *Process) Wait() (target.Event, error) {
 	ev, err := p.wait()
-	p.running.Store(false)
+	p.settleInterrupt()
 	return ev, err
+}
+
+// settleInterrupt ends the window in which Interrupt acts. An interrupt
+// that lost the race with the event being reported left its SIGSTOP
+// queued on its thread: that thread swallows it when it shows up (if it
+// is still running, stopAll waits for that very SIGSTOP, with which its
+// own would merge).
+func (p *Process) settleInterrupt() {
+	p.intMu.Lock()
+	defer p.intMu.Unlock()
+	p.running.Store(false)
+	if p.interrupt.Swap(false) {
+		if t := p.threads[int(p.signalTid.Load())]; t != nil {
+			t.sigstopPending = true
+		}
+	}
 }
 
 func (p *Process) wait() (target.Event, error) {
@@ -674,19 +707,10 @@ func (p *Process) wait() (target.Event, error) {
 			}
 			return ev, nil
 		}
-		if tid == int(p.signalTid.Load()) && p.interrupt.Swap(false) {
-			// Our interrupt lost the race with this event: its SIGSTOP is
-			// still queued on this thread and must be swallowed later.
-			if t := p.threads[tid]; t != nil {
-				t.sigstopPending = true
-			}
-		}
+		p.settleInterrupt()
 		if err := p.stopAll(); err != nil {
 			return ev, err
 		}
-		// Any interrupt SIGSTOP on another thread merged with the one
-		// stopAll sent and was consumed there.
-		p.interrupt.Store(false)
 		return ev, nil
 	}
 }
@@ -762,6 +786,14 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 	}
 	t.running = false
 	sig := ws.StopSignal()
+	if sig == unix.SIGTRAP|0x80 {
+		ev := syscallStop(t.tid)
+		if stopping {
+			t.pending = &ev
+			return target.Event{}, false
+		}
+		return ev, true
+	}
 	if sig == unix.SIGTRAP && ws.TrapCause() > 0 {
 		switch ws.TrapCause() {
 		case unix.PTRACE_EVENT_CLONE:
@@ -788,7 +820,11 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 		if t.sigstopPending {
 			t.sigstopPending = false
 			if !stopping {
-				if p.interrupt.Swap(false) {
+				// An interrupt meanwhile either merged with this SIGSTOP
+				// (one stop for both) or, sent after this one was taken
+				// off the queue, still waits in it.
+				if p.interrupt.Load() && !p.sigstopQueued(tid) {
+					p.interrupt.Store(false)
 					return target.Event{Kind: target.EventStop, Tid: tid, Sig: int(unix.SIGSTOP), Async: true}, true
 				}
 				p.resumeThread(t, t.last)
@@ -1048,6 +1084,49 @@ func ptraceRequest(req int, tid int, sig int) error {
 		return errno
 	}
 	return nil
+}
+
+// sigstopQueued reports whether a SIGSTOP waits in tid's own queue
+// (SigPnd of its status).
+func (p *Process) sigstopQueued(tid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", p.pid, tid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "SigPnd:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && m&(1<<(unix.SIGSTOP-1)) != 0
+		}
+	}
+	return false
+}
+
+func isSyscallStop(ev target.Event) bool {
+	return ev.Trap == target.TrapSyscallEntry || ev.Trap == target.TrapSyscallExit
+}
+
+// syscallStop describes a syscall stop (PTRACE_O_TRACESYSGOOD).
+// PTRACE_GET_SYSCALL_INFO (Linux 5.3) tells entry from exit, where
+// counting stops would be fooled by one collected and dropped while the
+// other threads were being stopped.
+func syscallStop(tid int) target.Event {
+	const getSyscallInfo = 0x420e
+	var info struct {
+		Op   uint8
+		_    [3]uint8
+		Arch uint32
+		IP   uint64
+		SP   uint64
+		Nr   uint64 // entry: the number; exit: the return value
+		_    [6]uint64
+	}
+	ev := target.Event{Kind: target.EventStop, Tid: tid, Sig: int(unix.SIGTRAP), Trap: target.TrapSyscallExit}
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, getSyscallInfo, uintptr(tid), unsafe.Sizeof(info), uintptr(unsafe.Pointer(&info)), 0, 0)
+	if errno == 0 && info.Op == 1 {
+		ev.Trap, ev.Syscall = target.TrapSyscallEntry, int(info.Nr)
+	}
+	return ev
 }
 
 type siginfo struct {

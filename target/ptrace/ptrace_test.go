@@ -9,6 +9,7 @@ import (
 
 	"github.com/rseqdbg/rseqdbg/symbols"
 	"github.com/rseqdbg/rseqdbg/target"
+	"golang.org/x/sys/unix"
 )
 
 // buildC compiles a small C program for the test.
@@ -125,6 +126,58 @@ func TestRseqArea(t *testing.T) {
 		_, err := p.RseqArea(p.Pid())
 		if err != nil {
 			t.Fatalf("PTRACE_GET_RSEQ_CONFIGURATION: %v", err)
+		}
+	})
+}
+
+// ContinueSyscalls stops at a system call's entry, with its number, and at
+// its exit; a plain continue from there lets the program go on as before.
+func TestContinueSyscalls(t *testing.T) {
+	prog := buildC(t, `
+#include <unistd.h>
+int main(void) { getppid(); getppid(); return 5; }
+`)
+	p, err := Launch(LaunchOptions{Path: prog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.Do(func() {
+		var seen []target.Event
+		for len(seen) < 400 {
+			if err := p.Resume(nil, target.Action{Kind: target.ContinueSyscalls}); err != nil {
+				t.Fatal(err)
+			}
+			ev, err := p.Wait()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Kind != target.EventStop || (ev.Trap != target.TrapSyscallEntry && ev.Trap != target.TrapSyscallExit) {
+				t.Fatalf("after %d syscall stops: %+v", len(seen), ev)
+			}
+			seen = append(seen, ev)
+			if ev.Trap == target.TrapSyscallExit && len(seen) >= 2 && seen[len(seen)-2].Syscall == unix.SYS_GETPPID {
+				break
+			}
+		}
+		for i, ev := range seen {
+			want := target.TrapSyscallEntry
+			if i%2 == 1 {
+				want = target.TrapSyscallExit
+			}
+			if ev.Trap != want {
+				t.Fatalf("stop %d is %v, want %v: entries and exits alternate", i, ev.Trap, want)
+			}
+		}
+		if seen[len(seen)-2].Syscall != unix.SYS_GETPPID {
+			t.Fatalf("never stopped at getppid: %+v", seen)
+		}
+		if err := p.Resume(nil, target.Action{Kind: target.Continue}); err != nil {
+			t.Fatal(err)
+		}
+		ev, err := p.Wait()
+		if err != nil || ev.Kind != target.EventExited || ev.Code != 5 {
+			t.Fatalf("want exit 5, got %v %+v", err, ev)
 		}
 	})
 }
