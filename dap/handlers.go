@@ -114,6 +114,9 @@ type RseqStats struct {
 	// CaughtInside counts threads a stop of the world caught inside a
 	// critical section (each aborts when resumed).
 	CaughtInside int `json:"caughtInside"`
+	// PacedSignals counts signals whose delivery was slowed because they
+	// came faster than the thread could make progress (stepper/pace.go).
+	PacedSignals int `json:"pacedSignals"`
 }
 
 // LaunchArguments are the launch request's arguments (the launch
@@ -1027,7 +1030,8 @@ func (s *Server) onRseqStats(r *RseqStatsRequest) (dap.ResponseMessage, error) {
 	return &RseqStatsResponse{Body: RseqStats{SingleSteps: st.SingleSteps, RegionRuns: st.RegionRuns, Commits: st.Commits,
 		Aborts: st.Aborts, OtherExits: st.ExitPoints, Interrupted: st.Interrupted, SignalsInRuns: st.SignalsInRuns,
 		Discovered: st.Discovered, StepsInside: st.StepsInside,
-		CaughtInside: st.CaughtInside, InspectedSteps: st.InspectedSteps, ForcedAborts: st.ForcedAborts}}, nil
+		CaughtInside: st.CaughtInside, InspectedSteps: st.InspectedSteps, ForcedAborts: st.ForcedAborts,
+		PacedSignals: st.PacedSignals}}, nil
 }
 
 // startInspect applies the launch configuration's "inspect"; a target that

@@ -169,7 +169,7 @@ func (ss *session) kick() {
 		if !pending {
 			return
 		}
-		ss.proc.Interrupt()
+		ss.eng.Interrupt()
 		time.Sleep(wait)
 		wait = min(2*wait, 200*time.Millisecond)
 	}

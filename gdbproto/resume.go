@@ -252,7 +252,7 @@ const watchDelay = 2 * time.Millisecond
 // when the first request arrives. A client that hangs up interrupts the
 // target too, so the session can end.
 func (s *session) watchClient(pr *process) func() {
-	t := pr.p
+	t := pr.eng
 	if s.w == nil {
 		return func() {}
 	}

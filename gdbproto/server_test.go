@@ -432,12 +432,12 @@ func FuzzDispatch(f *testing.F) {
 		// A patched program may loop forever: interrupt it as gdb's ^C would.
 		stop := make(chan struct{})
 		defer close(stop)
-		p := srv.proc.p
+		eng := srv.proc.eng
 		go func() {
 			select {
 			case <-stop:
 			case <-time.After(2 * time.Second):
-				p.Interrupt()
+				eng.Interrupt()
 			}
 		}()
 		s := newSession(srv, nil)

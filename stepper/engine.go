@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/rseqdbg/rseqdbg/auxv"
@@ -128,6 +129,9 @@ type Stats struct {
 	// critical section (not the one that stopped): each aborts when it
 	// resumes.
 	CaughtInside int
+	// PacedSignals counts signals whose delivery the pacer slowed: each
+	// came before its thread made progress since the one before.
+	PacedSignals int
 }
 
 // Options tune the engine.
@@ -194,6 +198,22 @@ type Engine struct {
 	// declared are the regions users declared; an exec drops them with the
 	// old image (the session declares them again by name).
 	declared []*regions.Region
+
+	// pace is the signal pacer's state per thread (pace.go).
+	pace      map[int]*paceState
+	paceTimer *time.Timer
+	// paceDue, budgetDue and userInterrupt say who asked for an
+	// interrupt: the pacer's release, a run's budget, the user.
+	paceDue, budgetDue, userInterrupt atomic.Bool
+	// budgetGen ties a budget's timer to its run: a timer that fires
+	// after its run ended must not end the next one.
+	budgetGen atomic.Uint64
+	// budgetFired: the interrupt wait returned is a budget's.
+	budgetFired bool
+	// lastActions and lastDefault are the last resumption, repeated when
+	// the pacer had the threads stopped for itself.
+	lastActions map[int]target.Action
+	lastDefault target.Action
 }
 
 // New builds the engine: it reads auxv, loads the executable's and the
@@ -210,7 +230,7 @@ func New(t target.Target, opts Options) (*Engine, error) {
 		byAddr: map[uint64][]*Breakpoint{}, insns: map[uint64]x86.Insn{},
 		rseq: map[int]target.RseqArea{}, policy: DefaultSignalPolicy(),
 		reported: map[int]uint64{}, inspecting: map[int]*inspection{}, signalSeen: map[int]time.Time{},
-		pinned: map[int]unix.CPUSet{},
+		pinned: map[int]unix.CPUSet{}, pace: map[int]*paceState{},
 	}
 	e.threadCtl, _ = t.(target.ThreadControl)
 	if e.opts.SoloBudget == 0 && e.threadCtl != nil {
@@ -634,6 +654,7 @@ func (e *Engine) insideCS(pc uint64) *regions.Region {
 
 // Kill ends the process.
 func (e *Engine) Kill() error {
+	e.paceRelease(true)
 	e.EndInspections()
 	e.exited = true
 	return e.t.Kill()
@@ -641,6 +662,7 @@ func (e *Engine) Kill() error {
 
 // Detach removes every breakpoint, ours included, and lets the process go.
 func (e *Engine) Detach() error {
+	e.paceRelease(true)
 	e.EndInspections()
 	e.ClearAll()
 	if e.dlBreak != 0 {

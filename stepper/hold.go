@@ -44,7 +44,18 @@ func (e *Engine) stormy(tid int) bool {
 // the mask itself, and a blocking call must still be interrupted. Targets
 // that cannot set masks (remote stubs) step as before.
 func (e *Engine) holdSignals(tid int, in x86.Insn) func() {
-	if e.threadCtl == nil || in.Kind == x86.FlowSyscall {
+	if e.threadCtl == nil {
+		return func() {}
+	}
+	if p := e.pace[tid]; p != nil && p.phase == paceHeld {
+		// The pacer holds them already, until a system call: a system
+		// call stepped gets the thread's own mask back first.
+		if in.Kind == x86.FlowSyscall {
+			e.unhold(tid, p)
+		}
+		return func() {}
+	}
+	if in.Kind == x86.FlowSyscall {
 		return func() {}
 	}
 	old, err := e.threadCtl.SignalMask(tid)

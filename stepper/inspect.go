@@ -91,6 +91,9 @@ func (e *Engine) beginInspection(tid int, r *regions.Region, sp uint64) error {
 	if err != nil {
 		return err
 	}
+	if p := e.pace[tid]; p != nil {
+		e.unhold(tid, p)
+	}
 	mask, err := e.threadCtl.SignalMask(tid)
 	if err == nil {
 		block := ^uint64(0)

@@ -95,16 +95,26 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 	var timer *time.Timer
 	var expired bool
 	if budget > 0 {
-		timer = time.AfterFunc(budget, func() { e.t.Interrupt() })
-		defer timer.Stop()
+		gen := e.budgetGen.Add(1)
+		timer = time.AfterFunc(budget, func() {
+			if e.budgetGen.Load() == gen {
+				e.budgetDue.Store(true)
+				e.t.Interrupt()
+			}
+		})
+		defer func() {
+			timer.Stop()
+			e.budgetGen.Add(1)
+			e.budgetDue.Store(false)
+		}()
 	}
 	for {
 		e.syscallGen++
-		if err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Continue, Sig: sig}}, others.action()); err != nil {
+		if err := e.resume(map[int]target.Action{tid: {Kind: target.Continue, Sig: sig}}, others.action()); err != nil {
 			return runResult{}, err
 		}
 		sig = 0
-		ev, err := e.t.Wait()
+		ev, err := e.wait()
 		if err != nil {
 			return runResult{}, err
 		}
@@ -117,7 +127,7 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 		if others == OthersRun {
 			e.countCaught(ev.Tid)
 		}
-		if ev.Async && budget > 0 && !expired {
+		if ev.Async && e.budgetFired && budget > 0 && !expired {
 			// Our own budget interrupt.
 			expired = true
 			return runResult{budget: true, stop: &Stop{Kind: StopInterrupt, Tid: ev.Tid}}, nil
@@ -149,7 +159,7 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 			continue
 		}
 		if e.silent(ev) {
-			e.signalSeen[ev.Tid] = time.Now()
+			e.sawSignal(ev.Tid, !e.policy.NoPass[ev.Sig])
 			if ev.Tid == tid && inRegion {
 				e.stats.SignalsInRuns++
 			}
@@ -173,10 +183,10 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 // Delivery happens in the resume itself; stepping once is enough for the
 // handler frame to be set up.
 func (e *Engine) deliverTo(tid, sig int) error {
-	if err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Step, Sig: sig}}, target.Action{Kind: target.Stay}); err != nil {
+	if err := e.resume(map[int]target.Action{tid: {Kind: target.Step, Sig: sig}}, target.Action{Kind: target.Stay}); err != nil {
 		return err
 	}
-	ev, err := e.t.Wait()
+	ev, err := e.wait()
 	if err != nil {
 		return err
 	}
@@ -199,6 +209,7 @@ func (e *Engine) terminal(ev target.Event) *Stop {
 		return &Stop{Kind: StopKilled, Tid: ev.Tid, Sig: ev.Sig}
 	case target.EventThreadExited:
 		delete(e.rseq, ev.Tid)
+		delete(e.pace, ev.Tid)
 		return &Stop{Kind: StopThreadExited, Tid: ev.Tid}
 	case target.EventExec:
 		e.objs = map[string]*regions.Object{}
@@ -208,6 +219,7 @@ func (e *Engine) terminal(ev target.Event) *Stop {
 		e.byAddr = map[uint64][]*Breakpoint{}
 		clear(e.insns)
 		clear(e.rseq)
+		clear(e.pace)
 		e.dlBreak = 0
 		e.declared = nil
 		e.load()
@@ -286,10 +298,10 @@ func (e *Engine) stepOverOwn(tid int) error {
 	} else {
 		e.syscallGen++
 	}
-	if err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Step}}, target.Action{Kind: target.Stay}); err != nil {
+	if err := e.resume(map[int]target.Action{tid: {Kind: target.Step}}, target.Action{Kind: target.Stay}); err != nil {
 		return err
 	}
-	ev, err := e.t.Wait()
+	ev, err := e.wait()
 	if err != nil {
 		return err
 	}
@@ -581,10 +593,10 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 	defer e.t.ForgetStep(tid)
 	actions := map[int]target.Action{tid: {Kind: target.Step, Sig: sig}}
 	for {
-		if err := e.t.Resume(actions, others.action()); err != nil {
+		if err := e.resume(actions, others.action()); err != nil {
 			return nil, err
 		}
-		ev, err := e.t.Wait()
+		ev, err := e.wait()
 		if err != nil {
 			return nil, err
 		}
@@ -594,7 +606,7 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 		}
 		actions = map[int]target.Action{tid: {Kind: target.Step}}
 		if e.silent(ev) {
-			e.signalSeen[ev.Tid] = time.Now()
+			e.sawSignal(ev.Tid, false)
 			pass := ev.Sig
 			if e.policy.NoPass[ev.Sig] {
 				pass = 0
@@ -651,10 +663,10 @@ func (e *Engine) silent(ev target.Event) bool {
 // runHandler delivers sig to tid (stopped before the instruction at
 // regs0.Rip) and runs the handler until it returns there.
 func (e *Engine) runHandler(tid, sig int, regs0 target.Regs) (*Stop, error) {
-	if err := e.t.Resume(map[int]target.Action{tid: {Kind: target.Step, Sig: sig}}, target.Action{Kind: target.Stay}); err != nil {
+	if err := e.resume(map[int]target.Action{tid: {Kind: target.Step, Sig: sig}}, target.Action{Kind: target.Stay}); err != nil {
 		return nil, err
 	}
-	ev, err := e.t.Wait()
+	ev, err := e.wait()
 	if err != nil {
 		return nil, err
 	}
@@ -863,11 +875,11 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 			actions[th] = target.Action{Kind: target.Continue, Sig: s}
 		}
 		e.syscallGen++
-		if err := e.t.Resume(actions, target.Action{Kind: target.Continue}); err != nil {
+		if err := e.resume(actions, target.Action{Kind: target.Continue}); err != nil {
 			return nil, err
 		}
 		sigs = nil
-		ev, err := e.t.Wait()
+		ev, err := e.wait()
 		if err != nil {
 			return nil, err
 		}
@@ -896,7 +908,7 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 			continue
 		}
 		if e.silent(ev) {
-			e.signalSeen[ev.Tid] = time.Now()
+			e.sawSignal(ev.Tid, !e.policy.NoPass[ev.Sig])
 			if !e.policy.NoPass[ev.Sig] {
 				sigs = map[int]int{ev.Tid: ev.Sig}
 			}
@@ -1225,6 +1237,8 @@ func (e *Engine) RunTo(tid int, addr uint64, others Others) (*Stop, error) {
 }
 
 func (e *Engine) reapIfDead(st *Stop, err error) (*Stop, error) {
+	// Whatever stops is reported: the program is seen with its own masks.
+	e.paceRelease(true)
 	if err == nil || !errors.Is(err, unix.ESRCH) || e.exited {
 		return st, err
 	}
