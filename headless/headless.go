@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rseqdbg/rseqdbg/eval"
@@ -49,6 +50,10 @@ type Session struct {
 	output   session.Output
 	displays []display
 	nextDisp int
+	// quitting makes every command after Quit a no-op.
+	quitting  atomic.Bool
+	closeOnce sync.Once
+	exitCode  int
 }
 
 // display is an expression printed at every stop (gdb's display).
@@ -137,6 +142,12 @@ func (s *Session) start(p *ptrace.Process) error {
 // Close ends the session: kill a launched program, detach an attached one,
 // or let it run to its end when keepRunning is set.
 func (s *Session) Close(keepRunning bool) (exitCode int) {
+	// The end of the script and a signal's Quit may both close.
+	s.closeOnce.Do(func() { s.exitCode = s.close(keepRunning) })
+	return s.exitCode
+}
+
+func (s *Session) close(keepRunning bool) (exitCode int) {
 	s.proc.Do(func() {
 		if s.eng.Exited() {
 			return
@@ -169,6 +180,14 @@ func (s *Session) Close(keepRunning bool) (exitCode int) {
 	return exitCode
 }
 
+// Quit ends the script from another goroutine (a signal): the command
+// running is interrupted, later ones do nothing. Close then lets the
+// program go.
+func (s *Session) Quit() {
+	s.quitting.Store(true)
+	s.eng.Interrupt()
+}
+
 // ErrQuit ends a script early.
 var ErrQuit = errors.New("quit")
 
@@ -177,7 +196,13 @@ var ErrQuit = errors.New("quit")
 // returned, to end the script.
 func (s *Session) Exec(line string) error {
 	var err error
-	s.eng.Do(func() { err = s.exec(line) })
+	s.eng.Do(func() {
+		if s.quitting.Load() {
+			err = ErrQuit
+			return
+		}
+		err = s.exec(line)
+	})
 	if errors.Is(err, ErrQuit) {
 		return err
 	}
@@ -721,9 +746,9 @@ func (s *Session) info(arg string) error {
 		st := s.eng.Stats()
 		s.emit(map[string]any{"event": "stats", "single_steps": st.SingleSteps, "region_runs": st.RegionRuns, "commits": st.Commits,
 			"aborts": st.Aborts, "exits": st.ExitPoints, "interrupted": st.Interrupted, "signals_in_runs": st.SignalsInRuns, "discovered": st.Discovered, "steps_inside": st.StepsInside,
-			"caught_inside": st.CaughtInside, "inspected_steps": st.InspectedSteps, "forced_aborts": st.ForcedAborts},
-			fmt.Sprintf("single-steps %d, region runs %d, commits %d, aborts %d, other exits %d, interrupted %d, signals during runs %d, discovered at run time %d, inspected steps %d, forced aborts %d",
-				st.SingleSteps, st.RegionRuns, st.Commits, st.Aborts, st.ExitPoints, st.Interrupted, st.SignalsInRuns, st.Discovered, st.InspectedSteps, st.ForcedAborts))
+			"caught_inside": st.CaughtInside, "inspected_steps": st.InspectedSteps, "forced_aborts": st.ForcedAborts, "paced_signals": st.PacedSignals},
+			fmt.Sprintf("single-steps %d, region runs %d, commits %d, aborts %d, other exits %d, interrupted %d, signals during runs %d, discovered at run time %d, inspected steps %d, forced aborts %d, paced signals %d",
+				st.SingleSteps, st.RegionRuns, st.Commits, st.Aborts, st.ExitPoints, st.Interrupted, st.SignalsInRuns, st.Discovered, st.InspectedSteps, st.ForcedAborts, st.PacedSignals))
 		return nil
 	}
 	return fmt.Errorf("unknown info command %q", what)

@@ -120,6 +120,9 @@ the program's variables (DWARF) and registers ($rax).`,
 			// Signalled, rseqdbg lets the program go as at the end of the
 			// commands (an inspected thread gets its affinity back).
 			stop := handleSignals(func() {
+				// A command may be running for good (a continue of a
+				// program that never stops): interrupt it first.
+				s.Quit()
 				s.Close(false)
 				os.Exit(1)
 			}, func() { os.Exit(1) })
