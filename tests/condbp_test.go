@@ -48,7 +48,7 @@ func BenchmarkHotConditional(b *testing.B) {
 		}
 		return gdbSeconds(b, out, "COND")
 	}
-	var ours, headless, theirs float64
+	var ours, headless, adapter, theirs float64
 	for i := 0; i < b.N; i++ {
 		srv := startRseqdbg(b, []string{"--once"}, fixture("hotloop"), "8000")
 		ours += timeIt(srv.port)
@@ -62,6 +62,7 @@ func BenchmarkHotConditional(b *testing.B) {
 		if err != nil || !strings.Contains(string(out), "i = 7999") {
 			b.Fatalf("rseqdbg run: %v\n%s", err, out)
 		}
+		adapter += timeDAP(b, line)
 		g := startGDBServer(b, fixture("hotloop"), "8000")
 		theirs += timeIt(g.port)
 		g.wait(b, time.Minute)
@@ -69,6 +70,27 @@ func BenchmarkHotConditional(b *testing.B) {
 	k := float64(b.N)
 	b.ReportMetric(ours/k*1000, "rseqdbg-gdb-ms")
 	b.ReportMetric(headless/k*1000, "rseqdbg-run-ms")
+	b.ReportMetric(adapter/k*1000, "rseqdbg-dap-ms")
 	b.ReportMetric(theirs/k*1000, "gdbserver-ms")
 	b.ReportMetric(theirs/ours, "speedup")
+}
+
+// timeDAP times the same continue through rseqdbg dap: a source
+// breakpoint with the condition, from configurationDone to the stop.
+func timeDAP(b *testing.B, line int) float64 {
+	c := startDAP(b)
+	c.call("initialize", map[string]any{"adapterID": "rseqdbg", "linesStartAt1": true, "columnsStartAt1": true})
+	c.call("launch", map[string]any{"program": fixture("hotloop"), "args": []string{"8000"}})
+	c.event("initialized")
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": fixture("../hotloop.c")},
+		"breakpoints": []map[string]any{{"line": line, "condition": "i == 7999"}}})
+	t0 := time.Now()
+	c.call("configurationDone", nil)
+	c.event("stopped")
+	d := time.Since(t0).Seconds()
+	if raw := c.call("evaluate", map[string]any{"expression": "i", "context": "repl"}); !strings.Contains(string(raw), `"7999"`) {
+		b.Fatalf("the DAP stop is not where the condition holds: %s", raw)
+	}
+	c.call("disconnect", map[string]any{"terminateDebuggee": true})
+	return d
 }

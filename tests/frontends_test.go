@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bufio"
 	"debug/elf"
 	"encoding/json"
 	"fmt"
@@ -586,49 +585,6 @@ func dapStops(t *testing.T, sc scenario) []stopRec {
 	}
 	c.call("disconnect", map[string]any{"terminateDebuggee": true})
 	return stops
-}
-
-// startDAP starts `rseqdbg dap` on stdio.
-func startDAP(t *testing.T) *dapConn {
-	t.Helper()
-	cmd := exec.Command(binary, "dap")
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	timer := time.AfterFunc(2*time.Minute, func() { cmd.Process.Kill() })
-	t.Cleanup(func() {
-		timer.Stop()
-		stdin.Close()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if strings.Contains(stderr.String(), "panic") {
-			t.Errorf("rseqdbg dap:\n%s", stderr.String())
-		}
-	})
-	return &dapConn{t: t, w: stdin, r: bufio.NewReader(stdout)}
-}
-
-// try is call for a request that may fail.
-func (c *dapConn) try(command string, args any) ([]byte, bool) {
-	c.t.Helper()
-	seq := c.send(command, args)
-	raw := c.until(command+" response", func(m map[string]any) bool {
-		rs, _ := m["request_seq"].(float64)
-		return m["type"] == "response" && int(rs) == seq
-	})
-	var r dap.Response
-	json.Unmarshal(raw, &r)
-	return raw, r.Success
 }
 
 var (

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bufio"
 	bin "encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -373,18 +372,7 @@ func TestDAPInspectSIGTERM(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	before := cpusAllowed(t, pid, pid)
 
-	cmd := exec.Command(binary, "dap")
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	dapDone := make(chan struct{})
-	go func() { cmd.Wait(); close(dapDone) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-dapDone })
-	c := &dapConn{t: t, w: stdin, r: bufio.NewReader(stdout)}
+	c := startDAP(t)
 	c.call("initialize", map[string]any{"adapterID": "rseqdbg", "linesStartAt1": true, "columnsStartAt1": true})
 	c.call("attach", map[string]any{"processId": pid, "inspect": true})
 	c.event("initialized")
@@ -425,11 +413,11 @@ func TestDAPInspectSIGTERM(t *testing.T) {
 	if got := cpusAllowed(t, pid, tid); strings.ContainsAny(got, "-,") {
 		t.Fatalf("inspected thread %d not pinned: %s", tid, got)
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
+	c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-dapDone:
+	case <-c.done:
 	case <-time.After(30 * time.Second):
-		t.Fatalf("rseqdbg dap did not end on SIGTERM:\n%s", stderr.String())
+		t.Fatalf("rseqdbg dap did not end on SIGTERM:\n%s", c.stderr.String())
 	}
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	for _, task := range tasks {
