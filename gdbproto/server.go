@@ -12,7 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	sess "github.com/rseqdbg/rseqdbg/session"
@@ -172,12 +171,8 @@ type process struct {
 	// caps are p's optional capabilities, checked once.
 	caps caps
 	// names caches the threads' names (their comm) for the threads
-	// document gdb reads after every stop; namesGen is the engine's
-	// SyscallGeneration they were read at (only a system call renames),
-	// namesAt when.
-	names    map[int]string
-	namesGen uint64
-	namesAt  time.Time
+	// document gdb reads after every stop (only a system call renames).
+	names map[int]threadName
 }
 
 // caps are the optional capabilities of a process's target (those of

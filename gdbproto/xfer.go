@@ -107,6 +107,14 @@ func xmlEscape(s string) string {
 // namesTTL bounds how long a renamed thread keeps its old name in gdb.
 const namesTTL = 100 * time.Millisecond
 
+// threadName is a thread's name as last read, with the thread's
+// SyscallGeneration then and when.
+type threadName struct {
+	name string
+	gen  uint64
+	at   time.Time
+}
+
 // threadsDoc lists the threads; a thread stopped inside a critical section
 // says so in the text gdb shows in `info threads`.
 func (s *session) threadsDoc(string) ([]byte, bool) {
@@ -114,23 +122,38 @@ func (s *session) threadsDoc(string) ([]byte, bool) {
 	b.WriteString("<?xml version=\"1.0\"?>\n<threads>\n")
 	if pr := s.live(); pr != nil {
 		pid := pr.p.Pid()
-		// Read again only when a system call may have renamed a thread,
-		// and not more than every namesTTL: gdb reads this after every
-		// stop, and a name read per thread per next is what made next
-		// grow with parked threads. A rename shows within namesTTL.
-		if gen := pr.eng.SyscallGeneration(); pr.names == nil || gen != pr.namesGen && time.Since(pr.namesAt) > namesTTL {
-			pr.names, pr.namesGen, pr.namesAt = map[int]string{}, gen, time.Now()
+		// A thread's name is read again only when a system call of that
+		// thread may have renamed it, and not more than every namesTTL:
+		// gdb reads this after every stop, and a name read per thread
+		// per next is what made next grow with parked threads. A rename
+		// shows within namesTTL.
+		if pr.names == nil {
+			pr.names = map[int]threadName{}
 		}
-		for _, t := range pr.p.Threads() {
-			fmt.Fprintf(&b, "<thread id=\"%s\"", s.threadIDString(pid, t))
-			name, ok := pr.names[t]
-			if !ok {
-				// A thread parked through a thousand steps is read once.
-				if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, t)); err == nil {
-					name = xmlEscape(strings.TrimSpace(string(comm)))
+		now := time.Now()
+		threads := pr.p.Threads()
+		if len(pr.names) > 2*len(threads)+64 {
+			// Threads come and go: keep the names of the live ones only.
+			live := make(map[int]threadName, len(threads))
+			for _, t := range threads {
+				if n, ok := pr.names[t]; ok {
+					live[t] = n
 				}
-				pr.names[t] = name
 			}
+			pr.names = live
+		}
+		for _, t := range threads {
+			fmt.Fprintf(&b, "<thread id=\"%s\"", s.threadIDString(pid, t))
+			gen := pr.eng.SyscallGeneration(t)
+			n, ok := pr.names[t]
+			if !ok || n.gen != gen && now.Sub(n.at) > namesTTL {
+				n = threadName{gen: gen, at: now}
+				if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, t)); err == nil {
+					n.name = xmlEscape(strings.TrimSpace(string(comm)))
+				}
+				pr.names[t] = n
+			}
+			name := n.name
 			if name != "" {
 				fmt.Fprintf(&b, " name=\"%s\"", name)
 			}

@@ -192,9 +192,11 @@ type Engine struct {
 	pinned   map[int]unix.CPUSet
 	// signalSeen is when each thread last stopped for a signal (stormy).
 	signalSeen map[int]time.Time
-	// syscallGen changes whenever the process may have made a system
-	// call: it ran freely, or a step executed one (see SyscallGeneration).
+	// syscallGen changes whenever every thread may have made a system
+	// call (they all ran freely); threadGen[tid] when only tid may have
+	// (it ran alone, or a step of it executed one). See SyscallGeneration.
 	syscallGen uint64
+	threadGen  map[int]uint64
 	// declared are the regions users declared; an exec drops them with the
 	// old image (the session declares them again by name).
 	declared []*regions.Region
@@ -230,7 +232,7 @@ func New(t target.Target, opts Options) (*Engine, error) {
 		byAddr: map[uint64][]*Breakpoint{}, insns: map[uint64]x86.Insn{},
 		rseq: map[int]target.RseqArea{}, policy: DefaultSignalPolicy(),
 		reported: map[int]uint64{}, inspecting: map[int]*inspection{}, signalSeen: map[int]time.Time{},
-		pinned: map[int]unix.CPUSet{}, pace: map[int]*paceState{},
+		pinned: map[int]unix.CPUSet{}, pace: map[int]*paceState{}, threadGen: map[int]uint64{},
 	}
 	e.threadCtl, _ = t.(target.ThreadControl)
 	if e.opts.SoloBudget == 0 && e.threadCtl != nil {
@@ -473,11 +475,23 @@ func (e *Engine) Declare(name string, start, end uint64) (*regions.Region, error
 	return r, nil
 }
 
-// SyscallGeneration changes whenever the process may have made a system
+// SyscallGeneration changes whenever thread tid may have made a system
 // call since the last look. What only system calls change (a thread's
-// name, the files it has open) can be cached while it stays the same: a
-// single step of any other instruction leaves it.
-func (e *Engine) SyscallGeneration() uint64 { return e.syscallGen }
+// name) can be cached while it stays the same: a single step of any other
+// instruction leaves it, and a step or a short run of one thread leaves
+// the others' (a next that ends within the solo budget runs no other
+// thread).
+func (e *Engine) SyscallGeneration(tid int) uint64 { return e.syscallGen + e.threadGen[tid] }
+
+// ran records that thread tid, or with 0 every thread, may make system
+// calls in the resumption that follows.
+func (e *Engine) ran(tid int) {
+	if tid == 0 {
+		e.syscallGen++
+		return
+	}
+	e.threadGen[tid]++
+}
 
 // Declared lists the user-declared regions.
 func (e *Engine) Declared() []*regions.Region { return append([]*regions.Region(nil), e.declared...) }

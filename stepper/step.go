@@ -109,7 +109,11 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 		}()
 	}
 	for {
-		e.syscallGen++
+		if others == OthersRun {
+			e.ran(0)
+		} else {
+			e.ran(tid)
+		}
 		if err := e.resume(map[int]target.Action{tid: {Kind: target.Continue, Sig: sig}}, others.action()); err != nil {
 			return runResult{}, err
 		}
@@ -210,6 +214,10 @@ func (e *Engine) terminal(ev target.Event) *Stop {
 	case target.EventThreadExited:
 		delete(e.rseq, ev.Tid)
 		delete(e.pace, ev.Tid)
+		// Its id may come back as a new thread's, whose name must not
+		// be taken for a cached one.
+		delete(e.threadGen, ev.Tid)
+		e.ran(0)
 		return &Stop{Kind: StopThreadExited, Tid: ev.Tid}
 	case target.EventExec:
 		e.objs = map[string]*regions.Object{}
@@ -220,6 +228,7 @@ func (e *Engine) terminal(ev target.Event) *Stop {
 		clear(e.insns)
 		clear(e.rseq)
 		clear(e.pace)
+		e.ran(0) // a new program, and its threads' new names
 		e.dlBreak = 0
 		e.declared = nil
 		e.load()
@@ -293,10 +302,10 @@ func (e *Engine) stepOverOwn(tid int) error {
 			defer e.holdSignals(tid, in)()
 		}
 		if in.Kind == x86.FlowSyscall {
-			e.syscallGen++
+			e.ran(tid)
 		}
 	} else {
-		e.syscallGen++
+		e.ran(tid)
 	}
 	if err := e.resume(map[int]target.Action{tid: {Kind: target.Step}}, target.Action{Kind: target.Stay}); err != nil {
 		return err
@@ -569,7 +578,9 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 	if err != nil {
 		return nil, err
 	}
+	syscall := true
 	if in, err := e.decode(pc); err == nil {
+		syscall = in.Kind == x86.FlowSyscall
 		if sig == 0 && e.stormy(tid) {
 			defer e.holdSignals(tid, in)()
 		}
@@ -583,7 +594,9 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 		}
 	}
 	if others == OthersRun {
-		e.syscallGen++
+		e.ran(0)
+	} else if syscall {
+		e.ran(tid)
 	}
 	e.pinForSteps(tid)
 	// Whatever ends the step other than its own completion (another
@@ -874,7 +887,7 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 		for th, s := range sigs {
 			actions[th] = target.Action{Kind: target.Continue, Sig: s}
 		}
-		e.syscallGen++
+		e.ran(0)
 		if err := e.resume(actions, target.Action{Kind: target.Continue}); err != nil {
 			return nil, err
 		}
