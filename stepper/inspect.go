@@ -234,7 +234,7 @@ func (e *Engine) inspectRun(tid, sig int, r *regions.Region, regs *target.Regs) 
 	var res runResult
 	err = e.withRseqCSCleared(tid, func() error {
 		var err error
-		res, err = e.runToExits(tid, sig, exits, OthersStay, budget, false)
+		res, err = e.runToExits(tid, sig, exits, OthersStay, runLimit{d: budget}, false)
 		return err
 	})
 	if err != nil {

@@ -54,17 +54,32 @@ type runResult struct {
 	budget bool   // the budget ran out
 }
 
+// runLimit bounds a run: it is interrupted after d (0: never). A solo run
+// (the other threads kept stopped) is extended, d at a time up to
+// soloMax, while its thread is not asleep in the kernel: only a sleeping
+// thread can be waiting for another, and on a loaded machine a run that
+// merely waits for a CPU would otherwise pay for resuming and stopping
+// every parked thread.
+type runLimit struct {
+	d    time.Duration
+	solo bool
+}
+
+// soloMax bounds a solo run's extensions: a thread spinning on another
+// thread's progress in user space gets the others after this.
+const soloMax = 50 * time.Millisecond
+
 // runToExits is the one primitive: put temporary breakpoints on exits,
 // continue tid (others as given) and wait until tid reaches one of them.
 // Breakpoints at exits are never placed inside a critical section.
-func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budget time.Duration, inRegion bool) (runResult, error) {
-	if others == OthersRun && budget == 0 && e.opts.SoloBudget > 0 && len(e.t.Threads()) > 1 {
+func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, limit runLimit, inRegion bool) (runResult, error) {
+	if others == OthersRun && limit.d == 0 && e.opts.SoloBudget > 0 && len(e.t.Threads()) > 1 {
 		// Most runs (a line, a call) end within microseconds: the other
 		// threads stay stopped for a short budget rather than each being
 		// resumed and stopped again, a cost that grows with every parked
 		// thread. A run still going then (it waits for another thread)
 		// goes on with them running.
-		res, err := e.runToExits(tid, sig, exits, OthersStay, e.opts.SoloBudget, inRegion)
+		res, err := e.runToExits(tid, sig, exits, OthersStay, runLimit{d: e.opts.SoloBudget, solo: true}, inRegion)
 		if err != nil || !res.budget {
 			return res, err
 		}
@@ -92,21 +107,10 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 		}
 		inserted = append(inserted, a)
 	}
-	var timer *time.Timer
 	var expired bool
-	if budget > 0 {
-		gen := e.budgetGen.Add(1)
-		timer = time.AfterFunc(budget, func() {
-			if e.budgetGen.Load() == gen {
-				e.budgetDue.Store(true)
-				e.t.Interrupt()
-			}
-		})
-		defer func() {
-			timer.Stop()
-			e.budgetGen.Add(1)
-			e.budgetDue.Store(false)
-		}()
+	if limit.d > 0 {
+		stop := e.limitRun(tid, limit)
+		defer stop()
 	}
 	for {
 		if others == OthersRun {
@@ -131,7 +135,7 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 		if others == OthersRun {
 			e.countCaught(ev.Tid)
 		}
-		if ev.Async && e.budgetFired && budget > 0 && !expired {
+		if ev.Async && e.budgetFired && limit.d > 0 && !expired {
 			// Our own budget interrupt.
 			expired = true
 			return runResult{budget: true, stop: &Stop{Kind: StopInterrupt, Tid: ev.Tid}}, nil
@@ -179,6 +183,41 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, budg
 			continue
 		}
 		return runResult{stop: e.eventStop(ev)}, nil
+	}
+}
+
+// limitRun interrupts tid's run when its limit is reached, and returns
+// what ends the watch when the run ends first.
+func (e *Engine) limitRun(tid int, limit runLimit) (stop func()) {
+	gen := e.budgetGen.Add(1)
+	done := make(chan struct{})
+	deadline := time.Now().Add(soloMax)
+	go func() {
+		t := time.NewTimer(limit.d)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			if limit.solo && e.threadCtl != nil && time.Now().Before(deadline) {
+				if asleep, err := e.threadCtl.Asleep(tid); err == nil && !asleep {
+					t.Reset(limit.d)
+					continue
+				}
+			}
+			if e.budgetGen.Load() == gen {
+				e.budgetDue.Store(true)
+				e.t.Interrupt()
+			}
+			return
+		}
+	}()
+	return func() {
+		close(done)
+		e.budgetGen.Add(1)
+		e.budgetDue.Store(false)
 	}
 }
 
@@ -738,7 +777,7 @@ func (e *Engine) regionRun(tid, sig int, r *regions.Region, exits exitSet, until
 				left = time.Millisecond
 			}
 		}
-		res, err := e.runToExits(tid, sig, exits, OthersStay, left, true)
+		res, err := e.runToExits(tid, sig, exits, OthersStay, runLimit{d: left}, true)
 		sig = 0
 		if err != nil {
 			return nil, err
@@ -1070,7 +1109,7 @@ func (e *Engine) rangeStep(tid int, lo, hi uint64, sig int, others Others, stepO
 			}
 			continue
 		}
-		res, err := e.runToExits(tid, sig, flow.exits, others, 0, false)
+		res, err := e.runToExits(tid, sig, flow.exits, others, runLimit{}, false)
 		sig = 0
 		if err != nil {
 			return nil, err
@@ -1089,7 +1128,7 @@ func (e *Engine) rangeStep(tid int, lo, hi uint64, sig int, others Others, stepO
 // back where it was (recursion hits the same address deeper first).
 func (e *Engine) runToReturn(tid, sig int, ret, rspAtCall uint64, others Others) (*Stop, error) {
 	for {
-		res, err := e.runToExits(tid, sig, exitSet{ret}, others, 0, false)
+		res, err := e.runToExits(tid, sig, exitSet{ret}, others, runLimit{}, false)
 		sig = 0
 		if err != nil {
 			return nil, err

@@ -296,6 +296,10 @@ type ThreadControl interface {
 	// (bit n-1 for signal n) of a stopped thread.
 	SignalMask(tid int) (uint64, error)
 	SetSignalMask(tid int, mask uint64) error
+	// Asleep reports whether the running thread tid sleeps in the kernel
+	// (waits in a system call) rather than runs or waits for a CPU.
+	// Unlike the other methods it is safe from any goroutine.
+	Asleep(tid int) (bool, error)
 }
 
 // The XSAVE area FPRegs returns and SetFPRegs takes, as the kernel's

@@ -4,6 +4,7 @@ package ptrace
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -1207,6 +1208,23 @@ func (p *Process) SetSignalMask(tid int, mask uint64) error {
 		return fmt.Errorf("setting the signal mask of %d: %w", tid, errno)
 	}
 	return nil
+}
+
+// Asleep reads the thread's scheduler state: S (interruptible sleep) and
+// D (uninterruptible) are a wait in the kernel; R is running or runnable.
+func (p *Process) Asleep(tid int) (bool, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", p.pid, tid))
+	if err != nil {
+		return false, fmt.Errorf("reading the state of %d: %w", tid, err)
+	}
+	// The command name in parentheses may hold spaces and parentheses:
+	// the state follows the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false, fmt.Errorf("reading the state of %d: malformed stat %q", tid, b)
+	}
+	st := b[i+2]
+	return st == 'S' || st == 'D', nil
 }
 
 func (p *Process) Auxv() ([]byte, error) {

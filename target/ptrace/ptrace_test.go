@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/rseqdbg/rseqdbg/symbols"
 	"github.com/rseqdbg/rseqdbg/target"
@@ -180,4 +181,40 @@ int main(void) { getppid(); getppid(); return 5; }
 			t.Fatalf("want exit 5, got %v %+v", err, ev)
 		}
 	})
+}
+
+// Asleep tells a thread waiting in the kernel from one on a CPU.
+func TestAsleep(t *testing.T) {
+	for _, c := range []struct {
+		src    string
+		asleep bool
+	}{
+		{"#include <unistd.h>\nint main(void) { pause(); return 0; }\n", true},
+		{"volatile int spin = 1;\nint main(void) { while (spin) ; return 0; }\n", false},
+	} {
+		p, err := Launch(LaunchOptions{Path: buildC(t, c.src)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Do(func() {
+			if err := p.Resume(nil, target.Action{Kind: target.Continue}); err != nil {
+				t.Fatal(err)
+			}
+		})
+		got := !c.asleep
+		for deadline := time.Now().Add(5 * time.Second); got != c.asleep && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if got, err = p.Asleep(p.Pid()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.Interrupt()
+		p.Do(func() {
+			p.Wait()
+			p.Kill()
+		})
+		p.Close()
+		if got != c.asleep {
+			t.Errorf("%q: asleep %v, want %v", c.src, got, c.asleep)
+		}
+	}
 }
