@@ -112,7 +112,10 @@ const namesTTL = 100 * time.Millisecond
 func (s *session) threadsDoc(string) ([]byte, bool) {
 	var b strings.Builder
 	b.WriteString("<?xml version=\"1.0\"?>\n<threads>\n")
-	if pr := s.live(); pr != nil {
+	for _, pr := range s.srv.processes() {
+		if pr.exited || pr.eng.Exited() {
+			continue
+		}
 		pid := pr.p.Pid()
 		// Read again only when a system call may have renamed a thread,
 		// and not more than every namesTTL: gdb reads this after every

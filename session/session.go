@@ -66,6 +66,10 @@ type Session struct {
 	declarations []Declaration
 	// AgentEvaluations counts the bytecode conditions decided here.
 	AgentEvaluations int
+	// forks is the target's ForkFollower while fork children are kept;
+	// forkPolicy is what Continue does at a fork.
+	forks      target.ForkFollower
+	forkPolicy ForkPolicy
 }
 
 // New builds a session over eng with its symbols loaded.

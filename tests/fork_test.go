@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -115,4 +116,73 @@ func TestGDBExecKeepsBreakpoints(t *testing.T) {
 	if !strings.Contains(out, "is executing new program") || !strings.Contains(out, "Breakpoint 1, child_work (k=3)") || !strings.Contains(out, "exited normally") {
 		t.Fatalf("gdb did not stop at the breakpoint after the exec:\n%s", tail(out))
 	}
+}
+
+// gdb keeps both processes with detach-on-fork off: it follows the child
+// (the parent waits for it) to a breakpoint in a function with a critical
+// section, each process shows its own regions, and both exit normally.
+func TestGDBDetachOnForkOff(t *testing.T) {
+	needTool(t, "gdb")
+	srv := startRseqdbg(t, nil, fixture("fork_child"), "fork", "1")
+	out := gdb(t, srv.port, fixture("fork_child"), false, []string{
+		"set detach-on-fork off", "set follow-fork-mode child",
+		"break percpu_inc", "continue",
+		"echo @@INFERIORS\\n", "info inferiors",
+		"echo @@CHILD-REGIONS\\n", "monitor rseq regions",
+		"continue",
+		"inferior 1",
+		"echo @@PARENT-REGIONS\\n", "monitor rseq regions",
+		"continue", "continue",
+	}, time.Minute)
+	srv.wait(t, 30*time.Second)
+	m := regexp.MustCompile(`\[Attaching after .* fork to child .*?(\d+)\.\d+\]`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("gdb did not follow the child:\n%s", tail(out))
+	}
+	child := m[1]
+	inferiors := sectionOf(t, out, "INFERIORS")
+	if n := strings.Count(inferiors, "process "); n != 2 {
+		t.Errorf("info inferiors shows %d processes, want 2:\n%s", n, inferiors)
+	}
+	hits := regexp.MustCompile(`Breakpoint 1(\.\d+)?, percpu_inc`).FindAllString(out, -1)
+	for _, who := range []string{"CHILD-REGIONS", "PARENT-REGIONS"} {
+		if regions := sectionOf(t, out, who); !strings.Contains(regions, "percpu_inc") {
+			t.Errorf("%s: no section of percpu_inc:\n%s", who, regions)
+		}
+	}
+	if !strings.Contains(sectionOf(t, out, "CHILD-REGIONS"), "regions of process "+child) {
+		t.Errorf("the child's regions are not the child's:\n%s", sectionOf(t, out, "CHILD-REGIONS"))
+	}
+	if !regexp.MustCompile(`\[Inferior 2 \(process `+child+`\) exited normally\]`).MatchString(out) ||
+		!regexp.MustCompile(`\[Inferior 1 \(process \d+\) exited normally\]`).MatchString(out) {
+		t.Errorf("both processes should exit normally:\n%s", tail(out))
+	}
+	// The child met the breakpoint, then the parent.
+	if len(hits) != 2 || !strings.Contains(out, "Thread 2.1 \"fork_child\" hit Breakpoint 1") {
+		t.Errorf("breakpoint hits %q, want 2, the child's first:\n%s", hits, tail(out))
+	}
+	forkResult(t, result(t, srv.stdout.String()), 1)
+}
+
+// follow-fork-mode child: gdb detaches the parent, which runs on and
+// exits normally, and stops at a breakpoint in the child.
+func TestGDBFollowForkChild(t *testing.T) {
+	needTool(t, "gdb")
+	srv := startRseqdbg(t, nil, fixture("fork_child"), "fork", "2")
+	out := gdb(t, srv.port, fixture("fork_child"), false, []string{
+		"set follow-fork-mode child", "break percpu_inc", "continue",
+		"echo @@INFERIORS\\n", "info inferiors", "continue",
+	}, time.Minute)
+	srv.wait(t, 30*time.Second)
+	if !strings.Contains(out, "[Attaching after") || !strings.Contains(out, "[Detaching after fork from parent process") {
+		t.Fatalf("gdb did not follow the child:\n%s", tail(out))
+	}
+	if !regexp.MustCompile(`Breakpoint 1(\.\d+)?, percpu_inc`).MatchString(out) {
+		t.Errorf("no breakpoint hit in the child:\n%s", tail(out))
+	}
+	if !regexp.MustCompile(`\[Inferior 2 \(process \d+\) exited normally\]`).MatchString(out) {
+		t.Errorf("the child did not exit normally:\n%s", tail(out))
+	}
+	// The parent, detached, forks its second child untraced.
+	forkResult(t, result(t, srv.stdout.String()), 2)
 }
