@@ -49,6 +49,9 @@ type Session struct {
 	output   session.Output
 	displays []display
 	nextDisp int
+	// retired are the processes let go after a fork the session followed
+	// into the child; closed with the session (outside Do).
+	retired []*ptrace.Process
 }
 
 // display is an expression printed at every stop (gdb's display).
@@ -123,6 +126,7 @@ func (s *Session) start(p *ptrace.Process) error {
 				s.emit(map[string]any{"event": "exec", "path": path},
 					fmt.Sprintf("process %d is executing new program: %s", s.eng.Target().Pid(), path))
 			},
+			Forked: s.forked,
 		}
 		s.core = s.sess.Src
 		s.syms, s.uw = s.core.Syms, s.core.Unwind
@@ -162,6 +166,9 @@ func (s *Session) Close(keepRunning bool) (exitCode int) {
 		}
 	})
 	s.proc.Close()
+	for _, p := range s.retired {
+		p.Close()
+	}
 	// The program's last lines come after its exit; a loaded machine can
 	// take a while to deliver them, but a grandchild holding the pipes
 	// open must not keep rseqdbg forever.
@@ -345,6 +352,12 @@ func (s *Session) report(st *session.Stop, reason string) {
 	}
 	if reason == "" {
 		reason = st.Kind.String()
+	}
+	if st.Fork != nil {
+		// A step that a fork ended, followed into the child: the stop is
+		// the child's, where it starts.
+		s.adopt(st.Fork)
+		st = &session.Stop{Stop: &stepper.Stop{Kind: stepper.StopFork, Tid: s.cur}}
 	}
 	switch st.Kind {
 	case stepper.StopExited:
@@ -538,11 +551,50 @@ func (s *Session) continueCmd(arg string) error {
 		}
 	}
 	st, err := s.sess.Continue(s.cur)
+	for err == nil && st.Fork != nil {
+		// follow-fork-mode child: the continue goes on in the child.
+		s.adopt(st.Fork)
+		st, err = s.sess.Continue(s.cur)
+	}
 	if err != nil {
 		return err
 	}
 	s.report(st, "")
 	return nil
+}
+
+// forked tells of a fork the session took, as gdb does.
+func (s *Session) forked(parent, child *session.Session, follow bool) {
+	pp := parent.T.Pid()
+	if child == nil {
+		return
+	}
+	cp := child.T.Pid()
+	m := map[string]any{"event": "fork", "parent": pp, "child": cp, "follow": "parent"}
+	if !follow {
+		s.emit(m, fmt.Sprintf("[Detaching after fork from child process %d]", cp))
+		return
+	}
+	m["follow"] = "child"
+	s.emit(m, fmt.Sprintf("[Attaching after process %d fork to child process %d]", pp, cp))
+	if !parent.ForkPolicy().KeepBoth {
+		s.emit(map[string]any{"event": "detached", "pid": pp}, fmt.Sprintf("[Detaching after fork from parent process %d]", pp))
+	}
+}
+
+// adopt makes a followed fork child the debugged process; the parent,
+// detached, is closed with the session.
+func (s *Session) adopt(child *session.Session) {
+	p, ok := child.T.(*ptrace.Process)
+	if !ok {
+		s.errorf("fork child %d is not a native process", child.T.Pid())
+		return
+	}
+	s.retired = append(s.retired, s.proc)
+	s.proc, s.eng, s.sess = p, child.Eng, child
+	s.core = child.Src
+	s.syms, s.uw = s.core.Syms, s.core.Unwind
+	s.cur = p.Pid()
 }
 
 func count(arg string) (int, error) {
@@ -1093,8 +1145,21 @@ func (s *Session) disassemble(addr uint64, n int) error {
 // setCmd is `set inspect on|off`.
 func (s *Session) setCmd(arg string) error {
 	f := strings.Fields(arg)
+	if len(f) == 2 && f[0] == "follow-fork-mode" && (f[1] == "parent" || f[1] == "child") {
+		if err := s.live(); err != nil {
+			return err
+		}
+		// As gdb's: after a fork the debugger goes on with the parent (the
+		// child is let go clean) or with the child (the parent is
+		// detached and runs on).
+		if err := s.sess.SetForkPolicy(session.ForkPolicy{Child: f[1] == "child"}); err != nil {
+			return err
+		}
+		s.emit(map[string]any{"event": "follow-fork-mode", "mode": f[1]}, "follow-fork-mode: "+f[1])
+		return nil
+	}
 	if len(f) != 2 || (f[0] != "inspect" && f[0] != "pin") || (f[1] != "on" && f[1] != "off") {
-		return fmt.Errorf("usage: set inspect on|off, set pin on|off")
+		return fmt.Errorf("usage: set inspect on|off, set pin on|off, set follow-fork-mode parent|child")
 	}
 	if err := s.live(); err != nil {
 		return err

@@ -3,6 +3,7 @@ package session
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/rseqdbg/rseqdbg/stepper"
 	"github.com/rseqdbg/rseqdbg/target"
@@ -110,6 +111,39 @@ func (s *Session) Fork(pid int) (*Session, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// takeFork applies the fork policy to a StopFork: the child is taken,
+// and whichever of the two processes is not followed is let go unless
+// KeepBoth. It returns the child when the policy follows it.
+func (s *Session) takeFork(st *stepper.Stop) *Session {
+	p := s.forkPolicy
+	child, err := s.Fork(st.Child)
+	if err != nil {
+		slog.Warn("taking a fork child", "pid", st.Child, "err", err)
+	}
+	if child == nil {
+		if s.Events.Forked != nil {
+			s.Events.Forked(s, nil, false)
+		}
+		return nil
+	}
+	if s.Events.Forked != nil {
+		s.Events.Forked(s, child, p.Child)
+	}
+	if !p.KeepBoth {
+		let := child
+		if p.Child {
+			let = s
+		}
+		if err := let.Release(); err != nil {
+			slog.Warn("detaching after a fork", "pid", let.T.Pid(), "err", err)
+		}
+	}
+	if p.Child {
+		return child
+	}
+	return nil
 }
 
 // Release lets a process of a session go: every breakpoint removed, then

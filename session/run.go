@@ -53,6 +53,15 @@ func (s *Session) Continue(tid int) (*Stop, error) {
 				s.Events.Exec(s.T.ExecPath())
 			}
 			continue
+		case stepper.StopFork:
+			out := s.stopped(st, nil)
+			if out.Fork == nil {
+				// The parent goes on (the child was let go, or is kept
+				// stopped for the front end).
+				continue
+			}
+			out.Crossed = crossed
+			return out, nil
 		case stepper.StopInterrupt:
 			if s.Events.Interrupted != nil && !s.Events.Interrupted() {
 				continue
@@ -142,6 +151,12 @@ func (s *Session) stopped(st *stepper.Stop, hits []*Breakpoint) *Stop {
 		// the old image.
 		s.execed()
 		s.redeclare()
+	case stepper.StopFork:
+		if !s.bare {
+			// A client that decides about forks itself (gdb) takes the
+			// child with Fork.
+			return &Stop{Stop: st, Fork: s.takeFork(st)}
+		}
 	}
 	if s.bare {
 		return &Stop{Stop: st, Hits: hits}

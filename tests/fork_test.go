@@ -186,3 +186,32 @@ func TestGDBFollowForkChild(t *testing.T) {
 	// The parent, detached, forks its second child untraced.
 	forkResult(t, result(t, srv.stdout.String()), 2)
 }
+
+// rseqdbg run with follow-fork-mode child: the continue goes on in the
+// child, which stops at a breakpoint in a function with a critical
+// section; the parent, detached, runs on and makes its second child
+// untraced; the child exits normally.
+func TestHeadlessFollowForkChild(t *testing.T) {
+	s := run(t, []string{"set follow-fork-mode child", "break percpu_inc", "continue", "info regions", "continue"}, nil,
+		fixture("fork_child"), "fork", "2")
+	forks := s.of("fork")
+	if len(forks) != 1 || forks[0].str("follow") != "child" || forks[0].num("child") == 0 {
+		t.Fatalf("fork events %v, want one followed into the child", forks)
+	}
+	child, parent := forks[0].num("child"), forks[0].num("parent")
+	if d := s.of("detached"); len(d) != 1 || d[0].num("pid") != parent {
+		t.Errorf("detached events %v, want the parent %d", d, parent)
+	}
+	stops := s.of("stop")
+	if len(stops) != 2 || stops[1].str("reason") != "breakpoint" || stops[1].num("thread") != child ||
+		!strings.HasPrefix(stops[1].str("function"), "percpu_inc") {
+		t.Fatalf("stops %v, want the entry and percpu_inc in child %d", stops, child)
+	}
+	if ex := s.of("exited"); len(ex) != 1 || ex[0].num("code") != 0 {
+		t.Errorf("exits %v, want the child's, code 0", ex)
+	}
+	forkResult(t, s.result(t), 2)
+	if s.code != 0 {
+		t.Errorf("exit code %d; stderr:\n%s", s.code, s.stderr)
+	}
+}
