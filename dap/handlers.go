@@ -135,6 +135,9 @@ type LaunchArguments struct {
 	// Regions are ranges to step as one region (a seqlock reader of the
 	// user's own, JIT code), as `--declare`.
 	Regions []RegionArgument `json:"regions"`
+	// FollowForks debugs a forked child as a further process of the
+	// session (dap/fork.go); otherwise children are let go, clean.
+	FollowForks bool `json:"followForks"`
 }
 
 // RegionArgument declares a region: start and end are addresses or
@@ -293,6 +296,12 @@ func (s *Server) onLaunch(r *dap.LaunchRequest) (dap.ResponseMessage, error) {
 	s.declare(ss, a.Regions)
 	if err := ss.startInspect(a.Inspect); err != nil {
 		return nil, err
+	}
+	if a.FollowForks {
+		var ferr error
+		if err := ss.do(func() { ferr = ss.followForks() }); err != nil || ferr != nil {
+			return nil, fmt.Errorf("launch: followForks: %w", errors.Join(err, ferr))
+		}
 	}
 	ss.entry = a.StopOnEntry
 	ss.output = out
@@ -597,7 +606,7 @@ func (s *Server) onThreads(r *dap.ThreadsRequest) (dap.ResponseMessage, error) {
 	if !running && !ended {
 		ss.do(func() {
 			if !ss.eng.Exited() {
-				tids = ss.proc.Threads()
+				tids = ss.allThreads()
 			}
 		})
 	}
@@ -606,10 +615,22 @@ func (s *Server) onThreads(r *dap.ThreadsRequest) (dap.ResponseMessage, error) {
 		// stop misses threads started since (all the workers, when the run
 		// began at launch): the kernel's list is current and needs no
 		// ptrace.
-		if live, err := liveThreads(ss.proc.Pid()); err == nil {
-			tids = live
-		} else {
-			ss.log.Debug("dap: listing threads of the running program", "err", err)
+		ss.mu.Lock()
+		pids := []int{ss.proc.Pid()}
+		for _, pk := range ss.parked {
+			pids = append(pids, pk.proc.Pid())
+		}
+		ss.mu.Unlock()
+		var all []int
+		for _, pid := range pids {
+			if live, err := liveThreads(pid); err == nil {
+				all = append(all, live...)
+			} else {
+				ss.log.Debug("dap: listing threads of the running program", "err", err)
+			}
+		}
+		if len(all) > 0 {
+			tids = all
 		}
 	}
 	if ended {

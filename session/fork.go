@@ -92,16 +92,7 @@ func (s *Session) Fork(pid int) (*Session, error) {
 			s.logDebug("following the forks of a fork child", err)
 		}
 	}
-	for _, b := range s.bps {
-		nb, err := c.Set(b.Spec, b.Options)
-		if err != nil {
-			s.logDebug("copying a breakpoint to a fork child", err)
-			continue
-		}
-		// The same numbers in both processes, as in gdb.
-		nb.ID = b.ID
-	}
-	c.nextID = s.nextID
+	c.CopyBreakpoints(s)
 	for _, d := range s.declarations {
 		if _, err := c.Declare(d); err != nil {
 			s.logDebug("declaring a region in a fork child", err)
@@ -144,6 +135,23 @@ func (s *Session) takeFork(st *stepper.Stop) *Session {
 		return child
 	}
 	return nil
+}
+
+// CopyBreakpoints makes s's breakpoints copies of from's, with the same
+// numbers (as gdb's in both processes of a fork): a fork child gets its
+// parent's, and a parent that waited for its child the ones the user
+// changed meanwhile.
+func (s *Session) CopyBreakpoints(from *Session) {
+	s.DeleteAll()
+	for _, b := range from.bps {
+		nb, err := s.Set(b.Spec, b.Options)
+		if err != nil {
+			s.logDebug("copying a breakpoint", err)
+			continue
+		}
+		nb.ID, nb.Hits = b.ID, b.Hits
+	}
+	s.nextID = max(s.nextID, from.nextID)
 }
 
 // Release lets a process of a session go: every breakpoint removed, then
