@@ -452,9 +452,11 @@ func (s *Server) onConfigurationDone(r *dap.ConfigurationDoneRequest) (dap.Respo
 		return nil, errLater
 	}
 	if !ss.entry {
+		// Read before the run: a fork it follows changes the process.
+		pid := ss.proc.Pid()
 		ss.resume(runContinue, "", func() (*sess.Stop, error) { return ss.rc.Continue(ss.cur) })
 		// No continue request started this run, so say it.
-		s.send(&dap.ContinuedEvent{Event: event("continued"), Body: dap.ContinuedEventBody{ThreadId: ss.proc.Pid(), AllThreadsContinued: true}})
+		s.send(&dap.ContinuedEvent{Event: event("continued"), Body: dap.ContinuedEventBody{ThreadId: pid, AllThreadsContinued: true}})
 		return nil, errLater
 	}
 	var mainAt uint64
