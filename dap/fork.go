@@ -121,6 +121,13 @@ func (ss *session) following(kind runKind, op func() (*sess.Stop, error)) (*sess
 				return st, nil
 			}
 			if kind != runContinue {
+				// A line step went on in the child and stopped there; an
+				// instruction step or step out stops where the child
+				// starts.
+				if st.Kind != stepper.StopFork {
+					st.Fork = nil
+					return st, nil
+				}
 				return &sess.Stop{Stop: &stepper.Stop{Kind: stepper.StopFork, Tid: ss.cur}}, nil
 			}
 			st, err = ss.rc.Continue(ss.cur)

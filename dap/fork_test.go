@@ -120,3 +120,28 @@ func TestFollowForks(t *testing.T) {
 		t.Fatalf("exit code %d, output:\n%s", code, c.out())
 	}
 }
+
+// TestFollowForksNext: next over fork() with followForks ends on the next
+// line in the child.
+func TestFollowForksNext(t *testing.T) {
+	src := fixture("../fork_child.c")
+	forkLine := markerLine(t, "fork_child.c", "FORK-LINE")
+	c := newClient(t, Options{})
+	parent := c.launch(map[string]any{"program": fixture("fork_child"), "args": []string{"fork", "1"}, "followForks": true}).Body.SystemProcessId
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src}, "breakpoints": []map[string]any{{"line": forkLine}}})
+	c.call("configurationDone", nil)
+	if st := c.stopped(); st.Body.ThreadId != parent {
+		t.Fatalf("first stop %+v", st.Body)
+	}
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src}, "breakpoints": []map[string]any{}})
+	c.call("next", map[string]any{"threadId": parent})
+	st := c.stopped()
+	child := c.event("process").(*dap.ProcessEvent).Body.SystemProcessId
+	if st.Body.ThreadId != child || st.Body.Reason != "step" || c.frames(child)[0].Line != forkLine+1 {
+		t.Fatalf("next over fork() stopped %+v at %+v, want a step to line %d in child %d", st.Body, c.frames(st.Body.ThreadId)[0], forkLine+1, child)
+	}
+	c.call("continue", map[string]any{"threadId": child})
+	if code := c.waitExit(); code != 0 || !strings.Contains(c.out(), "RESULT children=1 ok=1 parent=1") {
+		t.Fatalf("exit code %d, output:\n%s", code, c.out())
+	}
+}

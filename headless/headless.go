@@ -354,10 +354,13 @@ func (s *Session) report(st *session.Stop, reason string) {
 		reason = st.Kind.String()
 	}
 	if st.Fork != nil {
-		// A step that a fork ended, followed into the child: the stop is
-		// the child's, where it starts.
+		// A step followed into the child: a line step went on there, and
+		// stops in the child; an instruction step or finish that the fork
+		// ended stops where the child starts.
 		s.adopt(st.Fork)
-		st = &session.Stop{Stop: &stepper.Stop{Kind: stepper.StopFork, Tid: s.cur}}
+		if st.Kind == stepper.StopFork {
+			st = &session.Stop{Stop: &stepper.Stop{Kind: stepper.StopFork, Tid: s.cur}}
+		}
 	}
 	switch st.Kind {
 	case stepper.StopExited:

@@ -215,3 +215,23 @@ func TestHeadlessFollowForkChild(t *testing.T) {
 		t.Errorf("exit code %d; stderr:\n%s", s.code, s.stderr)
 	}
 }
+
+// A next over fork() with follow-fork-mode child ends on the next line in
+// the child, as gdb's: the step goes on there from the same frame.
+func TestHeadlessNextOverForkFollowsChild(t *testing.T) {
+	line := markerLine(t, "fork_child.c", "FORK-LINE")
+	s := run(t, []string{"set follow-fork-mode child", fmt.Sprintf("break fork_child.c:%d", line), "continue", "next", "delete"}, []string{"--continue"},
+		fixture("fork_child"), "fork", "2")
+	forks := s.of("fork")
+	if len(forks) != 1 || forks[0].str("follow") != "child" {
+		t.Fatalf("fork events %v", forks)
+	}
+	stops := s.of("stop")
+	if len(stops) != 3 {
+		t.Fatalf("stops %v", stops)
+	}
+	if st := stops[2]; st.str("reason") != "step" || st.num("line") != line+1 || st.num("thread") != forks[0].num("child") {
+		t.Errorf("next over fork() stopped %v, want a step to line %d in child %d", st, line+1, forks[0].num("child"))
+	}
+	forkResult(t, s.result(t), 2)
+}
