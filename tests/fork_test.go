@@ -235,3 +235,61 @@ func TestHeadlessNextOverForkFollowsChild(t *testing.T) {
 	}
 	forkResult(t, s.result(t), 2)
 }
+
+// The fork-events protocol as a client speaks it: the fork stop names the
+// child, both processes' threads are listed, a thread selection reaches
+// the child, vKill;PID ends the child alone, and the parent, resumed by a
+// vCont naming it, sees its child killed and exits with its own code.
+func TestRemoteForkEvents(t *testing.T) {
+	srv := startRseqdbg(t, nil, fixture("fork_child"), "fork", "1")
+	c := dialServer(t, srv.port)
+	if reply, err := c.Request("qSupported:multiprocess+;fork-events+"); err != nil || !strings.Contains(string(reply), "fork-events+") {
+		t.Fatalf("qSupported: %q %v", reply, err)
+	}
+	reply, err := c.Request("vCont;c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`^T05fork:p([0-9a-f]+)\.([0-9a-f]+);.*thread:p([0-9a-f]+)\.([0-9a-f]+);`).FindStringSubmatch(string(reply))
+	if m == nil || m[1] != m[2] || m[1] == m[3] {
+		t.Fatalf("stop %q, want a fork stop naming the child", reply)
+	}
+	child, parent := m[1], m[3]
+	list, err := c.Request("qfThreadInfo")
+	if err != nil || string(list) != fmt.Sprintf("mp%s.%s,p%s.%s", parent, parent, child, child) {
+		t.Errorf("threads %q %v, want the parent's and the child's", list, err)
+	}
+	if r, err := c.Request(fmt.Sprintf("Hgp%s.%s", child, child)); err != nil || string(r) != "OK" {
+		t.Fatalf("Hg to the child: %q %v", r, err)
+	}
+	if r, err := c.Request(fmt.Sprintf("Tp%s.%s", child, child)); err != nil || string(r) != "OK" {
+		t.Errorf("child alive: %q %v", r, err)
+	}
+	if r, err := c.Request("vKill;" + child); err != nil || string(r) != "OK" {
+		t.Fatalf("vKill of the child: %q %v", r, err)
+	}
+	if list, err := c.Request("qfThreadInfo"); err != nil || string(list) != fmt.Sprintf("mp%s.%s", parent, parent) {
+		t.Errorf("threads after the kill %q %v, want the parent's alone", list, err)
+	}
+	// fork_child exits 1 when a child did not exit 0, after saying so.
+	// Signal stops on the way (SIGCHLD) are passed on.
+	resume := fmt.Sprintf("vCont;c:p%s.-1", parent)
+	for i := 0; ; i++ {
+		reply, err = c.Request(resume)
+		if err != nil || i > 10 {
+			t.Fatalf("resuming the parent: %q %v", reply, err)
+		}
+		if reply[0] != 'T' {
+			break
+		}
+		resume = fmt.Sprintf("vCont;C%s:p%s.-1", reply[1:3], parent)
+	}
+	if want := "W01;process:" + parent; string(reply) != want {
+		t.Errorf("the parent ended with %q, want %q", reply, want)
+	}
+	c.Close()
+	srv.wait(t, 30*time.Second)
+	if !strings.Contains(srv.stdout.String(), "child 0: status 0x9") || !strings.Contains(srv.stdout.String(), "RESULT children=1 ok=0 parent=1") {
+		t.Errorf("the parent did not see its child killed:\n%s", srv.stdout.String())
+	}
+}
