@@ -165,7 +165,8 @@ func (tr *tracer) serve() {
 // owner returns the process of tr that has thread tid, or nil.
 func (tr *tracer) owner(tid int) *Process {
 	for _, q := range tr.procs {
-		if q.pid == tid || q.threads[tid] != nil {
+		// An exited process's pid may be reused by a new child.
+		if !q.exited && (q.pid == tid || q.threads[tid] != nil) {
 			return q
 		}
 	}
