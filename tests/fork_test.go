@@ -293,3 +293,35 @@ func TestRemoteForkEvents(t *testing.T) {
 		t.Errorf("the parent did not see its child killed:\n%s", srv.stdout.String())
 	}
 }
+
+// rseqdbg run with detach-on-fork off and follow-fork-mode child: the
+// parent is kept while the child is debugged, and is debugged again once
+// the child ended, each stopping at the breakpoint.
+func TestHeadlessDetachOnForkOff(t *testing.T) {
+	s := run(t, []string{"set follow-fork-mode child", "set detach-on-fork off", "break percpu_inc", "continue", "continue", "continue"},
+		[]string{"--continue"}, fixture("fork_child"), "fork", "1")
+	forks := s.of("fork")
+	if len(forks) != 1 || forks[0].str("follow") != "child" {
+		t.Fatalf("fork events %v", forks)
+	}
+	child, parent := forks[0].num("child"), forks[0].num("parent")
+	if d := s.of("detached"); len(d) != 0 {
+		t.Errorf("detached %v: the parent should be kept", d)
+	}
+	stops := s.of("stop")
+	if len(stops) != 3 || stops[1].num("thread") != child || stops[2].num("thread") != parent ||
+		!strings.HasPrefix(stops[1].str("function"), "percpu_inc") || !strings.HasPrefix(stops[2].str("function"), "percpu_inc") {
+		t.Fatalf("stops %v, want the entry, then percpu_inc in child %d, then in parent %d", stops, child, parent)
+	}
+	ex := s.of("exited")
+	if len(ex) != 2 || ex[0].num("pid") != child || ex[1].num("pid") != parent || ex[0].num("code") != 0 || ex[1].num("code") != 0 {
+		t.Errorf("exits %v, want the child's then the parent's, both 0", ex)
+	}
+	if sw := s.of("switched"); len(sw) != 1 || sw[0].num("pid") != parent {
+		t.Errorf("switched %v, want back to the parent %d", sw, parent)
+	}
+	forkResult(t, s.result(t), 1)
+	if s.code != 0 {
+		t.Errorf("exit code %d", s.code)
+	}
+}
