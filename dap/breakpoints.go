@@ -54,6 +54,17 @@ func (b *breakpoints) all() []*clientBP {
 	return append(out, b.instrs...)
 }
 
+// rebind points the client's breakpoints at rc's breakpoints of the same
+// numbers: the store of the process the session goes back to after a
+// fork child ended (session.CopyBreakpoints kept the numbers).
+func (b *breakpoints) rebind(rc *sess.Session) {
+	for _, u := range b.all() {
+		if nb, ok := rc.Breakpoint(u.b.ID); ok {
+			u.b = nb
+		}
+	}
+}
+
 func (b *breakpoints) byID(id int) *clientBP {
 	for _, u := range b.all() {
 		if u.b.ID == id {

@@ -1,8 +1,11 @@
 package dap
 
 import (
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/google/go-dap"
 )
 
 // TestForkChildKeepsNoBreakpoints: a breakpoint in a function the fork
@@ -65,5 +68,80 @@ func TestExecKeepsBreakpoints(t *testing.T) {
 	c.call("continue", map[string]any{"threadId": st.Body.ThreadId})
 	if code := c.waitExit(); code != 0 {
 		t.Fatalf("exit code %d", code)
+	}
+}
+
+// TestFollowForks: with followForks, the fork child is a second process of
+// the session: it stops at a breakpoint in a function with a critical
+// section, its threads are listed with their process, its end is an
+// rseqProcessExited event, and then the parent goes on to the same
+// breakpoint and both finish.
+func TestFollowForks(t *testing.T) {
+	c := newClient(t, Options{})
+	parent := c.launch(map[string]any{"program": fixture("fork_child"), "args": []string{"fork", "1"}, "followForks": true}).Body.SystemProcessId
+	c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []map[string]any{{"name": "percpu_inc"}}})
+	c.call("configurationDone", nil)
+	st := c.stopped()
+	child := c.event("process").(*dap.ProcessEvent).Body.SystemProcessId
+	if child == parent || st.Body.ThreadId != child || st.Body.Reason != "function breakpoint" {
+		t.Fatalf("first stop %+v, want the breakpoint in child %d (parent %d)", st.Body, child, parent)
+	}
+	if fs := c.frames(child); !strings.HasPrefix(fs[0].Name, "percpu_inc") {
+		t.Fatalf("child stopped in %+v", fs[0])
+	}
+	threads := c.call("threads", nil).(*dap.ThreadsResponse).Body.Threads
+	names := map[int]string{}
+	for _, th := range threads {
+		names[th.Id] = th.Name
+	}
+	if len(threads) != 2 || !strings.Contains(names[child], "process "+strconv.Itoa(child)) ||
+		!strings.Contains(names[parent], "process "+strconv.Itoa(parent)) {
+		t.Fatalf("threads %+v, want the child's and the parent's, named with their process", threads)
+	}
+	regs := c.call("rseqRegions", nil).(*RseqRegionsResponse).Body.Regions
+	found := false
+	for _, r := range regs {
+		found = found || strings.HasPrefix(r.Name, "percpu_inc")
+	}
+	if !found {
+		t.Errorf("the child's regions lack percpu_inc's section: %+v", regs)
+	}
+	c.call("continue", map[string]any{"threadId": child})
+	if ex := c.event("rseqProcessExited").(*ProcessExitedEvent); ex.Body.Pid != child || ex.Body.ExitCode != 0 {
+		t.Fatalf("child end %+v", ex.Body)
+	}
+	st = c.stopped()
+	if st.Body.ThreadId != parent || !strings.HasPrefix(c.frames(parent)[0].Name, "percpu_inc") {
+		t.Fatalf("after the child: %+v, want the parent %d at percpu_inc", st.Body, parent)
+	}
+	c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []map[string]any{}})
+	c.call("continue", map[string]any{"threadId": parent})
+	if code := c.waitExit(); code != 0 || !strings.Contains(c.out(), "RESULT children=1 ok=1 parent=1") {
+		t.Fatalf("exit code %d, output:\n%s", code, c.out())
+	}
+}
+
+// TestFollowForksNext: next over fork() with followForks ends on the next
+// line in the child.
+func TestFollowForksNext(t *testing.T) {
+	src := fixture("../fork_child.c")
+	forkLine := markerLine(t, "fork_child.c", "FORK-LINE")
+	c := newClient(t, Options{})
+	parent := c.launch(map[string]any{"program": fixture("fork_child"), "args": []string{"fork", "1"}, "followForks": true}).Body.SystemProcessId
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src}, "breakpoints": []map[string]any{{"line": forkLine}}})
+	c.call("configurationDone", nil)
+	if st := c.stopped(); st.Body.ThreadId != parent {
+		t.Fatalf("first stop %+v", st.Body)
+	}
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src}, "breakpoints": []map[string]any{}})
+	c.call("next", map[string]any{"threadId": parent})
+	st := c.stopped()
+	child := c.event("process").(*dap.ProcessEvent).Body.SystemProcessId
+	if st.Body.ThreadId != child || st.Body.Reason != "step" || c.frames(child)[0].Line != forkLine+1 {
+		t.Fatalf("next over fork() stopped %+v at %+v, want a step to line %d in child %d", st.Body, c.frames(st.Body.ThreadId)[0], forkLine+1, child)
+	}
+	c.call("continue", map[string]any{"threadId": child})
+	if code := c.waitExit(); code != 0 || !strings.Contains(c.out(), "RESULT children=1 ok=1 parent=1") {
+		t.Fatalf("exit code %d, output:\n%s", code, c.out())
 	}
 }

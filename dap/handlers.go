@@ -138,6 +138,9 @@ type LaunchArguments struct {
 	// Regions are ranges to step as one region (a seqlock reader of the
 	// user's own, JIT code), as `--declare`.
 	Regions []RegionArgument `json:"regions"`
+	// FollowForks debugs a forked child as a further process of the
+	// session (dap/fork.go); otherwise children are let go, clean.
+	FollowForks bool `json:"followForks"`
 }
 
 // RegionArgument declares a region: start and end are addresses or
@@ -297,6 +300,12 @@ func (s *Server) onLaunch(r *dap.LaunchRequest) (dap.ResponseMessage, error) {
 	if err := ss.startInspect(a.Inspect); err != nil {
 		return nil, err
 	}
+	if a.FollowForks {
+		var ferr error
+		if err := ss.do(func() { ferr = ss.followForks() }); err != nil || ferr != nil {
+			return nil, fmt.Errorf("launch: followForks: %w", errors.Join(err, ferr))
+		}
+	}
 	ss.entry = a.StopOnEntry
 	ss.output = out
 	s.started(r, ss, "launch")
@@ -446,9 +455,11 @@ func (s *Server) onConfigurationDone(r *dap.ConfigurationDoneRequest) (dap.Respo
 		return nil, errLater
 	}
 	if !ss.entry {
+		// Read before the run: a fork it follows changes the process.
+		pid := ss.proc.Pid()
 		ss.resume(runContinue, "", func() (*sess.Stop, error) { return ss.rc.Continue(ss.cur) })
 		// No continue request started this run, so say it.
-		s.send(&dap.ContinuedEvent{Event: event("continued"), Body: dap.ContinuedEventBody{ThreadId: ss.proc.Pid(), AllThreadsContinued: true}})
+		s.send(&dap.ContinuedEvent{Event: event("continued"), Body: dap.ContinuedEventBody{ThreadId: pid, AllThreadsContinued: true}})
 		return nil, errLater
 	}
 	var mainAt uint64
@@ -600,7 +611,7 @@ func (s *Server) onThreads(r *dap.ThreadsRequest) (dap.ResponseMessage, error) {
 	if !running && !ended {
 		ss.do(func() {
 			if !ss.eng.Exited() {
-				tids = ss.proc.Threads()
+				tids = ss.allThreads()
 			}
 		})
 	}
@@ -609,10 +620,22 @@ func (s *Server) onThreads(r *dap.ThreadsRequest) (dap.ResponseMessage, error) {
 		// stop misses threads started since (all the workers, when the run
 		// began at launch): the kernel's list is current and needs no
 		// ptrace.
-		if live, err := liveThreads(ss.proc.Pid()); err == nil {
-			tids = live
-		} else {
-			ss.log.Debug("dap: listing threads of the running program", "err", err)
+		ss.mu.Lock()
+		pids := []int{ss.proc.Pid()}
+		for _, pk := range ss.parked {
+			pids = append(pids, pk.proc.Pid())
+		}
+		ss.mu.Unlock()
+		var all []int
+		for _, pid := range pids {
+			if live, err := liveThreads(pid); err == nil {
+				all = append(all, live...)
+			} else {
+				ss.log.Debug("dap: listing threads of the running program", "err", err)
+			}
+		}
+		if len(all) > 0 {
+			tids = all
 		}
 	}
 	if ended {

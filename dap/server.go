@@ -71,13 +71,15 @@ func NewServer(r io.Reader, w io.Writer, opts Options) *Server {
 }
 
 // NewCodec returns a go-dap codec that also knows rseqdbg's custom requests
-// (rseqRegions, rseqStats), for clients written in Go.
+// (rseqRegions, rseqStats, ...) and events (rseqProcessExited), for
+// clients written in Go.
 func NewCodec() *dap.Codec {
 	c := dap.NewCodec()
 	c.RegisterRequest("rseqRegions", func() dap.Message { return &RseqRegionsRequest{} }, func() dap.Message { return &RseqRegionsResponse{} })
 	c.RegisterRequest("rseqStats", func() dap.Message { return &RseqStatsRequest{} }, func() dap.Message { return &RseqStatsResponse{} })
 	c.RegisterRequest("rseqInspect", func() dap.Message { return &RseqInspectRequest{} }, func() dap.Message { return &RseqInspectResponse{} })
 	c.RegisterRequest("rseqAbort", func() dap.Message { return &RseqAbortRequest{} }, func() dap.Message { return &RseqAbortResponse{} })
+	c.RegisterEvent("rseqProcessExited", func() dap.Message { return &ProcessExitedEvent{} })
 	return c
 }
 

@@ -64,6 +64,12 @@ type session struct {
 	refs     []*varRef
 	known    map[int]bool
 	output   *sess.Output
+	// parked are processes waiting for the fork child the session
+	// followed (followForks), the innermost last; retired the followed
+	// children that ended, closed with the session. Changed on the ptrace
+	// thread with mu held.
+	parked  []*parked
+	retired []*ptrace.Process
 }
 
 func newSession(srv *Server, proc *ptrace.Process, eng *stepper.Engine, launched bool, program string) *session {
@@ -84,6 +90,7 @@ func newSession(srv *Server, proc *ptrace.Process, eng *stepper.Engine, launched
 			ss.srv.sendOutput("stderr", fmt.Sprintf("rseqdbg: breakpoint %d: condition: %v (stopping)\n", b.ID, err))
 		},
 		Resolved: ss.resolved,
+		Forked:   ss.forked,
 		// Interrupted for queued requests, for a pause, or by a stray
 		// extra interrupt of kick: only a pause is the client's stop.
 		Interrupted: func() bool {
@@ -169,7 +176,10 @@ func (ss *session) kick() {
 		if !pending {
 			return
 		}
-		ss.eng.Interrupt()
+		ss.mu.Lock()
+		eng := ss.eng
+		ss.mu.Unlock()
+		eng.Interrupt()
 		time.Sleep(wait)
 		wait = min(2*wait, 200*time.Millisecond)
 	}
@@ -255,7 +265,7 @@ func (ss *session) resume(kind runKind, reason string, body func() (*sess.Stop, 
 		var exited bool
 		err := ss.do(func() {
 			ss.invalidate()
-			st, err := body()
+			st, err := ss.following(kind, body)
 			// Requests queued during the run see the stop; one of them may
 			// have ended the process (disconnect, terminate) and said so.
 			ss.runJobs()
@@ -486,12 +496,22 @@ func (ss *session) alive(tid int) bool {
 	return false
 }
 
+// allThreads lists the threads of every process of the session: the
+// current one's, then those of the processes parked behind it.
+func (ss *session) allThreads() []int {
+	out := ss.proc.Threads()
+	for _, pk := range ss.parked {
+		out = append(out, pk.proc.Threads()...)
+	}
+	return out
+}
+
 // threadEvents compares the thread list with the last stop's: the engine
 // runs thread creation and exit silently, so this is when the client hears
 // of them.
 func (ss *session) threadEvents() []dap.Message {
 	var out []dap.Message
-	now := ss.proc.Threads()
+	now := ss.allThreads()
 	seen := map[int]bool{}
 	for _, t := range now {
 		seen[t] = true
@@ -534,17 +554,24 @@ func (ss *session) close() {
 	done := make(chan struct{})
 	job := func() {
 		defer close(done)
-		if ss.eng.Exited() {
-			return
+		// Parked processes first: each waits for the one after it.
+		engs := []*stepper.Engine{ss.eng}
+		for _, pk := range ss.parked {
+			engs = append(engs, pk.rc.Eng)
 		}
-		var err error
-		if ss.launched {
-			err = ss.eng.Kill()
-		} else {
-			err = ss.eng.Detach()
-		}
-		if err != nil {
-			ss.log.Warn("dap: letting go of the program", "err", err)
+		for _, eng := range engs {
+			if eng.Exited() {
+				continue
+			}
+			var err error
+			if ss.launched {
+				err = eng.Kill()
+			} else {
+				err = eng.Detach()
+			}
+			if err != nil {
+				ss.log.Warn("dap: letting go of the program", "err", err)
+			}
 		}
 	}
 	ss.mu.Lock()
@@ -566,6 +593,12 @@ func (ss *session) close() {
 	select {
 	case <-waited:
 		ss.proc.Close()
+		for _, pk := range ss.parked {
+			pk.proc.Close()
+		}
+		for _, p := range ss.retired {
+			p.Close()
+		}
 	case <-time.After(10 * time.Second):
 		// Closing the tracer under a live run would crash it; leak instead.
 		ss.log.Warn("dap: a run did not end; leaving the tracer open")

@@ -28,6 +28,11 @@ func (ss *session) threadFrames(tid int) ([]*frame, error) {
 	if fs, ok := ss.frames[tid]; ok {
 		return fs, nil
 	}
+	if pk := ss.parkedOwner(tid); pk != nil {
+		// Its memory is another process's: unwinding it through the
+		// current one would show the child's stack.
+		return nil, fmt.Errorf("thread %d belongs to process %d, which waits for its fork child %d", tid, pk.proc.Pid(), ss.proc.Pid())
+	}
 	regs, err := ss.proc.Regs(tid)
 	if err != nil {
 		return nil, fmt.Errorf("reading registers of thread %d: %w", tid, err)
@@ -104,10 +109,44 @@ func (ss *session) stackFrame(f *frame) dap.StackFrame {
 }
 
 func (ss *session) threadName(tid int) string {
-	if tid == ss.proc.Pid() {
+	ss.mu.Lock()
+	pid, forked := ss.proc.Pid(), len(ss.parked) > 0
+	var pids []int
+	for _, pk := range ss.parked {
+		pids = append(pids, pk.proc.Pid())
+	}
+	ss.mu.Unlock()
+	if forked {
+		// Several processes: each thread says whose it is.
+		for _, p := range append(pids, pid) {
+			if tid == p {
+				return fmt.Sprintf("Thread %d (main, process %d)", tid, p)
+			}
+		}
+		if owner := threadOwner(tid, pids); owner != 0 {
+			return fmt.Sprintf("Thread %d (process %d, waiting)", tid, owner)
+		}
+		return fmt.Sprintf("Thread %d (process %d)", tid, pid)
+	}
+	if tid == pid {
 		return fmt.Sprintf("Thread %d (main)", tid)
 	}
 	return fmt.Sprintf("Thread %d", tid)
+}
+
+// threadOwner finds which of pids has thread tid (the kernel's list, no
+// ptrace: the names are asked while the program runs too); 0 if none.
+func threadOwner(tid int, pids []int) int {
+	for _, p := range pids {
+		if ts, err := liveThreads(p); err == nil {
+			for _, t := range ts {
+				if t == tid {
+					return p
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // varRef is what a variablesReference stands for.

@@ -130,6 +130,10 @@ func (s *session) monitorRegions() string {
 		return "no process\n"
 	}
 	var b strings.Builder
+	if len(s.srv.others) > 0 {
+		// Fork children kept: say which process these are.
+		fmt.Fprintf(&b, "regions of process %d\n", pr.p.Pid())
+	}
 	fmt.Fprintf(&b, "%-8s %-24s %-14s %-18s %-18s %-18s %-20s %s\n",
 		"kind", "name", "object", "start", "commit", "abort", "source", "exits")
 	for _, r := range pr.eng.Index().All() {

@@ -2,12 +2,14 @@ package gdbproto
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
 
 	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"github.com/rseqdbg/rseqdbg/stepper"
+	"github.com/rseqdbg/rseqdbg/target"
 	"golang.org/x/sys/cpu"
 )
 
@@ -30,8 +32,13 @@ func (s *session) query(pkt string) [][]byte {
 			return one("l")
 		}
 		var ids []string
-		for _, t := range pr.p.Threads() {
-			ids = append(ids, s.threadIDString(pr.p.Pid(), t))
+		for _, q := range s.srv.processes() {
+			if q.exited || q.eng.Exited() {
+				continue
+			}
+			for _, t := range q.p.Threads() {
+				ids = append(ids, s.threadIDString(q.p.Pid(), t))
+			}
 		}
 		return one("m" + strings.Join(ids, ","))
 	case pkt == "qsThreadInfo":
@@ -98,6 +105,14 @@ func (s *session) supported(pkt string) [][]byte {
 			s.hwbreak = true
 		case "exec-events+":
 			s.execEvents = true
+		case "fork-events+":
+			// Only where the target can keep fork children; vfork
+			// children are always released (no vfork-events+).
+			s.forkEvents = s.srv.cfg.Proxy == nil
+			if pr := s.srv.proc; pr != nil {
+				_, ok := pr.p.(target.ForkFollower)
+				s.forkEvents = ok
+			}
 		}
 		// lldb lists the architectures it can describe; gdb only i386.
 		if strings.HasPrefix(f, "xmlRegisters=") && strings.Contains(f, "arm") {
@@ -119,12 +134,27 @@ func (s *session) supported(pkt string) [][]byte {
 	for _, f := range []struct {
 		on   bool
 		name string
-	}{{s.multiprocess, "multiprocess+"}, {s.swbreak, "swbreak+"}, {s.hwbreak, "hwbreak+"}, {s.execEvents, "exec-events+"}} {
+	}{{s.multiprocess, "multiprocess+"}, {s.swbreak, "swbreak+"}, {s.hwbreak, "hwbreak+"}, {s.execEvents, "exec-events+"}, {s.forkEvents, "fork-events+"}} {
 		if f.on {
 			list = append(list, f.name)
 		}
 	}
+	if pr := s.srv.proc; pr != nil {
+		s.followForks(pr)
+	}
 	return one(strings.Join(list, ";"))
+}
+
+// followForks makes pr keep its fork children for a client that takes
+// fork events: it decides itself to detach or keep each one. Runs on the
+// tracer thread.
+func (s *session) followForks(pr *process) {
+	if !s.forkEvents {
+		return
+	}
+	if err := pr.rc.FollowForks(true); err != nil {
+		slog.Debug("following forks", "pid", pr.p.Pid(), "err", err)
+	}
 }
 
 // set answers Q packets.

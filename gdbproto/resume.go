@@ -32,12 +32,22 @@ type threadAction struct {
 // to an exit, and a thread stopped inside one is moved out by the region
 // step-over before anything else runs.
 func (s *session) vCont(pkt string) [][]byte {
-	pr := s.live()
-	if pr == nil {
-		return replyErr
-	}
 	acts, err := wire.ParseVCont(pkt)
 	if err != nil {
+		return replyErr
+	}
+	// gdb resumes one process (schedule-multiple off): the one its first
+	// action names becomes current; actions for others are not run.
+	for _, a := range acts {
+		if a.Thread.Pid > 0 {
+			if other := s.srv.find(int(a.Thread.Pid)); other != nil && !other.exited {
+				s.srv.focus(other)
+			}
+			break
+		}
+	}
+	pr := s.live()
+	if pr == nil {
 		return replyErr
 	}
 	threads := pr.p.Threads()
@@ -359,6 +369,8 @@ func (s *session) report(st *stepper.Stop) [][]byte {
 	case stepper.StopKilled:
 		pr.exited = true
 		return one(s.exitPacket('X', int(s.wireSignal(st.Sig)), pr.p.Pid()))
+	case stepper.StopFork:
+		s.takeChild(pr, st)
 	}
 	s.gThread, s.cThread = st.Tid, st.Tid
 	var out [][]byte
@@ -374,6 +386,32 @@ func (s *session) report(st *stepper.Stop) [][]byte {
 		out = append(out, consoleOutput(note)...)
 	}
 	return append(out, s.stopPacket(st))
+}
+
+// takeChild makes the child of a fork stop a process of the server,
+// stopped, with the parent's breakpoints (the client's among them) still
+// in its memory: the client removes them (z after Hg) and detaches it
+// (D;PID), or keeps debugging it (detach-on-fork off), as with gdbserver.
+// Runs on the tracer thread, which the child shares.
+func (s *session) takeChild(pr *process, st *stepper.Stop) {
+	child, err := pr.rc.Fork(st.Child)
+	if err != nil && child == nil {
+		slog.Warn("taking a fork child", "pid", st.Child, "err", err)
+		return
+	}
+	if err != nil {
+		slog.Warn("taking a fork child", "pid", st.Child, "err", err)
+	}
+	cp, ok := child.T.(Process)
+	if !ok {
+		if err := child.Release(); err != nil {
+			slog.Warn("releasing a fork child", "pid", st.Child, "err", err)
+		}
+		return
+	}
+	s.srv.others = append(s.srv.others, &process{p: cp, eng: child.Eng, launched: pr.launched, rc: child,
+		caps: capsOf(cp), last: &stepper.Stop{Kind: stepper.StopSignal, Tid: st.Child, Sig: int(unix.SIGSTOP)}})
+	fmt.Fprintf(s.srv.cfg.Notices, "Process %d forked; child pid = %d\n", pr.p.Pid(), st.Child)
 }
 
 func (s *session) exitPacket(kind byte, code, pid int) string {
@@ -434,6 +472,11 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 		}
 	case stepper.StopSignal:
 		sig, reason = st.Sig, "signal"
+	case stepper.StopFork:
+		reason = "fork"
+		if s.forkEvents {
+			pairs = append(pairs, wire.StopPair{Key: "fork", Value: s.threadIDString(st.Child, st.Child)})
+		}
 	case stepper.StopExec:
 		// The old image and every breakpoint in it are gone: a client
 		// that takes exec events reloads the program and inserts its

@@ -133,10 +133,16 @@ type ServerConfig struct {
 }
 
 // Server is a GDB remote protocol server over the stepping core, for gdb
-// and lldb, in all-stop mode. One process at a time.
+// and lldb, in all-stop mode. One process, or, once a client that takes
+// fork events lets the program fork, the fork children too: one of them
+// is current (proc), the one the client's last thread selection named,
+// and only it runs (gdb's schedule-multiple off).
 type Server struct {
-	cfg    ServerConfig
-	proc   *process
+	cfg  ServerConfig
+	proc *process
+	// others are the processes besides proc: fork children kept, or the
+	// parent of the one followed.
+	others []*process
 	mu     sync.Mutex // guards conn, ln and closed against Shutdown
 	conn   io.Closer
 	ln     net.Listener
@@ -259,7 +265,7 @@ func (srv *Server) newProcess(p Process, launched bool, pol stepper.SignalPolicy
 	eng.Do(func() { eng.SetSignalPolicy(pol) })
 	// The old process goes only once the new one exists: a vRun or
 	// vAttach that fails leaves the client what it had.
-	if srv.proc != nil {
+	for srv.proc != nil {
 		if err := srv.release(srv.proc.launched); err != nil {
 			slog.Error("releasing the old process", "err", err)
 		}
@@ -302,14 +308,86 @@ func (srv *Server) attach(pid int, pol stepper.SignalPolicy) error {
 	return nil
 }
 
-// release ends the server's hold on the process: every breakpoint and
-// watchpoint is removed first, then the process is killed or detached.
+// release ends the server's hold on the current process: every breakpoint
+// and watchpoint is removed first, then the process is killed or
+// detached. Another process, if any, becomes current.
 func (srv *Server) release(kill bool) error {
-	pr := srv.proc
+	return srv.releaseProc(srv.proc, kill)
+}
+
+// releaseAll releases every process.
+func (srv *Server) releaseAll(kill bool) error {
+	var first error
+	for srv.proc != nil {
+		if err := srv.release(kill); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// find returns the process pid names, or nil.
+func (srv *Server) find(pid int) *process {
+	if srv.proc != nil && srv.proc.p.Pid() == pid {
+		return srv.proc
+	}
+	for _, o := range srv.others {
+		if o.p.Pid() == pid {
+			return o
+		}
+	}
+	return nil
+}
+
+// focus makes pr, one of the server's processes, the current one.
+func (srv *Server) focus(pr *process) {
+	if pr == nil || pr == srv.proc {
+		return
+	}
+	for i, o := range srv.others {
+		if o == pr {
+			srv.others[i] = srv.proc
+			srv.proc = pr
+			if srv.others[i] == nil {
+				srv.others = append(srv.others[:i], srv.others[i+1:]...)
+			}
+			return
+		}
+	}
+}
+
+// forget takes pr out of the server's processes; the next one becomes
+// current if pr was.
+func (srv *Server) forget(pr *process) {
+	if pr == srv.proc {
+		srv.proc = nil
+		if len(srv.others) > 0 {
+			srv.proc = srv.others[0]
+			srv.others = srv.others[1:]
+		}
+		return
+	}
+	for i, o := range srv.others {
+		if o == pr {
+			srv.others = append(srv.others[:i], srv.others[i+1:]...)
+			return
+		}
+	}
+}
+
+// processes lists every process, the current one first.
+func (srv *Server) processes() []*process {
+	if srv.proc == nil {
+		return nil
+	}
+	return append([]*process{srv.proc}, srv.others...)
+}
+
+func (srv *Server) releaseProc(pr *process, kill bool) error {
 	if pr == nil {
 		return nil
 	}
-	srv.proc = nil
+	srv.forget(pr)
 	pr.synth.Close()
 	var err error
 	gone := false
@@ -340,7 +418,7 @@ func (srv *Server) release(kill bool) error {
 // dropExited forgets a process that is gone.
 func (srv *Server) dropExited() {
 	if pr := srv.proc; pr != nil && pr.exited {
-		srv.proc = nil
+		srv.forget(pr)
 		pr.synth.Close()
 		pr.p.Close()
 	}
@@ -436,11 +514,10 @@ func (srv *Server) Close() {
 // finish releases a process nobody will debug any more: a launched one is
 // killed unless Keep asks to let it run on.
 func (srv *Server) finish() {
-	if srv.proc == nil {
-		return
-	}
-	if err := srv.release(srv.proc.launched && !srv.cfg.Keep); err != nil {
-		slog.Error("releasing the process", "err", err)
+	for srv.proc != nil {
+		if err := srv.release(srv.proc.launched && !srv.cfg.Keep); err != nil {
+			slog.Error("releasing the process", "err", err)
+		}
 	}
 }
 
@@ -495,7 +572,10 @@ type session struct {
 	multiprocess, swbreak, hwbreak bool
 	// execEvents: the client takes exec:PATH in a stop reply, reloads
 	// the program and sets its breakpoints again.
-	execEvents      bool
+	execEvents bool
+	// forkEvents: the client takes fork:ID in a stop reply and decides
+	// whether to keep or detach the child (gdb's detach-on-fork).
+	forkEvents      bool
 	lldb, extended  bool
 	listThreads     bool
 	noAckNext, quit bool
@@ -654,19 +734,23 @@ func (s *session) end() {
 		return
 	}
 	if srv.keepsProcess() {
-		pr.p.Do(func() {
-			if !pr.eng.Exited() {
-				// Affinity and signal masks go back as the client leaves.
-				pr.rc.EndInspections()
-				pr.clearAll()
-				s.removeUpstreamZ(pr.caps.upstream)
-			}
-		})
+		for _, pr := range srv.processes() {
+			pr.p.Do(func() {
+				if !pr.eng.Exited() {
+					// Affinity and signal masks go back as the client leaves.
+					pr.rc.EndInspections()
+					pr.clearAll()
+					s.removeUpstreamZ(pr.caps.upstream)
+					// The next client may not take fork events.
+					if s.forkEvents {
+						pr.rc.FollowForks(false)
+					}
+				}
+			})
+		}
 		return
 	}
-	if err := srv.release(pr.launched && !srv.cfg.Keep); err != nil {
-		slog.Error("releasing the process", "err", err)
-	}
+	srv.finish()
 }
 
 func one(s string) [][]byte { return [][]byte{[]byte(s)} }
@@ -763,11 +847,17 @@ func (s *session) lifecycle(pkt string) ([][]byte, bool) {
 			return replyErr, true
 		}
 		if pid, ok := strings.CutPrefix(pkt, "vKill;"); ok {
-			if v, err := wire.ParseHexUint64(pid); err != nil || v != uint64(srv.proc.p.Pid()) {
+			v, err := wire.ParseHexUint64(pid)
+			pr := srv.find(int(v))
+			if err != nil || v > 1<<22 || pr == nil {
 				return replyErr, true
 			}
+			if err := srv.releaseProc(pr, true); err != nil {
+				slog.Error("kill", "err", err)
+			}
+			return replyOK, true
 		}
-		if err := srv.release(true); err != nil {
+		if err := srv.releaseAll(true); err != nil {
 			slog.Error("kill", "err", err)
 		}
 		if pkt == "k" {
@@ -780,14 +870,24 @@ func (s *session) lifecycle(pkt string) ([][]byte, bool) {
 		}
 		return replyOK, true
 	case pkt == "D" || strings.HasPrefix(pkt, "D;"):
-		if srv.proc == nil {
+		pr := srv.proc
+		if pid, ok := strings.CutPrefix(pkt, "D;"); ok {
+			// gdb names the process: a fork child it lets go, or the
+			// parent of the child it follows.
+			v, err := wire.ParseHexUint64(pid)
+			if err != nil || v > 1<<22 {
+				return replyErr, true
+			}
+			pr = srv.find(int(v))
+		}
+		if pr == nil {
 			return replyErr, true
 		}
-		if err := srv.release(false); err != nil {
+		if err := srv.releaseProc(pr, false); err != nil {
 			slog.Error("detach", "err", err)
 			return replyErr, true
 		}
-		s.quit = !s.extended
+		s.quit = !s.extended && srv.proc == nil
 		return replyOK, true
 	}
 	return nil, false
@@ -838,6 +938,7 @@ func (s *session) initialStop() [][]byte {
 	pr := s.srv.proc
 	var out [][]byte
 	pr.p.Do(func() {
+		s.followForks(pr)
 		s.gThread, s.cThread = 0, 0
 		out = one(string(s.stopPacket(pr.last)))
 	})
@@ -895,14 +996,37 @@ func (s *session) threadIDString(pid, tid int) string {
 }
 
 // resolveThread maps a client thread-id to a tid: 0 for "any" or "all",
-// ok false when it names nothing alive.
+// ok false when it names nothing alive. A thread of another process is
+// resolved when focus is set, which makes that process current (gdb's Hg
+// pPID.TID before it reads or writes the process).
 func (s *session) resolveThread(id wire.ThreadID) (int, bool) {
+	return s.resolveIn(id, false)
+}
+
+func (s *session) resolveIn(id wire.ThreadID, focus bool) (int, bool) {
 	pr := s.live()
 	if pr == nil {
 		return 0, false
 	}
 	if id.Pid > 0 && id.Pid != int64(pr.p.Pid()) {
-		return 0, false
+		other := s.srv.find(int(id.Pid))
+		if other == nil || other.exited || other.eng.Exited() {
+			return 0, false
+		}
+		if !focus {
+			// Alive in another process (T): no change of focus.
+			if id.Tid <= 0 {
+				return 0, true
+			}
+			for _, t := range other.p.Threads() {
+				if int64(t) == id.Tid {
+					return t, true
+				}
+			}
+			return 0, false
+		}
+		s.srv.focus(other)
+		pr = other
 	}
 	if id.Tid <= 0 {
 		return 0, true
@@ -943,7 +1067,7 @@ func (s *session) setThread(pkt string) [][]byte {
 	if err != nil {
 		return replyErr
 	}
-	tid, ok := s.resolveThread(id)
+	tid, ok := s.resolveIn(id, true)
 	if !ok {
 		if s.srv.proc == nil && id.Tid <= 0 {
 			// gdb selects "any thread" before anything runs.

@@ -120,7 +120,10 @@ type threadName struct {
 func (s *session) threadsDoc(string) ([]byte, bool) {
 	var b strings.Builder
 	b.WriteString("<?xml version=\"1.0\"?>\n<threads>\n")
-	if pr := s.live(); pr != nil {
+	for _, pr := range s.srv.processes() {
+		if pr.exited || pr.eng.Exited() {
+			continue
+		}
 		pid := pr.p.Pid()
 		// A thread's name is read again only when a system call of that
 		// thread may have renamed it, and not more than every namesTTL:

@@ -50,10 +50,32 @@ type Session struct {
 	output   session.Output
 	displays []display
 	nextDisp int
-	// quitting makes every command after Quit a no-op.
+	// retired are the processes let go after a fork the session followed
+	// into the child, or that ended while others remained; closed with
+	// the session (outside Do).
+	retired []*ptrace.Process
+	// parked are the processes kept stopped with detach-on-fork off: a
+	// parent waiting for the child followed, or a child the parent left.
+	// The last becomes current when the current one ends.
+	parked []parkedProc
+	// forkPolicy is what set follow-fork-mode and detach-on-fork chose.
+	forkPolicy session.ForkPolicy
+	// quitting makes every command after Quit a no-op; running is the
+	// engine Quit interrupts (the current process changes at a fork).
 	quitting  atomic.Bool
+	running   atomic.Pointer[stepper.Engine]
 	closeOnce sync.Once
 	exitCode  int
+}
+
+// parkedProc is a process kept, stopped, while another is debugged.
+type parkedProc struct {
+	proc *ptrace.Process
+	sess *session.Session
+	cur  int
+	// child: a fork child the session did not follow (its parent may wait
+	// for it), rather than a parent waiting for its child.
+	child bool
 }
 
 // display is an expression printed at every stop (gdb's display).
@@ -113,6 +135,7 @@ func (s *Session) start(p *ptrace.Process) error {
 		return err
 	}
 	s.eng = eng
+	s.running.Store(eng)
 	s.cur = p.Pid()
 	eng.Do(func() {
 		s.sess = session.New(eng)
@@ -128,6 +151,7 @@ func (s *Session) start(p *ptrace.Process) error {
 				s.emit(map[string]any{"event": "exec", "path": path},
 					fmt.Sprintf("process %d is executing new program: %s", s.eng.Target().Pid(), path))
 			},
+			Forked: s.forked,
 		}
 		s.core = s.sess.Src
 		s.syms, s.uw = s.core.Syms, s.core.Unwind
@@ -149,30 +173,22 @@ func (s *Session) Close(keepRunning bool) (exitCode int) {
 
 func (s *Session) close(keepRunning bool) (exitCode int) {
 	s.proc.Do(func() {
-		if s.eng.Exited() {
-			return
-		}
 		if keepRunning {
-			st, err := s.sess.RunToExit(s.cur)
-			if err != nil {
-				s.errorf("%v", err)
-				return
-			}
-			if st.Kind == stepper.StopExited || st.Kind == stepper.StopKilled {
-				s.report(st, "")
-				exitCode = st.Code
-			}
+			exitCode = s.runAllToExit()
 			return
 		}
-		if s.launched {
-			s.eng.Kill()
-			return
+		for _, pk := range s.parked {
+			s.letGo(pk.sess)
 		}
-		if err := s.eng.Detach(); err != nil {
-			s.errorf("detaching: %v", err)
-		}
+		s.letGo(s.sess)
 	})
 	s.proc.Close()
+	for _, pk := range s.parked {
+		pk.proc.Close()
+	}
+	for _, p := range s.retired {
+		p.Close()
+	}
 	// The program's last lines come after its exit; a loaded machine can
 	// take a while to deliver them, but a grandchild holding the pipes
 	// open must not keep rseqdbg forever.
@@ -185,7 +201,9 @@ func (s *Session) close(keepRunning bool) (exitCode int) {
 // program go.
 func (s *Session) Quit() {
 	s.quitting.Store(true)
-	s.eng.Interrupt()
+	if eng := s.running.Load(); eng != nil {
+		eng.Interrupt()
+	}
 }
 
 // ErrQuit ends a script early.
@@ -371,12 +389,24 @@ func (s *Session) report(st *session.Stop, reason string) {
 	if reason == "" {
 		reason = st.Kind.String()
 	}
+	if st.Fork != nil {
+		// A step followed into the child: a line step went on there, and
+		// stops in the child; an instruction step or finish that the fork
+		// ended stops where the child starts.
+		s.adopt(st.Fork)
+		if st.Kind == stepper.StopFork {
+			st = &session.Stop{Stop: &stepper.Stop{Kind: stepper.StopFork, Tid: s.cur}}
+		}
+	}
 	switch st.Kind {
 	case stepper.StopExited:
-		s.emit(map[string]any{"event": "exited", "code": st.Code}, fmt.Sprintf("[process exited with code %d]", st.Code))
+		s.emit(map[string]any{"event": "exited", "code": st.Code, "pid": s.proc.Pid()}, fmt.Sprintf("[process exited with code %d]", st.Code))
+		// detach-on-fork off: the process kept goes on being debugged.
+		s.unpark()
 		return
 	case stepper.StopKilled:
-		s.emit(map[string]any{"event": "exited", "signal": st.Sig}, fmt.Sprintf("[process killed by signal %d]", st.Sig))
+		s.emit(map[string]any{"event": "exited", "signal": st.Sig, "pid": s.proc.Pid()}, fmt.Sprintf("[process killed by signal %d]", st.Sig))
+		s.unpark()
 		return
 	}
 	if st.Tid != 0 {
@@ -563,11 +593,152 @@ func (s *Session) continueCmd(arg string) error {
 		}
 	}
 	st, err := s.sess.Continue(s.cur)
+	for err == nil && st.Fork != nil {
+		// follow-fork-mode child: the continue goes on in the child.
+		s.adopt(st.Fork)
+		st, err = s.sess.Continue(s.cur)
+	}
 	if err != nil {
 		return err
 	}
 	s.report(st, "")
 	return nil
+}
+
+// setForkPolicy records what the user set and applies it. detach-on-fork
+// off applies only when following the child: one process runs at a time,
+// and a parent that waits for a kept child (as most do) would wait for
+// good, where the followed child's parent simply waits its turn.
+func (s *Session) setForkPolicy(pol session.ForkPolicy) error {
+	eff := pol
+	if !eff.Child {
+		eff.KeepBoth = false
+	}
+	if err := s.sess.SetForkPolicy(eff); err != nil {
+		return err
+	}
+	s.forkPolicy = pol
+	return nil
+}
+
+// letGo kills a launched process, detaches an attached one.
+func (s *Session) letGo(ss *session.Session) {
+	if ss.Eng.Exited() {
+		return
+	}
+	if s.launched {
+		ss.Eng.Kill()
+		return
+	}
+	if err := ss.Eng.Detach(); err != nil {
+		s.errorf("detaching: %v", err)
+	}
+}
+
+// runAllToExit lets every process run to its end (rseqdbg run
+// --continue) and returns the exit code of the one started first: kept
+// fork children are let go (their parent may wait for them), then the
+// current process runs, then each parent that waited for it. Forks on the
+// way are not followed.
+func (s *Session) runAllToExit() (exitCode int) {
+	kept := s.parked[:0]
+	for _, pk := range s.parked {
+		if pk.child {
+			if err := pk.sess.Release(); err != nil {
+				s.errorf("letting a fork child go: %v", err)
+			}
+			s.retired = append(s.retired, pk.proc)
+			continue
+		}
+		kept = append(kept, pk)
+	}
+	s.parked = kept
+	for {
+		if !s.eng.Exited() {
+			s.sess.SetForkPolicy(session.ForkPolicy{})
+			st, err := s.sess.RunToExit(s.cur)
+			if err != nil {
+				s.errorf("%v", err)
+				return exitCode
+			}
+			if st.Kind == stepper.StopExited || st.Kind == stepper.StopKilled {
+				exitCode = st.Code
+				s.report(st, "") // switches to the parked parent, if any
+				continue
+			}
+		}
+		if !s.unpark() {
+			return exitCode
+		}
+	}
+}
+
+// unpark makes the last parked process current, the current one retired;
+// false when none is parked.
+func (s *Session) unpark() bool {
+	if len(s.parked) == 0 {
+		return false
+	}
+	pk := s.parked[len(s.parked)-1]
+	s.parked = s.parked[:len(s.parked)-1]
+	s.retired = append(s.retired, s.proc)
+	s.setProcess(pk.proc, pk.sess, pk.cur)
+	// Its tables follow what it loaded before it stopped at the fork.
+	s.sess.Sync()
+	s.emit(map[string]any{"event": "switched", "pid": pk.proc.Pid()}, fmt.Sprintf("[Switching to process %d]", pk.proc.Pid()))
+	return true
+}
+
+// setProcess points the session at one process.
+func (s *Session) setProcess(p *ptrace.Process, ss *session.Session, cur int) {
+	s.proc, s.eng, s.sess = p, ss.Eng, ss
+	s.running.Store(ss.Eng)
+	s.core = ss.Src
+	s.syms, s.uw = s.core.Syms, s.core.Unwind
+	s.cur = cur
+}
+
+// forked tells of a fork the session took, as gdb does.
+func (s *Session) forked(parent, child *session.Session, follow bool) {
+	pp := parent.T.Pid()
+	if child == nil {
+		return
+	}
+	cp := child.T.Pid()
+	m := map[string]any{"event": "fork", "parent": pp, "child": cp, "follow": "parent"}
+	if !follow {
+		if !parent.ForkPolicy().KeepBoth {
+			s.emit(m, fmt.Sprintf("[Detaching after fork from child process %d]", cp))
+			return
+		}
+		// detach-on-fork off: the child waits, stopped, for its turn.
+		if p, ok := child.T.(*ptrace.Process); ok {
+			s.parked = append(s.parked, parkedProc{proc: p, sess: child, cur: cp, child: true})
+		}
+		s.emit(m, fmt.Sprintf("[New process %d, kept stopped]", cp))
+		return
+	}
+	m["follow"] = "child"
+	s.emit(m, fmt.Sprintf("[Attaching after process %d fork to child process %d]", pp, cp))
+	if !parent.ForkPolicy().KeepBoth {
+		s.emit(map[string]any{"event": "detached", "pid": pp}, fmt.Sprintf("[Detaching after fork from parent process %d]", pp))
+	}
+}
+
+// adopt makes a followed fork child the debugged process; the parent is
+// parked (detach-on-fork off) or, detached, closed with the session.
+func (s *Session) adopt(child *session.Session) {
+	p, ok := child.T.(*ptrace.Process)
+	if !ok {
+		s.errorf("fork child %d is not a native process", child.T.Pid())
+		return
+	}
+	if s.forkPolicy.KeepBoth {
+		s.parked = append(s.parked, parkedProc{proc: s.proc, sess: s.sess, cur: s.cur})
+	} else {
+		s.retired = append(s.retired, s.proc)
+	}
+	s.setProcess(p, child, p.Pid())
 }
 
 func count(arg string) (int, error) {
@@ -1118,8 +1289,41 @@ func (s *Session) disassemble(addr uint64, n int) error {
 // setCmd is `set inspect on|off`.
 func (s *Session) setCmd(arg string) error {
 	f := strings.Fields(arg)
+	if len(f) == 2 && f[0] == "follow-fork-mode" && (f[1] == "parent" || f[1] == "child") {
+		if err := s.live(); err != nil {
+			return err
+		}
+		// As gdb's: after a fork the debugger goes on with the parent (the
+		// child is let go clean) or with the child (the parent is
+		// detached and runs on).
+		pol := s.forkPolicy
+		pol.Child = f[1] == "child"
+		if err := s.setForkPolicy(pol); err != nil {
+			return err
+		}
+		s.emit(map[string]any{"event": "follow-fork-mode", "mode": f[1]}, "follow-fork-mode: "+f[1])
+		return nil
+	}
+	if len(f) == 2 && f[0] == "detach-on-fork" && (f[1] == "on" || f[1] == "off") {
+		if err := s.live(); err != nil {
+			return err
+		}
+		// off: the process not followed stays, stopped, and is debugged
+		// once the one followed ends ([Switching to process P]).
+		pol := s.forkPolicy
+		pol.KeepBoth = f[1] == "off"
+		if err := s.setForkPolicy(pol); err != nil {
+			return err
+		}
+		text := "detach-on-fork: " + f[1]
+		if pol.KeepBoth && !pol.Child {
+			text += " (takes effect with follow-fork-mode child)"
+		}
+		s.emit(map[string]any{"event": "detach-on-fork", "on": f[1] == "on"}, text)
+		return nil
+	}
 	if len(f) != 2 || (f[0] != "inspect" && f[0] != "pin") || (f[1] != "on" && f[1] != "off") {
-		return fmt.Errorf("usage: set inspect on|off, set pin on|off")
+		return fmt.Errorf("usage: set inspect on|off, set pin on|off, set follow-fork-mode parent|child, set detach-on-fork on|off")
 	}
 	if err := s.live(); err != nil {
 		return err

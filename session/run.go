@@ -53,6 +53,15 @@ func (s *Session) Continue(tid int) (*Stop, error) {
 				s.Events.Exec(s.T.ExecPath())
 			}
 			continue
+		case stepper.StopFork:
+			out := s.stopped(st, nil)
+			if out.Fork == nil {
+				// The parent goes on (the child was let go, or is kept
+				// stopped for the front end).
+				continue
+			}
+			out.Crossed = crossed
+			return out, nil
 		case stepper.StopInterrupt:
 			if s.Events.Interrupted != nil && !s.Events.Interrupted() {
 				continue
@@ -142,6 +151,12 @@ func (s *Session) stopped(st *stepper.Stop, hits []*Breakpoint) *Stop {
 		// the old image.
 		s.execed()
 		s.redeclare()
+	case stepper.StopFork:
+		if !s.bare {
+			// A client that decides about forks itself (gdb) takes the
+			// child with Fork.
+			return &Stop{Stop: st, Fork: s.takeFork(st)}
+		}
 	}
 	if s.bare {
 		return &Stop{Stop: st, Hits: hits}
@@ -262,68 +277,112 @@ func (s *Session) Step(tid int, kind StepKind, instr bool, others stepper.Others
 		lo, hi = l, h
 	}
 	_, cfa0, frameOK := s.Src.Unwind.ReturnAddress(regs, s.T.ReadMemory)
+	return s.stepLines(tid, kind == StepOver, instr, others, lo, hi, cfa0, frameOK, false)
+}
+
+// stepLines is the loop of a line (or instruction-range) step of tid over
+// [lo, hi) in the frame cfa0. fromFork: the step is taken over in a fork
+// child it followed (same stack, same frame), stopped where fork()
+// returns, and goes on from there.
+func (s *Session) stepLines(tid int, over, instr bool, others stepper.Others, lo, hi, cfa0 uint64, frameOK, fromFork bool) (*Stop, error) {
 	op := func() (*stepper.Stop, error) {
 		if instr {
 			return s.Src.NextInstruction(tid, others)
 		}
-		return s.Src.StepLine(tid, kind == StepOver, others)
+		return s.Src.StepLine(tid, over, others)
 	}
 	var crossed []stepper.Crossing
-	for {
-		st, err := op()
+	// position goes on after a stop the user does not see: stepping the
+	// line again (again), returning to the stepping frame (next, the stop
+	// that ended that), or the stop that ends the step (out).
+	position := func() (next *stepper.Stop, again bool, out *Stop, err error) {
+		where, err := s.stepPosition(tid, lo, hi, cfa0, frameOK)
 		if err != nil {
-			return nil, err
+			return nil, false, nil, err
 		}
+		if where == inRange {
+			return nil, true, nil, nil // go on stepping the line
+		}
+		if where == done {
+			return nil, false, s.stopped(s.stepStop(tid, crossed), nil), nil
+		}
+		// Deeper than the stepping frame (a callee stopped): return to it.
+		ret, cfa, ok := s.frameReturn(tid, cfa0)
+		if !ok {
+			return nil, false, s.stopped(s.stepStop(tid, crossed), nil), nil
+		}
+		st, err := s.Eng.StepOut(tid, ret, cfa, others)
+		if err != nil {
+			return nil, false, nil, err
+		}
+		if st.Kind == stepper.StopStep {
+			st.Crossed = append(crossed, st.Crossed...)
+			if w, _ := s.stepPosition(tid, lo, hi, cfa0, frameOK); w == inRange || !instr && s.midStatement(st.PC) {
+				// Still on the line, or back in it mid-statement after
+				// the call: the step goes on, as it would have.
+				crossed = st.Crossed
+				return nil, true, nil, nil
+			}
+			return nil, false, s.stopped(st, nil), nil
+		}
+		// Another breakpoint on the way back: judge it the same way.
+		crossed = nil
+		return st, false, nil, nil
+	}
+	for {
+		var st *stepper.Stop
+		if !fromFork {
+			var err error
+			if st, err = op(); err != nil {
+				return nil, err
+			}
+		}
+		fromFork = false
 		for {
-			crossed = append(crossed, st.Crossed...)
-			st.Crossed = crossed
-			if s.retryPass(st, tid, lo, hi, cfa0, frameOK) {
-				break // the same line, retried: go on stepping it
-			}
-			if st.Kind != stepper.StopBreakpoint {
-				return s.stopped(st, nil), nil
-			}
-			stop, hits := s.decide(st)
-			if stop {
-				return s.stopped(st, hits), nil
-			}
-			// The thread resumes from the breakpoint: a step moves it off.
-			s.atBreakpoint[st.Tid] = st.PC
-			if err := s.moveOthersOff(tid, others); err != nil {
-				return nil, err
-			}
-			where, err := s.stepPosition(tid, lo, hi, cfa0, frameOK)
-			if err != nil {
-				return nil, err
-			}
-			if where == inRange {
-				break // go on stepping the line
-			}
-			if where == done {
-				return s.stopped(s.stepStop(tid, crossed), nil), nil
-			}
-			// Deeper than the stepping frame (a callee stopped): return
-			// to it.
-			ret, cfa, ok := s.frameReturn(tid, cfa0)
-			if !ok {
-				return s.stopped(s.stepStop(tid, crossed), nil), nil
-			}
-			st, err = s.Eng.StepOut(tid, ret, cfa, others)
-			if err != nil {
-				return nil, err
-			}
-			if st.Kind == stepper.StopStep {
-				st.Crossed = append(crossed, st.Crossed...)
-				if w, _ := s.stepPosition(tid, lo, hi, cfa0, frameOK); w == inRange || !instr && s.midStatement(st.PC) {
-					// Still on the line, or back in it mid-statement after
-					// the call: the step goes on, as it would have.
-					crossed = st.Crossed
-					break
+			if st != nil {
+				crossed = append(crossed, st.Crossed...)
+				st.Crossed = crossed
+				if s.retryPass(st, tid, lo, hi, cfa0, frameOK) {
+					break // the same line, retried: go on stepping it
 				}
-				return s.stopped(st, nil), nil
+				switch st.Kind {
+				case stepper.StopFork:
+					out := s.stopped(st, nil)
+					if out.Fork != nil && !s.bare {
+						// Followed into the child: the step goes on there,
+						// in the same frame of the same stack.
+						res, err := out.Fork.stepLines(out.Fork.T.Pid(), over, instr, others, lo, hi, cfa0, frameOK, true)
+						if res != nil && res.Fork == nil {
+							res.Fork = out.Fork
+						}
+						return res, err
+					}
+					if s.bare || s.Eng.Exited() {
+						return out, nil
+					}
+					// The parent goes on with the step.
+				case stepper.StopBreakpoint:
+					stop, hits := s.decide(st)
+					if stop {
+						return s.stopped(st, hits), nil
+					}
+					// The thread resumes from the breakpoint: a step moves it off.
+					s.atBreakpoint[st.Tid] = st.PC
+					if err := s.moveOthersOff(tid, others); err != nil {
+						return nil, err
+					}
+				default:
+					return s.stopped(st, nil), nil
+				}
 			}
-			// Another breakpoint on the way back: judge it the same way.
-			crossed = nil
+			next, again, out, err := position()
+			if err != nil || out != nil {
+				return out, err
+			}
+			if again {
+				break
+			}
+			st = next
 		}
 	}
 }

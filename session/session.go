@@ -30,6 +30,11 @@ type Events struct {
 	ConditionError func(bp *Breakpoint, err error)
 	// Resolved says a pending breakpoint found code in a loaded object.
 	Resolved func(bp *Breakpoint)
+	// Forked says the program forked child (nil when it could not be
+	// taken and was let go) and whether the debugger follows it. With
+	// ForkPolicy.KeepBoth the front end keeps the process not followed
+	// (child, or this session's) stopped; otherwise it was detached.
+	Forked func(parent, child *Session, follow bool)
 	// Exec says the process executed a new program (path); a continue
 	// goes on in it.
 	Exec func(path string)
@@ -66,6 +71,10 @@ type Session struct {
 	declarations []Declaration
 	// AgentEvaluations counts the bytecode conditions decided here.
 	AgentEvaluations int
+	// forks is the target's ForkFollower while fork children are kept;
+	// forkPolicy is what Continue does at a fork.
+	forks      target.ForkFollower
+	forkPolicy ForkPolicy
 }
 
 // New builds a session over eng with its symbols loaded.
@@ -93,6 +102,10 @@ func NewBare(eng *stepper.Engine) *Session {
 type Stop struct {
 	*stepper.Stop
 	Hits []*Breakpoint
+	// Fork is the child of a StopFork when the policy follows it: the
+	// front end goes on with it (the parent was detached unless
+	// ForkPolicy.KeepBoth).
+	Fork *Session
 }
 
 // Sync follows the objects the engine knows: symbols, CFI and debug

@@ -46,10 +46,13 @@ const (
 	// StopLibrary: the dynamic linker changed the object list and the client
 	// asked to hear of it.
 	StopLibrary
+	// StopFork: thread Tid forked process Child, kept stopped under the
+	// debugger (the target keeps fork children, target.ForkFollower).
+	StopFork
 )
 
 func (k StopKind) String() string {
-	return [...]string{"", "step", "breakpoint", "watchpoint", "signal", "interrupt", "exited", "killed", "thread-exited", "exec", "library"}[k]
+	return [...]string{"", "step", "breakpoint", "watchpoint", "signal", "interrupt", "exited", "killed", "thread-exited", "exec", "library", "fork"}[k]
 }
 
 // Outcome is how a region run ended.
@@ -98,6 +101,8 @@ type Stop struct {
 	Inspect *Inspection
 	// Note is for the user: why a requested inspection did not happen.
 	Note string
+	// Child is the new process of a StopFork.
+	Child int
 }
 
 // Breakpoint is a user breakpoint. Conditions are the front end's business.
@@ -222,6 +227,29 @@ type Engine struct {
 // vDSO's regions, and arms the dynamic linker breakpoint that keeps the
 // region index current as objects load.
 func New(t target.Target, opts Options) (*Engine, error) {
+	e := build(t, opts)
+	var err error
+	t.Do(func() { err = e.load() })
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// NewInDo is New for a caller already on t's tracer thread (inside Do):
+// a fork child taken over while its parent's stop is handled.
+func NewInDo(t target.Target, opts Options) (*Engine, error) {
+	e := build(t, opts)
+	if err := e.load(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Options returns the options the engine was built with.
+func (e *Engine) Options() Options { return e.opts }
+
+func build(t target.Target, opts Options) *Engine {
 	if opts.RunBudget == 0 {
 		opts.RunBudget = 200 * time.Millisecond
 	}
@@ -244,12 +272,7 @@ func New(t target.Target, opts Options) (*Engine, error) {
 		e.opts.SoloBudget = 2 * time.Millisecond
 	}
 	e.files, _ = t.(target.FileReader)
-	var err error
-	t.Do(func() { err = e.load() })
-	if err != nil {
-		return nil, err
-	}
-	return e, nil
+	return e
 }
 
 // Do runs f where the engine's methods may be called.

@@ -272,6 +272,10 @@ func (e *Engine) terminal(ev target.Event) *Stop {
 		e.declared = nil
 		e.load()
 		return &Stop{Kind: StopExec, Tid: ev.Tid}
+	case target.EventFork:
+		// Ends any resumption: the child waits, stopped, for the front
+		// end to take it (session.Fork) or let it go.
+		return &Stop{Kind: StopFork, Tid: ev.Tid, Sig: ev.Sig, Child: ev.Child}
 	}
 	return nil
 }

@@ -64,6 +64,10 @@ const (
 	EventThreadCreated
 	// EventExec: the process executed a new program; every breakpoint is gone.
 	EventExec
+	// EventFork: thread Tid forked process Child, which a ForkFollower
+	// target keeps traced and stopped (only after KeepForks(true)); the
+	// parent is stopped like any stop.
+	EventFork
 )
 
 // TrapKind refines an EventStop with SIGTRAP.
@@ -103,6 +107,7 @@ type Event struct {
 	Code  int    // exit code for EventExited
 	Addr  uint64 // breakpoint or watched address when known
 	Async bool   // the stop came from Interrupt
+	Child int    // the new process of an EventFork
 	// Syscall is the system call number at a TrapSyscallEntry.
 	Syscall int
 }
@@ -121,6 +126,8 @@ func (e Event) String() string {
 		return fmt.Sprintf("thread %d created", e.Tid)
 	case EventExec:
 		return fmt.Sprintf("thread %d executed a new program", e.Tid)
+	case EventFork:
+		return fmt.Sprintf("thread %d forked process %d", e.Tid, e.Child)
 	}
 	return "unknown event"
 }
@@ -300,6 +307,27 @@ type ThreadControl interface {
 	// (waits in a system call) rather than runs or waits for a CPU.
 	// Unlike the other methods it is safe from any goroutine.
 	Asleep(tid int) (bool, error)
+}
+
+// ForkFollower is implemented by targets that can keep a fork child under
+// control instead of letting it go (gdb's fork events, `set detach-on-fork
+// off`). Without KeepForks(true) a fork child is released clean and
+// untraced, as always. vfork children are always released: they share the
+// parent's memory until they exec, which following would have to model.
+type ForkFollower interface {
+	// KeepForks turns the keeping of fork children on or off; children
+	// kept inherit the setting.
+	KeepForks(on bool)
+	// ForkChild hands over the child an EventFork reported, stopped, as
+	// its own Target. It shares the parent's tracer (its Do is the
+	// parent's) and is released on its own (Close, Detach, Kill). Its
+	// memory is the parent's copy, with every breakpoint the parent had
+	// inserted still there and recorded as inserted: the caller inserts
+	// the ones it wants in the child, then calls dropInherited, which
+	// takes the inherited records away (their int3s leave memory unless
+	// the caller inserted one at the same address), so no breakpoint the
+	// caller wants is ever missing from the child's memory.
+	ForkChild(pid int) (child Target, dropInherited func() error, err error)
 }
 
 // The XSAVE area FPRegs returns and SetFPRegs takes, as the kernel's

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -114,5 +115,213 @@ func TestGDBExecKeepsBreakpoints(t *testing.T) {
 	srv.wait(t, 30*time.Second)
 	if !strings.Contains(out, "is executing new program") || !strings.Contains(out, "Breakpoint 1, child_work (k=3)") || !strings.Contains(out, "exited normally") {
 		t.Fatalf("gdb did not stop at the breakpoint after the exec:\n%s", tail(out))
+	}
+}
+
+// gdb keeps both processes with detach-on-fork off: it follows the child
+// (the parent waits for it) to a breakpoint in a function with a critical
+// section, each process shows its own regions, and both exit normally.
+func TestGDBDetachOnForkOff(t *testing.T) {
+	needTool(t, "gdb")
+	srv := startRseqdbg(t, nil, fixture("fork_child"), "fork", "1")
+	out := gdb(t, srv.port, fixture("fork_child"), false, []string{
+		"set detach-on-fork off", "set follow-fork-mode child",
+		"break percpu_inc", "continue",
+		"echo @@INFERIORS\\n", "info inferiors",
+		"echo @@CHILD-REGIONS\\n", "monitor rseq regions",
+		"continue",
+		"inferior 1",
+		"echo @@PARENT-REGIONS\\n", "monitor rseq regions",
+		"continue", "continue",
+	}, time.Minute)
+	srv.wait(t, 30*time.Second)
+	m := regexp.MustCompile(`\[Attaching after .* fork to child .*?(\d+)\.\d+\]`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("gdb did not follow the child:\n%s", tail(out))
+	}
+	child := m[1]
+	inferiors := sectionOf(t, out, "INFERIORS")
+	if n := strings.Count(inferiors, "process "); n != 2 {
+		t.Errorf("info inferiors shows %d processes, want 2:\n%s", n, inferiors)
+	}
+	hits := regexp.MustCompile(`Breakpoint 1(\.\d+)?, percpu_inc`).FindAllString(out, -1)
+	for _, who := range []string{"CHILD-REGIONS", "PARENT-REGIONS"} {
+		if regions := sectionOf(t, out, who); !strings.Contains(regions, "percpu_inc") {
+			t.Errorf("%s: no section of percpu_inc:\n%s", who, regions)
+		}
+	}
+	if !strings.Contains(sectionOf(t, out, "CHILD-REGIONS"), "regions of process "+child) {
+		t.Errorf("the child's regions are not the child's:\n%s", sectionOf(t, out, "CHILD-REGIONS"))
+	}
+	if !regexp.MustCompile(`\[Inferior 2 \(process `+child+`\) exited normally\]`).MatchString(out) ||
+		!regexp.MustCompile(`\[Inferior 1 \(process \d+\) exited normally\]`).MatchString(out) {
+		t.Errorf("both processes should exit normally:\n%s", tail(out))
+	}
+	// The child met the breakpoint, then the parent.
+	if len(hits) != 2 || !strings.Contains(out, "Thread 2.1 \"fork_child\" hit Breakpoint 1") {
+		t.Errorf("breakpoint hits %q, want 2, the child's first:\n%s", hits, tail(out))
+	}
+	forkResult(t, result(t, srv.stdout.String()), 1)
+}
+
+// follow-fork-mode child: gdb detaches the parent, which runs on and
+// exits normally, and stops at a breakpoint in the child.
+func TestGDBFollowForkChild(t *testing.T) {
+	needTool(t, "gdb")
+	srv := startRseqdbg(t, nil, fixture("fork_child"), "fork", "2")
+	out := gdb(t, srv.port, fixture("fork_child"), false, []string{
+		"set follow-fork-mode child", "break percpu_inc", "continue",
+		"echo @@INFERIORS\\n", "info inferiors", "continue",
+	}, time.Minute)
+	srv.wait(t, 30*time.Second)
+	if !strings.Contains(out, "[Attaching after") || !strings.Contains(out, "[Detaching after fork from parent process") {
+		t.Fatalf("gdb did not follow the child:\n%s", tail(out))
+	}
+	if !regexp.MustCompile(`Breakpoint 1(\.\d+)?, percpu_inc`).MatchString(out) {
+		t.Errorf("no breakpoint hit in the child:\n%s", tail(out))
+	}
+	if !regexp.MustCompile(`\[Inferior 2 \(process \d+\) exited normally\]`).MatchString(out) {
+		t.Errorf("the child did not exit normally:\n%s", tail(out))
+	}
+	// The parent, detached, forks its second child untraced.
+	forkResult(t, result(t, srv.stdout.String()), 2)
+}
+
+// rseqdbg run with follow-fork-mode child: the continue goes on in the
+// child, which stops at a breakpoint in a function with a critical
+// section; the parent, detached, runs on and makes its second child
+// untraced; the child exits normally.
+func TestHeadlessFollowForkChild(t *testing.T) {
+	s := run(t, []string{"set follow-fork-mode child", "break percpu_inc", "continue", "info regions", "continue"}, nil,
+		fixture("fork_child"), "fork", "2")
+	forks := s.of("fork")
+	if len(forks) != 1 || forks[0].str("follow") != "child" || forks[0].num("child") == 0 {
+		t.Fatalf("fork events %v, want one followed into the child", forks)
+	}
+	child, parent := forks[0].num("child"), forks[0].num("parent")
+	if d := s.of("detached"); len(d) != 1 || d[0].num("pid") != parent {
+		t.Errorf("detached events %v, want the parent %d", d, parent)
+	}
+	stops := s.of("stop")
+	if len(stops) != 2 || stops[1].str("reason") != "breakpoint" || stops[1].num("thread") != child ||
+		!strings.HasPrefix(stops[1].str("function"), "percpu_inc") {
+		t.Fatalf("stops %v, want the entry and percpu_inc in child %d", stops, child)
+	}
+	if ex := s.of("exited"); len(ex) != 1 || ex[0].num("code") != 0 {
+		t.Errorf("exits %v, want the child's, code 0", ex)
+	}
+	forkResult(t, s.result(t), 2)
+	if s.code != 0 {
+		t.Errorf("exit code %d; stderr:\n%s", s.code, s.stderr)
+	}
+}
+
+// A next over fork() with follow-fork-mode child ends on the next line in
+// the child, as gdb's: the step goes on there from the same frame.
+func TestHeadlessNextOverForkFollowsChild(t *testing.T) {
+	line := markerLine(t, "fork_child.c", "FORK-LINE")
+	s := run(t, []string{"set follow-fork-mode child", fmt.Sprintf("break fork_child.c:%d", line), "continue", "next", "delete"}, []string{"--continue"},
+		fixture("fork_child"), "fork", "2")
+	forks := s.of("fork")
+	if len(forks) != 1 || forks[0].str("follow") != "child" {
+		t.Fatalf("fork events %v", forks)
+	}
+	stops := s.of("stop")
+	if len(stops) != 3 {
+		t.Fatalf("stops %v", stops)
+	}
+	if st := stops[2]; st.str("reason") != "step" || st.num("line") != line+1 || st.num("thread") != forks[0].num("child") {
+		t.Errorf("next over fork() stopped %v, want a step to line %d in child %d", st, line+1, forks[0].num("child"))
+	}
+	forkResult(t, s.result(t), 2)
+}
+
+// The fork-events protocol as a client speaks it: the fork stop names the
+// child, both processes' threads are listed, a thread selection reaches
+// the child, vKill;PID ends the child alone, and the parent, resumed by a
+// vCont naming it, sees its child killed and exits with its own code.
+func TestRemoteForkEvents(t *testing.T) {
+	srv := startRseqdbg(t, nil, fixture("fork_child"), "fork", "1")
+	c := dialServer(t, srv.port)
+	if reply, err := c.Request("qSupported:multiprocess+;fork-events+"); err != nil || !strings.Contains(string(reply), "fork-events+") {
+		t.Fatalf("qSupported: %q %v", reply, err)
+	}
+	reply, err := c.Request("vCont;c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`^T05fork:p([0-9a-f]+)\.([0-9a-f]+);.*thread:p([0-9a-f]+)\.([0-9a-f]+);`).FindStringSubmatch(string(reply))
+	if m == nil || m[1] != m[2] || m[1] == m[3] {
+		t.Fatalf("stop %q, want a fork stop naming the child", reply)
+	}
+	child, parent := m[1], m[3]
+	list, err := c.Request("qfThreadInfo")
+	if err != nil || string(list) != fmt.Sprintf("mp%s.%s,p%s.%s", parent, parent, child, child) {
+		t.Errorf("threads %q %v, want the parent's and the child's", list, err)
+	}
+	if r, err := c.Request(fmt.Sprintf("Hgp%s.%s", child, child)); err != nil || string(r) != "OK" {
+		t.Fatalf("Hg to the child: %q %v", r, err)
+	}
+	if r, err := c.Request(fmt.Sprintf("Tp%s.%s", child, child)); err != nil || string(r) != "OK" {
+		t.Errorf("child alive: %q %v", r, err)
+	}
+	if r, err := c.Request("vKill;" + child); err != nil || string(r) != "OK" {
+		t.Fatalf("vKill of the child: %q %v", r, err)
+	}
+	if list, err := c.Request("qfThreadInfo"); err != nil || string(list) != fmt.Sprintf("mp%s.%s", parent, parent) {
+		t.Errorf("threads after the kill %q %v, want the parent's alone", list, err)
+	}
+	// fork_child exits 1 when a child did not exit 0, after saying so.
+	// Signal stops on the way (SIGCHLD) are passed on.
+	resume := fmt.Sprintf("vCont;c:p%s.-1", parent)
+	for i := 0; ; i++ {
+		reply, err = c.Request(resume)
+		if err != nil || i > 10 {
+			t.Fatalf("resuming the parent: %q %v", reply, err)
+		}
+		if reply[0] != 'T' {
+			break
+		}
+		resume = fmt.Sprintf("vCont;C%s:p%s.-1", reply[1:3], parent)
+	}
+	if want := "W01;process:" + parent; string(reply) != want {
+		t.Errorf("the parent ended with %q, want %q", reply, want)
+	}
+	c.Close()
+	srv.wait(t, 30*time.Second)
+	if !strings.Contains(srv.stdout.String(), "child 0: status 0x9") || !strings.Contains(srv.stdout.String(), "RESULT children=1 ok=0 parent=1") {
+		t.Errorf("the parent did not see its child killed:\n%s", srv.stdout.String())
+	}
+}
+
+// rseqdbg run with detach-on-fork off and follow-fork-mode child: the
+// parent is kept while the child is debugged, and is debugged again once
+// the child ended, each stopping at the breakpoint.
+func TestHeadlessDetachOnForkOff(t *testing.T) {
+	s := run(t, []string{"set follow-fork-mode child", "set detach-on-fork off", "break percpu_inc", "continue", "continue", "continue"},
+		[]string{"--continue"}, fixture("fork_child"), "fork", "1")
+	forks := s.of("fork")
+	if len(forks) != 1 || forks[0].str("follow") != "child" {
+		t.Fatalf("fork events %v", forks)
+	}
+	child, parent := forks[0].num("child"), forks[0].num("parent")
+	if d := s.of("detached"); len(d) != 0 {
+		t.Errorf("detached %v: the parent should be kept", d)
+	}
+	stops := s.of("stop")
+	if len(stops) != 3 || stops[1].num("thread") != child || stops[2].num("thread") != parent ||
+		!strings.HasPrefix(stops[1].str("function"), "percpu_inc") || !strings.HasPrefix(stops[2].str("function"), "percpu_inc") {
+		t.Fatalf("stops %v, want the entry, then percpu_inc in child %d, then in parent %d", stops, child, parent)
+	}
+	ex := s.of("exited")
+	if len(ex) != 2 || ex[0].num("pid") != child || ex[1].num("pid") != parent || ex[0].num("code") != 0 || ex[1].num("code") != 0 {
+		t.Errorf("exits %v, want the child's then the parent's, both 0", ex)
+	}
+	if sw := s.of("switched"); len(sw) != 1 || sw[0].num("pid") != parent {
+		t.Errorf("switched %v, want back to the parent %d", sw, parent)
+	}
+	forkResult(t, s.result(t), 1)
+	if s.code != 0 {
+		t.Errorf("exit code %d", s.code)
 	}
 }

@@ -89,9 +89,15 @@ type Process struct {
 	// earlyForks holds fork children whose initial stop arrived before
 	// their parent's fork event; they wait for it, stopped.
 	earlyForks map[int]unix.WaitStatus
+	// keepForks: fork children stay traced and are reported (EventFork)
+	// instead of released; forked holds those not handed over yet.
+	keepForks bool
+	forked    map[int]*Process
+	// stash holds wait statuses of our threads that another process of
+	// the same tracer reaped (its Wait4(-1) sees every tracee).
+	stash []waitStatus
 
-	work      chan func()
-	done      chan struct{}
+	tr        *tracer
 	running   atomic.Bool
 	interrupt atomic.Bool
 	signalTid atomic.Int64
@@ -109,46 +115,111 @@ type breakpoint struct {
 	count int
 }
 
+type waitStatus struct {
+	tid int
+	ws  unix.WaitStatus
+}
+
+// tracer is the OS thread that traces a process and the fork children kept
+// with it: the kernel accepts ptrace requests for a tracee only from the
+// thread that traces it, and a child auto-attached at fork is traced by
+// the parent's tracer. Its processes are touched only on that thread.
+type tracer struct {
+	work chan func()
+	done chan struct{}
+	// procs are the live processes it traces, for routing wait statuses;
+	// refs counts those not closed (guarded by mu: Close runs anywhere).
+	procs []*Process
+	mu    sync.Mutex
+	refs  int
+}
+
 var (
 	_ target.Target        = (*Process)(nil)
 	_ target.ThreadControl = (*Process)(nil)
+	_ target.ForkFollower  = (*Process)(nil)
 )
 
 func newProcess() *Process {
+	tr := &tracer{work: make(chan func()), done: make(chan struct{}), refs: 1}
+	go tr.serve()
+	return newTraced(tr)
+}
+
+func newTraced(tr *tracer) *Process {
 	p := &Process{
 		threads:    map[int]*threadState{},
 		bps:        map[uint64]*breakpoint{},
 		earlyForks: map[int]unix.WaitStatus{},
-		work:       make(chan func()),
-		done:       make(chan struct{}),
+		forked:     map[int]*Process{},
+		tr:         tr,
 	}
-	go p.serve()
 	return p
 }
 
 // serve owns the tracer thread: ptrace requests are only valid from the
 // thread that attached, so every call funnels through here.
-func (p *Process) serve() {
+func (tr *tracer) serve() {
 	runtime.LockOSThread()
 	// Never unlock: the thread dies with the goroutine, taking its tracer
 	// identity with it, rather than being reused by an unrelated goroutine.
-	for f := range p.work {
+	for f := range tr.work {
 		f()
 	}
-	close(p.done)
+	close(tr.done)
+}
+
+// owner returns the process of tr that has thread tid, or nil.
+func (tr *tracer) owner(tid int) *Process {
+	for _, q := range tr.procs {
+		// An exited process's pid may be reused by a new child.
+		if !q.exited && (q.pid == tid || q.threads[tid] != nil) {
+			return q
+		}
+	}
+	return nil
+}
+
+func (tr *tracer) drop(p *Process) {
+	for i, q := range tr.procs {
+		if q == p {
+			tr.procs = append(tr.procs[:i], tr.procs[i+1:]...)
+			return
+		}
+	}
 }
 
 // Do runs f on the tracer thread.
 func (p *Process) Do(f func()) {
 	ch := make(chan struct{})
-	p.work <- func() { defer close(ch); f() }
+	p.tr.work <- func() { defer close(ch); f() }
 	<-ch
 }
 
-// Close ends the tracer thread. The process must be killed or detached.
+// Close releases the process. The tracer thread ends with the last
+// process it traces. The process must be killed or detached.
 func (p *Process) Close() {
-	close(p.work)
-	<-p.done
+	n := 1
+	p.Do(func() {
+		p.tr.drop(p)
+		// Children never handed over go as a fork child always did:
+		// clean and untraced.
+		for pid, c := range p.forked {
+			c.Detach()
+			c.mem.Close()
+			p.tr.drop(c)
+			delete(p.forked, pid)
+			n++
+		}
+	})
+	p.tr.mu.Lock()
+	p.tr.refs -= n
+	last := p.tr.refs == 0
+	p.tr.mu.Unlock()
+	if last {
+		close(p.tr.work)
+		<-p.tr.done
+	}
 	if p.mem != nil {
 		p.mem.Close()
 	}
@@ -216,6 +287,7 @@ func (p *Process) launch(opts LaunchOptions) error {
 		return err
 	}
 	p.addThread(pid)
+	p.tr.procs = append(p.tr.procs, p)
 	return p.openMem()
 }
 
@@ -233,6 +305,7 @@ func Attach(pid int) (*Process, error) {
 
 func (p *Process) attach(pid int) error {
 	p.pid = pid
+	p.tr.procs = append(p.tr.procs, p)
 	// Threads can be created while we attach: list until nothing is new.
 	for round := 0; ; round++ {
 		tids, err := listTasks(pid)
@@ -680,11 +753,17 @@ func (p *Process) wait() (target.Event, error) {
 		return target.Event{}, target.ErrExited
 	}
 	for {
-		if !p.anyRunning() {
-			return target.Event{}, errors.New("wait: no thread is running")
-		}
 		var ws unix.WaitStatus
-		tid, err := p.wait4(&ws)
+		tid, err := 0, error(nil)
+		if len(p.stash) > 0 {
+			// Reaped by another process's wait while we were stopped.
+			tid, ws = p.stash[0].tid, p.stash[0].ws
+			p.stash = p.stash[1:]
+		} else if !p.anyRunning() {
+			return target.Event{}, errors.New("wait: no thread is running")
+		} else {
+			tid, err = p.wait4(&ws)
+		}
 		if err != nil {
 			if err == unix.EINTR {
 				continue
@@ -744,6 +823,13 @@ func (p *Process) wait4(ws *unix.WaitStatus) (int, error) {
 // done. During stopAll (stopping), stops are recorded instead of resumed.
 func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (target.Event, bool) {
 	t := p.threads[tid]
+	if t == nil && tid != p.pid {
+		if q := p.tr.owner(tid); q != nil && q != p {
+			// A thread of a fork child we kept: its own Wait reports it.
+			q.stash = append(q.stash, waitStatus{tid, ws})
+			return target.Event{}, false
+		}
+	}
 	if t == nil && tid != p.pid && !p.inThreadGroup(tid) {
 		// A fork child whose initial stop came before its parent's fork
 		// event: it keeps our int3s until that event lets it go.
@@ -804,8 +890,18 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 			}
 		case unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
 			msg, err := unix.PtraceGetEventMsg(tid)
-			if err == nil {
-				p.releaseChild(int(msg), ws.TrapCause() == unix.PTRACE_EVENT_VFORK)
+			vfork := ws.TrapCause() == unix.PTRACE_EVENT_VFORK
+			if err == nil && p.keepForks && !vfork {
+				if c := p.keepChild(int(msg)); c != nil {
+					ev := target.Event{Kind: target.EventFork, Tid: tid, Sig: int(unix.SIGTRAP), Child: c.pid}
+					if stopping {
+						t.pending = &ev
+						return target.Event{}, false
+					}
+					return ev, true
+				}
+			} else if err == nil {
+				p.releaseChild(int(msg), vfork)
 			}
 		case unix.PTRACE_EVENT_VFORK_DONE:
 			p.reinsertBreakpoints()
@@ -921,6 +1017,94 @@ func (p *Process) releaseChild(child int, vfork bool) {
 	if err := ptraceRequest(unix.PTRACE_DETACH, child, 0); err != nil && err != unix.ESRCH {
 		slog.Warn("detaching a forked child", "pid", child, "err", err)
 	}
+}
+
+// keepChild takes a fork child under control instead of releasing it: it
+// stays stopped, traced by our tracer thread, with our int3s still in its
+// copy of memory and recorded as inserted there (ForkChild). nil when the
+// child is already gone.
+func (p *Process) keepChild(child int) *Process {
+	ws, seen := p.earlyForks[child]
+	delete(p.earlyForks, child)
+	if !seen {
+		if _, err := unix.Wait4(child, &ws, unix.WALL, nil); err != nil {
+			slog.Warn("waiting for a forked child", "pid", child, "err", err)
+			return nil
+		}
+	}
+	if !ws.Stopped() {
+		return nil
+	}
+	c := newTraced(p.tr)
+	c.pid, c.keepForks = child, p.keepForks
+	ct := c.addThread(child)
+	if s := ws.StopSignal(); s != unix.SIGSTOP {
+		// A signal beat the child's initial SIGSTOP: that signal is its
+		// first stop, and the SIGSTOP still to come is swallowed.
+		ct.sigstopPending = true
+		ct.pending = &target.Event{Kind: target.EventStop, Tid: child, Sig: int(s)}
+	}
+	if !p.lifted {
+		for a, bp := range p.bps {
+			c.bps[a] = &breakpoint{orig: bp.orig, count: bp.count}
+		}
+	}
+	if err := c.openMem(); err != nil {
+		slog.Warn("keeping a forked child", "pid", child, "err", err)
+		c.bps = map[uint64]*breakpoint{}
+		p.releaseStopped(child, ws)
+		return nil
+	}
+	p.tr.procs = append(p.tr.procs, c)
+	p.tr.mu.Lock()
+	p.tr.refs++
+	p.tr.mu.Unlock()
+	p.forked[child] = c
+	return c
+}
+
+// releaseStopped lets go of a stopped fork child whose memory we could not
+// open: it keeps our int3s, which is what releaseChild exists to avoid, so
+// it is said.
+func (p *Process) releaseStopped(child int, ws unix.WaitStatus) {
+	if len(p.bps) > 0 {
+		slog.Warn("a forked child keeps the debugger's breakpoints", "pid", child)
+	}
+	if s := ws.StopSignal(); s != unix.SIGSTOP {
+		drainChildSigstop(child, int(s))
+	}
+	ptraceRequest(unix.PTRACE_DETACH, child, 0)
+}
+
+// KeepForks makes fork children stay traced and reported (EventFork)
+// instead of being released.
+func (p *Process) KeepForks(on bool) { p.keepForks = on }
+
+// ForkChild hands over a fork child EventFork reported (see
+// target.ForkFollower).
+func (p *Process) ForkChild(pid int) (target.Target, func() error, error) {
+	c := p.forked[pid]
+	if c == nil {
+		return nil, nil, fmt.Errorf("process %d is no fork child kept by %d", pid, p.pid)
+	}
+	delete(p.forked, pid)
+	inherited := map[uint64]int{}
+	for a, bp := range c.bps {
+		inherited[a] = bp.count
+	}
+	drop := func() error {
+		var first error
+		for a, n := range inherited {
+			for i := 0; i < n; i++ {
+				if err := c.RemoveBreakpoint(a); err != nil && first == nil {
+					first = fmt.Errorf("dropping the breakpoints process %d inherited: %w", pid, err)
+				}
+			}
+		}
+		inherited = nil
+		return first
+	}
+	return c, drop, nil
 }
 
 // drainChildSigstop resumes a new child with sig until its initial SIGSTOP
@@ -1053,7 +1237,13 @@ func (p *Process) stopAll() error {
 	}
 	for p.anyRunning() {
 		var ws unix.WaitStatus
-		tid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOTHREAD, nil)
+		tid, err := 0, error(nil)
+		if len(p.stash) > 0 {
+			tid, ws = p.stash[0].tid, p.stash[0].ws
+			p.stash = p.stash[1:]
+		} else {
+			tid, err = unix.Wait4(-1, &ws, unix.WALL|unix.WNOTHREAD, nil)
+		}
 		if err != nil {
 			if err == unix.EINTR {
 				continue
@@ -1302,6 +1492,15 @@ func (p *Process) Kill() error {
 	if err := unix.Kill(p.pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
 		return fmt.Errorf("killing %d: %w", p.pid, err)
 	}
+	for _, st := range p.stash {
+		if st.ws.Exited() || st.ws.Signaled() {
+			p.removeThread(st.tid)
+			if st.tid == p.pid {
+				p.threads = map[int]*threadState{}
+			}
+		}
+	}
+	p.stash = nil
 	for len(p.threads) > 0 {
 		var ws unix.WaitStatus
 		tid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOTHREAD, nil)
@@ -1310,6 +1509,10 @@ func (p *Process) Kill() error {
 				continue
 			}
 			break
+		}
+		if q := p.tr.owner(tid); q != nil && q != p {
+			q.stash = append(q.stash, waitStatus{tid, ws})
+			continue
 		}
 		if ws.Exited() || ws.Signaled() {
 			p.removeThread(tid)

@@ -2,9 +2,12 @@ package ptrace
 
 import (
 	"debug/elf"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,6 +132,163 @@ func TestRseqArea(t *testing.T) {
 			t.Fatalf("PTRACE_GET_RSEQ_CONFIGURATION: %v", err)
 		}
 	})
+}
+
+const forkSrc = `
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int marker(int k) { return k; }
+int other(int k) { return k + 1; }
+int main(void) {
+	int st = 0, code = 0;
+	pid_t c = fork();
+	if (c == 0) { marker(1); _exit(7); }
+	waitpid(c, &st, 0);
+	code += WIFEXITED(st) ? WEXITSTATUS(st) : 100;
+	c = fork();
+	if (c == 0) { for (;;) pause(); }
+	waitpid(c, &st, 0);
+	code += WIFSIGNALED(st) ? WTERMSIG(st) : 100;
+	marker(2);
+	return code;
+}
+`
+
+// rawByte reads pid's memory at addr as it is, int3s included.
+func rawByte(t *testing.T, pid int, addr uint64) byte {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/mem")
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	defer f.Close()
+	var b [1]byte
+	if _, err := f.ReadAt(b[:], int64(addr)); err != nil {
+		t.Error(err)
+	}
+	return b[0]
+}
+
+// TestKeepForks: a kept fork child is its own target on the same tracer,
+// with the parent's breakpoints in its memory until dropInherited leaves
+// only those inserted in it; a status of the child reaped by the parent's
+// wait (the child killed while the parent runs) reaches the child's Wait.
+func TestKeepForks(t *testing.T) {
+	prog := buildC(t, forkSrc, "-no-pie")
+	p, err := Launch(LaunchOptions{Path: prog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	marker, other := symbol(t, prog, "marker"), symbol(t, prog, "other")
+	var kids []target.Target
+	defer func() {
+		for _, k := range kids {
+			k.(*Process).Close()
+		}
+	}()
+	// cont continues q to its next event but SIGCHLD, which it delivers.
+	cont := func(q target.Target) target.Event {
+		sig := 0
+		for {
+			if err := q.Resume(nil, target.Action{Kind: target.Continue, Sig: sig}); err != nil {
+				return target.Event{Tid: -1, Code: -1}
+			}
+			ev, err := q.Wait()
+			if err != nil {
+				return target.Event{Tid: -1, Code: -1}
+			}
+			if ev.Kind != target.EventStop || ev.Sig != int(syscall.SIGCHLD) {
+				return ev
+			}
+			sig = ev.Sig
+		}
+	}
+	var failure error
+	// No t.Fatal on the tracer thread: its Goexit would end the thread.
+	p.Do(func() { failure = keepForksScenario(t, p, marker, other, cont, &kids) })
+	if failure != nil {
+		t.Fatal(failure)
+	}
+}
+
+func keepForksScenario(t *testing.T, p *Process, marker, other uint64, cont func(target.Target) target.Event, kids *[]target.Target) error {
+	{
+		defer p.Kill()
+		var ff target.ForkFollower = p
+		ff.KeepForks(true)
+		for _, a := range []uint64{marker, other} {
+			if err := p.InsertBreakpoint(a); err != nil {
+				return err
+			}
+		}
+		ev := cont(p)
+		if ev.Kind != target.EventFork || ev.Tid != p.Pid() || ev.Child == 0 {
+			return fmt.Errorf("want a fork event, got %+v", ev)
+		}
+		c1, drop, err := ff.ForkChild(ev.Child)
+		if err != nil {
+			return err
+		}
+		*kids = append(*kids, c1)
+		if c1.Pid() != ev.Child || !c1.BreakpointAt(marker) || !c1.BreakpointAt(other) {
+			return fmt.Errorf("child %d: pid %d, inherited breakpoints %v %v", ev.Child, c1.Pid(), c1.BreakpointAt(marker), c1.BreakpointAt(other))
+		}
+		if err := c1.InsertBreakpoint(marker); err != nil {
+			return err
+		}
+		if err := drop(); err != nil {
+			return err
+		}
+		if rawByte(t, c1.Pid(), marker) != 0xcc || rawByte(t, c1.Pid(), other) == 0xcc || c1.BreakpointAt(other) {
+			return fmt.Errorf("child memory after drop: marker %#x other %#x", rawByte(t, c1.Pid(), marker), rawByte(t, c1.Pid(), other))
+		}
+		if rawByte(t, p.Pid(), other) != 0xcc {
+			return fmt.Errorf("dropping the child's breakpoints touched the parent")
+		}
+		if ev := cont(c1); ev.Trap != target.TrapBreakpoint || ev.Addr != marker || ev.Tid != c1.Pid() {
+			return fmt.Errorf("child: want breakpoint at %#x, got %+v", marker, ev)
+		}
+		if err := c1.RemoveBreakpoint(marker); err != nil {
+			return err
+		}
+		if ev := cont(c1); ev.Kind != target.EventExited || ev.Code != 7 {
+			return fmt.Errorf("child: want exit 7, got %+v", ev)
+		}
+		ev = cont(p)
+		if ev.Kind != target.EventFork || ev.Child == 0 {
+			return fmt.Errorf("want the second fork, got %+v", ev)
+		}
+		c2, drop2, err := ff.ForkChild(ev.Child)
+		if err != nil {
+			return err
+		}
+		*kids = append(*kids, c2)
+		drop2()
+		// The parent waits for c2, which we kill: the parent's wait reaps
+		// c2's end and must hand it to c2.
+		if err := p.Resume(nil, target.Action{Kind: target.Continue}); err != nil {
+			return err
+		}
+		syscall.Kill(c2.Pid(), syscall.SIGKILL)
+		ev, err = p.Wait()
+		if err == nil && ev.Sig == int(syscall.SIGCHLD) {
+			ev = cont(p)
+		}
+		if err != nil || ev.Trap != target.TrapBreakpoint || ev.Addr != marker || ev.Tid != p.Pid() {
+			return fmt.Errorf("parent: want breakpoint at %#x, got %+v %v", marker, ev, err)
+		}
+		if ev, err := c2.Wait(); err != nil || ev.Kind != target.EventSignaled || ev.Sig != int(syscall.SIGKILL) {
+			return fmt.Errorf("killed child: want its end, got %+v %v", ev, err)
+		}
+		p.RemoveBreakpoint(marker)
+		p.RemoveBreakpoint(other)
+		if ev := cont(p); ev.Kind != target.EventExited || ev.Code != 16 {
+			return fmt.Errorf("parent: want exit 16, got %+v", ev)
+		}
+	}
+	return nil
 }
 
 // ContinueSyscalls stops at a system call's entry, with its number, and at
