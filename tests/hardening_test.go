@@ -50,6 +50,18 @@ func tracerPid(t *testing.T, pid int) int {
 		t.Fatalf("no TracerPid in /proc/%d/status", pid)
 	}
 	n, _ := strconv.Atoi(string(m[1]))
+	if n == 0 {
+		return 0
+	}
+	// TracerPid is the tracer's thread id: rseqdbg's tracer thread need
+	// not be its main thread. The process is its thread group.
+	b, err = os.ReadFile(fmt.Sprintf("/proc/%d/status", n))
+	if err != nil {
+		return n
+	}
+	if g := regexp.MustCompile(`Tgid:\s+(\d+)`).FindSubmatch(b); g != nil {
+		n, _ = strconv.Atoi(string(g[1]))
+	}
 	return n
 }
 
