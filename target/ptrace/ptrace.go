@@ -66,6 +66,13 @@ type threadState struct {
 	// one PTRACE_GETREGS however often the core looks at them.
 	regs      target.Regs
 	regsValid bool
+	// stopRequested: StopThread sent the pending SIGSTOP, and its stop is
+	// the client's (reported with Async), not swallowed. Any other stop
+	// the thread reports first satisfies the request.
+	stopRequested bool
+	// paused: PauseAll stopped this thread (or it was created during the
+	// pause); ResumePaused restarts it with its last action.
+	paused bool
 }
 
 // Process is a traced process. Every method except Interrupt must be called
@@ -94,6 +101,11 @@ type Process struct {
 	interrupt  atomic.Bool
 	signalTid  atomic.Int64
 	defaultAct target.Action
+	// nonStop: Resume starts only the threads named and Wait reports one
+	// thread's stop without stopping the others (target.NonStop).
+	nonStop bool
+	// pausing: PauseAll holds the running threads stopped.
+	pausing bool
 }
 
 type breakpoint struct {
@@ -104,6 +116,7 @@ type breakpoint struct {
 var (
 	_ target.Target        = (*Process)(nil)
 	_ target.ThreadControl = (*Process)(nil)
+	_ target.NonStop       = (*Process)(nil)
 )
 
 func newProcess() *Process {
@@ -523,6 +536,9 @@ func (p *Process) Resume(actions map[int]target.Action, def target.Action) error
 	if p.exited {
 		return target.ErrExited
 	}
+	if p.nonStop {
+		return p.resumeNonStop(actions, def)
+	}
 	p.defaultAct = def
 	for _, tid := range p.order {
 		t := p.threads[tid]
@@ -631,6 +647,11 @@ func (p *Process) anyRunning() bool {
 
 // Wait returns the next event with every thread stopped.
 func (p *Process) Wait() (target.Event, error) {
+	if p.nonStop {
+		ev, _, err := p.waitNonStop(true)
+		p.running.Store(false)
+		return ev, err
+	}
 	ev, err := p.wait()
 	p.running.Store(false)
 	return ev, err
@@ -785,6 +806,16 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 		return target.Event{}, false
 	}
 	if sig == unix.SIGSTOP {
+		if t.sigstopPending && t.stopRequested {
+			// StopThread's stop: the client asked for it.
+			t.sigstopPending, t.stopRequested = false, false
+			ev := target.Event{Kind: target.EventStop, Tid: tid, Sig: int(unix.SIGSTOP), Async: true}
+			if stopping {
+				t.pending = &ev
+				return target.Event{}, false
+			}
+			return ev, true
+		}
 		if t.sigstopPending {
 			t.sigstopPending = false
 			if !stopping {
@@ -805,6 +836,9 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 		}
 	}
 	ev := p.classify(t, sig)
+	// Any stop satisfies a stop request; its SIGSTOP, still to come, is
+	// swallowed (sigstopPending stays set).
+	t.stopRequested = false
 	if stopping {
 		if ev.Trap == target.TrapBreakpoint {
 			// Cancel it, as gdbserver does: the PC is already rewound, so
@@ -832,6 +866,17 @@ func (p *Process) newThread(tid int, parent *threadState, stopping bool) {
 			p.removeThread(tid)
 			return
 		}
+	}
+	if p.nonStop {
+		// A client in non-stop mode takes a thread it did not see stop
+		// for running (gdb does), so it runs, unless the others are
+		// held by a pause, which it then joins.
+		if stopping || p.pausing {
+			nt.paused = true
+			return
+		}
+		p.resumeThread(nt, target.Action{Kind: target.Continue})
+		return
 	}
 	// The new thread runs when its parent is running freely with the
 	// others; during a solo step or region run it stays stopped.
@@ -1231,6 +1276,12 @@ func (p *Process) Kill() error {
 func (p *Process) Detach() error {
 	if p.exited {
 		return nil
+	}
+	if p.nonStop {
+		// Only a stopped thread can be detached.
+		if err := p.stopAll(); err != nil {
+			slog.Debug("stopping threads to detach", "err", err)
+		}
 	}
 	p.removeAllBreakpoints()
 	for i := range p.debugReg {
