@@ -114,6 +114,11 @@ type RseqStats struct {
 	// CaughtInside counts threads a stop of the world caught inside a
 	// critical section (each aborts when resumed).
 	CaughtInside int `json:"caughtInside"`
+	// PassedNotOwned and Pauses are non-stop mode's: stops at another
+	// thread's temporary breakpoint passed unreported, and the holds of
+	// every running thread while an int3 was lifted.
+	PassedNotOwned int `json:"passedNotOwned"`
+	Pauses         int `json:"pauses"`
 }
 
 // LaunchArguments are the launch request's arguments (the launch
@@ -1027,7 +1032,8 @@ func (s *Server) onRseqStats(r *RseqStatsRequest) (dap.ResponseMessage, error) {
 	return &RseqStatsResponse{Body: RseqStats{SingleSteps: st.SingleSteps, RegionRuns: st.RegionRuns, Commits: st.Commits,
 		Aborts: st.Aborts, OtherExits: st.ExitPoints, Interrupted: st.Interrupted, SignalsInRuns: st.SignalsInRuns,
 		Discovered: st.Discovered, StepsInside: st.StepsInside,
-		CaughtInside: st.CaughtInside, InspectedSteps: st.InspectedSteps, ForcedAborts: st.ForcedAborts}}, nil
+		CaughtInside: st.CaughtInside, InspectedSteps: st.InspectedSteps, ForcedAborts: st.ForcedAborts,
+		PassedNotOwned: st.PassedNotOwned, Pauses: st.Pauses}}, nil
 }
 
 // startInspect applies the launch configuration's "inspect"; a target that

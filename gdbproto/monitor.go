@@ -208,7 +208,8 @@ func (s *session) monitorStats() string {
 		st.SingleSteps, st.RegionRuns, st.Commits, st.Aborts, st.ExitPoints, st.Interrupted,
 		st.SignalsInRuns, st.Discovered, st.StepsInside, st.InspectedSteps, st.ForcedAborts) +
 		fmt.Sprintf("breakpoint conditions decided here %d\n", pr.rc.AgentEvaluations) +
-		fmt.Sprintf("threads caught inside a section %d\n", st.CaughtInside)
+		fmt.Sprintf("threads caught inside a section %d\n", st.CaughtInside) +
+		fmt.Sprintf("breakpoints of another thread passed %d\npauses of running threads %d\n", st.PassedNotOwned, st.Pauses)
 }
 
 func onOff(b bool) string {

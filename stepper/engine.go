@@ -128,6 +128,12 @@ type Stats struct {
 	// critical section (not the one that stopped): each aborts when it
 	// resumes.
 	CaughtInside int
+	// PassedNotOwned counts, in non-stop mode, stops of threads at a
+	// breakpoint another thread's step or region run owns: each was
+	// stepped past it and resumed unreported. Pauses counts the times
+	// every running thread was held for an int3 to be lifted.
+	PassedNotOwned int
+	Pauses         int
 }
 
 // Options tune the engine.
@@ -194,6 +200,16 @@ type Engine struct {
 	// declared are the regions users declared; an exec drops them with the
 	// old image (the session declares them again by name).
 	declared []*regions.Region
+
+	// ns is the target's NonStop, or nil: checked once. nonStop is the
+	// mode (nonstop.go); owner the thread the stepping loops drive in it,
+	// deferred the stops other threads made meanwhile, pauses the depth
+	// of pauseOthers.
+	ns       target.NonStop
+	nonStop  bool
+	owner    int
+	deferred []*Stop
+	pauses   int
 }
 
 // New builds the engine: it reads auxv, loads the executable's and the
@@ -222,6 +238,7 @@ func New(t target.Target, opts Options) (*Engine, error) {
 		e.opts.SoloBudget = 2 * time.Millisecond
 	}
 	e.files, _ = t.(target.FileReader)
+	e.ns, _ = t.(target.NonStop)
 	var err error
 	t.Do(func() { err = e.load() })
 	if err != nil {

@@ -295,7 +295,7 @@ type ThreadControl interface {
 //     reported by the next Wait instead.
 //   - Wait returns the next event of any one thread; the others keep
 //     running.
-//   - Interrupt stops the thread Resume started first.
+//   - Interrupt is not used: InterruptThread names the thread.
 //
 // Memory can be read and written, and breakpoints inserted, while threads
 // run (through /proc/PID/mem, which needs no stopped thread).
@@ -308,6 +308,9 @@ type NonStop interface {
 	// the stop with Async set and Sig SIGSTOP. A thread that reports
 	// another stop first has its request satisfied by it.
 	StopThread(tid int) error
+	// InterruptThread is StopThread for a running thread, safe from any
+	// goroutine (a run's time budget); its stop is reported with Async.
+	InterruptThread(tid int)
 	// Poll is Wait without blocking: ok is false when no thread has
 	// anything to report yet.
 	Poll() (ev Event, ok bool, err error)

@@ -60,6 +60,14 @@ func (p *Process) StopThread(tid int) error {
 	return nil
 }
 
+// InterruptThread stops tid from any goroutine: the SIGSTOP it sends is
+// reported with Async (the interrupt flag tells it from ours).
+func (p *Process) InterruptThread(tid int) {
+	p.interruptTid.Store(int64(tid))
+	p.interrupt.Store(true)
+	unix.Tgkill(p.pid, tid, unix.SIGSTOP)
+}
+
 // Poll returns an event if one is ready, without blocking.
 func (p *Process) Poll() (target.Event, bool, error) {
 	return p.waitNonStop(false)
@@ -196,7 +204,7 @@ func (p *Process) waitNonStop(block bool) (target.Event, bool, error) {
 		if !report {
 			continue
 		}
-		if ev.Kind == target.EventStop && tid == int(p.signalTid.Load()) && !ev.Async && p.interrupt.Swap(false) {
+		if ev.Kind == target.EventStop && tid == int(p.interruptTid.Load()) && !ev.Async && p.interrupt.Swap(false) {
 			// An interrupt lost the race with this stop: its SIGSTOP is
 			// still queued on this thread and is swallowed later.
 			if t := p.threads[tid]; t != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -73,6 +74,11 @@ type threadState struct {
 	// paused: PauseAll stopped this thread (or it was created during the
 	// pause); ResumePaused restarts it with its last action.
 	paused bool
+	// moribund are breakpoints removed while this thread ran: it may have
+	// executed the int3 before the removal and report the trap after it,
+	// when nothing is at PC-1 any more (gdb's moribund locations). Its
+	// next stop settles it.
+	moribund []uint64
 }
 
 // Process is a traced process. Every method except Interrupt must be called
@@ -95,12 +101,14 @@ type Process struct {
 	// their parent's fork event; they wait for it, stopped.
 	earlyForks map[int]unix.WaitStatus
 
-	work       chan func()
-	done       chan struct{}
-	running    atomic.Bool
-	interrupt  atomic.Bool
-	signalTid  atomic.Int64
-	defaultAct target.Action
+	work      chan func()
+	done      chan struct{}
+	running   atomic.Bool
+	interrupt atomic.Bool
+	signalTid atomic.Int64
+	// interruptTid is the thread InterruptThread sent its SIGSTOP to.
+	interruptTid atomic.Int64
+	defaultAct   target.Action
 	// nonStop: Resume starts only the threads named and Wait reports one
 	// thread's stop without stopping the others (target.NonStop).
 	nonStop bool
@@ -500,6 +508,13 @@ func (p *Process) RemoveBreakpoint(addr uint64) error {
 	delete(p.bps, addr)
 	if p.exited || p.lifted {
 		return nil
+	}
+	if bp.orig != 0xcc {
+		for _, t := range p.threads {
+			if t.running {
+				t.moribund = append(t.moribund, addr)
+			}
+		}
 	}
 	if _, err := p.mem.WriteAt([]byte{bp.orig}, int64(addr)); err != nil {
 		return fmt.Errorf("removing breakpoint at %#x: %w", addr, err)
@@ -996,6 +1011,8 @@ func (p *Process) handleExec(tid int) target.Event {
 }
 
 func (p *Process) classify(t *threadState, sig unix.Signal) target.Event {
+	moribund := t.moribund
+	t.moribund = nil
 	ev := target.Event{Kind: target.EventStop, Tid: t.tid, Sig: int(sig)}
 	if sig != unix.SIGTRAP {
 		return ev
@@ -1016,7 +1033,7 @@ func (p *Process) classify(t *threadState, sig unix.Signal) target.Event {
 	switch {
 	case code == siKernel:
 		regs, err := p.Regs(t.tid)
-		if err == nil && p.BreakpointAt(regs.Rip-1) {
+		if err == nil && (p.BreakpointAt(regs.Rip-1) || slices.Contains(moribund, regs.Rip-1)) {
 			regs.Rip--
 			p.SetRegs(t.tid, regs)
 			ev.Trap, ev.Addr = target.TrapBreakpoint, regs.Rip
