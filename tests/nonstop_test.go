@@ -126,3 +126,53 @@ func TestGDBNonStop(t *testing.T) {
 	r := exactSums(t, output)
 	t.Logf("%v", r)
 }
+
+// gdb's interrupt in non-stop mode stops one running thread (vCont;t),
+// reported with signal 0 (T00): it holds while the others run on.
+func TestGDBNonStopInterrupt(t *testing.T) {
+	needTool(t, "gdb")
+	srv := startRseqdbg(t, nil, fixture("nonstop"), "4", "3000000")
+	out := gdbNonStop(t, srv.port, fixture("nonstop"), []string{
+		"break ns_stepped", "continue", "thread 2",
+		// A batch gdb handles a stop notification while it waits for a
+		// stop: thread 2's stepi, which ends at thread 3's, the first to
+		// come (gdb reads its notification before the OK to vCont).
+		"thread 3", "interrupt", "shell sleep 0.3", "thread 2", "stepi",
+		"echo @@interrupt\\n", "info threads", "print ns_counts", "shell sleep 0.3", "print ns_counts",
+		"echo @@end\\n", "kill",
+	}, time.Minute)
+	srv.wait(t, 30*time.Second)
+	// gdb's thread 3 is worker 1: stopped by gdb's interrupt, it holds
+	// while thread 0 and the others run.
+	intr := sectionOf(t, out, "interrupt")
+	line3 := regexp.MustCompile(`(?m)^. 3 +Thread .*$`).FindString(intr)
+	if line3 == "" || strings.Contains(line3, "(running)") {
+		t.Errorf("want thread 3 stopped after interrupt:\n%s", intr)
+	}
+	if c := nsCounts(t, intr); c[0][1] != c[1][1] || c[1][2] <= c[0][2] || c[1][3] <= c[0][3] {
+		t.Errorf("after interrupting thread 3: counts %v", c)
+	}
+	if !strings.Contains(out, `Thread 3 "nonstop" stopped.`) {
+		t.Errorf("gdb did not see thread 3 stop with signal 0 (T00):\n%s", tail(out))
+	}
+}
+
+// A proxied stub's target cannot run threads independently: the proxy
+// refuses QNonStop:1, as gdbserver does when it cannot, and gdb says so.
+func TestProxyRefusesNonStop(t *testing.T) {
+	needTool(t, "gdb")
+	needTool(t, "gdbserver")
+	port, done := proxy(t, fixture("nonstop"), "1", "1000")
+	script := []string{"set confirm off", "set pagination off", "set non-stop on",
+		fmt.Sprintf("target remote :%d", port), "echo @@after\\n"}
+	file := filepath.Join(t.TempDir(), "cmds.gdb")
+	if err := os.WriteFile(file, []byte(strings.Join(script, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := runTool(t, time.Minute, "gdb", "-nx", "-batch", "-x", file, fixture("nonstop"))
+	if !strings.Contains(out, "non-stop") || strings.Contains(out, "@@after") {
+		t.Errorf("gdb connected in non-stop mode through the proxy:\n%s", out)
+	}
+	t.Log(strings.TrimSpace(tail(out)))
+	done()
+}
