@@ -140,6 +140,9 @@ type LaunchArguments struct {
 	// Regions are ranges to step as one region (a seqlock reader of the
 	// user's own, JIT code), as `--declare`.
 	Regions []RegionArgument `json:"regions"`
+	// NonStop stops only the thread that stops (allThreadsStopped false);
+	// continue, the steps and pause act on the thread they name.
+	NonStop bool `json:"nonStop"`
 }
 
 // RegionArgument declares a region: start and end are addresses or
@@ -158,6 +161,7 @@ type AttachArguments struct {
 	VDSO        *bool            `json:"vdso"`
 	Regions     []RegionArgument `json:"regions"`
 	Inspect     bool             `json:"inspect"`
+	NonStop     bool             `json:"nonStop"`
 }
 
 var errNoProgram = errors.New("no program: launch or attach first")
@@ -187,6 +191,13 @@ func (s *Server) dispatch(req dap.RequestMessage, raw []byte) (dap.ResponseMessa
 		ss, err := s.session()
 		if err != nil {
 			return nil, err
+		}
+		if ss.nonStop {
+			// The thread named stops alone; its stop comes as an event.
+			if err := ss.pauseThread(r.Arguments.ThreadId); err != nil {
+				return nil, err
+			}
+			return &dap.PauseResponse{}, nil
 		}
 		ss.requestPause()
 		return &dap.PauseResponse{}, nil
@@ -299,6 +310,9 @@ func (s *Server) onLaunch(r *dap.LaunchRequest) (dap.ResponseMessage, error) {
 	if err := ss.startInspect(a.Inspect); err != nil {
 		return nil, err
 	}
+	if err := ss.startNonStop(a.NonStop); err != nil {
+		return nil, err
+	}
 	ss.entry = a.StopOnEntry
 	ss.output = out
 	s.started(r, ss, "launch")
@@ -366,6 +380,9 @@ func (s *Server) onAttach(r *dap.AttachRequest) (dap.ResponseMessage, error) {
 	}
 	s.declare(ss, a.Regions)
 	if err := ss.startInspect(a.Inspect); err != nil {
+		return nil, err
+	}
+	if err := ss.startNonStop(a.NonStop); err != nil {
 		return nil, err
 	}
 	ss.entry = a.StopOnEntry
@@ -450,7 +467,7 @@ func (s *Server) onConfigurationDone(r *dap.ConfigurationDoneRequest) (dap.Respo
 	if !ss.entry {
 		ss.resume(runContinue, "", func() (*sess.Stop, error) { return ss.rc.Continue(ss.cur) })
 		// No continue request started this run, so say it.
-		s.send(&dap.ContinuedEvent{Event: event("continued"), Body: dap.ContinuedEventBody{ThreadId: ss.proc.Pid(), AllThreadsContinued: true}})
+		s.send(&dap.ContinuedEvent{Event: event("continued"), Body: dap.ContinuedEventBody{ThreadId: ss.cur, AllThreadsContinued: !ss.nonStop}})
 		return nil, errLater
 	}
 	var mainAt uint64
@@ -870,15 +887,20 @@ func (s *Server) resumable(tid int) (*session, int, error) {
 	if ended {
 		return nil, 0, errors.New("the program has exited")
 	}
-	ok := false
+	ok, busy := false, false
 	ss.do(func() {
 		ok = !ss.eng.Exited() && ss.alive(tid)
-		if !ok && !ss.eng.Exited() && ss.alive(ss.cur) {
+		if !ok && !ss.eng.Exited() && ss.alive(ss.cur) && !ss.nonStop {
 			tid, ok = ss.cur, true
 		}
+		busy = ok && ss.eng.Running(tid)
 	})
 	if !ok {
 		return nil, 0, errors.New("the program is not running")
+	}
+	if busy {
+		// Non-stop mode: this thread runs while others are stopped.
+		return nil, 0, fmt.Errorf("thread %d is running: pause it first", tid)
 	}
 	return ss, tid, nil
 }
@@ -889,8 +911,9 @@ func (s *Server) onContinue(r *dap.ContinueRequest) (dap.ResponseMessage, error)
 		return nil, err
 	}
 	// Every thread resumes even for singleThread: the core's continue is
-	// all-stop, and the response says so.
-	s.reply(r, &dap.ContinueResponse{Body: dap.ContinueResponseBody{AllThreadsContinued: true}}, nil)
+	// all-stop, and the response says so. In non-stop mode the thread
+	// named alone resumes.
+	s.reply(r, &dap.ContinueResponse{Body: dap.ContinueResponseBody{AllThreadsContinued: !ss.nonStop}}, nil)
 	ss.resume(runContinue, "", func() (*sess.Stop, error) { return ss.rc.Continue(tid) })
 	return nil, errLater
 }

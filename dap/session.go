@@ -44,6 +44,9 @@ type session struct {
 	// entry: report a stop at the entry point (main for a launch) when the
 	// configuration is done, instead of running.
 	entry bool
+	// nonStop: threads stop and run one by one (nonstop.go); set before
+	// the first run.
+	nonStop bool
 
 	// mu guards the fields below; they are shared by the worker, the read
 	// loop (pause) and the run goroutine.
@@ -245,6 +248,10 @@ func (ss *session) finishRun() {
 // and returns the stop to report (nil when a queued job already reported
 // the end, e.g. terminate). The caller has already answered the request.
 func (ss *session) resume(kind runKind, reason string, body func() (*sess.Stop, error)) {
+	if ss.nonStop {
+		ss.resumeThread(reason, body)
+		return
+	}
 	ss.mu.Lock()
 	ss.running, ss.kind = true, kind
 	ss.mu.Unlock()
@@ -298,7 +305,7 @@ func (ss *session) resume(kind runKind, reason string, body func() (*sess.Stop, 
 func (ss *session) errorStop(err error) dap.Message {
 	ss.srv.sendOutput("stderr", fmt.Sprintf("rseqdbg: %v\n", err))
 	return &dap.StoppedEvent{Event: event("stopped"), Body: dap.StoppedEventBody{
-		Reason: "exception", Description: "error: " + err.Error(), ThreadId: ss.cur, AllThreadsStopped: true}}
+		Reason: "exception", Description: "error: " + err.Error(), ThreadId: ss.cur, AllThreadsStopped: !ss.nonStop}}
 }
 
 // invalidate forgets frames and variable handles: they describe the stop
@@ -332,7 +339,7 @@ func (ss *session) stopEvents(st *sess.Stop, reason string) ([]dap.Message, bool
 	for _, c := range st.Crossed {
 		ss.srv.sendOutput("console", "rseq: "+crossingText(c)+"\n")
 	}
-	ev := &dap.StoppedEvent{Event: event("stopped"), Body: dap.StoppedEventBody{ThreadId: ss.cur, AllThreadsStopped: true}}
+	ev := &dap.StoppedEvent{Event: event("stopped"), Body: dap.StoppedEventBody{ThreadId: ss.cur, AllThreadsStopped: !ss.nonStop}}
 	b := &ev.Body
 	switch st.Kind {
 	case stepper.StopBreakpoint:
