@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"time"
 
 	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
@@ -154,6 +155,11 @@ func (s *session) vContNonStop(pr *process, acts []wire.VContAction) [][]byte {
 			break
 		}
 	}
+	// Continues first: a thread stepped with "vCont;s:TID;c" steps while
+	// the others it continues run, as it would in all-stop.
+	sort.SliceStable(jobs, func(i, k int) bool {
+		return isContinue(jobs[i].a.Action) && !isContinue(jobs[k].a.Action)
+	})
 	s.ns.after = func() {
 		for _, j := range jobs {
 			delete(s.ns.stops, j.tid)
@@ -174,6 +180,8 @@ func (s *session) vContNonStop(pr *process, acts []wire.VContAction) [][]byte {
 	}
 	return replyOK
 }
+
+func isContinue(a byte) bool { return a == 'c' || a == 'C' }
 
 // resumeNonStop runs one thread's action: a step or range step to its
 // end (the other threads run meanwhile), or a continue that returns once

@@ -176,3 +176,19 @@ func TestProxyRefusesNonStop(t *testing.T) {
 	t.Log(strings.TrimSpace(tail(out)))
 	done()
 }
+
+// gdb's detach in non-stop mode, with threads running and one stopped
+// after steps: every thread goes on untraced and the program ends with
+// exact sums.
+func TestGDBNonStopDetach(t *testing.T) {
+	needTool(t, "gdb")
+	srv := startRseqdbg(t, nil, fixture("nonstop"), "4", "2000000")
+	out := gdbNonStop(t, srv.port, fixture("nonstop"), []string{
+		"break ns_stepped", "continue", "thread 2", "stepi", "stepi", "detach",
+	}, time.Minute)
+	srv.wait(t, 30*time.Second)
+	if !strings.Contains(out, "detached]") {
+		t.Errorf("no detach:\n%s", tail(out))
+	}
+	exactSums(t, srv.stdout.String())
+}
