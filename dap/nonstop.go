@@ -18,8 +18,12 @@ import (
 // running threads as they come. Requests about a stopped thread (stack,
 // variables) are answered while others run; memory is read while they run.
 
-// pollEvery is how often the poller looks for stops of running threads.
-const pollEvery = 2 * time.Millisecond
+// pollEvery is how often the poller looks for stops of running threads
+// after one came; the interval doubles up to pollMax while none does.
+const (
+	pollEvery = 2 * time.Millisecond
+	pollMax   = 16 * time.Millisecond
+)
 
 // startNonStop switches the session to non-stop mode and starts its poller.
 func (ss *session) startNonStop(on bool) error {
@@ -100,8 +104,10 @@ func (ss *session) pauseThread(tid int) error {
 // pollStops reports the stops of running threads until the session ends.
 func (ss *session) pollStops() {
 	defer ss.runs.Done()
+	wait := pollEvery
 	for {
-		time.Sleep(pollEvery)
+		time.Sleep(wait)
+		wait = min(2*wait, pollMax)
 		ss.mu.Lock()
 		over := ss.ended || ss.closed
 		ss.mu.Unlock()
@@ -134,6 +140,9 @@ func (ss *session) pollStops() {
 		}
 		if exited {
 			ss.waitOutput()
+		}
+		if len(events) > 0 {
+			wait = pollEvery
 		}
 		for _, m := range events {
 			ss.srv.send(m)

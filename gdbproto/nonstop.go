@@ -23,8 +23,13 @@ import (
 // happen.
 
 // pollInterval is how long the server waits for the client before it
-// looks at the target again while threads run in non-stop mode.
-const pollInterval = time.Millisecond
+// looks at the target again while threads run in non-stop mode; it
+// doubles up to pollMax while nothing happens, so an idle session does
+// not wake the tracer thread a thousand times a second.
+const (
+	pollInterval = time.Millisecond
+	pollMax      = 16 * time.Millisecond
+)
 
 // nonStopState is a session's non-stop mode.
 type nonStopState struct {
@@ -232,6 +237,7 @@ func (s *session) notify(pr *process, st *stepper.Stop) {
 // awaitNonStop waits for the client's next packet while threads run,
 // reporting their stops as they come.
 func (s *session) awaitNonStop(c *wire.Conn, pr *process) error {
+	wait := pollInterval
 	for {
 		if f := s.ns.after; f != nil {
 			s.ns.after = nil
@@ -243,10 +249,11 @@ func (s *session) awaitNonStop(c *wire.Conn, pr *process) error {
 		if pr.exited || pr.eng.Exited() {
 			return nil
 		}
-		ready, err := c.Await(pollInterval)
+		ready, err := c.Await(wait)
 		if err != nil || ready {
 			return err
 		}
+		wait = min(2*wait, pollMax)
 		for !pr.exited {
 			st, err := pr.rc.Poll()
 			if err != nil {
@@ -259,6 +266,7 @@ func (s *session) awaitNonStop(c *wire.Conn, pr *process) error {
 				break
 			}
 			s.notify(pr, st.Stop)
+			wait = pollInterval
 		}
 	}
 }

@@ -88,7 +88,15 @@ func TestDAPNonStop(t *testing.T) {
 			t.Fatalf("step %d: %+v", i, st.Body)
 		}
 	}
-	othersAdvanced(t, "after 80 instruction steps", dapCounts(t, c, tid))
+	// Line steps (range steps run natively between exits) over the
+	// worker's loop, which calls the section each time round.
+	for i := 0; i < 8; i++ {
+		c.call("next", map[string]any{"threadId": tid})
+		if st := nsStopped(t, c, tid); st.Body.Reason != "step" {
+			t.Fatalf("next %d: %+v", i, st.Body)
+		}
+	}
+	othersAdvanced(t, "after 80 instruction steps and 8 lines", dapCounts(t, c, tid))
 	var stats struct {
 		Body map[string]int `json:"body"`
 	}
