@@ -132,6 +132,15 @@ func TestRSPNonStopPackets(t *testing.T) {
 	if stops := p.drain(first); len(stops) != 1 || !strings.HasPrefix(stops[0], "T05") {
 		t.Fatalf("? at the start: %q", stops)
 	}
+	// gdb displaced-steps its breakpoints in non-stop mode, which would
+	// run an instruction of the section out of place: refused inside.
+	secs := sections(t, "nonstop")
+	if len(secs) == 0 {
+		t.Fatal("no section in the nonstop fixture")
+	}
+	if r := p.call(fmt.Sprintf("Z0,%x,1", 0x555555554000+secs[0].start)); r != "E01" {
+		t.Fatalf("Z0 inside the section in non-stop mode: %q, want E01", r)
+	}
 	// A breakpoint every worker hits, at a run-time address (no ASLR).
 	bp := 0x555555554000 + symbolValue(t, "nonstop", "inc_ns")
 	if r := p.call(fmt.Sprintf("Z0,%x,1", bp)); r != "OK" {
