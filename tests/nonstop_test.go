@@ -85,6 +85,10 @@ func TestGDBNonStop(t *testing.T) {
 		`  printf "PC %lx\n", $pc`,
 		"  set $i = $i + 1",
 		"end",
+		// Line steps: range steps (vCont;r), and gdb's step-resume
+		// breakpoints over calls, which the other threads hit and gdb
+		// steps them over.
+		"next", "next", "next", "next", "next", "next",
 		"echo @@after\\n", "print ns_counts", "shell sleep 0.3", "print ns_counts",
 		"echo @@stats\\n", "monitor rseq stats",
 		"echo @@end\\n", "delete", "continue",
@@ -106,7 +110,7 @@ func TestGDBNonStop(t *testing.T) {
 		t.Errorf("a stop gdb did not ask for was reported:\n%s", out)
 	}
 	othersAdvanced(t, "at the breakpoint", nsCounts(t, sectionOf(t, out, "before")))
-	othersAdvanced(t, "after 200 stepi", nsCounts(t, sectionOf(t, out, "after")))
+	othersAdvanced(t, "after 200 stepi and 6 next", nsCounts(t, sectionOf(t, out, "after")))
 
 	commits, inside := commitHits(t, "nonstop", "inc_ns", out)
 	if commits < 2 || inside != 0 {
