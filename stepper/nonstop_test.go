@@ -40,6 +40,9 @@ func TestNonStopStepsWhileOthersRun(t *testing.T) {
 			if err := e.SetNonStop(true); err != nil {
 				return err
 			}
+			if err := e.SetInspect(true); !errors.Is(err, ErrNonStopInspect) {
+				return fmt.Errorf("inspect mode in non-stop mode: %v", err)
+			}
 			if st, err := e.Continue(p.Pid(), nil); err != nil || st != nil {
 				return fmt.Errorf("continue: %v %v", st, err)
 			}
