@@ -465,7 +465,7 @@ func (s *Server) onConfigurationDone(r *dap.ConfigurationDoneRequest) (dap.Respo
 		return nil, errLater
 	}
 	if !ss.entry {
-		ss.resume(runContinue, "", func() (*sess.Stop, error) { return ss.rc.Continue(ss.cur) })
+		ss.resume(runContinue, ss.cur, "", func() (*sess.Stop, error) { return ss.rc.Continue(ss.cur) })
 		// No continue request started this run, so say it.
 		s.send(&dap.ContinuedEvent{Event: event("continued"), Body: dap.ContinuedEventBody{ThreadId: ss.cur, AllThreadsContinued: !ss.nonStop}})
 		return nil, errLater
@@ -487,7 +487,7 @@ func (s *Server) onConfigurationDone(r *dap.ConfigurationDoneRequest) (dap.Respo
 		}
 		return nil, errLater
 	}
-	ss.resume(runStep, "entry", func() (*sess.Stop, error) { return ss.rc.Until(ss.cur, mainAt, stepper.OthersRun) })
+	ss.resume(runStep, ss.cur, "entry", func() (*sess.Stop, error) { return ss.rc.Until(ss.cur, mainAt, stepper.OthersRun) })
 	return nil, errLater
 }
 
@@ -914,7 +914,7 @@ func (s *Server) onContinue(r *dap.ContinueRequest) (dap.ResponseMessage, error)
 	// all-stop, and the response says so. In non-stop mode the thread
 	// named alone resumes.
 	s.reply(r, &dap.ContinueResponse{Body: dap.ContinueResponseBody{AllThreadsContinued: !ss.nonStop}}, nil)
-	ss.resume(runContinue, "", func() (*sess.Stop, error) { return ss.rc.Continue(tid) })
+	ss.resume(runContinue, tid, "", func() (*sess.Stop, error) { return ss.rc.Continue(tid) })
 	return nil, errLater
 }
 
@@ -943,7 +943,7 @@ func (s *Server) onStep(r dap.RequestMessage, kind sess.StepKind, tid int, singl
 		resp = &dap.StepOutResponse{}
 	}
 	s.reply(r, resp, nil)
-	ss.resume(runStep, "", func() (*sess.Stop, error) { return ss.rc.Step(tid, kind, instr, others) })
+	ss.resume(runStep, tid, "", func() (*sess.Stop, error) { return ss.rc.Step(tid, kind, instr, others) })
 	return nil, errLater
 }
 
@@ -1109,7 +1109,7 @@ func (s *Server) onRseqAbort(r *RseqAbortRequest) (dap.ResponseMessage, error) {
 	}
 	s.reply(r, &RseqAbortResponse{}, nil)
 	// Reported as a stop, so the views read the new registers.
-	ss.resume(runStep, "step", func() (*sess.Stop, error) { return st, nil })
+	ss.resume(runStep, tid, "step", func() (*sess.Stop, error) { return st, nil })
 	return nil, errLater
 }
 

@@ -46,7 +46,7 @@ func (ss *session) startNonStop(on bool) error {
 // resumeThread is resume in non-stop mode: body runs on the ptrace thread
 // (a step to its end, a continue until its thread runs) on a goroutine of
 // its own, and a stop it returns is reported for its thread alone.
-func (ss *session) resumeThread(reason string, body func() (*sess.Stop, error)) {
+func (ss *session) resumeThread(tid int, reason string, body func() (*sess.Stop, error)) {
 	ss.runs.Add(1)
 	go func() {
 		defer ss.runs.Done()
@@ -54,7 +54,13 @@ func (ss *session) resumeThread(reason string, body func() (*sess.Stop, error)) 
 		var exited bool
 		err := ss.do(func() {
 			ss.invalidate()
+			ss.mu.Lock()
+			ss.driving = tid
+			ss.mu.Unlock()
 			st, err := body()
+			ss.mu.Lock()
+			ss.driving = 0
+			ss.mu.Unlock()
 			if err != nil {
 				if ss.eng.Exited() {
 					events = ss.endEvents(128 + 9)
@@ -83,8 +89,18 @@ func (ss *session) resumeThread(reason string, body func() (*sess.Stop, error)) 
 	}()
 }
 
-// pauseThread stops one running thread; the poller reports its stop.
+// pauseThread stops one running thread; the poller reports its stop. A
+// thread a step drives (a step over a call that waits for a stopped
+// thread can last for ever) is interrupted from here, without the ptrace
+// thread the step holds: the step ends with the pause.
 func (ss *session) pauseThread(tid int) error {
+	ss.mu.Lock()
+	driven := ss.driving == tid && tid != 0
+	ss.mu.Unlock()
+	if driven {
+		ss.proc.InterruptThread(tid)
+		return nil
+	}
 	var err error
 	if derr := ss.do(func() {
 		if ss.eng.Exited() {

@@ -56,6 +56,9 @@ type session struct {
 	pause   bool
 	jobs    []func()
 	threads []int // thread list as of the last stop, for `threads` while running
+	// driving is the thread a non-stop step runs (0: none): a pause of
+	// it interrupts the step, which holds the ptrace thread.
+	driving int
 	ended   bool  // exited and terminated were sent
 	closed  bool
 
@@ -247,9 +250,9 @@ func (ss *session) finishRun() {
 // resume starts a run on its own goroutine: body runs on the ptrace thread
 // and returns the stop to report (nil when a queued job already reported
 // the end, e.g. terminate). The caller has already answered the request.
-func (ss *session) resume(kind runKind, reason string, body func() (*sess.Stop, error)) {
+func (ss *session) resume(kind runKind, tid int, reason string, body func() (*sess.Stop, error)) {
 	if ss.nonStop {
-		ss.resumeThread(reason, body)
+		ss.resumeThread(tid, reason, body)
 		return
 	}
 	ss.mu.Lock()

@@ -132,3 +132,45 @@ func TestDAPNonStop(t *testing.T) {
 	t.Logf("%v", exactSums(t, c.out.String()))
 	c.call("disconnect", map[string]any{"terminateDebuggee": true})
 }
+
+// A step in non-stop mode that waits for a stopped thread (the main
+// thread stepping out of pthread_join while the worker it joins is held at
+// a breakpoint) holds until paused: pause interrupts it, and the step ends
+// with the pause.
+func TestDAPNonStopPauseStep(t *testing.T) {
+	c := startDAP(t)
+	c.call("initialize", map[string]any{"adapterID": "rseqdbg", "linesStartAt1": true, "columnsStartAt1": true})
+	c.call("launch", map[string]any{"program": fixture("nonstop"), "args": []string{"4", "1000000"}, "nonStop": true})
+	c.event("initialized")
+	c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []map[string]any{{"name": "ns_stepped"}}})
+	c.call("configurationDone", nil)
+	w0 := nsStopped(t, c, 0).Body.ThreadId
+	var th dap.ThreadsResponse
+	json.Unmarshal(c.call("threads", nil), &th)
+	main := 0
+	for _, x := range th.Body.Threads {
+		if main == 0 || x.Id < main {
+			main = x.Id
+		}
+	}
+	c.call("pause", map[string]any{"threadId": main})
+	if st := nsStopped(t, c, main); st.Body.Reason != "pause" {
+		t.Fatalf("pause of the main thread: %+v", st.Body)
+	}
+	c.call("stepOut", map[string]any{"threadId": main})
+	time.Sleep(300 * time.Millisecond) // it waits in pthread_join for worker 0
+	c.call("pause", map[string]any{"threadId": main})
+	if st := nsStopped(t, c, main); st.Body.Reason != "pause" {
+		t.Fatalf("the step ended with %+v, want the pause", st.Body)
+	}
+	c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []map[string]any{}})
+	c.call("continue", map[string]any{"threadId": w0})
+	c.call("continue", map[string]any{"threadId": main})
+	var ex dap.ExitedEvent
+	json.Unmarshal(c.event("exited"), &ex)
+	if ex.Body.ExitCode != 0 {
+		t.Errorf("exit code %d", ex.Body.ExitCode)
+	}
+	exactSums(t, c.out.String())
+	c.call("disconnect", map[string]any{"terminateDebuggee": true})
+}
