@@ -59,7 +59,7 @@ type session struct {
 	// driving is the thread a non-stop step runs (0: none): a pause of
 	// it interrupts the step, which holds the ptrace thread.
 	driving int
-	ended   bool  // exited and terminated were sent
+	ended   bool // exited and terminated were sent
 	closed  bool
 
 	// Everything below is touched only on the ptrace thread (inside do).

@@ -2,7 +2,6 @@ package tests
 
 import (
 	"encoding/json"
-	"sort"
 	"strconv"
 	"testing"
 	"time"
@@ -72,11 +71,12 @@ func TestDAPNonStop(t *testing.T) {
 	tid := st.Body.ThreadId
 	var th dap.ThreadsResponse
 	json.Unmarshal(c.call("threads", nil), &th)
+	// The main thread first, then the workers as they were created (not
+	// by id: thread ids wrap at pid_max).
 	var ids []int
 	for _, x := range th.Body.Threads {
 		ids = append(ids, x.Id)
 	}
-	sort.Ints(ids)
 	if len(ids) != 5 || ids[1] != tid {
 		t.Fatalf("threads %v, stopped %d: want main and 4 workers, worker 0 stopped", ids, tid)
 	}
@@ -147,11 +147,10 @@ func TestDAPNonStopPauseStep(t *testing.T) {
 	w0 := nsStopped(t, c, 0).Body.ThreadId
 	var th dap.ThreadsResponse
 	json.Unmarshal(c.call("threads", nil), &th)
-	main := 0
-	for _, x := range th.Body.Threads {
-		if main == 0 || x.Id < main {
-			main = x.Id
-		}
+	// The main thread comes first (ids wrap at pid_max: not the lowest).
+	main := th.Body.Threads[0].Id
+	if main == w0 {
+		t.Fatalf("threads %+v: the main thread is not first", th.Body.Threads)
 	}
 	c.call("pause", map[string]any{"threadId": main})
 	if st := nsStopped(t, c, main); st.Body.Reason != "pause" {
