@@ -210,6 +210,9 @@ type Engine struct {
 	owner    int
 	deferred []*Stop
 	pauses   int
+	// stopWanted are the threads StopThread asked to stop whose stop has
+	// not come yet.
+	stopWanted map[int]bool
 }
 
 // New builds the engine: it reads auxv, loads the executable's and the
@@ -226,7 +229,7 @@ func New(t target.Target, opts Options) (*Engine, error) {
 		byAddr: map[uint64][]*Breakpoint{}, insns: map[uint64]x86.Insn{},
 		rseq: map[int]target.RseqArea{}, policy: DefaultSignalPolicy(),
 		reported: map[int]uint64{}, inspecting: map[int]*inspection{}, signalSeen: map[int]time.Time{},
-		pinned: map[int]unix.CPUSet{},
+		pinned: map[int]unix.CPUSet{}, stopWanted: map[int]bool{},
 	}
 	e.threadCtl, _ = t.(target.ThreadControl)
 	if e.opts.SoloBudget == 0 && e.threadCtl != nil {

@@ -101,6 +101,11 @@ func (e *Engine) wait() (target.Event, error) {
 // does a signal the policy does not stop for. Anything else is that
 // thread's own stop, returned for reporting; the thread stays stopped.
 func (e *Engine) otherStop(ev target.Event) (*Stop, error) {
+	// A stop asked for (StopThread) is satisfied by whatever stops the
+	// thread first (the target then swallows its SIGSTOP): that stop is
+	// reported, not passed over.
+	wanted := e.stopWanted[ev.Tid]
+	delete(e.stopWanted, ev.Tid)
 	switch {
 	case ev.Trap == target.TrapBreakpoint && len(e.byAddr[ev.Addr]) == 0:
 		if e.internalBreakpoint(ev.Addr) {
@@ -113,8 +118,12 @@ func (e *Engine) otherStop(ev target.Event) (*Stop, error) {
 		if e.exited {
 			return nil, nil
 		}
+		if wanted {
+			// Off the breakpoint that is not its own, stopped as asked.
+			return e.otherFinish(&Stop{Kind: StopInterrupt, Tid: ev.Tid, Sig: ev.Sig}), nil
+		}
 		return nil, e.continueOther(ev.Tid, 0)
-	case e.silent(ev):
+	case e.silent(ev) && !wanted:
 		e.signalSeen[ev.Tid] = time.Now()
 		sig := ev.Sig
 		if e.policy.NoPass[sig] {
@@ -126,11 +135,17 @@ func (e *Engine) otherStop(ev target.Event) (*Stop, error) {
 	if st.Kind == StopBreakpoint {
 		e.reported[ev.Tid] = ev.Addr
 	}
+	return e.otherFinish(st), nil
+}
+
+// otherFinish fills the PC and the inside-section note of another
+// thread's stop (finish would take the driven thread's note).
+func (e *Engine) otherFinish(st *Stop) *Stop {
 	if r, _, err := e.quickRegs(st.Tid); err == nil {
 		st.PC = r.Rip
 		st.Inside = e.insideCS(r.Rip)
 	}
-	return st, nil
+	return st
 }
 
 // continueOther lets a thread nothing drives run on. One that is gone
@@ -226,7 +241,14 @@ func (e *Engine) StopThread(tid int) error {
 	if !e.nonStop {
 		return errors.New("stopping one thread alone needs non-stop mode")
 	}
-	return e.ns.StopThread(tid)
+	if !e.ns.Running(tid) {
+		return nil
+	}
+	if err := e.ns.StopThread(tid); err != nil {
+		return err
+	}
+	e.stopWanted[tid] = true
+	return nil
 }
 
 // Poll (non-stop mode) returns the next stop of a thread nothing drives, or

@@ -199,6 +199,7 @@ func (e *Engine) terminal(ev target.Event) *Stop {
 		return &Stop{Kind: StopKilled, Tid: ev.Tid, Sig: ev.Sig}
 	case target.EventThreadExited:
 		delete(e.rseq, ev.Tid)
+		delete(e.stopWanted, ev.Tid)
 		return &Stop{Kind: StopThreadExited, Tid: ev.Tid}
 	case target.EventExec:
 		e.objs = map[string]*regions.Object{}

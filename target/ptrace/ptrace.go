@@ -853,11 +853,14 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 	ev := p.classify(t, sig)
 	// Any stop satisfies a stop request; its SIGSTOP, still to come, is
 	// swallowed (sigstopPending stays set).
+	requested := t.stopRequested
 	t.stopRequested = false
 	if stopping {
 		if ev.Trap == target.TrapBreakpoint {
 			// Cancel it, as gdbserver does: the PC is already rewound, so
-			// the thread executes the int3 again if it is still there.
+			// the thread executes the int3 again if it is still there. A
+			// cancelled stop satisfies no request.
+			t.stopRequested = requested
 			return target.Event{}, false
 		}
 		t.pending = &ev
