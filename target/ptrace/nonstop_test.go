@@ -15,10 +15,12 @@ const nonStopSrc = `
 volatile long counts[3];
 volatile int done, hit;
 void marker(void) {}
+void tick(void) {}
 void *work(void *a) {
 	long i = (long)a;
 	while (!done) {
 		counts[i]++;
+		tick();
 		if (i == 0 && !hit && counts[1] && counts[2]) { hit = 1; marker(); }
 	}
 	return 0;
@@ -109,7 +111,6 @@ func TestNonStopCapability(t *testing.T) {
 			fail = fmt.Errorf("the other workers do not run while thread %d is stopped", hit)
 			return
 		}
-		// A breakpoint inserted while they run traps them.
 		// A pause holds every thread; resuming lets them go on.
 		if err := ns.PauseAll(); err != nil {
 			fail = err
@@ -162,6 +163,22 @@ func TestNonStopCapability(t *testing.T) {
 		// Poll finds nothing more to report while the last one runs.
 		if _, ok, err := ns.Poll(); ok || err != nil {
 			fail = fmt.Errorf("poll reports something: %v %v", ok, err)
+			return
+		}
+		// A breakpoint inserted while a worker runs (through
+		// /proc/PID/mem) traps it.
+		tick := symbol(t, prog, "tick")
+		if err := p.InsertBreakpoint(tick); err != nil {
+			fail = err
+			return
+		}
+		ev, err = p.Wait()
+		if err != nil || ev.Trap != target.TrapBreakpoint || ev.Addr != tick || ev.Tid != others[1] {
+			fail = fmt.Errorf("want thread %d at the breakpoint inserted while it ran, got %v %v", others[1], ev, err)
+			return
+		}
+		if err := p.RemoveBreakpoint(tick); err != nil {
+			fail = err
 			return
 		}
 		// Let them all finish.
