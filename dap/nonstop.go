@@ -53,7 +53,8 @@ func (ss *session) resumeThread(tid int, reason string, body func() (*sess.Stop,
 		var events []dap.Message
 		var exited bool
 		err := ss.do(func() {
-			ss.invalidate()
+			// The other threads' frames stay valid: they did not move.
+			ss.invalidateThread(tid)
 			ss.mu.Lock()
 			ss.driving = tid
 			ss.mu.Unlock()
@@ -170,6 +171,17 @@ func (ss *session) pollStops() {
 }
 
 // invalidateThread forgets what a thread's frames were: it ran since.
+// Frame ids stay unique over the session; they are all dropped now and
+// then, as at every stop in all-stop mode.
 func (ss *session) invalidateThread(tid int) {
+	if len(ss.frameIDs) > 4096 {
+		ss.invalidate()
+		return
+	}
 	delete(ss.frames, tid)
+	for i, f := range ss.frameIDs {
+		if f != nil && f.Tid == tid {
+			ss.frameIDs[i] = nil
+		}
+	}
 }
