@@ -117,6 +117,11 @@ type RseqStats struct {
 	// PacedSignals counts signals whose delivery was slowed because they
 	// came faster than the thread could make progress (stepper/pace.go).
 	PacedSignals int `json:"pacedSignals"`
+	// PassedNotOwned and Pauses are non-stop mode's: stops at another
+	// thread's temporary breakpoint passed unreported, and the holds of
+	// every running thread while an int3 was lifted.
+	PassedNotOwned int `json:"passedNotOwned"`
+	Pauses         int `json:"pauses"`
 }
 
 // LaunchArguments are the launch request's arguments (the launch
@@ -141,6 +146,9 @@ type LaunchArguments struct {
 	// FollowForks debugs a forked child as a further process of the
 	// session (dap/fork.go); otherwise children are let go, clean.
 	FollowForks bool `json:"followForks"`
+	// NonStop stops only the thread that stops (allThreadsStopped false);
+	// continue, the steps and pause act on the thread they name.
+	NonStop bool `json:"nonStop"`
 }
 
 // RegionArgument declares a region: start and end are addresses or
@@ -159,6 +167,7 @@ type AttachArguments struct {
 	VDSO        *bool            `json:"vdso"`
 	Regions     []RegionArgument `json:"regions"`
 	Inspect     bool             `json:"inspect"`
+	NonStop     bool             `json:"nonStop"`
 }
 
 var errNoProgram = errors.New("no program: launch or attach first")
@@ -188,6 +197,13 @@ func (s *Server) dispatch(req dap.RequestMessage, raw []byte) (dap.ResponseMessa
 		ss, err := s.session()
 		if err != nil {
 			return nil, err
+		}
+		if ss.nonStop {
+			// The thread named stops alone; its stop comes as an event.
+			if err := ss.pauseThread(r.Arguments.ThreadId); err != nil {
+				return nil, err
+			}
+			return &dap.PauseResponse{}, nil
 		}
 		ss.requestPause()
 		return &dap.PauseResponse{}, nil
@@ -300,11 +316,17 @@ func (s *Server) onLaunch(r *dap.LaunchRequest) (dap.ResponseMessage, error) {
 	if err := ss.startInspect(a.Inspect); err != nil {
 		return nil, err
 	}
+	if a.FollowForks && a.NonStop {
+		return nil, errors.New("launch: followForks and nonStop cannot be combined")
+	}
 	if a.FollowForks {
 		var ferr error
 		if err := ss.do(func() { ferr = ss.followForks() }); err != nil || ferr != nil {
 			return nil, fmt.Errorf("launch: followForks: %w", errors.Join(err, ferr))
 		}
+	}
+	if err := ss.startNonStop(a.NonStop); err != nil {
+		return nil, err
 	}
 	ss.entry = a.StopOnEntry
 	ss.output = out
@@ -373,6 +395,9 @@ func (s *Server) onAttach(r *dap.AttachRequest) (dap.ResponseMessage, error) {
 	}
 	s.declare(ss, a.Regions)
 	if err := ss.startInspect(a.Inspect); err != nil {
+		return nil, err
+	}
+	if err := ss.startNonStop(a.NonStop); err != nil {
 		return nil, err
 	}
 	ss.entry = a.StopOnEntry
@@ -457,9 +482,9 @@ func (s *Server) onConfigurationDone(r *dap.ConfigurationDoneRequest) (dap.Respo
 	if !ss.entry {
 		// Read before the run: a fork it follows changes the process.
 		pid := ss.proc.Pid()
-		ss.resume(runContinue, "", func() (*sess.Stop, error) { return ss.rc.Continue(ss.cur) })
+		ss.resume(runContinue, ss.cur, "", func() (*sess.Stop, error) { return ss.rc.Continue(ss.cur) })
 		// No continue request started this run, so say it.
-		s.send(&dap.ContinuedEvent{Event: event("continued"), Body: dap.ContinuedEventBody{ThreadId: pid, AllThreadsContinued: true}})
+		s.send(&dap.ContinuedEvent{Event: event("continued"), Body: dap.ContinuedEventBody{ThreadId: pid, AllThreadsContinued: !ss.nonStop}})
 		return nil, errLater
 	}
 	var mainAt uint64
@@ -479,7 +504,7 @@ func (s *Server) onConfigurationDone(r *dap.ConfigurationDoneRequest) (dap.Respo
 		}
 		return nil, errLater
 	}
-	ss.resume(runStep, "entry", func() (*sess.Stop, error) { return ss.rc.Until(ss.cur, mainAt, stepper.OthersRun) })
+	ss.resume(runStep, ss.cur, "entry", func() (*sess.Stop, error) { return ss.rc.Until(ss.cur, mainAt, stepper.OthersRun) })
 	return nil, errLater
 }
 
@@ -891,15 +916,20 @@ func (s *Server) resumable(tid int) (*session, int, error) {
 	if ended {
 		return nil, 0, errors.New("the program has exited")
 	}
-	ok := false
+	ok, busy := false, false
 	ss.do(func() {
 		ok = !ss.eng.Exited() && ss.alive(tid)
-		if !ok && !ss.eng.Exited() && ss.alive(ss.cur) {
+		if !ok && !ss.eng.Exited() && ss.alive(ss.cur) && !ss.nonStop {
 			tid, ok = ss.cur, true
 		}
+		busy = ok && ss.eng.Running(tid)
 	})
 	if !ok {
 		return nil, 0, errors.New("the program is not running")
+	}
+	if busy {
+		// Non-stop mode: this thread runs while others are stopped.
+		return nil, 0, fmt.Errorf("thread %d is running: pause it first", tid)
 	}
 	return ss, tid, nil
 }
@@ -910,9 +940,10 @@ func (s *Server) onContinue(r *dap.ContinueRequest) (dap.ResponseMessage, error)
 		return nil, err
 	}
 	// Every thread resumes even for singleThread: the core's continue is
-	// all-stop, and the response says so.
-	s.reply(r, &dap.ContinueResponse{Body: dap.ContinueResponseBody{AllThreadsContinued: true}}, nil)
-	ss.resume(runContinue, "", func() (*sess.Stop, error) { return ss.rc.Continue(tid) })
+	// all-stop, and the response says so. In non-stop mode the thread
+	// named alone resumes.
+	s.reply(r, &dap.ContinueResponse{Body: dap.ContinueResponseBody{AllThreadsContinued: !ss.nonStop}}, nil)
+	ss.resume(runContinue, tid, "", func() (*sess.Stop, error) { return ss.rc.Continue(tid) })
 	return nil, errLater
 }
 
@@ -941,7 +972,7 @@ func (s *Server) onStep(r dap.RequestMessage, kind sess.StepKind, tid int, singl
 		resp = &dap.StepOutResponse{}
 	}
 	s.reply(r, resp, nil)
-	ss.resume(runStep, "", func() (*sess.Stop, error) { return ss.rc.Step(tid, kind, instr, others) })
+	ss.resume(runStep, tid, "", func() (*sess.Stop, error) { return ss.rc.Step(tid, kind, instr, others) })
 	return nil, errLater
 }
 
@@ -1054,7 +1085,7 @@ func (s *Server) onRseqStats(r *RseqStatsRequest) (dap.ResponseMessage, error) {
 		Aborts: st.Aborts, OtherExits: st.ExitPoints, Interrupted: st.Interrupted, SignalsInRuns: st.SignalsInRuns,
 		Discovered: st.Discovered, StepsInside: st.StepsInside,
 		CaughtInside: st.CaughtInside, InspectedSteps: st.InspectedSteps, ForcedAborts: st.ForcedAborts,
-		PacedSignals: st.PacedSignals}}, nil
+		PacedSignals: st.PacedSignals, PassedNotOwned: st.PassedNotOwned, Pauses: st.Pauses}}, nil
 }
 
 // startInspect applies the launch configuration's "inspect"; a target that
@@ -1107,7 +1138,7 @@ func (s *Server) onRseqAbort(r *RseqAbortRequest) (dap.ResponseMessage, error) {
 	}
 	s.reply(r, &RseqAbortResponse{}, nil)
 	// Reported as a stop, so the views read the new registers.
-	ss.resume(runStep, "step", func() (*sess.Stop, error) { return st, nil })
+	ss.resume(runStep, tid, "step", func() (*sess.Stop, error) { return st, nil })
 	return nil, errLater
 }
 

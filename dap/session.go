@@ -44,6 +44,9 @@ type session struct {
 	// entry: report a stop at the entry point (main for a launch) when the
 	// configuration is done, instead of running.
 	entry bool
+	// nonStop: threads stop and run one by one (nonstop.go); set before
+	// the first run.
+	nonStop bool
 
 	// mu guards the fields below; they are shared by the worker, the read
 	// loop (pause) and the run goroutine.
@@ -53,7 +56,10 @@ type session struct {
 	pause   bool
 	jobs    []func()
 	threads []int // thread list as of the last stop, for `threads` while running
-	ended   bool  // exited and terminated were sent
+	// driving is the thread a non-stop step runs (0: none): a pause of
+	// it interrupts the step, which holds the ptrace thread.
+	driving int
+	ended   bool // exited and terminated were sent
 	closed  bool
 
 	// Everything below is touched only on the ptrace thread (inside do).
@@ -254,7 +260,11 @@ func (ss *session) finishRun() {
 // resume starts a run on its own goroutine: body runs on the ptrace thread
 // and returns the stop to report (nil when a queued job already reported
 // the end, e.g. terminate). The caller has already answered the request.
-func (ss *session) resume(kind runKind, reason string, body func() (*sess.Stop, error)) {
+func (ss *session) resume(kind runKind, tid int, reason string, body func() (*sess.Stop, error)) {
+	if ss.nonStop {
+		ss.resumeThread(tid, reason, body)
+		return
+	}
 	ss.mu.Lock()
 	ss.running, ss.kind = true, kind
 	ss.mu.Unlock()
@@ -308,7 +318,7 @@ func (ss *session) resume(kind runKind, reason string, body func() (*sess.Stop, 
 func (ss *session) errorStop(err error) dap.Message {
 	ss.srv.sendOutput("stderr", fmt.Sprintf("rseqdbg: %v\n", err))
 	return &dap.StoppedEvent{Event: event("stopped"), Body: dap.StoppedEventBody{
-		Reason: "exception", Description: "error: " + err.Error(), ThreadId: ss.cur, AllThreadsStopped: true}}
+		Reason: "exception", Description: "error: " + err.Error(), ThreadId: ss.cur, AllThreadsStopped: !ss.nonStop}}
 }
 
 // invalidate forgets frames and variable handles: they describe the stop
@@ -342,7 +352,7 @@ func (ss *session) stopEvents(st *sess.Stop, reason string) ([]dap.Message, bool
 	for _, c := range st.Crossed {
 		ss.srv.sendOutput("console", "rseq: "+crossingText(c)+"\n")
 	}
-	ev := &dap.StoppedEvent{Event: event("stopped"), Body: dap.StoppedEventBody{ThreadId: ss.cur, AllThreadsStopped: true}}
+	ev := &dap.StoppedEvent{Event: event("stopped"), Body: dap.StoppedEventBody{ThreadId: ss.cur, AllThreadsStopped: !ss.nonStop}}
 	b := &ev.Body
 	switch st.Kind {
 	case stepper.StopBreakpoint:

@@ -71,7 +71,7 @@ func (ss *session) frameByID(id int) (*frame, error) {
 	if id == 0 {
 		return ss.topFrame(ss.cur)
 	}
-	if id < 1 || id > len(ss.frameIDs) {
+	if id < 1 || id > len(ss.frameIDs) || ss.frameIDs[id-1] == nil {
 		return nil, fmt.Errorf("unknown frame %d (frames are valid until the program resumes)", id)
 	}
 	return ss.frameIDs[id-1], nil

@@ -2,6 +2,7 @@ package gdbproto
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/rseqdbg/rseqdbg/agentexpr"
@@ -111,6 +112,15 @@ func (s *session) breakpoint(pkt string) [][]byte {
 	}
 	conds, err := agentConditions(extra)
 	if err != nil {
+		return replyErr
+	}
+	if r := regionAt(pr.eng, addr); insert && s.ns.on && r != nil && (fields[0][0] == '0' || fields[0][0] == '1') {
+		// In non-stop mode gdb steps a thread over its breakpoint by
+		// displaced stepping: the instruction, copied next to the entry
+		// point, would run out of place, outside the section, and the
+		// kernel would then drop the section's protection (contract
+		// point 6). Refused rather than silently unprotected.
+		slog.Warn("breakpoint inside a critical section refused in non-stop mode", "addr", fmt.Sprintf("%#x", addr), "section", r.Name)
 		return replyErr
 	}
 	switch fields[0][0] {

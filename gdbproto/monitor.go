@@ -213,7 +213,8 @@ func (s *session) monitorStats() string {
 		st.SignalsInRuns, st.Discovered, st.StepsInside, st.InspectedSteps, st.ForcedAborts) +
 		fmt.Sprintf("breakpoint conditions decided here %d\n", pr.rc.AgentEvaluations) +
 		fmt.Sprintf("threads caught inside a section %d\n", st.CaughtInside) +
-		fmt.Sprintf("signals paced %d\n", st.PacedSignals)
+		fmt.Sprintf("signals paced %d\n", st.PacedSignals) +
+		fmt.Sprintf("breakpoints of another thread passed %d\npauses of running threads %d\n", st.PassedNotOwned, st.Pauses)
 }
 
 func onOff(b bool) string {

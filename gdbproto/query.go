@@ -126,7 +126,7 @@ func (s *session) supported(pkt string) [][]byte {
 		"QEnvironmentReset+", "QEnvironmentUnset+", "QSetWorkingDir+",
 		"qXfer:features:read+", "qXfer:auxv:read+", "qXfer:libraries-svr4:read+",
 		"qXfer:exec-file:read+", "qXfer:threads:read+", "vContSupported+",
-		"ConditionalBreakpoints+",
+		"ConditionalBreakpoints+", "QNonStop+",
 	}
 	if s.srv.withoutTargetXML {
 		list = slices.DeleteFunc(list, func(f string) bool { return f == "qXfer:features:read+" })
@@ -182,12 +182,7 @@ func (s *session) set(pkt string) [][]byte {
 		s.lldb, s.listThreads = true, true
 		return replyOK
 	case "QNonStop":
-		// Only all-stop: non-stop would have gdb displaced-step
-		// instructions, which must never happen inside a section.
-		if arg == "0" {
-			return replyOK
-		}
-		return replyErr
+		return s.setNonStop(arg)
 	case "QDisableRandomization", "QSetDisableASLR":
 		s.keepASLR = arg == "0"
 		return replyOK
@@ -261,6 +256,8 @@ func (s *session) vPacket(pkt string) [][]byte {
 		return one(vContActions)
 	case strings.HasPrefix(pkt, "vCont;"):
 		return s.vCont(pkt)
+	case pkt == "vStopped":
+		return s.vStopped()
 	case strings.HasPrefix(pkt, "vFile:"):
 		return s.vFile(pkt[len("vFile:"):])
 	}

@@ -50,6 +50,9 @@ func (s *session) vCont(pkt string) [][]byte {
 	if pr == nil {
 		return replyErr
 	}
+	if s.ns.on {
+		return s.vContNonStop(pr, acts)
+	}
 	threads := pr.p.Threads()
 	per := map[int]threadAction{}
 	for _, tid := range threads {

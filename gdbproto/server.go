@@ -603,6 +603,9 @@ type session struct {
 	// upstreamZ every Z1-Z4 it holds ("TYPE,ADDR,KIND").
 	hwBreaks  map[uint64]int
 	upstreamZ map[string]int
+
+	// ns is non-stop mode (nonstop.go).
+	ns nonStopState
 }
 
 func newSession(srv *Server, w *wire.Conn) *session {
@@ -692,6 +695,16 @@ func (s *session) serveOnThread(c *wire.Conn, pr *process, pkt []byte) (next []b
 				return
 			}
 			for pkt = nil; pkt == nil; {
+				if s.ns.on {
+					// Threads may run: their stops go out while the
+					// client is quiet.
+					if err = s.awaitNonStop(c, pr); err != nil {
+						return
+					}
+					if s.lost.Load() {
+						return
+					}
+				}
 				if pkt, err = s.read(c); err != nil {
 					return
 				}
@@ -736,6 +749,13 @@ func (s *session) end() {
 	if srv.keepsProcess() {
 		for _, pr := range srv.processes() {
 			pr.p.Do(func() {
+				if !pr.eng.Exited() && pr.eng.NonStop() {
+					// The next client starts in all-stop mode, with every
+					// thread stopped.
+					if err := pr.rc.SetNonStop(false); err != nil {
+						slog.Error("leaving non-stop mode", "err", err)
+					}
+				}
 				if !pr.eng.Exited() {
 					// Affinity and signal masks go back as the client leaves.
 					pr.rc.EndInspections()
@@ -940,6 +960,13 @@ func (s *session) initialStop() [][]byte {
 	pr.p.Do(func() {
 		s.followForks(pr)
 		s.gThread, s.cThread = 0, 0
+		if s.ns.on {
+			// QNonStop:1 came before the process existed.
+			if err := pr.rc.SetNonStop(true); err != nil {
+				slog.Error("non-stop mode for the new process", "err", err)
+				s.ns.on = false
+			}
+		}
 		out = one(string(s.stopPacket(pr.last)))
 	})
 	return out
@@ -983,6 +1010,9 @@ func (s *session) live() *process {
 }
 
 func (s *session) question() [][]byte {
+	if s.ns.on {
+		return s.questionNonStop()
+	}
 	pr := s.srv.proc
 	if pr == nil || pr.exited {
 		return one("W00")

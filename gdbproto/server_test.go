@@ -57,7 +57,7 @@ func TestDispatch(t *testing.T) {
 		want string // regexp on the last packet of the reply
 	}
 	steps := []step{
-		{"qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386", `^PacketSize=8000;.*qXfer:libraries-svr4:read\+.*vContSupported\+;ConditionalBreakpoints\+;multiprocess\+;swbreak\+;hwbreak\+$`},
+		{"qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386", `^PacketSize=8000;.*qXfer:libraries-svr4:read\+.*vContSupported\+;ConditionalBreakpoints\+;QNonStop\+;multiprocess\+;swbreak\+;hwbreak\+$`},
 		{"QStartNoAckMode", `^OK$`},
 		{"?", `^T0506:0000000000000000;07:[0-9a-f]{16};10:` + rip(0) + `;thread:` + th + `;$`},
 		{"g", `^[0-9a-f]{256}` + rip(0)},
@@ -165,7 +165,7 @@ func TestDispatch(t *testing.T) {
 		{"QPassSignals:e;14", `^OK$`},
 		{"QEnvironmentHexEncoded:" + hexs("A=1"), `^OK$`},
 		{"QSetWorkingDir:" + hexs("/tmp"), `^OK$`},
-		{"QNonStop:1", `^E01$`},
+		{"QNonStop:1", `^E01$`}, // no connection to poll while threads run
 		{"QNonStop:0", `^OK$`},
 	})
 	waitGone(t, pid)

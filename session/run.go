@@ -25,6 +25,10 @@ const (
 // false or whose counts say not yet, log points and interrupts the front
 // end declines run on silently.
 func (s *Session) Continue(tid int) (*Stop, error) {
+	if s.Eng.NonStop() {
+		// tid alone; nil: it runs, and Poll reports its stop.
+		return s.ContinueThread(tid, 0)
+	}
 	// The engine's continue moves reported threads off their breakpoints.
 	clear(s.atBreakpoint)
 	var crossed []stepper.Crossing

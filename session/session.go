@@ -73,8 +73,11 @@ type Session struct {
 	AgentEvaluations int
 	// forks is the target's ForkFollower while fork children are kept;
 	// forkPolicy is what Continue does at a fork.
-	forks      target.ForkFollower
-	forkPolicy ForkPolicy
+	forks target.ForkFollower
+	// followAfterNonStop: fork following was on when non-stop mode
+	// turned it off, and comes back with all-stop.
+	followAfterNonStop bool
+	forkPolicy         ForkPolicy
 }
 
 // New builds a session over eng with its symbols loaded.

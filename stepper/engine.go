@@ -137,6 +137,12 @@ type Stats struct {
 	// PacedSignals counts signals whose delivery the pacer slowed: each
 	// came before its thread made progress since the one before.
 	PacedSignals int
+	// PassedNotOwned counts, in non-stop mode, stops of threads at a
+	// breakpoint another thread's step or region run owns: each was
+	// stepped past it and resumed unreported. Pauses counts the times
+	// every running thread was held for an int3 to be lifted.
+	PassedNotOwned int
+	Pauses         int
 }
 
 // Options tune the engine.
@@ -221,6 +227,18 @@ type Engine struct {
 	// the pacer had the threads stopped for itself.
 	lastActions map[int]target.Action
 	lastDefault target.Action
+	// ns is the target's NonStop, or nil: checked once. nonStop is the
+	// mode (nonstop.go); owner the thread the stepping loops drive in it,
+	// deferred the stops other threads made meanwhile, pauses the depth
+	// of pauseOthers.
+	ns       target.NonStop
+	nonStop  bool
+	owner    int
+	deferred []*Stop
+	pauses   int
+	// stopWanted are the threads StopThread asked to stop whose stop has
+	// not come yet.
+	stopWanted map[int]bool
 }
 
 // New builds the engine: it reads auxv, loads the executable's and the
@@ -261,6 +279,7 @@ func build(t target.Target, opts Options) *Engine {
 		rseq: map[int]target.RseqArea{}, policy: DefaultSignalPolicy(),
 		reported: map[int]uint64{}, inspecting: map[int]*inspection{}, signalSeen: map[int]time.Time{},
 		pinned: map[int]unix.CPUSet{}, pace: map[int]*paceState{}, threadGen: map[int]uint64{},
+		stopWanted: map[int]bool{},
 	}
 	e.threadCtl, _ = t.(target.ThreadControl)
 	if e.opts.SoloBudget == 0 && e.threadCtl != nil {
@@ -272,6 +291,7 @@ func build(t target.Target, opts Options) *Engine {
 		e.opts.SoloBudget = 2 * time.Millisecond
 	}
 	e.files, _ = t.(target.FileReader)
+	e.ns, _ = t.(target.NonStop)
 	return e
 }
 

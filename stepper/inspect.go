@@ -56,6 +56,9 @@ func (e *Engine) SetInspect(on bool) error {
 	if on && e.threadCtl == nil {
 		return ErrInspectUnsupported
 	}
+	if on && e.nonStop {
+		return ErrNonStopInspect
+	}
 	e.inspect = on
 	if !on {
 		e.EndInspections()

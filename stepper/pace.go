@@ -73,7 +73,9 @@ type paceState struct {
 func (e *Engine) sawSignal(tid int, passed bool) {
 	now := time.Now()
 	e.signalSeen[tid] = now
-	if !passed || e.threadCtl == nil {
+	if !passed || e.threadCtl == nil || e.nonStop {
+		// In non-stop mode the other threads keep running, so the
+		// pacer's resumption of every thread as it was does not apply.
 		return
 	}
 	regs, _, err := e.quickRegs(tid)
@@ -228,11 +230,16 @@ func (e *Engine) resume(actions map[int]target.Action, def target.Action) error 
 	return e.t.Resume(e.pacedActions(actions, def), def)
 }
 
-// wait is the engine's Target.Wait. Syscall stops and the pacer's own
+// wait is the engine's Target.Wait (waitDriven in non-stop mode). Syscall
+// stops and the pacer's own
 // interrupt are the pacer's business: it acts, resumes every thread as
 // they were (their signals were delivered by the first resumption), and
 // waits on. budgetFired says an interrupt returned is a run budget's.
 func (e *Engine) wait() (target.Event, error) {
+	if e.nonStop {
+		// The others run anyway; an interrupt is one thread's.
+		return e.waitDriven()
+	}
 	for {
 		ev, err := e.t.Wait()
 		if err != nil || ev.Kind != target.EventStop {

@@ -209,7 +209,7 @@ func (e *Engine) limitRun(tid int, limit runLimit) (stop func()) {
 			}
 			if e.budgetGen.Load() == gen {
 				e.budgetDue.Store(true)
-				e.t.Interrupt()
+				e.interrupt(tid)
 			}
 			return
 		}
@@ -257,6 +257,7 @@ func (e *Engine) terminal(ev target.Event) *Stop {
 		// be taken for a cached one.
 		delete(e.threadGen, ev.Tid)
 		e.ran(0)
+		delete(e.stopWanted, ev.Tid)
 		return &Stop{Kind: StopThreadExited, Tid: ev.Tid}
 	case target.EventExec:
 		e.objs = map[string]*regions.Object{}
@@ -330,6 +331,13 @@ func (e *Engine) finish(st *Stop) *Stop {
 // there is never inside a critical section (we never put one there except
 // for user breakpoints, which go through the region pass instead).
 func (e *Engine) stepOverOwn(tid int) error {
+	// In non-stop mode every running thread is held for the step, as
+	// gdbserver does around a step-over: one running past a lifted int3
+	// would miss it, and the step of a thread driven further out (its
+	// step can complete meanwhile) must stay that thread's event, kept
+	// by the pause, not be taken here as another thread's stop.
+	defer e.pauseOthers()()
+	defer e.drive(tid)()
 	r, err := e.t.Regs(tid)
 	if err != nil {
 		return err
@@ -371,10 +379,17 @@ func (e *Engine) stepOverOwn(tid int) error {
 // one and passing a section with breakpoints inside all do this.
 func (e *Engine) lift(addr uint64) (restore func(), lifted bool, err error) {
 	n := 0
+	// In non-stop mode the running threads are held while the int3 is
+	// out, or they could run past it (design.md, "Non-stop mode").
+	unpause := func() {}
+	if e.nonStop && e.t.BreakpointAt(addr) {
+		unpause = e.pauseOthers()
+	}
 	restore = func() {
 		for i := 0; i < n && !e.exited; i++ {
 			e.t.InsertBreakpoint(addr)
 		}
+		unpause()
 	}
 	for e.t.BreakpointAt(addr) {
 		if err := e.t.RemoveBreakpoint(addr); err != nil {
@@ -1267,29 +1282,49 @@ func mayStoreDescriptor(in x86.Insn) bool {
 // next ptrace request with ESRCH; its death is then collected and reported
 // as the stop it is.
 
+// In non-stop mode each call drives its thread alone: the others run
+// on whatever others says (they are not stopped or started by it).
+
 // StepInstruction is contract point 1 (see stepInstruction).
 func (e *Engine) StepInstruction(tid int, sig int, others Others) (*Stop, error) {
-	return e.reapIfDead(e.stepInstruction(tid, sig, others))
+	defer e.drive(tid)()
+	return e.reapIfDead(e.stepInstruction(tid, sig, e.othersFor(others)))
 }
 
 // RangeStep is contract point 2 (see rangeStep).
 func (e *Engine) RangeStep(tid int, lo, hi uint64, sig int, others Others, stepOverCalls bool) (*Stop, error) {
-	return e.reapIfDead(e.rangeStep(tid, lo, hi, sig, others, stepOverCalls))
+	defer e.drive(tid)()
+	return e.reapIfDead(e.rangeStep(tid, lo, hi, sig, e.othersFor(others), stepOverCalls))
 }
 
-// Continue resumes every thread (see resumeAll).
+// Continue resumes every thread (see resumeAll). In non-stop mode it is
+// ContinueThread of tid (nil stop: it runs).
 func (e *Engine) Continue(tid int, sigs map[int]int) (*Stop, error) {
+	if e.nonStop {
+		return e.ContinueThread(tid, sigs[tid])
+	}
 	return e.reapIfDead(e.resumeAll(tid, sigs))
 }
 
 // StepOut runs to the return of the current function (see stepOut).
 func (e *Engine) StepOut(tid int, ret, cfa uint64, others Others) (*Stop, error) {
-	return e.reapIfDead(e.stepOut(tid, ret, cfa, others))
+	defer e.drive(tid)()
+	return e.reapIfDead(e.stepOut(tid, ret, cfa, e.othersFor(others)))
 }
 
 // RunTo runs tid to addr (see runTo).
 func (e *Engine) RunTo(tid int, addr uint64, others Others) (*Stop, error) {
-	return e.reapIfDead(e.runTo(tid, addr, others))
+	defer e.drive(tid)()
+	return e.reapIfDead(e.runTo(tid, addr, e.othersFor(others)))
+}
+
+// othersFor is what the other threads are asked to do: in non-stop mode
+// nothing, as they already do what their own client asked.
+func (e *Engine) othersFor(o Others) Others {
+	if e.nonStop {
+		return OthersStay
+	}
+	return o
 }
 
 func (e *Engine) reapIfDead(st *Stop, err error) (*Stop, error) {
@@ -1298,7 +1333,7 @@ func (e *Engine) reapIfDead(st *Stop, err error) (*Stop, error) {
 	if err == nil || !errors.Is(err, unix.ESRCH) || e.exited {
 		return st, err
 	}
-	ev, werr := e.t.Wait()
+	ev, werr := e.wait()
 	if werr != nil {
 		return nil, err
 	}

@@ -330,6 +330,47 @@ type ForkFollower interface {
 	ForkChild(pid int) (child Target, dropInherited func() error, err error)
 }
 
+// NonStop is implemented by targets that can run some threads while
+// others stay stopped, and report one thread's stop without stopping the
+// rest (gdb's non-stop mode, DAP's nonStop launch option). A remote stub
+// need not offer it: a front end then refuses non-stop (gdbserver answers
+// QNonStop:1 with an error when it cannot). It is checked once, when the
+// engine takes the process.
+//
+// In non-stop mode the Target methods change meaning as follows:
+//   - Resume starts the stopped threads actions names (and def for the
+//     other stopped threads, unless it is Stay); running threads run on.
+//     A thread with a stop kept by PauseAll is not started: its stop is
+//     reported by the next Wait instead.
+//   - Wait returns the next event of any one thread; the others keep
+//     running.
+//   - Interrupt is not used: InterruptThread names the thread.
+//
+// Memory can be read and written, and breakpoints inserted, while threads
+// run (through /proc/PID/mem, which needs no stopped thread).
+type NonStop interface {
+	// SetNonStop switches the mode. Switching off stops every thread.
+	SetNonStop(on bool) error
+	// Running reports whether tid is running.
+	Running(tid int) bool
+	// StopThread asks running thread tid to stop; Wait or Poll reports
+	// the stop with Async set and Sig SIGSTOP. A thread that reports
+	// another stop first has its request satisfied by it.
+	StopThread(tid int) error
+	// InterruptThread is StopThread for a running thread, safe from any
+	// goroutine (a run's time budget); its stop is reported with Async.
+	InterruptThread(tid int)
+	// Poll is Wait without blocking: ok is false when no thread has
+	// anything to report yet.
+	Poll() (ev Event, ok bool, err error)
+	// PauseAll stops every running thread, keeping what they report, so
+	// that an int3 can be lifted for one thread's step without the
+	// others running past it; ResumePaused restarts them as they ran
+	// (a thread created meanwhile runs too). Calls do not nest.
+	PauseAll() error
+	ResumePaused() error
+}
+
 // The XSAVE area FPRegs returns and SetFPRegs takes, as the kernel's
 // NT_X86_XSTATE regset lays it out: the FXSAVE image (its first 512
 // bytes), XCR0 in its software-reserved bytes, the XSAVE header, then the

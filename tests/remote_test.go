@@ -281,7 +281,7 @@ func symbolValue(t *testing.T, prog, name string) uint64 {
 var (
 	pcRE    = regexp.MustCompile(`(?m)^PC ([0-9a-f]+)$`)
 	funcRE  = regexp.MustCompile(`(?m)^FUNC ([0-9a-f]+)$`)
-	statsRE = regexp.MustCompile(`(?m)^(single-steps|region runs|commits|aborts|other exits|interrupted|signals during runs|steps inside a section|inspected steps|forced aborts) (\d+)$`)
+	statsRE = regexp.MustCompile(`(?m)^(single-steps|region runs|commits|aborts|other exits|interrupted|signals during runs|steps inside a section|inspected steps|forced aborts|breakpoints of another thread passed|pauses of running threads) (\d+)$`)
 )
 
 // stats parses the last `monitor rseq stats` in a gdb transcript.

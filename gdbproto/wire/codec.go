@@ -267,3 +267,12 @@ func AppendPacket(dst, payload []byte) []byte {
 	}
 	return append(dst, '#', hexDigits[sum>>4], hexDigits[sum&0xf])
 }
+
+// AppendNotification frames payload as a notification ("%payload#xx"), the
+// asynchronous messages of non-stop mode, which are never acknowledged.
+func AppendNotification(dst, payload []byte) []byte {
+	n := len(dst)
+	dst = AppendPacket(dst, payload)
+	dst[n] = '%'
+	return dst
+}

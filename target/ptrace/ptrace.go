@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,6 +69,18 @@ type threadState struct {
 	// one PTRACE_GETREGS however often the core looks at them.
 	regs      target.Regs
 	regsValid bool
+	// stopRequested: StopThread sent the pending SIGSTOP, and its stop is
+	// the client's (reported with Async), not swallowed. Any other stop
+	// the thread reports first satisfies the request.
+	stopRequested bool
+	// paused: PauseAll stopped this thread (or it was created during the
+	// pause); ResumePaused restarts it with its last action.
+	paused bool
+	// moribund are breakpoints removed while this thread ran: it may have
+	// executed the int3 before the removal and report the trap after it,
+	// when nothing is at PC-1 any more (gdb's moribund locations). Its
+	// next stop settles it.
+	moribund []uint64
 }
 
 // Process is a traced process. Every method except Interrupt must be called
@@ -108,6 +121,13 @@ type Process struct {
 	// program had been sent SIGSTOP.
 	intMu      sync.Mutex
 	defaultAct target.Action
+	// interruptTid is the thread InterruptThread sent its SIGSTOP to.
+	interruptTid atomic.Int64
+	// nonStop: Resume starts only the threads named and Wait reports one
+	// thread's stop without stopping the others (target.NonStop).
+	nonStop bool
+	// pausing: PauseAll holds the running threads stopped.
+	pausing bool
 }
 
 type breakpoint struct {
@@ -138,6 +158,7 @@ var (
 	_ target.Target        = (*Process)(nil)
 	_ target.ThreadControl = (*Process)(nil)
 	_ target.ForkFollower  = (*Process)(nil)
+	_ target.NonStop       = (*Process)(nil)
 )
 
 func newProcess() *Process {
@@ -570,6 +591,13 @@ func (p *Process) RemoveBreakpoint(addr uint64) error {
 	if p.exited || p.lifted {
 		return nil
 	}
+	if bp.orig != 0xcc {
+		for _, t := range p.threads {
+			if t.running {
+				t.moribund = append(t.moribund, addr)
+			}
+		}
+	}
 	if _, err := p.mem.WriteAt([]byte{bp.orig}, int64(addr)); err != nil {
 		return fmt.Errorf("removing breakpoint at %#x: %w", addr, err)
 	}
@@ -604,6 +632,9 @@ func (p *Process) writeOriginals(mem *os.File) {
 func (p *Process) Resume(actions map[int]target.Action, def target.Action) error {
 	if p.exited {
 		return target.ErrExited
+	}
+	if p.nonStop {
+		return p.resumeNonStop(actions, def)
 	}
 	p.defaultAct = def
 	for _, tid := range p.order {
@@ -722,6 +753,11 @@ func (p *Process) anyRunning() bool {
 
 // Wait returns the next event with every thread stopped.
 func (p *Process) Wait() (target.Event, error) {
+	if p.nonStop {
+		ev, _, err := p.waitNonStop(true)
+		p.running.Store(false)
+		return ev, err
+	}
 	ev, err := p.wait()
 	p.settleInterrupt()
 	return ev, err
@@ -914,6 +950,16 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 		return target.Event{}, false
 	}
 	if sig == unix.SIGSTOP {
+		if t.sigstopPending && t.stopRequested {
+			// StopThread's stop: the client asked for it.
+			t.sigstopPending, t.stopRequested = false, false
+			ev := target.Event{Kind: target.EventStop, Tid: tid, Sig: int(unix.SIGSTOP), Async: true}
+			if stopping {
+				t.pending = &ev
+				return target.Event{}, false
+			}
+			return ev, true
+		}
 		if t.sigstopPending {
 			t.sigstopPending = false
 			if !stopping {
@@ -938,10 +984,16 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 		}
 	}
 	ev := p.classify(t, sig)
+	// Any stop satisfies a stop request; its SIGSTOP, still to come, is
+	// swallowed (sigstopPending stays set).
+	requested := t.stopRequested
+	t.stopRequested = false
 	if stopping {
 		if ev.Trap == target.TrapBreakpoint {
 			// Cancel it, as gdbserver does: the PC is already rewound, so
-			// the thread executes the int3 again if it is still there.
+			// the thread executes the int3 again if it is still there. A
+			// cancelled stop satisfies no request.
+			t.stopRequested = requested
 			return target.Event{}, false
 		}
 		t.pending = &ev
@@ -965,6 +1017,17 @@ func (p *Process) newThread(tid int, parent *threadState, stopping bool) {
 			p.removeThread(tid)
 			return
 		}
+	}
+	if p.nonStop {
+		// A client in non-stop mode takes a thread it did not see stop
+		// for running (gdb does), so it runs, unless the others are
+		// held by a pause, which it then joins.
+		if stopping || p.pausing {
+			nt.paused = true
+			return
+		}
+		p.resumeThread(nt, target.Action{Kind: target.Continue})
+		return
 	}
 	// The new thread runs when its parent is running freely with the
 	// others; during a solo step or region run it stays stopped.
@@ -1172,6 +1235,8 @@ func (p *Process) handleExec(tid int) target.Event {
 }
 
 func (p *Process) classify(t *threadState, sig unix.Signal) target.Event {
+	moribund := t.moribund
+	t.moribund = nil
 	ev := target.Event{Kind: target.EventStop, Tid: t.tid, Sig: int(sig)}
 	if sig != unix.SIGTRAP {
 		return ev
@@ -1192,7 +1257,7 @@ func (p *Process) classify(t *threadState, sig unix.Signal) target.Event {
 	switch {
 	case code == siKernel:
 		regs, err := p.Regs(t.tid)
-		if err == nil && p.BreakpointAt(regs.Rip-1) {
+		if err == nil && (p.BreakpointAt(regs.Rip-1) || slices.Contains(moribund, regs.Rip-1)) {
 			regs.Rip--
 			p.SetRegs(t.tid, regs)
 			ev.Trap, ev.Addr = target.TrapBreakpoint, regs.Rip
@@ -1531,6 +1596,12 @@ func (p *Process) Kill() error {
 func (p *Process) Detach() error {
 	if p.exited {
 		return nil
+	}
+	if p.nonStop {
+		// Only a stopped thread can be detached.
+		if err := p.stopAll(); err != nil {
+			slog.Debug("stopping threads to detach", "err", err)
+		}
 	}
 	p.removeAllBreakpoints()
 	for i := range p.debugReg {
