@@ -237,8 +237,13 @@ func (e *Engine) resume(actions map[int]target.Action, def target.Action) error 
 // waits on. budgetFired says an interrupt returned is a run budget's.
 func (e *Engine) wait() (target.Event, error) {
 	if e.nonStop {
-		// The others run anyway; an interrupt is one thread's.
-		return e.waitDriven()
+		// The others run anyway: no pacing. An interrupt of the driven
+		// thread is its run's budget's or a stop request's.
+		ev, err := e.waitDriven()
+		if err == nil && ev.Async {
+			e.budgetFired = e.budgetDue.Swap(false)
+		}
+		return ev, err
 	}
 	for {
 		ev, err := e.t.Wait()
