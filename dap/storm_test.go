@@ -33,7 +33,12 @@ func stormRun(t *testing.T, run, us int) {
 	}
 	c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []map[string]any{}})
 	for i := 0; i < 20; i++ {
-		c.call("stepIn", map[string]any{"threadId": tid, "granularity": "instruction"})
+		// stepi and nexti.
+		req := "stepIn"
+		if i%2 == 1 {
+			req = "next"
+		}
+		c.call(req, map[string]any{"threadId": tid, "granularity": "instruction"})
 		if st := c.stopped(); st.Body.Reason != "step" {
 			t.Fatalf("run %d: instruction step %d stopped for %q", run, i, st.Body.Reason)
 		}
