@@ -64,6 +64,7 @@ type Session struct {
 	// engine Quit interrupts (the current process changes at a fork).
 	quitting  atomic.Bool
 	running   atomic.Pointer[stepper.Engine]
+	closed    atomic.Bool
 	closeOnce sync.Once
 	exitCode  int
 }
@@ -167,7 +168,10 @@ func (s *Session) start(p *ptrace.Process) error {
 // or let it run to its end when keepRunning is set.
 func (s *Session) Close(keepRunning bool) (exitCode int) {
 	// The end of the script and a signal's Quit may both close.
-	s.closeOnce.Do(func() { s.exitCode = s.close(keepRunning) })
+	s.closeOnce.Do(func() {
+		s.exitCode = s.close(keepRunning)
+		s.closed.Store(true)
+	})
 	return s.exitCode
 }
 
@@ -201,9 +205,16 @@ func (s *Session) close(keepRunning bool) (exitCode int) {
 // program go.
 func (s *Session) Quit() {
 	s.quitting.Store(true)
-	if eng := s.running.Load(); eng != nil {
-		eng.Interrupt()
-	}
+	// Again until the session is closed: an interrupt that comes as a
+	// command starts is not that command's.
+	go func() {
+		for !s.closed.Load() {
+			if eng := s.running.Load(); eng != nil {
+				eng.Interrupt()
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
 }
 
 // ErrQuit ends a script early.

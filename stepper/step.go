@@ -1287,12 +1287,14 @@ func mayStoreDescriptor(in x86.Insn) bool {
 
 // StepInstruction is contract point 1 (see stepInstruction).
 func (e *Engine) StepInstruction(tid int, sig int, others Others) (*Stop, error) {
+	e.begin()
 	defer e.drive(tid)()
 	return e.reapIfDead(e.stepInstruction(tid, sig, e.othersFor(others)))
 }
 
 // RangeStep is contract point 2 (see rangeStep).
 func (e *Engine) RangeStep(tid int, lo, hi uint64, sig int, others Others, stepOverCalls bool) (*Stop, error) {
+	e.begin()
 	defer e.drive(tid)()
 	return e.reapIfDead(e.rangeStep(tid, lo, hi, sig, e.othersFor(others), stepOverCalls))
 }
@@ -1300,6 +1302,7 @@ func (e *Engine) RangeStep(tid int, lo, hi uint64, sig int, others Others, stepO
 // Continue resumes every thread (see resumeAll). In non-stop mode it is
 // ContinueThread of tid (nil stop: it runs).
 func (e *Engine) Continue(tid int, sigs map[int]int) (*Stop, error) {
+	e.begin()
 	if e.nonStop {
 		return e.ContinueThread(tid, sigs[tid])
 	}
@@ -1308,12 +1311,14 @@ func (e *Engine) Continue(tid int, sigs map[int]int) (*Stop, error) {
 
 // StepOut runs to the return of the current function (see stepOut).
 func (e *Engine) StepOut(tid int, ret, cfa uint64, others Others) (*Stop, error) {
+	e.begin()
 	defer e.drive(tid)()
 	return e.reapIfDead(e.stepOut(tid, ret, cfa, e.othersFor(others)))
 }
 
 // RunTo runs tid to addr (see runTo).
 func (e *Engine) RunTo(tid int, addr uint64, others Others) (*Stop, error) {
+	e.begin()
 	defer e.drive(tid)()
 	return e.reapIfDead(e.runTo(tid, addr, e.othersFor(others)))
 }
@@ -1326,6 +1331,11 @@ func (e *Engine) othersFor(o Others) Others {
 	}
 	return o
 }
+
+// begin starts a command: an interrupt the user asked for before it (as
+// the previous one ended, when the target drops it) is not this one's.
+// Front ends that interrupt repeat it until the run stops.
+func (e *Engine) begin() { e.userInterrupt.Store(false) }
 
 func (e *Engine) reapIfDead(st *Stop, err error) (*Stop, error) {
 	// Whatever stops is reported: the program is seen with its own masks.
