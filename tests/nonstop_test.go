@@ -89,6 +89,15 @@ func TestGDBNonStop(t *testing.T) {
 		// breakpoints over calls, which the other threads hit and gdb
 		// steps them over.
 		"next", "next", "next", "next", "next", "next",
+		// gdb steps the other threads over its step-resume breakpoint
+		// (displaced steps, two buffers, a third thread queued behind
+		// them) as it handles their stops, which it does only while a
+		// command waits for a stop: the stops still queued when the
+		// last next ends leave those threads stopped by gdb, not by
+		// rseqdbg, until the next command that waits. A stepi inserts
+		// no breakpoint, and each of its waits handles the queued
+		// stops first; the counts are read once gdb holds no thread.
+		"stepi 4",
 		"echo @@after\\n", "print ns_counts", "shell sleep 0.3", "print ns_counts",
 		"echo @@stats\\n", "monitor rseq stats",
 		"echo @@end\\n", "delete", "continue",
@@ -110,7 +119,7 @@ func TestGDBNonStop(t *testing.T) {
 		t.Errorf("a stop gdb did not ask for was reported:\n%s", out)
 	}
 	othersAdvanced(t, "at the breakpoint", nsCounts(t, sectionOf(t, out, "before")))
-	othersAdvanced(t, "after 200 stepi and 6 next", nsCounts(t, sectionOf(t, out, "after")))
+	othersAdvanced(t, "after 200 stepi, 6 next and 4 stepi", nsCounts(t, sectionOf(t, out, "after")))
 
 	commits, inside := commitHits(t, "nonstop", "inc_ns", out)
 	if commits < 2 || inside != 0 {
