@@ -133,7 +133,7 @@ func (s *Session) TopFrame(tid int) (*eval.Frame, error) {
 		return nil, fmt.Errorf("reading registers of thread %d: %w", tid, err)
 	}
 	f := &eval.Frame{Tid: tid, Regs: regs, PC: regs.Rip, Lookup: regs.Rip}
-	if _, cfa, ok := s.Src.Unwind.ReturnAddress(regs, s.T.ReadMemory); ok {
+	if cfa, ok := s.Src.Unwind.CFA(regs, s.T.ReadMemory); ok {
 		f.CFA, f.CFAOK = cfa, true
 	}
 	return f, nil

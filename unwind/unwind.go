@@ -350,6 +350,26 @@ func (u *Unwinder) Step(f Frame, read target.MemReader) (Frame, bool) {
 	return next, true
 }
 
+// CFA returns the canonical frame address of the function at regs (a
+// frame base for its variables). A rule on registers alone reads no
+// memory, which a condition decided at every hit of a hot breakpoint
+// would otherwise pay for; other rules fall back to ReturnAddress. A
+// signal trampoline has none.
+func (u *Unwinder) CFA(regs target.Regs, read target.MemReader) (uint64, bool) {
+	u.mu.RLock()
+	f := Frame{PC: regs.Rip, Regs: regs}
+	r, ok := u.rowAt(&f, read)
+	u.mu.RUnlock()
+	if ok && !r.signal && r.cfa.Rule == frame.RuleCFA && r.cfa.Reg < nDw {
+		d := toDwarf(&f.Regs)
+		if cfa := d[r.cfa.Reg] + uint64(r.cfa.Offset); cfa > regs.Rsp {
+			return cfa, true
+		}
+	}
+	_, cfa, ok := u.ReturnAddress(regs, read)
+	return cfa, ok
+}
+
 // ReturnAddress returns where the function at regs returns to and its CFA,
 // which is the stack pointer right after that return (what `finish` waits
 // for). A signal trampoline has no return address.
