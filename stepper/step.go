@@ -1032,6 +1032,16 @@ func (e *Engine) rangeStep(tid int, lo, hi uint64, sig int, others Others, stepO
 		return nil, target.ErrExited
 	}
 	var crossed []Crossing
+	// fold takes in a step or region run made on the way: its crossings
+	// join the range step's, and a stop that is not a step ends it.
+	fold := func(st *Stop) *Stop {
+		crossed = append(crossed, st.Crossed...)
+		if st.Kind != StopStep {
+			st.Crossed = crossed
+			return st
+		}
+		return nil
+	}
 	first := true
 	for {
 		regs, err := e.t.Regs(tid)
@@ -1080,10 +1090,8 @@ func (e *Engine) rangeStep(tid int, lo, hi uint64, sig int, others Others, stepO
 			if err != nil {
 				return nil, err
 			}
-			crossed = append(crossed, st.Crossed...)
-			if st.Kind != StopStep {
-				st.Crossed = crossed
-				return st, nil
+			if end := fold(st); end != nil {
+				return end, nil
 			}
 			continue
 		}
@@ -1098,10 +1106,8 @@ func (e *Engine) rangeStep(tid int, lo, hi uint64, sig int, others Others, stepO
 				if err != nil {
 					return nil, err
 				}
-				crossed = append(crossed, st.Crossed...)
-				if st.Kind != StopStep {
-					st.Crossed = crossed
-					return st, nil
+				if end := fold(st); end != nil {
+					return end, nil
 				}
 			}
 			st, err := e.runToReturn(tid, sig, ret, rspAtCall, others)

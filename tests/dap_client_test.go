@@ -63,14 +63,8 @@ func (c *dapConn) until(what string, ok func(m map[string]any) bool) []byte {
 
 func (c *dapConn) call(command string, args any) []byte {
 	c.t.Helper()
-	seq := c.send(command, args)
-	raw := c.until(command+" response", func(m map[string]any) bool {
-		rs, _ := m["request_seq"].(float64)
-		return m["type"] == "response" && int(rs) == seq
-	})
-	var r dap.Response
-	json.Unmarshal(raw, &r)
-	if !r.Success {
+	raw, ok := c.try(command, args)
+	if !ok {
 		c.t.Fatalf("%s failed: %s", command, raw)
 	}
 	return raw
