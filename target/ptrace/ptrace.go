@@ -643,7 +643,7 @@ func (p *Process) Resume(actions map[int]target.Action, def target.Action) error
 		if !ok {
 			act = def
 		}
-		if t.pending != nil && isSyscallStop(*t.pending) && act.Kind != target.ContinueSyscalls {
+		if t.pending != nil && isSyscallStop(*t.pending) && act.Kind != target.ContinueSyscalls && act.Kind != target.Stay {
 			// Nobody asked for it any more: the call goes on.
 			t.pending = nil
 		}
