@@ -727,8 +727,14 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 			// Another thread hit the dynamic linker breakpoint meanwhile:
 			// the step goes on (a completed one is reported at once).
 			e.refreshLinkMap()
-			if st, err := e.stepOverOwn(ev.Tid); err != nil || st != nil {
-				return st, err
+			st, err := e.stepOverOwn(ev.Tid)
+			if err != nil {
+				return nil, err
+			}
+			if st != nil && st.Kind != StopThreadExited {
+				// Its instruction forked, exec'd or ended the process;
+				// that thread ending leaves the step to go on.
+				return st, nil
 			}
 			continue
 		}
