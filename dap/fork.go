@@ -121,8 +121,8 @@ func (ss *session) following(kind runKind, op func() (*sess.Stop, error)) (*sess
 				return st, nil
 			}
 			if kind != runContinue {
-				// A line step went on in the child and stopped there; an
-				// instruction step or step out stops where the child
+				// A line or instruction step went on in the child and
+				// stopped there; a step out stops where the child
 				// starts.
 				if st.Kind != stepper.StopFork {
 					st.Fork = nil

@@ -145,3 +145,31 @@ func TestFollowForksNext(t *testing.T) {
 		t.Fatalf("exit code %d, output:\n%s", code, c.out())
 	}
 }
+
+// TestFollowForksStepInstruction: an instruction step over the syscall
+// that forks, with followForks, is done when the fork comes: it ends as a
+// step in the child right after the instruction (not a bare fork stop
+// where the child starts), and both processes finish.
+func TestFollowForksStepInstruction(t *testing.T) {
+	addr := func(s string) uint64 { v, _ := strconv.ParseUint(s, 0, 64); return v }
+	c := newClient(t, Options{})
+	parent := c.launch(map[string]any{"program": fixture("fork_child"), "args": []string{"rawfork", "1"}, "followForks": true}).Body.SystemProcessId
+	c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []map[string]any{{"name": "fork_syscall"}}})
+	c.call("configurationDone", nil)
+	st := c.stopped()
+	at := addr(c.frames(parent)[0].InstructionPointerReference)
+	if st.Body.ThreadId != parent || at == 0 {
+		t.Fatalf("first stop %+v at %#x", st.Body, at)
+	}
+	c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []map[string]any{}})
+	c.call("stepIn", map[string]any{"threadId": parent, "granularity": "instruction"})
+	st = c.stopped()
+	child := c.event("process").(*dap.ProcessEvent).Body.SystemProcessId
+	if pc := addr(c.frames(child)[0].InstructionPointerReference); st.Body.ThreadId != child || st.Body.Reason != "step" || pc != at+2 {
+		t.Fatalf("instruction step over the fork stopped %+v at %#x, want a step to %#x in child %d", st.Body, pc, at+2, child)
+	}
+	c.call("continue", map[string]any{"threadId": child})
+	if code := c.waitExit(); code != 0 || !strings.Contains(c.out(), "RESULT children=1 ok=1 parent=1") {
+		t.Fatalf("exit code %d, output:\n%s", code, c.out())
+	}
+}

@@ -401,9 +401,9 @@ func (s *Session) report(st *session.Stop, reason string) {
 		reason = st.Kind.String()
 	}
 	if st.Fork != nil {
-		// A step followed into the child: a line step went on there, and
-		// stops in the child; an instruction step or finish that the fork
-		// ended stops where the child starts.
+		// A step followed into the child: a line or instruction step
+		// went on there, and stops in the child; a finish or until that
+		// the fork ended stops where the child starts.
 		s.adopt(st.Fork)
 		if st.Kind == stepper.StopFork {
 			st = &session.Stop{Stop: &stepper.Stop{Kind: stepper.StopFork, Tid: s.cur}}

@@ -194,12 +194,16 @@ func (s *Session) stopped(st *stepper.Stop, hits []*Breakpoint) *Stop {
 }
 
 // moveOthersOff moves threads that reported a breakpoint past it before a
-// step lets them run; otherwise they would trap on it again at once.
-func (s *Session) moveOthersOff(tid int, others stepper.Others) error {
+// step lets them run; otherwise they would trap on it again at once. A
+// thread whose breakpoint is on a system call that forks, with forks
+// followed, stops there: the fork policy applies as at any fork stop, and
+// the fork ends the step (returned) only when it is followed into the
+// child or the client decides (bare); otherwise the step goes on.
+func (s *Session) moveOthersOff(tid int, others stepper.Others) (*Stop, error) {
 	// The stepped thread itself is moved off by the engine.
 	delete(s.atBreakpoint, tid)
 	if others != stepper.OthersRun {
-		return nil // they stay where they are, and keep their note
+		return nil, nil // they stay where they are, and keep their note
 	}
 	for th, pc := range s.atBreakpoint {
 		delete(s.atBreakpoint, th)
@@ -207,12 +211,18 @@ func (s *Session) moveOthersOff(tid int, others stepper.Others) error {
 		if err != nil || r.Rip != pc {
 			continue
 		}
-		if _, err := s.Eng.StepInstruction(th, s.pendingSig[th], stepper.OthersStay); err != nil {
-			return fmt.Errorf("moving thread %d off its breakpoint: %w", th, err)
+		st, err := s.Eng.StepInstruction(th, s.pendingSig[th], stepper.OthersStay)
+		if err != nil {
+			return nil, fmt.Errorf("moving thread %d off its breakpoint: %w", th, err)
 		}
 		delete(s.pendingSig, th)
+		if st.Kind == stepper.StopFork {
+			if out := s.stopped(st, nil); out.Fork != nil || s.bare || s.Eng.Exited() {
+				return out, nil
+			}
+		}
 	}
-	return nil
+	return nil, nil
 }
 
 // Step runs next, step or finish of tid at line or instruction
@@ -221,8 +231,8 @@ func (s *Session) moveOthersOff(tid int, others stepper.Others) error {
 // where the thread is. Neither does a hit on the stepped line that an abort
 // retry reached (see retryPass).
 func (s *Session) Step(tid int, kind StepKind, instr bool, others stepper.Others) (*Stop, error) {
-	if err := s.moveOthersOff(tid, others); err != nil {
-		return nil, err
+	if st, err := s.moveOthersOff(tid, others); err != nil || st != nil {
+		return st, err
 	}
 	regs, err := s.T.Regs(tid)
 	if err != nil {
@@ -248,8 +258,8 @@ func (s *Session) Step(tid int, kind StepKind, instr bool, others stepper.Others
 				return s.stopped(st, hits), nil
 			}
 			s.atBreakpoint[st.Tid] = st.PC
-			if err := s.moveOthersOff(tid, others); err != nil {
-				return nil, err
+			if st, err := s.moveOthersOff(tid, others); err != nil || st != nil {
+				return st, err
 			}
 		}
 	}
@@ -259,6 +269,24 @@ func (s *Session) Step(tid int, kind StepKind, instr bool, others stepper.Others
 		st, err := s.Eng.StepInstruction(tid, sig, others)
 		if err != nil {
 			return nil, err
+		}
+		if st.Kind == stepper.StopFork && st.Tid == tid && !s.bare {
+			// The instruction stepped forked: it is done (the fork stop
+			// comes as its system call returns). The step ends as one in
+			// the process followed, as a nexti's does; in the parent the
+			// system call returns first, with the step's own trap.
+			out := s.stopped(st, nil)
+			if out.Fork != nil {
+				res := out.Fork.stopped(out.Fork.stepStop(out.Fork.T.Pid(), st.Crossed), nil)
+				res.Fork = out.Fork
+				return res, nil
+			}
+			if s.Eng.Exited() {
+				return out, nil
+			}
+			if st, err = s.Eng.StepInstruction(tid, 0, stepper.OthersStay); err != nil {
+				return nil, err
+			}
 		}
 		if st.Kind == stepper.StopBreakpoint {
 			if stop, hits := s.decide(st); stop {
@@ -372,8 +400,8 @@ func (s *Session) stepLines(tid int, over, instr bool, others stepper.Others, lo
 					}
 					// The thread resumes from the breakpoint: a step moves it off.
 					s.atBreakpoint[st.Tid] = st.PC
-					if err := s.moveOthersOff(tid, others); err != nil {
-						return nil, err
+					if out, err := s.moveOthersOff(tid, others); err != nil || out != nil {
+						return out, err
 					}
 				default:
 					return s.stopped(st, nil), nil
@@ -394,8 +422,8 @@ func (s *Session) stepLines(tid int, over, instr bool, others stepper.Others, lo
 // Until runs tid to addr (gdb's until LOCATION and advance, DAP's run to
 // main on entry); breakpoints on the way stop it as they would a continue.
 func (s *Session) Until(tid int, addr uint64, others stepper.Others) (*Stop, error) {
-	if err := s.moveOthersOff(tid, others); err != nil {
-		return nil, err
+	if st, err := s.moveOthersOff(tid, others); err != nil || st != nil {
+		return st, err
 	}
 	var crossed []stepper.Crossing
 	for {
@@ -418,8 +446,8 @@ func (s *Session) Until(tid int, addr uint64, others stepper.Others) (*Stop, err
 			return s.stopped(st, hits), nil
 		}
 		s.atBreakpoint[st.Tid] = st.PC
-		if err := s.moveOthersOff(tid, others); err != nil {
-			return nil, err
+		if st, err := s.moveOthersOff(tid, others); err != nil || st != nil {
+			return st, err
 		}
 	}
 }

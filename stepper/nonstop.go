@@ -116,11 +116,17 @@ func (e *Engine) otherStop(ev target.Event) (*Stop, error) {
 			e.refreshLinkMap()
 		}
 		e.stats.PassedNotOwned++
-		if err := e.stepOverOwn(ev.Tid); err != nil {
+		st, err := e.stepOverOwn(ev.Tid)
+		if err != nil {
 			return nil, err
 		}
 		if e.exited {
 			return nil, nil
+		}
+		if st != nil {
+			// Its step over the int3 forked (or ended the thread): that
+			// is its stop.
+			return st, nil
 		}
 		if wanted {
 			// Off the breakpoint that is not its own, stopped as asked.

@@ -161,8 +161,8 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, limi
 			}
 			// Another thread's temporary breakpoint or our internal one:
 			// step that thread past it and go on.
-			if err := e.stepOverOwn(ev.Tid); err != nil {
-				return runResult{}, err
+			if st, err := e.stepOverOwn(ev.Tid); err != nil || st != nil {
+				return runResult{stop: st}, err
 			}
 			continue
 		}
@@ -177,8 +177,8 @@ func (e *Engine) runToExits(tid int, sig int, exits exitSet, others Others, limi
 			// Pass it on resume: the kernel aborts the section if inside.
 			if ev.Tid == tid {
 				sig = ev.Sig
-			} else if err := e.deliverTo(ev.Tid, ev.Sig); err != nil {
-				return runResult{}, err
+			} else if st, err := e.deliverTo(ev.Tid, ev.Sig); err != nil || st != nil {
+				return runResult{stop: st}, err
 			}
 			continue
 		}
@@ -224,19 +224,22 @@ func (e *Engine) limitRun(tid int, limit runLimit) (stop func()) {
 // deliverTo hands a pending signal to a thread other than the one being
 // run, by resuming it alone with the signal until it is back in user code.
 // Delivery happens in the resume itself; stepping once is enough for the
-// handler frame to be set up.
-func (e *Engine) deliverTo(tid, sig int) error {
+// handler frame to be set up. A signal the program ignores lets the step
+// execute the instruction itself, which can fork, exec or end the thread
+// or process: that event is returned as the run's stop (see stepOverOwn).
+func (e *Engine) deliverTo(tid, sig int) (*Stop, error) {
+	defer e.t.ForgetStep(tid)
 	if err := e.resume(map[int]target.Action{tid: {Kind: target.Step, Sig: sig}}, target.Action{Kind: target.Stay}); err != nil {
-		return err
+		return nil, fmt.Errorf("delivering signal %d to thread %d: %w", sig, tid, err)
 	}
 	ev, err := e.wait()
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("delivering signal %d to thread %d: %w", sig, tid, err)
 	}
 	if st := e.terminal(ev); st != nil {
-		return fmt.Errorf("process ended while delivering signal %d", sig)
+		return e.finish(st), nil
 	}
-	return nil
+	return nil, nil
 }
 
 func (e *Engine) internalBreakpoint(addr uint64) bool { return addr != 0 && addr == e.dlBreak }
@@ -330,7 +333,14 @@ func (e *Engine) finish(st *Stop) *Stop {
 // hardware step with every other thread stopped, back in. The instruction
 // there is never inside a critical section (we never put one there except
 // for user breakpoints, which go through the region pass instead).
-func (e *Engine) stepOverOwn(tid int) error {
+//
+// The instruction can be a system call that forks (a fork child kept,
+// target.ForkFollower), execs or ends the thread or process: the step then
+// ends with that event, which is returned as a stop for the caller to end
+// its run with, as any resumption does (terminal). A fork stop leaves the
+// thread past the instruction (its system call returns on the next
+// resumption), so the int3 goes back behind it.
+func (e *Engine) stepOverOwn(tid int) (*Stop, error) {
 	// In non-stop mode every running thread is held for the step, as
 	// gdbserver does around a step-over: one running past a lifted int3
 	// would miss it, and the step of a thread driven further out (its
@@ -340,12 +350,12 @@ func (e *Engine) stepOverOwn(tid int) error {
 	defer e.drive(tid)()
 	r, err := e.t.Regs(tid)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("stepping thread %d off a breakpoint: %w", tid, err)
 	}
 	restore, _, err := e.lift(r.Rip)
 	defer restore()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// A signal taking the place of the step would be lost here.
 	if in, err := e.decode(r.Rip); err == nil {
@@ -358,18 +368,21 @@ func (e *Engine) stepOverOwn(tid int) error {
 	} else {
 		e.ran(tid)
 	}
+	// An event that ends the step early leaves no completion behind to
+	// be taken later for a step nobody asked for.
+	defer e.t.ForgetStep(tid)
 	if err := e.resume(map[int]target.Action{tid: {Kind: target.Step}}, target.Action{Kind: target.Stay}); err != nil {
-		return err
+		return nil, fmt.Errorf("stepping thread %d off a breakpoint: %w", tid, err)
 	}
 	ev, err := e.wait()
 	if err != nil {
-		return err
-	}
-	if st := e.terminal(ev); st != nil {
-		return fmt.Errorf("process ended while stepping over a breakpoint: %v", st.Kind)
+		return nil, fmt.Errorf("stepping thread %d off a breakpoint: %w", tid, err)
 	}
 	e.stats.SingleSteps++
-	return nil
+	if st := e.terminal(ev); st != nil {
+		return e.finish(st), nil
+	}
+	return nil, nil
 }
 
 // lift takes every int3 at addr out of memory (a user breakpoint and one
@@ -673,7 +686,10 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 		}
 		e.stats.SingleSteps++
 		if st := e.terminal(ev); st != nil {
-			return st, nil
+			// A fork stop of the stepped thread comes before its system
+			// call returns: the instruction is behind it (PC past it),
+			// and the step's own trap follows when it is resumed.
+			return e.finish(st), nil
 		}
 		actions = map[int]target.Action{tid: {Kind: target.Step}}
 		if e.silent(ev) {
@@ -711,8 +727,14 @@ func (e *Engine) hardwareStep(tid int, sig int, pc uint64, others Others) (*Stop
 			// Another thread hit the dynamic linker breakpoint meanwhile:
 			// the step goes on (a completed one is reported at once).
 			e.refreshLinkMap()
-			if err := e.stepOverOwn(ev.Tid); err != nil {
+			st, err := e.stepOverOwn(ev.Tid)
+			if err != nil {
 				return nil, err
+			}
+			if st != nil && st.Kind != StopThreadExited {
+				// Its instruction forked, exec'd or ended the process;
+				// that thread ending leaves the step to go on.
+				return st, nil
 			}
 			continue
 		}
@@ -742,7 +764,9 @@ func (e *Engine) runHandler(tid, sig int, regs0 target.Regs) (*Stop, error) {
 		return nil, err
 	}
 	if st := e.terminal(ev); st != nil {
-		return st, nil
+		// The signal was ignored and the instruction stepped forked
+		// (or exec'd, or ended): the step ends with that.
+		return e.finish(st), nil
 	}
 	r, err := e.t.Regs(tid)
 	if err != nil {
@@ -973,8 +997,14 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 					return e.finish(&Stop{Kind: StopLibrary, Tid: ev.Tid, PC: ev.Addr, Crossed: crossed}), nil
 				}
 			}
-			if err := e.stepOverOwn(ev.Tid); err != nil {
+			st, err := e.stepOverOwn(ev.Tid)
+			if err != nil {
 				return nil, err
+			}
+			if st != nil && st.Kind != StopThreadExited {
+				// Its instruction forked, exec'd or ended the process.
+				st.Crossed = crossed
+				return st, nil
 			}
 			continue
 		}
@@ -1171,8 +1201,8 @@ func (e *Engine) runToReturn(tid, sig int, ret, rspAtCall uint64, others Others)
 		if regs.Rsp >= rspAtCall {
 			return nil, nil
 		}
-		if err := e.stepOverOwn(tid); err != nil {
-			return nil, err
+		if st, err := e.stepOverOwn(tid); err != nil || st != nil {
+			return st, err
 		}
 	}
 }

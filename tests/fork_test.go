@@ -325,3 +325,56 @@ func TestHeadlessDetachOnForkOff(t *testing.T) {
 		t.Errorf("exit code %d", s.code)
 	}
 }
+
+// A stepi over the instruction that forks (fork_child rawfork, a user
+// breakpoint on it), following the child: the instruction is done when
+// the fork is reported, so the step ends as a step in the child right
+// after it (as a nexti there does), not as a bare fork stop; the parent,
+// detached, and the child both finish normally.
+func TestHeadlessStepiOverForkFollowsChild(t *testing.T) {
+	s := run(t, []string{"set follow-fork-mode child", "break *fork_syscall", "continue", "stepi", "delete"}, []string{"--continue"},
+		fixture("fork_child"), "rawfork", "2")
+	forks := s.of("fork")
+	if len(forks) != 1 || forks[0].str("follow") != "child" {
+		t.Fatalf("fork events %v, want one followed into the child; stderr:\n%s", forks, s.stderr)
+	}
+	stops := s.of("stop")
+	if len(stops) != 3 || stops[1].str("reason") != "breakpoint" || stops[1].str("function") != "fork_syscall" {
+		t.Fatalf("stops %v, want the entry, the breakpoint on the syscall, the step", stops)
+	}
+	if st := stops[2]; st.str("reason") != "step" || st.num("thread") != forks[0].num("child") || st.str("function") != "fork_syscall+2" {
+		t.Errorf("stepi over the fork stopped %v, want a step to fork_syscall+2 in child %d", st, forks[0].num("child"))
+	}
+	forkResult(t, s.result(t), 2)
+	if s.code != 0 {
+		t.Errorf("exit code %d; stderr:\n%s", s.code, s.stderr)
+	}
+}
+
+// gdb with detach-on-fork off, a breakpoint on the instruction that forks
+// and a stepi over it: the fork is reported during the step (gdb adds the
+// child inferior) and the stepi ends right after the instruction, as with
+// gdbserver; both processes then run to a normal exit.
+func TestGDBStepiOverFork(t *testing.T) {
+	needTool(t, "gdb")
+	srv := startRseqdbg(t, nil, fixture("fork_child"), "rawfork", "1")
+	out := gdb(t, srv.port, fixture("fork_child"), false, []string{
+		"set detach-on-fork off", "set schedule-multiple on",
+		"break *fork_syscall", "continue", "delete", "stepi",
+		"echo @@PC\\n", "x/i $pc",
+		"echo @@INFERIORS\\n", "info inferiors",
+		"continue", "inferior 1", "continue",
+	}, time.Minute)
+	srv.wait(t, 30*time.Second)
+	if pc := sectionOf(t, out, "PC"); !strings.Contains(pc, "<raw_fork+11>") {
+		t.Errorf("stepi over the fork ended at\n%s\nwant raw_fork+11, right after the syscall:\n%s", pc, tail(out))
+	}
+	if n := len(regexp.MustCompile(`(?m)^[* ] +\d+ +process `).FindAllString(sectionOf(t, out, "INFERIORS"), -1)); n != 2 {
+		t.Errorf("info inferiors shows %d processes, want 2:\n%s", n, tail(out))
+	}
+	if !regexp.MustCompile(`\[Inferior 2 \(process \d+\) exited normally\]`).MatchString(out) ||
+		!regexp.MustCompile(`\[Inferior 1 \(process \d+\) exited normally\]`).MatchString(out) {
+		t.Errorf("both processes should exit normally:\n%s", tail(out))
+	}
+	forkResult(t, result(t, srv.stdout.String()), 1)
+}
