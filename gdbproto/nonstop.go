@@ -124,8 +124,19 @@ func (s *session) questionNonStop() [][]byte {
 }
 
 // nonStopPacket is a stop reply in non-stop mode: a stop gdb asked for
-// with vCont;t carries signal 0, as gdbserver reports it.
+// with vCont;t carries signal 0, as gdbserver reports it; a thread's exit
+// is 'w'.
 func (s *session) nonStopPacket(st *stepper.Stop) []byte {
+	if st.Kind == stepper.StopThreadExited {
+		// "w AA;TID": the thread exited with status AA. gdb takes it
+		// without QThreadEvents for a thread it resumed and waits for,
+		// as gdbserver reports TARGET_WAITKIND_THREAD_EXITED; the exit
+		// status of one thread is not known here (the kernel reports it
+		// for the group only), 0.
+		if pr := s.srv.proc; pr != nil {
+			return []byte("w00;" + s.threadIDString(pr.p.Pid(), st.Tid))
+		}
+	}
 	if st.Kind == stepper.StopInterrupt {
 		c := *st
 		c.Kind, c.Sig = stepper.StopSignal, 0
@@ -213,10 +224,15 @@ func (s *session) notify(pr *process, st *stepper.Stop) {
 	switch st.Kind {
 	case stepper.StopExited, stepper.StopKilled:
 		pr.exited = true
+		pr.last = st
+	case stepper.StopThreadExited:
+		// Gone: '?' has no stop of it to list, and the last stop stays
+		// a live thread's.
+		delete(s.ns.stops, st.Tid)
 	default:
 		s.ns.stops[st.Tid] = st
+		pr.last = st
 	}
-	pr.last = st
 	if st.Note != "" || st.Inside != nil {
 		// No console output outside a reply in non-stop mode: the note
 		// goes to the log.

@@ -1,0 +1,154 @@
+package tests
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-dap"
+)
+
+// A thread that exits while non-stop mode steps it (a raw exit system
+// call a stepi lands on) or while it runs on its own (a continue out of
+// its start routine, through glibc's thread exit) is reported as gdb's
+// 'w' stop reply, "w00;pPID.TID", as a %Stop notification: the client
+// waits for that thread's stop, which would never come. The process's
+// own exit (main outlives the worker by 1.5 s) is still W00 after it, and
+// '?' no longer lists the thread.
+func TestRSPNonStopThreadExit(t *testing.T) {
+	for _, tc := range []struct{ name, mode, fn, act string }{
+		{"stepi", "0", "nsx_exit_now", "s"},
+		{"continue", "1", "nsx_last", "c"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startRseqdbg(t, nil, fixture("nsexit"), tc.mode, "1500")
+			p := dialRSP(t, srv.port)
+			p.call("qSupported:multiprocess+;swbreak+")
+			if r := p.call("QStartNoAckMode"); r != "OK" {
+				t.Fatal(r)
+			}
+			p.noAck = true
+			if r := p.call("QNonStop:1"); r != "OK" {
+				t.Fatalf("QNonStop:1: %s", r)
+			}
+			p.drain(p.call("?"))
+			bp := 0x555555554000 + symbolValue(t, "nsexit", tc.fn)
+			if r := p.call(fmt.Sprintf("Z0,%x,1", bp)); r != "OK" {
+				t.Fatalf("Z0: %s", r)
+			}
+			if r := p.call("vCont;c"); r != "OK" {
+				t.Fatalf("vCont;c: %s", r)
+			}
+			n := p.notification()
+			m := threadRE.FindStringSubmatch(n)
+			if !strings.HasPrefix(n, "Stop:T05") || m == nil {
+				t.Fatalf("breakpoint notification %q", n)
+			}
+			pid, tid := m[1], m[2]
+			p.drain(strings.TrimPrefix(n, "Stop:"))
+			if r := p.call(fmt.Sprintf("z0,%x,1", bp)); r != "OK" {
+				t.Fatalf("z0: %s", r)
+			}
+			want := fmt.Sprintf("Stop:w00;p%s.%s", pid, tid)
+			for i := 0; ; i++ {
+				if i == 10 {
+					t.Fatalf("the worker did not exit in 10 steps")
+				}
+				if r := p.call(fmt.Sprintf("vCont;%s:p%s.%s", tc.act, pid, tid)); r != "OK" {
+					t.Fatalf("vCont;%s: %s", tc.act, r)
+				}
+				n = p.notification()
+				if n == want {
+					break
+				}
+				if tc.act != "s" || !strings.HasPrefix(n, "Stop:T05") || !strings.Contains(n, "thread:p"+pid+"."+tid+";") {
+					t.Fatalf("notification %q, want the worker's exit %q", n, want)
+				}
+				p.drain(strings.TrimPrefix(n, "Stop:"))
+			}
+			if r := p.call("vStopped"); r != "OK" {
+				t.Fatalf("vStopped after the thread's exit: %q", r)
+			}
+			// Only the main thread is left, and it runs.
+			if r := p.call("?"); r != "OK" {
+				t.Errorf("? after the worker's exit: %q, want OK", r)
+			}
+			n = p.notification()
+			if !strings.HasPrefix(n, "Stop:W00") {
+				t.Fatalf("want the process's exit, got %q", n)
+			}
+			if r := p.call("vStopped"); r != "OK" {
+				t.Fatalf("vStopped after the exit: %q", r)
+			}
+			p.c.Close()
+			srv.wait(t, 30*time.Second)
+			if !strings.Contains(srv.stdout.String(), "RESULT joined") {
+				t.Errorf("program output: %s", srv.stdout.String())
+			}
+		})
+	}
+}
+
+// DAP: a worker that exits during an instruction step in non-stop mode
+// ends the step with a thread event (reason exited) for it, before the
+// process exits and with no stopped event: the step request does not
+// wait for a thread that is gone, and no stopped event names the gone
+// thread. A continue out of the start routine (mode 1) ends the same
+// way.
+func TestDAPNonStopThreadExit(t *testing.T) {
+	for _, tc := range []struct{ name, mode, fn, req string }{
+		{"stepIn", "0", "nsx_exit_now", "stepIn"},
+		{"continue", "1", "nsx_last", "continue"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := startDAP(t)
+			c.call("initialize", map[string]any{"adapterID": "rseqdbg", "linesStartAt1": true, "columnsStartAt1": true})
+			c.call("launch", map[string]any{"program": fixture("nsexit"), "args": []string{tc.mode, "1500"}, "nonStop": true})
+			c.event("initialized")
+			c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []map[string]any{{"name": tc.fn}}})
+			c.call("configurationDone", nil)
+			tid := nsStopped(t, c, 0).Body.ThreadId
+			c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []map[string]any{}})
+			for i := 0; ; i++ {
+				if i == 10 {
+					t.Fatalf("the worker did not exit in 10 steps")
+				}
+				c.call(tc.req, map[string]any{"threadId": tid, "granularity": "instruction", "singleThread": true})
+				raw := c.until("the worker's step or exit", func(m map[string]any) bool {
+					e, _ := m["event"].(string)
+					return e == "stopped" || e == "exited" || e == "terminated" || e == "thread"
+				})
+				var m struct {
+					Event string `json:"event"`
+					Body  struct {
+						Reason   string `json:"reason"`
+						ThreadID int    `json:"threadId"`
+					} `json:"body"`
+				}
+				json.Unmarshal(raw, &m)
+				if m.Event == "thread" && m.Body.Reason == "exited" && m.Body.ThreadID == tid {
+					break
+				}
+				if tc.req != "stepIn" || m.Event != "stopped" || m.Body.ThreadID != tid || m.Body.Reason != "step" {
+					t.Fatalf("%s", raw)
+				}
+			}
+			// Nothing more about the worker: no stopped event for a thread
+			// that is gone, before the process ends.
+			raw := c.until("the process's exit", func(m map[string]any) bool {
+				if m["event"] == "stopped" {
+					t.Fatalf("a stop after the worker's exit: %v", m)
+				}
+				return m["event"] == "exited"
+			})
+			var ex dap.ExitedEvent
+			json.Unmarshal(raw, &ex)
+			if ex.Body.ExitCode != 0 {
+				t.Errorf("exit code %d", ex.Body.ExitCode)
+			}
+			c.call("disconnect", map[string]any{"terminateDebuggee": true})
+		})
+	}
+}
