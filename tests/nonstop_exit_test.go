@@ -16,11 +16,22 @@ import (
 // 'w' stop reply, "w00;pPID.TID", as a %Stop notification: the client
 // waits for that thread's stop, which would never come. The process's
 // own exit (main outlives the worker by 1.5 s) is still W00 after it, and
-// '?' no longer lists the thread.
+// '?' no longer lists the thread. A thread no vCont named since its last
+// stop (resumed by "vCont;c") is waited for by no one: its exit is not
+// reported, as gdbserver does, unless QThreadEvents:1 asked for every
+// thread's.
 func TestRSPNonStopThreadExit(t *testing.T) {
-	for _, tc := range []struct{ name, mode, fn, act string }{
-		{"stepi", "0", "nsx_exit_now", "s"},
-		{"continue", "1", "nsx_last", "c"},
+	for _, tc := range []struct {
+		name, mode, fn, act string
+		// wildcard: the worker is resumed by "vCont;c", which names no
+		// thread: no client waits for it, and its exit is reported only
+		// with QThreadEvents:1 (events).
+		wildcard, events bool
+	}{
+		{name: "stepi", mode: "0", fn: "nsx_exit_now", act: "s"},
+		{name: "continue", mode: "1", fn: "nsx_last", act: "c"},
+		{name: "wildcard", mode: "1", fn: "nsx_last", act: "c", wildcard: true},
+		{name: "threadevents", mode: "1", fn: "nsx_last", act: "c", wildcard: true, events: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startRseqdbg(t, nil, fixture("nsexit"), tc.mode, "1500")
@@ -32,6 +43,11 @@ func TestRSPNonStopThreadExit(t *testing.T) {
 			p.noAck = true
 			if r := p.call("QNonStop:1"); r != "OK" {
 				t.Fatalf("QNonStop:1: %s", r)
+			}
+			if tc.events {
+				if r := p.call("QThreadEvents:1"); r != "OK" {
+					t.Fatalf("QThreadEvents:1: %s", r)
+				}
 			}
 			p.drain(p.call("?"))
 			bp := 0x555555554000 + symbolValue(t, "nsexit", tc.fn)
@@ -52,7 +68,24 @@ func TestRSPNonStopThreadExit(t *testing.T) {
 				t.Fatalf("z0: %s", r)
 			}
 			want := fmt.Sprintf("Stop:w00;p%s.%s", pid, tid)
-			for i := 0; ; i++ {
+			if tc.wildcard {
+				if r := p.call("vCont;c"); r != "OK" {
+					t.Fatalf("vCont;c: %s", r)
+				}
+				if !tc.events {
+					want = "Stop:W00"
+				}
+				if n = p.notification(); !strings.HasPrefix(n, want) {
+					t.Fatalf("notification %q, want %q", n, want)
+				}
+				if r := p.call("vStopped"); r != "OK" {
+					t.Fatalf("vStopped: %q", r)
+				}
+				if !tc.events {
+					return
+				}
+			}
+			for i := 0; !tc.wildcard; i++ {
 				if i == 10 {
 					t.Fatalf("the worker did not exit in 10 steps")
 				}
