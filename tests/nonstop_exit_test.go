@@ -3,6 +3,7 @@ package tests
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -184,4 +185,35 @@ func TestDAPNonStopThreadExit(t *testing.T) {
 			c.call("disconnect", map[string]any{"terminateDebuggee": true})
 		})
 	}
+}
+
+// Real gdb 13 in non-stop mode: a stepi of a worker over its exit system
+// call gets the worker's 'w' notification, which gdb 13 takes without
+// complaint but does not act on (its infrun only waits again on a thread
+// exit): the stepi ends with the process's exit 1.5 s later, which gdb
+// reports as usual. gdb's remote debug output shows the notifications.
+func TestGDBNonStopThreadExit(t *testing.T) {
+	needTool(t, "gdb")
+	srv := startRseqdbg(t, nil, fixture("nsexit"), "0", "1500")
+	out := gdbNonStop(t, srv.port, fixture("nsexit"), []string{
+		"break nsx_exit_now", "continue", "thread 2", "set debug remote 1",
+		"stepi", "stepi", "stepi", "set debug remote 0", "echo @@end\\n",
+	}, 60*time.Second)
+	w := regexp.MustCompile(`Notification received: Stop:w00;p([0-9a-f]+)\.([0-9a-f]+)`).FindStringSubmatchIndex(out)
+	if w == nil {
+		t.Fatalf("gdb got no thread exit notification:\n%s", out)
+	}
+	exit := strings.Index(out, "Notification received: Stop:W00")
+	if exit < w[0] {
+		t.Fatalf("the process's exit before the worker's (or none):\n%s", out)
+	}
+	if !strings.Contains(out, "exited normally") || !strings.Contains(out, "@@end") {
+		t.Fatalf("gdb did not see the program end:\n%s", out)
+	}
+	for _, bad := range []string{"Remote failure", "internal-error", "Unknown stop reply"} {
+		if strings.Contains(out, bad) {
+			t.Fatalf("gdb: %s:\n%s", bad, out)
+		}
+	}
+	srv.wait(t, 30*time.Second)
 }
