@@ -346,6 +346,12 @@ func (ss *session) stopEvents(st *sess.Stop, reason string) ([]dap.Message, bool
 	}
 	ss.rc.Sync()
 	out := ss.threadEvents()
+	if st.Kind == stepper.StopThreadExited && ss.nonStop {
+		// The thread is gone and the others run: its thread exited
+		// event (from the list, above) is all there is to say, and ends
+		// the step or continue the client made on it.
+		return out, false
+	}
 	if st.Tid != 0 && ss.alive(st.Tid) {
 		ss.cur = st.Tid
 	}

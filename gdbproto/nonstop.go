@@ -42,6 +42,12 @@ type nonStopState struct {
 	// after runs once the reply to the current packet is out: a resumption
 	// answered OK runs then, and its stop follows as a notification.
 	after func()
+	// waited are the threads a vCont action named (not a wildcard) and
+	// that have not stopped since: the client waits for their stop, so
+	// their exit is reported ('w'). Other
+	// threads' exits are not (unless QThreadEvents): gdb 13 takes a 'w'
+	// of a thread it has not seen as a new thread's.
+	waited map[int]bool
 }
 
 // setNonStop answers QNonStop:0 and QNonStop:1. A target that cannot run
@@ -57,6 +63,7 @@ func (s *session) setNonStop(arg string) [][]byte {
 	}
 	if s.ns.stops == nil {
 		s.ns.stops = map[int]*stepper.Stop{}
+		s.ns.waited = map[int]bool{}
 	}
 	if pr := s.live(); pr != nil {
 		if err := pr.rc.SetNonStop(on); err != nil {
@@ -72,6 +79,7 @@ func (s *session) setNonStop(arg string) [][]byte {
 	s.ns.on = on
 	s.ns.stopQueue = nil
 	clear(s.ns.stops)
+	clear(s.ns.waited)
 	return replyOK
 }
 
@@ -124,8 +132,19 @@ func (s *session) questionNonStop() [][]byte {
 }
 
 // nonStopPacket is a stop reply in non-stop mode: a stop gdb asked for
-// with vCont;t carries signal 0, as gdbserver reports it.
+// with vCont;t carries signal 0, as gdbserver reports it; a thread's exit
+// is 'w'.
 func (s *session) nonStopPacket(st *stepper.Stop) []byte {
+	if st.Kind == stepper.StopThreadExited {
+		// "w AA;TID": the thread exited with status AA, as gdbserver
+		// reports TARGET_WAITKIND_THREAD_EXITED (gdb takes it for a
+		// thread it resumed and waits for without QThreadEvents); the exit
+		// status of one thread is not known here (the kernel reports it
+		// for the group only), 0.
+		if pr := s.srv.proc; pr != nil {
+			return []byte("w00;" + s.threadIDString(pr.p.Pid(), st.Tid))
+		}
+	}
 	if st.Kind == stepper.StopInterrupt {
 		c := *st
 		c.Kind, c.Sig = stepper.StopSignal, 0
@@ -156,6 +175,9 @@ func (s *session) vContNonStop(pr *process, acts []wire.VContAction) [][]byte {
 				}
 			case a.Action != 't' && !running:
 				jobs = append(jobs, job{tid, a})
+				if a.Thread.Tid > 0 {
+					s.ns.waited[tid] = true
+				}
 			}
 			break
 		}
@@ -213,10 +235,24 @@ func (s *session) notify(pr *process, st *stepper.Stop) {
 	switch st.Kind {
 	case stepper.StopExited, stepper.StopKilled:
 		pr.exited = true
+		pr.last = st
+	case stepper.StopThreadExited:
+		// Gone: '?' has no stop of it to list, and the last stop stays
+		// a live thread's.
+		delete(s.ns.stops, st.Tid)
+		waited := s.ns.waited[st.Tid]
+		delete(s.ns.waited, st.Tid)
+		if !waited && !s.threadEvents {
+			slog.Debug("non-stop thread exit not reported", "tid", st.Tid)
+			return
+		}
 	default:
 		s.ns.stops[st.Tid] = st
+		pr.last = st
+		// The wait for it is over; the next vCont that names it starts
+		// another.
+		delete(s.ns.waited, st.Tid)
 	}
-	pr.last = st
 	if st.Note != "" || st.Inside != nil {
 		// No console output outside a reply in non-stop mode: the note
 		// goes to the log.

@@ -170,10 +170,15 @@ func (s *session) set(pkt string) [][]byte {
 			pr.eng.SetSignalPolicy(s.policy)
 		}
 		return replyOK
-	case "QProgramSignals", "QThreadEvents", "QStartupWithShell", "QEnableErrorStrings":
-		// Every signal may reach the program; thread events are only
-		// reported in non-stop mode, which is not offered; programs are
-		// started without a shell either way.
+	case "QThreadEvents":
+		// Thread exits are reported in non-stop mode only (all-stop
+		// runs them silently): every one with this, else those of the
+		// threads the client waits for.
+		s.threadEvents = arg == "1"
+		return replyOK
+	case "QProgramSignals", "QStartupWithShell", "QEnableErrorStrings":
+		// Every signal may reach the program; programs are started
+		// without a shell either way.
 		return replyOK
 	case "QThreadSuffixSupported":
 		s.lldb = true

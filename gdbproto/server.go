@@ -575,7 +575,10 @@ type session struct {
 	execEvents bool
 	// forkEvents: the client takes fork:ID in a stop reply and decides
 	// whether to keep or detach the child (gdb's detach-on-fork).
-	forkEvents      bool
+	forkEvents bool
+	// threadEvents (QThreadEvents:1): the client takes every thread's
+	// exit as 'w' in non-stop mode, not only those it waits for.
+	threadEvents    bool
 	lldb, extended  bool
 	listThreads     bool
 	noAckNext, quit bool

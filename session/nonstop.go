@@ -45,7 +45,8 @@ func (s *Session) ContinueThread(tid, sig int) (*Stop, error) {
 func (s *Session) StopThread(tid int) error { return s.Eng.StopThread(tid) }
 
 // Poll returns the next stop the user must see of a thread that runs on
-// its own, or nil when there is none yet; it does not block.
+// its own (its exit included), or nil when there is none yet; it does not
+// block.
 func (s *Session) Poll() (*Stop, error) {
 	for {
 		st, err := s.Eng.Poll()
@@ -60,14 +61,17 @@ func (s *Session) Poll() (*Stop, error) {
 }
 
 // threadStop filters one thread's stop as Continue does: a declined
-// breakpoint hit resumes the thread, a thread's own exit is no stop, an
-// exec is reported after the breakpoints are resolved again.
+// breakpoint hit resumes the thread, a thread's exit is reported as such
+// (its client waits for it), an exec is reported after the breakpoints
+// are resolved again.
 func (s *Session) threadStop(st *stepper.Stop, err error) (*Stop, error) {
 	for err == nil && st != nil && !s.Eng.Exited() {
 		switch st.Kind {
 		case stepper.StopThreadExited:
+			// Reported: the thread's client resumed it and waits for its
+			// stop (gdb's 'w', DAP's thread exited event).
 			s.Forget(st.Tid)
-			return nil, nil
+			return &Stop{Stop: st}, nil
 		case stepper.StopLibrary:
 			s.Sync()
 			st, err = s.Eng.ContinueThread(st.Tid, 0)

@@ -85,12 +85,19 @@ func (s *Session) Continue(tid int) (*Stop, error) {
 
 // Run is the resume loop of a front end that decides its own steps (gdb):
 // op is one engine resumption; a thread exiting on its own is no stop, the
-// others run on; a breakpoint stop goes through the store like any other.
+// others run on (in non-stop mode it is: op drove that thread alone); a
+// breakpoint stop goes through the store like any other.
 func (s *Session) Run(op func() (*stepper.Stop, error)) (*Stop, error) {
 	st, err := op()
 	for err == nil && st != nil && !s.Eng.Exited() {
 		switch st.Kind {
 		case stepper.StopThreadExited:
+			if s.Eng.NonStop() {
+				// The driven thread's exit ends its resumption: its
+				// client waits for it alone, the others run anyway.
+				s.Forget(st.Tid)
+				return &Stop{Stop: st}, nil
+			}
 			threads := s.T.Threads()
 			if len(threads) == 0 {
 				return s.stopped(st, nil), nil

@@ -83,7 +83,9 @@ func (e *Engine) waitDriven() (target.Event, error) {
 		}
 		switch ev.Kind {
 		case target.EventThreadExited:
-			delete(e.rseq, ev.Tid)
+			// Its client resumed it and waits for it: the exit is its
+			// stop, kept for Poll like another thread's stop.
+			e.deferred = append(e.deferred, e.terminal(ev))
 			continue
 		case target.EventStop:
 		default:
@@ -261,8 +263,9 @@ func (e *Engine) StopThread(tid int) error {
 	return nil
 }
 
-// Poll (non-stop mode) returns the next stop of a thread nothing drives, or
-// nil when none is ready; it does not block. A breakpoint stop is noted so
+// Poll (non-stop mode) returns the next stop of a thread nothing drives
+// (its exit included, StopThreadExited), or nil when none is ready; it
+// does not block. A breakpoint stop is noted so
 // the thread's next resumption steps off it.
 func (e *Engine) Poll() (*Stop, error) {
 	if len(e.deferred) > 0 {
@@ -279,9 +282,9 @@ func (e *Engine) Poll() (*Stop, error) {
 			return nil, err
 		}
 		if st := e.terminal(ev); st != nil {
-			if st.Kind == StopThreadExited {
-				continue
-			}
+			// A thread's exit is reported too: in non-stop mode its
+			// client resumed it and waits for its stop, which will
+			// never come otherwise.
 			return st, nil
 		}
 		if ev.Kind != target.EventStop {

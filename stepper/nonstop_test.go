@@ -95,7 +95,14 @@ func TestNonStopStepsWhileOthersRun(t *testing.T) {
 					return fmt.Errorf("continuing %d: %+v %v", th, st, err)
 				}
 			}
-			st, err = pollFor(e, 60*time.Second)
+			// The workers' exits come first (Poll reports them: their
+			// client waits for them), then the process's.
+			for {
+				st, err = pollFor(e, 60*time.Second)
+				if err != nil || st.Kind != StopThreadExited {
+					break
+				}
+			}
 			if err != nil || st.Kind != StopExited || st.Code != 0 {
 				return fmt.Errorf("want exit 0 (exact sums), got %+v %v", st, err)
 			}
@@ -157,5 +164,63 @@ func TestNonStopStopRequestAtForeignBreakpoint(t *testing.T) {
 	})
 	if fail != nil {
 		t.Fatal(fail)
+	}
+}
+
+// A thread's exit in non-stop mode is a stop of its own: the step that
+// drives it over its exit system call ends with StopThreadExited for it
+// (nsexit mode 0), and the exit of a thread continued on its own comes
+// from Poll (mode 1); the process's exit follows.
+func TestNonStopThreadExit(t *testing.T) {
+	prog := filepath.Join(fixtures(t), "nsexit")
+	for _, tc := range []struct{ mode, fn string }{{"0", "nsx_exit_now"}, {"1", "nsx_last"}} {
+		p, e := launch(t, prog, tc.mode, "300")
+		var fail error
+		p.Do(func() {
+			fail = func() error {
+				bias := e.biasOf(p.ExecPath())
+				if _, err := e.SetBreakpoint(symbolAddr(t, prog, tc.fn, bias)); err != nil {
+					return err
+				}
+				if err := e.SetNonStop(true); err != nil {
+					return err
+				}
+				if st, err := e.Continue(p.Pid(), nil); err != nil || st != nil {
+					return fmt.Errorf("continue: %v %v", st, err)
+				}
+				st, err := pollFor(e, 20*time.Second)
+				if err != nil || st.Kind != StopBreakpoint {
+					return fmt.Errorf("first stop %+v %v", st, err)
+				}
+				tid := st.Tid
+				if tc.mode == "0" {
+					for i := 0; st.Kind != StopThreadExited; i++ {
+						if i == 10 {
+							return fmt.Errorf("no exit in 10 steps: %+v", st)
+						}
+						if st, err = e.StepInstruction(tid, 0, OthersStay); err != nil {
+							return fmt.Errorf("step %d: %w", i, err)
+						}
+					}
+				} else {
+					if st, err := e.ContinueThread(tid, 0); err != nil || st != nil {
+						return fmt.Errorf("continuing %d: %+v %v", tid, st, err)
+					}
+					if st, err = pollFor(e, 20*time.Second); err != nil || st.Kind != StopThreadExited {
+						return fmt.Errorf("want the worker's exit, got %+v %v", st, err)
+					}
+				}
+				if st.Tid != tid {
+					return fmt.Errorf("exit of %d, want %d", st.Tid, tid)
+				}
+				if st, err = pollFor(e, 20*time.Second); err != nil || st.Kind != StopExited || st.Code != 0 {
+					return fmt.Errorf("want exit 0, got %+v %v", st, err)
+				}
+				return nil
+			}()
+		})
+		if fail != nil {
+			t.Fatalf("mode %s: %v", tc.mode, fail)
+		}
 	}
 }
