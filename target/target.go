@@ -91,8 +91,8 @@ const (
 	// ContinueSyscalls is at a system call's entry (Event.Syscall is its
 	// number) or exit. A syscall stop collected while the other threads
 	// were being stopped is reported at the thread's next ContinueSyscalls
-	// resumption only; any other resumption drops it and lets the call go
-	// on.
+	// resumption only; any other resumption that runs the thread drops it
+	// and lets the call go on.
 	TrapSyscallEntry
 	TrapSyscallExit
 )
