@@ -109,13 +109,7 @@ func TestRSPNonStopThreadExit(t *testing.T) {
 			if r := p.call("?"); r != "OK" {
 				t.Errorf("? after the worker's exit: %q, want OK", r)
 			}
-			n = p.notification()
-			if !strings.HasPrefix(n, "Stop:W00") {
-				t.Fatalf("want the process's exit, got %q", n)
-			}
-			if r := p.call("vStopped"); r != "OK" {
-				t.Fatalf("vStopped after the exit: %q", r)
-			}
+			p.exited()
 			p.c.Close()
 			srv.wait(t, 30*time.Second)
 			if !strings.Contains(srv.stdout.String(), "RESULT joined") {

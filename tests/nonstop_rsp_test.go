@@ -94,6 +94,18 @@ func (p *rsp) notification() string {
 	}
 }
 
+// exited waits for the process's exit notification (W00) and
+// acknowledges it.
+func (p *rsp) exited() {
+	p.t.Helper()
+	if n := p.notification(); !strings.HasPrefix(n, "Stop:W00") {
+		p.t.Fatalf("want the process's exit, got %q", n)
+	}
+	if r := p.call("vStopped"); r != "OK" {
+		p.t.Fatalf("vStopped after the exit: %q", r)
+	}
+}
+
 // drain acknowledges the notified stop with vStopped until OK and returns
 // every stop reply received.
 func (p *rsp) drain(first string) []string {
@@ -210,13 +222,7 @@ func TestRSPNonStopPackets(t *testing.T) {
 	if r := p.call("vCont;c"); r != "OK" {
 		t.Fatalf("vCont;c: %s", r)
 	}
-	n = p.notification()
-	if !strings.HasPrefix(n, "Stop:W00") {
-		t.Fatalf("want the exit, got %q", n)
-	}
-	if r := p.call("vStopped"); r != "OK" {
-		t.Fatalf("vStopped after the exit: %q", r)
-	}
+	p.exited()
 	p.c.Close()
 	srv.wait(t, 30*time.Second)
 	exactSums(t, srv.stdout.String())

@@ -143,11 +143,8 @@ func (p *Process) resumeNonStop(actions map[int]target.Action, def target.Action
 			queued = true
 			continue
 		}
-		if err := p.resumeThread(t, act); err != nil {
-			if !errors.Is(err, unix.ESRCH) {
-				return err
-			}
-			t.running = true
+		if err := p.startThread(t, act); err != nil {
+			return err
 		}
 		if first == 0 {
 			first = tid

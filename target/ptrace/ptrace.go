@@ -664,13 +664,8 @@ func (p *Process) Resume(actions map[int]target.Action, def target.Action) error
 		if act.Kind == target.Stay {
 			continue
 		}
-		if err := p.resumeThread(t, act); err != nil {
-			if !errors.Is(err, unix.ESRCH) {
-				return err
-			}
-			// Killed while stopped: it cannot be resumed but is dying, and
-			// Wait reports its end.
-			t.running = true
+		if err := p.startThread(t, act); err != nil {
+			return err
 		}
 		if first == 0 {
 			first = tid
@@ -682,6 +677,18 @@ func (p *Process) Resume(actions map[int]target.Action, def target.Action) error
 	p.signalTid.Store(int64(first))
 	p.running.Store(true)
 	return nil
+}
+
+// startThread resumes t for a Resume. A thread killed while stopped
+// cannot be resumed but is dying, and Wait reports its end: it counts as
+// running.
+func (p *Process) startThread(t *threadState, act target.Action) error {
+	err := p.resumeThread(t, act)
+	if errors.Is(err, unix.ESRCH) {
+		t.running = true
+		return nil
+	}
+	return err
 }
 
 func (p *Process) resumeThread(t *threadState, act target.Action) error {
