@@ -122,6 +122,9 @@ type RseqStats struct {
 	// every running thread while an int3 was lifted.
 	PassedNotOwned int `json:"passedNotOwned"`
 	Pauses         int `json:"pauses"`
+	// Displaced counts continues from a breakpoint that ran a copy of its
+	// instruction instead of a step over it (stepper/displace.go).
+	Displaced int `json:"displaced"`
 }
 
 // LaunchArguments are the launch request's arguments (the launch
@@ -1085,7 +1088,7 @@ func (s *Server) onRseqStats(r *RseqStatsRequest) (dap.ResponseMessage, error) {
 		Aborts: st.Aborts, OtherExits: st.ExitPoints, Interrupted: st.Interrupted, SignalsInRuns: st.SignalsInRuns,
 		Discovered: st.Discovered, StepsInside: st.StepsInside,
 		CaughtInside: st.CaughtInside, InspectedSteps: st.InspectedSteps, ForcedAborts: st.ForcedAborts,
-		PacedSignals: st.PacedSignals, PassedNotOwned: st.PassedNotOwned, Pauses: st.Pauses}}, nil
+		PacedSignals: st.PacedSignals, PassedNotOwned: st.PassedNotOwned, Pauses: st.Pauses, Displaced: st.Displaced}}, nil
 }
 
 // startInspect applies the launch configuration's "inspect"; a target that

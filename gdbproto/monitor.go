@@ -214,6 +214,7 @@ func (s *session) monitorStats() string {
 		fmt.Sprintf("breakpoint conditions decided here %d\n", pr.rc.AgentEvaluations) +
 		fmt.Sprintf("threads caught inside a section %d\n", st.CaughtInside) +
 		fmt.Sprintf("signals paced %d\n", st.PacedSignals) +
+		fmt.Sprintf("continues from a breakpoint by a displaced copy %d\n", st.Displaced) +
 		fmt.Sprintf("breakpoints of another thread passed %d\npauses of running threads %d\n", st.PassedNotOwned, st.Pauses)
 }
 

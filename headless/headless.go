@@ -928,9 +928,9 @@ func (s *Session) info(arg string) error {
 		st := s.eng.Stats()
 		s.emit(map[string]any{"event": "stats", "single_steps": st.SingleSteps, "region_runs": st.RegionRuns, "commits": st.Commits,
 			"aborts": st.Aborts, "exits": st.ExitPoints, "interrupted": st.Interrupted, "signals_in_runs": st.SignalsInRuns, "discovered": st.Discovered, "steps_inside": st.StepsInside,
-			"caught_inside": st.CaughtInside, "inspected_steps": st.InspectedSteps, "forced_aborts": st.ForcedAborts, "paced_signals": st.PacedSignals},
-			fmt.Sprintf("single-steps %d, region runs %d, commits %d, aborts %d, other exits %d, interrupted %d, signals during runs %d, discovered at run time %d, inspected steps %d, forced aborts %d, paced signals %d",
-				st.SingleSteps, st.RegionRuns, st.Commits, st.Aborts, st.ExitPoints, st.Interrupted, st.SignalsInRuns, st.Discovered, st.InspectedSteps, st.ForcedAborts, st.PacedSignals))
+			"caught_inside": st.CaughtInside, "inspected_steps": st.InspectedSteps, "forced_aborts": st.ForcedAborts, "paced_signals": st.PacedSignals, "displaced": st.Displaced},
+			fmt.Sprintf("single-steps %d, region runs %d, commits %d, aborts %d, other exits %d, interrupted %d, signals during runs %d, discovered at run time %d, inspected steps %d, forced aborts %d, paced signals %d, displaced %d",
+				st.SingleSteps, st.RegionRuns, st.Commits, st.Aborts, st.ExitPoints, st.Interrupted, st.SignalsInRuns, st.Discovered, st.InspectedSteps, st.ForcedAborts, st.PacedSignals, st.Displaced))
 		return nil
 	}
 	return fmt.Errorf("unknown info command %q", what)

@@ -143,6 +143,9 @@ type Stats struct {
 	// every running thread was held for an int3 to be lifted.
 	PassedNotOwned int
 	Pauses         int
+	// Displaced counts threads continued from a breakpoint through a copy
+	// of its instruction, with no step over the lifted int3 (displace.go).
+	Displaced int
 }
 
 // Options tune the engine.
@@ -239,6 +242,8 @@ type Engine struct {
 	// stopWanted are the threads StopThread asked to stop whose stop has
 	// not come yet.
 	stopWanted map[int]bool
+	// disp runs instructions under breakpoints out of line (displace.go).
+	disp displacer
 }
 
 // New builds the engine: it reads auxv, loads the executable's and the
@@ -282,6 +287,7 @@ func build(t target.Target, opts Options) *Engine {
 		stopWanted: map[int]bool{},
 	}
 	e.threadCtl, _ = t.(target.ThreadControl)
+	e.disp = newDisplacer(t)
 	if e.opts.SoloBudget == 0 && e.threadCtl != nil {
 		// Natively, resuming and stopping parked threads is what costs,
 		// and an interrupt ends the budget at once. A remote stub's
@@ -401,6 +407,7 @@ func (e *Engine) addObject(path string, bias uint64) {
 	}
 	clear(e.insns)
 	clear(e.flows)
+	e.forgetSlots()
 }
 
 func (e *Engine) loadVDSO() {
@@ -472,6 +479,7 @@ func (e *Engine) refreshLinkMap() {
 			i--
 			clear(e.insns)
 			clear(e.flows)
+			e.forgetSlots()
 		}
 	}
 }
@@ -515,6 +523,7 @@ func (e *Engine) Declare(name string, start, end uint64) (*regions.Region, error
 	e.declared = append(e.declared, r)
 	clear(e.insns)
 	clear(e.flows)
+	e.forgetSlots()
 	return r, nil
 }
 
@@ -555,6 +564,7 @@ func (e *Engine) Undeclare(keep func(*regions.Region) bool) int {
 	}
 	clear(e.insns)
 	clear(e.flows)
+	e.forgetSlots()
 	return removed
 }
 
@@ -617,6 +627,7 @@ func (e *Engine) ClearAll() {
 func (e *Engine) WriteMemory(addr uint64, data []byte) (int, error) {
 	clear(e.insns)
 	clear(e.flows)
+	e.forgetSlots()
 	return e.t.WriteMemory(addr, data)
 }
 
@@ -726,6 +737,7 @@ func (e *Engine) Detach() error {
 		e.t.RemoveBreakpoint(e.dlBreak)
 		e.dlBreak = 0
 	}
+	e.unmapScratch()
 	e.exited = true
 	return e.t.Detach()
 }

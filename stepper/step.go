@@ -271,7 +271,8 @@ func (e *Engine) terminal(ev target.Event) *Stop {
 		clear(e.insns)
 		clear(e.rseq)
 		clear(e.pace)
-		e.ran(0) // a new program, and its threads' new names
+		e.disp = newDisplacer(e.t) // its mappings went with the old image
+		e.ran(0)                   // a new program, and its threads' new names
 		e.dlBreak = 0
 		e.declared = nil
 		e.load()
@@ -932,7 +933,8 @@ func (e *Engine) storeBefore(tid int, r *regions.Region, regs *target.Regs) (uin
 // inside a critical section or on a breakpoint they reported are first
 // moved past it, then all run until something is reportable. sigs holds
 // the signal each thread is to receive.
-func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
+func (e *Engine) resumeAll(tid int, sigs map[int]int) (st *Stop, err error) {
+	defer func() { e.settleDisplaced(st) }()
 	if e.exited {
 		return nil, target.ErrExited
 	}
@@ -946,6 +948,9 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 		}
 	}
 	for _, th := range movers {
+		if e.displaceOff(th, sigs[th]) {
+			continue
+		}
 		st, err := e.moveOff(th, sigs[th])
 		if err != nil {
 			return nil, err
@@ -1012,6 +1017,20 @@ func (e *Engine) resumeAll(tid int, sigs map[int]int) (*Stop, error) {
 			e.sawSignal(ev.Tid, !e.policy.NoPass[ev.Sig])
 			if !e.policy.NoPass[ev.Sig] {
 				sigs = map[int]int{ev.Tid: ev.Sig}
+			}
+			if _, onBreakpoint := e.leaveSlot(ev.Tid); onBreakpoint {
+				// Stopped before its displaced instruction ran: stepped
+				// over the int3 with its handler run first, as a signal
+				// during any step off a breakpoint is.
+				st, err := e.moveOff(ev.Tid, sigs[ev.Tid])
+				if err != nil {
+					return nil, err
+				}
+				if st != nil && st.Kind != StopStep {
+					st.Crossed = crossed
+					return st, nil
+				}
+				sigs = nil
 			}
 			continue
 		}

@@ -309,6 +309,25 @@ type ThreadControl interface {
 	Asleep(tid int) (bool, error)
 }
 
+// CodeMapper is implemented by targets that can map fresh memory for code
+// into the process, by having one of its stopped threads make the mmap
+// system call. The stepper copies the instruction under a breakpoint
+// there, followed by a jump back, so that a thread continued from a
+// breakpoint runs the copy instead of being single-stepped over the lifted
+// int3: one ptrace stop per hit instead of two, and the int3 stays in
+// place for the other threads.
+type CodeMapper interface {
+	// MapCode has stopped thread tid map size bytes, readable and
+	// executable (the debugger writes them through its memory access),
+	// preferably near hint, and returns where. The thread is left as it
+	// was: registers, signal mask and pending signals. It fails, changing
+	// nothing, where a system call made for the debugger could harm the
+	// program (a seccomp filter may kill it for the call).
+	MapCode(tid int, hint uint64, size int) (uint64, error)
+	// UnmapCode undoes MapCode, before the process is let go.
+	UnmapCode(tid int, addr uint64, size int) error
+}
+
 // ForkFollower is implemented by targets that can keep a fork child under
 // control instead of letting it go (gdb's fork events, `set detach-on-fork
 // off`). Without KeepForks(true) a fork child is released clean and

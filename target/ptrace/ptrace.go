@@ -128,6 +128,9 @@ type Process struct {
 	nonStop bool
 	// pausing: PauseAll holds the running threads stopped.
 	pausing bool
+	// vdsoSyscall is where MapCode makes its system call (0: not found
+	// yet; an exec maps another vDSO).
+	vdsoSyscall uint64
 }
 
 type breakpoint struct {
@@ -1224,6 +1227,7 @@ func (p *Process) handleExec(tid int) target.Event {
 		delete(p.bps, k)
 	}
 	p.lifted = false
+	p.vdsoSyscall = 0
 	for _, o := range p.order {
 		if o != p.pid {
 			delete(p.threads, o)
