@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,25 @@ type threadAction struct {
 	kind   byte // 'c', 's', 'r', 't'
 	sig    int  // Linux number
 	lo, hi uint64
+}
+
+// resumeActions are the threads' shares of a resumption: named holds
+// those of threads named one by one, def (when set) every other thread's.
+// Resolved per thread when asked, so that stepping one of hundreds of
+// parked threads builds nothing per thread.
+type resumeActions struct {
+	named map[int]threadAction
+	def   *threadAction
+}
+
+func (r resumeActions) of(tid int) (threadAction, bool) {
+	if a, ok := r.named[tid]; ok {
+		return a, true
+	}
+	if r.def != nil {
+		return *r.def, true
+	}
+	return threadAction{}, false
 }
 
 // vCont maps a vCont request onto one engine operation. Every resumption
@@ -54,24 +74,30 @@ func (s *session) vCont(pkt string) [][]byte {
 		return s.vContNonStop(pr, acts)
 	}
 	threads := pr.p.Threads()
-	per := map[int]threadAction{}
-	for _, tid := range threads {
-		for _, a := range acts {
-			if !s.matches(a.Thread, pr.p.Pid(), tid) {
-				continue
-			}
-			ta := threadAction{kind: a.Action, lo: a.RangeStart, hi: a.RangeEnd}
-			switch a.Action {
-			case 'C':
-				ta.kind, ta.sig = 'c', s.hostSignal(int(a.Signal))
-			case 'S':
-				ta.kind, ta.sig = 's', s.hostSignal(int(a.Signal))
-			}
-			per[tid] = ta
+	// Each thread takes the first action that matches it: after a
+	// wildcard, later actions match nothing.
+	ra := resumeActions{named: map[int]threadAction{}}
+	for _, a := range acts {
+		if a.Thread.Pid > 0 && a.Thread.Pid != int64(pr.p.Pid()) {
+			continue
+		}
+		ta := threadAction{kind: a.Action, lo: a.RangeStart, hi: a.RangeEnd}
+		switch a.Action {
+		case 'C':
+			ta.kind, ta.sig = 'c', s.hostSignal(int(a.Signal))
+		case 'S':
+			ta.kind, ta.sig = 's', s.hostSignal(int(a.Signal))
+		}
+		if a.Thread.Tid <= 0 {
+			ra.def = &ta
 			break
 		}
+		tid := int(a.Thread.Tid)
+		if _, ok := ra.named[tid]; !ok && slices.Contains(threads, tid) {
+			ra.named[tid] = ta
+		}
 	}
-	return s.resume(per, threads)
+	return s.resume(ra, threads)
 }
 
 func (s *session) matches(id wire.ThreadID, pid, tid int) bool {
@@ -116,26 +142,23 @@ func (s *session) legacyResume(pkt string) [][]byte {
 			return replyErr
 		}
 	}
-	threads := pr.p.Threads()
-	per := map[int]threadAction{}
+	ra := resumeActions{named: map[int]threadAction{}}
 	if pkt[0] == 's' || pkt[0] == 'S' {
-		per[tid] = threadAction{kind: 's', sig: sig}
+		ra.named[tid] = threadAction{kind: 's', sig: sig}
 	} else {
-		for _, t := range threads {
-			per[t] = threadAction{kind: 'c'}
-		}
-		per[tid] = threadAction{kind: 'c', sig: sig}
+		ra.named[tid] = threadAction{kind: 'c', sig: sig}
+		ra.def = &threadAction{kind: 'c'}
 	}
-	return s.resume(per, threads)
+	return s.resume(ra, pr.p.Threads())
 }
 
 // resume runs one all-stop resumption and reports how it ended.
-func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
+func (s *session) resume(per resumeActions, threads []int) [][]byte {
 	pr := s.srv.proc
 	stepper0, othersRun := 0, false
 	sigs := map[int]int{}
 	for _, tid := range threads {
-		a, ok := per[tid]
+		a, ok := per.of(tid)
 		if !ok {
 			continue
 		}
@@ -150,9 +173,10 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 			}
 		}
 	}
-	for tid, a := range per {
-		if tid != stepper0 && a.kind == 'c' {
+	for _, tid := range threads {
+		if a, ok := per.of(tid); ok && tid != stepper0 && a.kind == 'c' {
 			othersRun = true
+			break
 		}
 	}
 	forced := s.forced
@@ -164,7 +188,7 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 		// this step reports the thread in the abort handler.
 		return s.report(forced)
 	case stepper0 != 0:
-		a := per[stepper0]
+		a, _ := per.of(stepper0)
 		others := stepper.OthersStay
 		if othersRun {
 			others = stepper.OthersRun
@@ -186,17 +210,17 @@ func (s *session) resume(per map[int]threadAction, threads []int) [][]byte {
 			}
 		}
 		for _, want := range []int{s.cThread, pr.last.Tid} {
-			if _, ok := per[want]; tid == 0 && ok && want != 0 {
+			if _, ok := per.of(want); tid == 0 && ok && want != 0 && slices.Contains(threads, want) {
 				tid = want
 			}
 		}
 		for _, t := range threads {
-			if _, ok := per[t]; tid == 0 && ok {
+			if _, ok := per.of(t); tid == 0 && ok {
 				tid = t
 			}
 		}
 		run = func() (*sess.Stop, error) { return pr.rc.Resume(tid, sigs) }
-	case len(per) > 0:
+	case len(per.named) > 0 || per.def != nil:
 		// Only 't' actions: nothing runs in all-stop.
 		return replyOK
 	default:

@@ -9,11 +9,16 @@ import (
 	"time"
 )
 
-var decidedRE = regexp.MustCompile(`breakpoint conditions decided here (\d+)`)
+var (
+	decidedRE   = regexp.MustCompile(`breakpoint conditions decided here (\d+)`)
+	displacedRE = regexp.MustCompile(`continues from a breakpoint by a displaced copy (\d+)`)
+)
 
 // gdb's condition on a breakpoint in a hot loop comes as bytecode
 // (ConditionalBreakpoints) and is decided in the server: 8000 hits, one
 // stop, at the hit where it holds, and no round trip to gdb for the others.
+// Each hit whose condition is false goes on through the displaced copy of
+// the instruction under the breakpoint, with no single-step.
 func TestGDBConditionDecidedInServer(t *testing.T) {
 	needTool(t, "gdb")
 	line := markerLine(t, "hotloop.c", "BODY-LINE")
@@ -27,6 +32,9 @@ func TestGDBConditionDecidedInServer(t *testing.T) {
 	}
 	if m := decidedRE.FindStringSubmatch(out); m == nil || m[1] != "8000" {
 		t.Fatalf("conditions decided in the server: %v\n%s", m, tail(out))
+	}
+	if m := displacedRE.FindStringSubmatch(out); m == nil || m[1] != "7999" {
+		t.Fatalf("continues through a displaced copy: %v, want the 7999 hits before the stop\n%s", m, tail(out))
 	}
 }
 

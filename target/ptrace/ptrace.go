@@ -65,6 +65,8 @@ type threadState struct {
 	// registers were cached (0 otherwise).
 	stepping bool
 	stepFrom uint64
+	// free: counted in Process.nfree (running, not single-stepping).
+	free bool
 	// regs caches the registers while the thread is stopped: a stop costs
 	// one PTRACE_GETREGS however often the core looks at them.
 	regs      target.Regs
@@ -128,6 +130,9 @@ type Process struct {
 	nonStop bool
 	// pausing: PauseAll holds the running threads stopped.
 	pausing bool
+	// nrunning counts the running threads, nfree those of them not
+	// single-stepping (setRunning).
+	nrunning, nfree int
 	// vdsoSyscall is where MapCode makes its system call (0: not found
 	// yet; an exec maps another vDSO).
 	vdsoSyscall uint64
@@ -421,6 +426,9 @@ func (p *Process) addThread(tid int) *threadState {
 }
 
 func (p *Process) removeThread(tid int) {
+	if t := p.threads[tid]; t != nil {
+		p.setRunning(t, false)
+	}
 	delete(p.threads, tid)
 	for i, t := range p.order {
 		if t == tid {
@@ -444,7 +452,7 @@ func (p *Process) Regs(tid int) (target.Regs, error) {
 	if err := unix.PtraceGetRegs(tid, &r); err != nil {
 		if err == unix.ESRCH && t != nil {
 			// Killed while stopped: it is dying, and the next Wait reaps it.
-			t.running = true
+			p.setRunning(t, true)
 		}
 		return target.Regs{}, fmt.Errorf("reading registers of %d: %w", tid, err)
 	}
@@ -640,7 +648,18 @@ func (p *Process) Resume(actions map[int]target.Action, def target.Action) error
 		return p.resumeNonStop(actions, def)
 	}
 	p.defaultAct = def
-	for _, tid := range p.order {
+	order := p.order
+	if def.Kind == target.Stay && len(actions) < len(order) {
+		// Only the threads named run: the parked ones are not looked at.
+		order = make([]int, 0, len(actions))
+		for tid := range actions {
+			if p.threads[tid] != nil {
+				order = append(order, tid)
+			}
+		}
+		slices.Sort(order)
+	}
+	for _, tid := range order {
 		t := p.threads[tid]
 		act, ok := actions[tid]
 		if !ok {
@@ -658,7 +677,7 @@ func (p *Process) Resume(actions map[int]target.Action, def target.Action) error
 		}
 	}
 	first := 0
-	for _, tid := range p.order {
+	for _, tid := range order {
 		t := p.threads[tid]
 		act, ok := actions[tid]
 		if !ok {
@@ -688,7 +707,7 @@ func (p *Process) Resume(actions map[int]target.Action, def target.Action) error
 func (p *Process) startThread(t *threadState, act target.Action) error {
 	err := p.resumeThread(t, act)
 	if errors.Is(err, unix.ESRCH) {
-		t.running = true
+		p.setRunning(t, true)
 		return nil
 	}
 	return err
@@ -714,7 +733,7 @@ func (p *Process) resumeThread(t *threadState, act target.Action) error {
 	if err != nil {
 		return fmt.Errorf("resuming thread %d: %w", t.tid, err)
 	}
-	t.running = true
+	p.setRunning(t, true)
 	return nil
 }
 
@@ -752,13 +771,30 @@ func (p *Process) Interrupt() {
 	unix.Tgkill(p.pid, tid, unix.SIGSTOP)
 }
 
-func (p *Process) anyRunning() bool {
-	for _, t := range p.threads {
-		if t.running {
-			return true
-		}
+func (p *Process) anyRunning() bool { return p.nrunning > 0 }
+
+// setRunning records that t runs or has stopped. The counts it keeps
+// answer Wait's questions (is any thread running, is every running thread
+// single-stepping) after every stop without a look at each thread, which
+// with hundreds of parked threads cost as much as the step.
+func (p *Process) setRunning(t *threadState, on bool) {
+	if t.running == on {
+		return
 	}
-	return false
+	t.running = on
+	if on {
+		p.nrunning++
+		t.free = !t.stepping
+		if t.free {
+			p.nfree++
+		}
+		return
+	}
+	p.nrunning--
+	if t.free {
+		p.nfree--
+		t.free = false
+	}
 }
 
 // Wait returns the next event with every thread stopped.
@@ -847,14 +883,7 @@ func (p *Process) wait() (target.Event, error) {
 // P away after 20 µs and the return would have to win it back, a cost paid
 // on every step.
 func (p *Process) wait4(ws *unix.WaitStatus) (int, error) {
-	onlyStepping := true
-	for _, t := range p.threads {
-		if t.running && !t.stepping {
-			onlyStepping = false
-			break
-		}
-	}
-	if !onlyStepping {
+	if p.nfree > 0 {
 		return unix.Wait4(-1, ws, unix.WALL|unix.WNOTHREAD, nil)
 	}
 	r, _, errno := unix.RawSyscall6(unix.SYS_WAIT4, ^uintptr(0), uintptr(unsafe.Pointer(ws)), unix.WALL|unix.WNOTHREAD, 0, 0, 0)
@@ -893,7 +922,7 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 				p.removeThread(tid)
 			}
 			for _, o := range p.threads {
-				o.running = false
+				p.setRunning(o, false)
 			}
 			if ws.Exited() {
 				return target.Event{Kind: target.EventExited, Tid: tid, Code: ws.ExitStatus()}, true
@@ -917,7 +946,7 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 		nt.pending = &target.Event{Kind: target.EventStop, Tid: tid, Sig: int(ws.StopSignal())}
 		return target.Event{}, false
 	}
-	t.running = false
+	p.setRunning(t, false)
 	sig := ws.StopSignal()
 	if sig == unix.SIGTRAP|0x80 {
 		ev := syscallStop(t.tid)
@@ -1017,11 +1046,11 @@ func (p *Process) newThread(tid int, parent *threadState, stopping bool) {
 	if !known {
 		// Its initial SIGSTOP is still to come.
 		nt = p.addThread(tid)
-		nt.running = true
+		p.setRunning(nt, true)
 		nt.sigstopPending = true
 		var ws unix.WaitStatus
 		if _, err := unix.Wait4(tid, &ws, unix.WALL, nil); err == nil && ws.Stopped() {
-			nt.running = false
+			p.setRunning(nt, false)
 			nt.sigstopPending = ws.StopSignal() != unix.SIGSTOP
 		} else if err == nil {
 			p.removeThread(tid)
@@ -1238,6 +1267,7 @@ func (p *Process) handleExec(tid int) target.Event {
 		delete(p.threads, tid)
 	}
 	p.threads[p.pid] = &threadState{tid: p.pid}
+	p.nrunning, p.nfree = 0, 0
 	if p.mem != nil {
 		p.mem.Close()
 	}
@@ -1304,6 +1334,9 @@ func (p *Process) classify(t *threadState, sig unix.Signal) target.Event {
 // stopAll brings every running thread to a stop, keeping what they report
 // for later.
 func (p *Process) stopAll() error {
+	if !p.anyRunning() {
+		return nil
+	}
 	for _, t := range p.threads {
 		if t.running && !t.sigstopPending {
 			if err := unix.Tgkill(p.pid, t.tid, unix.SIGSTOP); err == nil {
@@ -1326,7 +1359,7 @@ func (p *Process) stopAll() error {
 			}
 			if err == unix.ECHILD {
 				for _, t := range p.threads {
-					t.running = false
+					p.setRunning(t, false)
 				}
 				return nil
 			}
@@ -1573,6 +1606,7 @@ func (p *Process) Kill() error {
 			p.removeThread(st.tid)
 			if st.tid == p.pid {
 				p.threads = map[int]*threadState{}
+				p.nrunning, p.nfree = 0, 0
 			}
 		}
 	}
