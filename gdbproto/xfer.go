@@ -113,6 +113,11 @@ type threadName struct {
 	name string
 	gen  uint64
 	at   time.Time
+	// open is the thread's element up to its end, as a client taking
+	// multiprocess ids (multi) or not sees it: formatted once, not at
+	// every stop for every thread.
+	open  string
+	multi bool
 }
 
 // threadsDoc lists the threads; a thread stopped inside a critical section
@@ -145,8 +150,8 @@ func (s *session) threadsDoc(string) ([]byte, bool) {
 			}
 			pr.names = live
 		}
+		b.Grow(64 * len(threads))
 		for _, t := range threads {
-			fmt.Fprintf(&b, "<thread id=\"%s\"", s.threadIDString(pid, t))
 			gen := pr.eng.SyscallGeneration(t)
 			n, ok := pr.names[t]
 			if !ok || n.gen != gen && now.Sub(n.at) > namesTTL {
@@ -154,12 +159,15 @@ func (s *session) threadsDoc(string) ([]byte, bool) {
 				if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, t)); err == nil {
 					n.name = xmlEscape(strings.TrimSpace(string(comm)))
 				}
-				pr.names[t] = n
 			}
-			name := n.name
-			if name != "" {
-				fmt.Fprintf(&b, " name=\"%s\"", name)
+			if n.open == "" || n.multi != s.multiprocess {
+				n.open, n.multi = fmt.Sprintf("<thread id=\"%s\"", s.threadIDString(pid, t)), s.multiprocess
+				if n.name != "" {
+					n.open += fmt.Sprintf(" name=\"%s\"", n.name)
+				}
 			}
+			pr.names[t] = n
+			b.WriteString(n.open)
 			extra := ""
 			if r, _, err := target.QuickRegs(pr.p, t); err == nil {
 				if reg := regionAt(pr.eng, r.Rip); reg != nil {
