@@ -1002,10 +1002,13 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 		if t.sigstopPending {
 			t.sigstopPending = false
 			if !stopping {
-				// An interrupt meanwhile either merged with this SIGSTOP
-				// (one stop for both) or, sent after this one was taken
-				// off the queue, still waits in it.
-				if p.interrupt.Load() && !p.sigstopQueued(tid) {
+				// An interrupt of this thread meanwhile either merged
+				// with this SIGSTOP (one stop for both) or, sent after
+				// this one was taken off the queue, still waits in it.
+				// Another thread's interrupt is its own SIGSTOP: taken
+				// for this one, it stopped its thread later as if the
+				// program had been sent SIGSTOP.
+				if p.interrupt.Load() && tid == int(p.signalTid.Load()) && !p.sigstopQueued(tid) {
 					p.interrupt.Store(false)
 					return target.Event{Kind: target.EventStop, Tid: tid, Sig: int(unix.SIGSTOP), Async: true}, true
 				}
