@@ -131,8 +131,10 @@ type Process struct {
 	// pausing: PauseAll holds the running threads stopped.
 	pausing bool
 	// nrunning counts the running threads, nfree those of them not
-	// single-stepping (setRunning).
+	// single-stepping (setRunning); solo is the one thread the last
+	// Resume started, if it started one.
 	nrunning, nfree int
+	solo            int
 	// vdsoSyscall is where MapCode makes its system call (0: not found
 	// yet; an exec maps another vDSO).
 	vdsoSyscall uint64
@@ -676,7 +678,7 @@ func (p *Process) Resume(actions map[int]target.Action, def target.Action) error
 			return nil
 		}
 	}
-	first := 0
+	first, started := 0, 0
 	for _, tid := range order {
 		t := p.threads[tid]
 		act, ok := actions[tid]
@@ -692,6 +694,11 @@ func (p *Process) Resume(actions map[int]target.Action, def target.Action) error
 		if first == 0 {
 			first = tid
 		}
+		started++
+	}
+	p.solo = 0
+	if started == 1 {
+		p.solo = first
 	}
 	if first == 0 {
 		return errors.New("resume: no thread to run")
@@ -882,11 +889,21 @@ func (p *Process) wait() (target.Event, error) {
 // spares the runtime's syscall bookkeeping: sysmon would otherwise hand our
 // P away after 20 µs and the return would have to win it back, a cost paid
 // on every step.
+//
+// When one thread runs alone, the wait names it: the kernel then looks at
+// that thread only, instead of at every tracee (hundreds of parked threads
+// cost more than the step). The others are stopped and report nothing.
+// Not with fork children kept beside the process: statuses of theirs that
+// come first (the initial stop of a new one) must not wait behind ours.
 func (p *Process) wait4(ws *unix.WaitStatus) (int, error) {
-	if p.nfree > 0 {
-		return unix.Wait4(-1, ws, unix.WALL|unix.WNOTHREAD, nil)
+	who := -1
+	if t := p.threads[p.solo]; p.solo != 0 && p.nrunning == 1 && t != nil && t.running && len(p.tr.procs) == 1 {
+		who = p.solo
 	}
-	r, _, errno := unix.RawSyscall6(unix.SYS_WAIT4, ^uintptr(0), uintptr(unsafe.Pointer(ws)), unix.WALL|unix.WNOTHREAD, 0, 0, 0)
+	if p.nfree > 0 {
+		return unix.Wait4(who, ws, unix.WALL|unix.WNOTHREAD, nil)
+	}
+	r, _, errno := unix.RawSyscall6(unix.SYS_WAIT4, uintptr(who), uintptr(unsafe.Pointer(ws)), unix.WALL|unix.WNOTHREAD, 0, 0, 0)
 	if errno != 0 {
 		return 0, errno
 	}
