@@ -81,6 +81,9 @@ type threadState struct {
 	// when nothing is at PC-1 any more (gdb's moribund locations). Its
 	// next stop settles it.
 	moribund []uint64
+	// vforked: this thread's vfork child was reported (EventFork), so its
+	// VFORK_DONE is reported too when asked for.
+	vforked bool
 }
 
 // Process is a traced process. Every method except Interrupt must be called
@@ -106,6 +109,23 @@ type Process struct {
 	// instead of released; forked holds those not handed over yet.
 	keepForks bool
 	forked    map[int]*Process
+	// keepVforks: vfork children are kept and reported too;
+	// reportVforkDone: the parent's VFORK_DONE after one is an
+	// EventVforkDone (target.ForkFollower).
+	keepVforks, reportVforkDone bool
+	// vforkChild (on the parent) and vforkParent (on the child) link a
+	// vfork child kept and its parent while they share memory: each
+	// records its own int3s, and each insertion or removal writes the
+	// memory both run in. Only one of them runs meanwhile (the parent is
+	// blocked in vfork), so the int3s there are the ones it wants: a
+	// breakpoint the child lifts to step over it must leave memory even
+	// if the parent has one there too. The link ends when the child
+	// execs, exits or either is let go (unshare), and the memory left
+	// then gets exactly its remaining owner's int3s.
+	vforkChild, vforkParent *Process
+	// detachLater: Detach came while the vfork child shared our memory;
+	// the threads stay traced and stopped until unshare lets them go.
+	detachLater bool
 	// stash holds wait statuses of our threads that another process of
 	// the same tracer reaped (its Wait4(-1) sees every tracee).
 	stash []waitStatus
@@ -128,6 +148,22 @@ type Process struct {
 	nonStop bool
 	// pausing: PauseAll holds the running threads stopped.
 	pausing bool
+}
+
+// vforkPeer is the process sharing our memory, or nil.
+func (p *Process) vforkPeer() *Process {
+	if p.vforkChild != nil {
+		return p.vforkChild
+	}
+	return p.vforkParent
+}
+
+// sharedBp is the peer's record at a.
+func (p *Process) sharedBp(a uint64) *breakpoint {
+	if q := p.vforkPeer(); q != nil && !q.lifted {
+		return q.bps[a]
+	}
+	return nil
 }
 
 type breakpoint struct {
@@ -518,6 +554,15 @@ func (p *Process) ReadMemory(addr uint64, buf []byte) (int, error) {
 			buf[a-addr] = bp.orig
 		}
 	}
+	if q := p.vforkPeer(); q != nil && !q.lifted {
+		// The int3s of the process we share memory with are no more ours
+		// to show than to hit.
+		for a, bp := range q.bps {
+			if a >= addr && a < addr+uint64(n) {
+				buf[a-addr] = bp.orig
+			}
+		}
+	}
 	return n, nil
 }
 
@@ -554,6 +599,14 @@ func (p *Process) WriteMemory(addr uint64, data []byte) (int, error) {
 			}
 		}
 	}
+	if q := p.vforkPeer(); q != nil {
+		// Its int3 there goes back when it runs again (unshare).
+		for a, bp := range q.bps {
+			if a >= addr && a < addr+uint64(len(data)) {
+				bp.orig = data[a-addr]
+			}
+		}
+	}
 	n, err := p.mem.WriteAt(buf, int64(addr))
 	if err != nil {
 		return n, fmt.Errorf("writing memory at %#x: %w", addr, err)
@@ -569,6 +622,10 @@ func (p *Process) InsertBreakpoint(addr uint64) error {
 	var orig [1]byte
 	if _, err := p.mem.ReadAt(orig[:], int64(addr)); err != nil {
 		return fmt.Errorf("inserting breakpoint at %#x: %w", addr, err)
+	}
+	if sh := p.sharedBp(addr); sh != nil {
+		// The memory we share may hold its int3 there.
+		orig[0] = sh.orig
 	}
 	if !p.lifted {
 		if _, err := p.mem.WriteAt([]byte{0xcc}, int64(addr)); err != nil {
@@ -617,11 +674,16 @@ func (p *Process) removeAllBreakpoints() {
 
 // writeOriginals puts back the bytes our int3s replaced, in mem: the
 // process's own memory, or a fork child's copy of it.
+// In our own memory, an int3 the vfork peer has a record of stays (a
+// parent detached while its vfork child runs).
 func (p *Process) writeOriginals(mem *os.File) {
 	if p.exited || p.lifted {
 		return
 	}
 	for a, bp := range p.bps {
+		if mem == p.mem && p.sharedBp(a) != nil {
+			continue
+		}
 		mem.WriteAt([]byte{bp.orig}, int64(a))
 	}
 }
@@ -884,6 +946,9 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 	switch {
 	case ws.Exited() || ws.Signaled():
 		if tid == p.pid || len(p.threads) <= 1 {
+			// A vfork child's memory lives on in its parent (and a
+			// parent's in its child): our int3s leave it.
+			p.unshare(p.mem)
 			p.exited = true
 			p.removeAllBreakpoints()
 			if t != nil {
@@ -934,9 +999,16 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 		case unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
 			msg, err := unix.PtraceGetEventMsg(tid)
 			vfork := ws.TrapCause() == unix.PTRACE_EVENT_VFORK
-			if err == nil && p.keepForks && !vfork {
-				if c := p.keepChild(int(msg)); c != nil {
-					ev := target.Event{Kind: target.EventFork, Tid: tid, Sig: int(unix.SIGTRAP), Child: c.pid}
+			keep := p.keepForks
+			if vfork {
+				// One vfork child shares our memory at a time: a second
+				// (another thread's) goes as one never kept.
+				keep = p.keepVforks && p.vforkChild == nil && !p.lifted
+			}
+			if err == nil && keep {
+				if c := p.keepChild(int(msg), vfork); c != nil {
+					ev := target.Event{Kind: target.EventFork, Tid: tid, Sig: int(unix.SIGTRAP), Child: c.pid, Vfork: vfork}
+					t.vforked = vfork
 					if stopping {
 						t.pending = &ev
 						return target.Event{}, false
@@ -947,7 +1019,23 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 				p.releaseChild(int(msg), vfork)
 			}
 		case unix.PTRACE_EVENT_VFORK_DONE:
+			if c := p.vforkChild; c != nil {
+				// The child exec'd or exited, and we have not seen it
+				// yet: its int3s leave what is now our memory alone.
+				c.unshare(p.mem)
+			}
 			p.reinsertBreakpoints()
+			if t.vforked {
+				t.vforked = false
+				if p.reportVforkDone {
+					ev := target.Event{Kind: target.EventVforkDone, Tid: tid, Sig: int(unix.SIGTRAP)}
+					if stopping {
+						t.pending = &ev
+						return target.Event{}, false
+					}
+					return ev, true
+				}
+			}
 		case unix.PTRACE_EVENT_EXEC:
 			return p.handleExec(tid), true
 		}
@@ -1093,7 +1181,10 @@ func (p *Process) releaseChild(child int, vfork bool) {
 // stays stopped, traced by our tracer thread, with our int3s still in its
 // copy of memory and recorded as inserted there (ForkChild). nil when the
 // child is already gone.
-func (p *Process) keepChild(child int) *Process {
+//
+// A vfork child shares our memory: the two are linked (vforkChild,
+// vforkParent) until unshare.
+func (p *Process) keepChild(child int, vfork bool) *Process {
 	ws, seen := p.earlyForks[child]
 	delete(p.earlyForks, child)
 	if !seen {
@@ -1107,6 +1198,7 @@ func (p *Process) keepChild(child int) *Process {
 	}
 	c := newTraced(p.tr)
 	c.pid, c.keepForks = child, p.keepForks
+	c.keepVforks, c.reportVforkDone = p.keepVforks, p.reportVforkDone
 	ct := c.addThread(child)
 	if s := ws.StopSignal(); s != unix.SIGSTOP {
 		// A signal beat the child's initial SIGSTOP: that signal is its
@@ -1122,6 +1214,9 @@ func (p *Process) keepChild(child int) *Process {
 	if err := c.openMem(); err != nil {
 		slog.Warn("keeping a forked child", "pid", child, "err", err)
 		c.bps = map[uint64]*breakpoint{}
+		if vfork {
+			p.liftBreakpoints()
+		}
 		p.releaseStopped(child, ws)
 		return nil
 	}
@@ -1130,7 +1225,46 @@ func (p *Process) keepChild(child int) *Process {
 	p.tr.refs++
 	p.tr.mu.Unlock()
 	p.forked[child] = c
+	if vfork {
+		p.vforkChild, c.vforkParent = c, p
+	}
 	return c
+}
+
+// unshare ends the sharing of memory between a vfork child and its parent
+// as p leaves it: the child exec'd or exited (seen by either), or p is let
+// go. mem is p's last view of the shared memory (a child's, opened before
+// its exec, still reaches it). What is left there gets exactly the int3s
+// of the other process, if it goes on under us, and none of p's. A
+// parent detached meanwhile is let go now, clean.
+func (p *Process) unshare(mem *os.File) {
+	q := p.vforkPeer()
+	if q == nil {
+		return
+	}
+	if mem != nil {
+		stays := !q.exited && !q.lifted
+		for _, recs := range []map[uint64]*breakpoint{p.bps, q.bps} {
+			for a, bp := range recs {
+				b := bp.orig
+				if qb := q.bps[a]; qb != nil && stays {
+					b = 0xcc
+				}
+				if _, err := mem.WriteAt([]byte{b}, int64(a)); err != nil {
+					slog.Debug("leaving vfork-shared memory", "pid", p.pid, "addr", a, "err", err)
+				}
+			}
+		}
+	}
+	p.vforkChild, p.vforkParent, q.vforkChild, q.vforkParent = nil, nil, nil, nil
+	for _, x := range []*Process{p, q} {
+		if x.detachLater {
+			x.detachLater = false
+			if err := x.detachThreads(); err != nil {
+				slog.Warn("detaching a vfork parent", "pid", x.pid, "err", err)
+			}
+		}
+	}
 }
 
 // releaseStopped lets go of a stopped fork child whose memory we could not
@@ -1149,6 +1283,11 @@ func (p *Process) releaseStopped(child int, ws unix.WaitStatus) {
 // KeepForks makes fork children stay traced and reported (EventFork)
 // instead of being released.
 func (p *Process) KeepForks(on bool) { p.keepForks = on }
+
+// KeepVforks does so for vfork children (see target.ForkFollower).
+func (p *Process) KeepVforks(on, reportDone bool) {
+	p.keepVforks, p.reportVforkDone = on, on && reportDone
+}
 
 // ForkChild hands over a fork child EventFork reported (see
 // target.ForkFollower).
@@ -1219,6 +1358,9 @@ func (p *Process) reinsertBreakpoints() {
 }
 
 func (p *Process) handleExec(tid int) target.Event {
+	// A vfork child leaves its parent's memory, which our old handle on
+	// it still reaches, with none of our int3s in it.
+	p.unshare(p.mem)
 	// Every other thread is gone and the old image with our breakpoints.
 	for k := range p.bps {
 		delete(p.bps, k)
@@ -1560,6 +1702,9 @@ func (p *Process) Kill() error {
 	if p.exited {
 		return nil
 	}
+	// The memory may live on in a vfork peer, which must not meet our
+	// int3s.
+	p.unshare(p.mem)
 	p.bps = map[uint64]*breakpoint{}
 	if err := unix.Kill(p.pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
 		return fmt.Errorf("killing %d: %w", p.pid, err)
@@ -1616,6 +1761,29 @@ func (p *Process) Detach() error {
 			p.SetDebugReg(i, 0)
 		}
 	}
+	if c := p.vforkChild; c != nil {
+		// The child still runs in our memory, with its int3s: we would
+		// meet them once it execs. We go when it does (unshare).
+		p.detachLater = true
+		p.exited = true
+		return nil
+	}
+	if q := p.vforkParent; q != nil {
+		// A vfork child let go runs in its parent's memory: the parent's
+		// int3s leave it until its VFORK_DONE, as for a child never kept.
+		p.unshare(nil)
+		if !q.exited {
+			q.liftBreakpoints()
+		}
+	}
+	err := p.detachThreads()
+	p.exited = true
+	return err
+}
+
+// detachThreads lets every thread go, delivering any signal it was stopped
+// with.
+func (p *Process) detachThreads() error {
 	var firstErr error
 	for _, tid := range p.order {
 		t := p.threads[tid]
@@ -1632,7 +1800,6 @@ func (p *Process) Detach() error {
 			firstErr = fmt.Errorf("detaching from %d: %w", tid, err)
 		}
 	}
-	p.exited = true
 	return firstErr
 }
 
