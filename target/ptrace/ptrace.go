@@ -114,14 +114,15 @@ type Process struct {
 	// EventVforkDone (target.ForkFollower).
 	keepVforks, reportVforkDone bool
 	// vforkChild (on the parent) and vforkParent (on the child) link a
-	// vfork child kept and its parent while they share memory: each
-	// records its own int3s, and each insertion or removal writes the
-	// memory both run in. Only one of them runs meanwhile (the parent is
-	// blocked in vfork), so the int3s there are the ones it wants: a
-	// breakpoint the child lifts to step over it must leave memory even
-	// if the parent has one there too. The link ends when the child
-	// execs, exits or either is let go (unshare), and the memory left
-	// then gets exactly its remaining owner's int3s.
+	// vfork child kept and its parent while they share memory. Each
+	// records its own int3s, but the memory holds the child's alone: the
+	// child is the one that runs (the parent is blocked in vfork), and it
+	// must neither meet the parent's nor find one it lifted to step over
+	// still there because the parent has one at the same place. The
+	// parent's are only records meanwhile (inMemory), as when lifted.
+	// The link ends when the child execs, exits or either is let go
+	// (unshare), and the memory left then gets exactly the int3s of the
+	// process that goes on in it.
 	vforkChild, vforkParent *Process
 	// detachLater: Detach came while the vfork child shared our memory;
 	// the threads stay traced and stopped until unshare lets them go.
@@ -160,11 +161,15 @@ func (p *Process) vforkPeer() *Process {
 
 // sharedBp is the peer's record at a.
 func (p *Process) sharedBp(a uint64) *breakpoint {
-	if q := p.vforkPeer(); q != nil && !q.lifted {
+	if q := p.vforkPeer(); q != nil {
 		return q.bps[a]
 	}
 	return nil
 }
+
+// inMemory says whether our int3s are in memory: not while lifted, nor
+// while a vfork child runs in it.
+func (p *Process) inMemory() bool { return !p.lifted && p.vforkChild == nil }
 
 type breakpoint struct {
 	orig  byte
@@ -554,7 +559,7 @@ func (p *Process) ReadMemory(addr uint64, buf []byte) (int, error) {
 			buf[a-addr] = bp.orig
 		}
 	}
-	if q := p.vforkPeer(); q != nil && !q.lifted {
+	if q := p.vforkPeer(); q != nil {
 		// The int3s of the process we share memory with are no more ours
 		// to show than to hit.
 		for a, bp := range q.bps {
@@ -594,16 +599,21 @@ func (p *Process) WriteMemory(addr uint64, data []byte) (int, error) {
 				buf = append([]byte(nil), data...)
 			}
 			bp.orig = data[a-addr]
-			if !p.lifted {
+			if p.inMemory() {
 				buf[a-addr] = 0xcc
 			}
 		}
 	}
 	if q := p.vforkPeer(); q != nil {
-		// Its int3 there goes back when it runs again (unshare).
 		for a, bp := range q.bps {
 			if a >= addr && a < addr+uint64(len(data)) {
+				if &buf[0] == &data[0] {
+					buf = append([]byte(nil), data...)
+				}
 				bp.orig = data[a-addr]
+				if q.inMemory() {
+					buf[a-addr] = 0xcc
+				}
 			}
 		}
 	}
@@ -627,7 +637,7 @@ func (p *Process) InsertBreakpoint(addr uint64) error {
 		// The memory we share may hold its int3 there.
 		orig[0] = sh.orig
 	}
-	if !p.lifted {
+	if p.inMemory() {
 		if _, err := p.mem.WriteAt([]byte{0xcc}, int64(addr)); err != nil {
 			return fmt.Errorf("inserting breakpoint at %#x: %w", addr, err)
 		}
@@ -645,7 +655,7 @@ func (p *Process) RemoveBreakpoint(addr uint64) error {
 		return nil
 	}
 	delete(p.bps, addr)
-	if p.exited || p.lifted {
+	if p.exited || !p.inMemory() {
 		return nil
 	}
 	if bp.orig != 0xcc {
@@ -674,16 +684,11 @@ func (p *Process) removeAllBreakpoints() {
 
 // writeOriginals puts back the bytes our int3s replaced, in mem: the
 // process's own memory, or a fork child's copy of it.
-// In our own memory, an int3 the vfork peer has a record of stays (a
-// parent detached while its vfork child runs).
 func (p *Process) writeOriginals(mem *os.File) {
-	if p.exited || p.lifted {
+	if p.exited || p.lifted || (mem == p.mem && !p.inMemory()) {
 		return
 	}
 	for a, bp := range p.bps {
-		if mem == p.mem && p.sharedBp(a) != nil {
-			continue
-		}
 		mem.WriteAt([]byte{bp.orig}, int64(a))
 	}
 }
@@ -1243,6 +1248,7 @@ func (p *Process) unshare(mem *os.File) {
 		return
 	}
 	if mem != nil {
+		// After the link, q's int3s are in memory unless lifted.
 		stays := !q.exited && !q.lifted
 		for _, recs := range []map[uint64]*breakpoint{p.bps, q.bps} {
 			for a, bp := range recs {
