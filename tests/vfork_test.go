@@ -279,3 +279,27 @@ func TestHeadlessVforkDetachOnForkOff(t *testing.T) {
 		t.Errorf("exit code %d", s.code)
 	}
 }
+
+// lldb 14 takes vfork events too (it offers vfork-events+ and detaches
+// each child): the child runs clean of a breakpoint in code only it runs,
+// and the parent stops at its breakpoint after each vfork.
+func TestLLDBVforkDetachChild(t *testing.T) {
+	needTool(t, "lldb")
+	parentLine := markerLine(t, "fork_child.c", "PARENT-LINE")
+	srv := startRseqdbg(t, nil, fixture("fork_child"), "vfork", "2")
+	out := lldb(t, srv.port, fixture("fork_child"), []string{
+		"breakpoint set -n before_exec", fmt.Sprintf("breakpoint set -f fork_child.c -l %d", parentLine),
+		"continue", "continue", "continue",
+	}, time.Minute)
+	srv.wait(t, 30*time.Second)
+	if n := strings.Count(out, "stop reason = breakpoint 2."); n != 2 {
+		t.Errorf("the parent stopped %d times after a vfork, want 2:\n%s", n, tail(out))
+	}
+	if strings.Contains(out, "stop reason = breakpoint 1.") {
+		t.Errorf("a breakpoint only the child meets stopped lldb:\n%s", tail(out))
+	}
+	if n := strings.Count(srv.stderr.String(), "Detached from process"); n != 2 {
+		t.Errorf("lldb detached %d vfork children, want 2 (vfork events):\n%s", n, srv.stderr.String())
+	}
+	forkResult(t, result(t, srv.stdout.String()), 2)
+}
