@@ -221,3 +221,28 @@ func TestFollowVforks(t *testing.T) {
 		})
 	}
 }
+
+// TestFollowVforksNext: next over vfork() with followForks ends on the next
+// line in the child, which returned from vfork on its parent's stack.
+func TestFollowVforksNext(t *testing.T) {
+	src := fixture("../fork_child.c")
+	line := markerLine(t, "fork_child.c", "VFORK-LINE")
+	c := newClient(t, Options{})
+	parent := c.launch(map[string]any{"program": fixture("fork_child"), "args": []string{"vfork", "1"}, "followForks": true}).Body.SystemProcessId
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src}, "breakpoints": []map[string]any{{"line": line}}})
+	c.call("configurationDone", nil)
+	if st := c.stopped(); st.Body.ThreadId != parent {
+		t.Fatalf("first stop %+v", st.Body)
+	}
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src}, "breakpoints": []map[string]any{}})
+	c.call("next", map[string]any{"threadId": parent})
+	st := c.stopped()
+	child := c.event("process").(*dap.ProcessEvent).Body.SystemProcessId
+	if st.Body.ThreadId != child || st.Body.Reason != "step" || c.frames(child)[0].Line != line+1 {
+		t.Fatalf("next over vfork() stopped %+v at %+v, want a step to line %d in child %d", st.Body, c.frames(st.Body.ThreadId)[0], line+1, child)
+	}
+	c.call("continue", map[string]any{"threadId": child})
+	if code := c.waitExit(); code != 0 || !strings.Contains(c.out(), "RESULT children=1 ok=1 parent=1") {
+		t.Fatalf("exit code %d, output:\n%s", code, c.out())
+	}
+}

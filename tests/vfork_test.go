@@ -303,3 +303,40 @@ func TestLLDBVforkDetachChild(t *testing.T) {
 	}
 	forkResult(t, result(t, srv.stdout.String()), 2)
 }
+
+// glibc's vfork keeps its return address in rdi around the system call
+// (the child returns on the same stack and would overwrite it there), so
+// its CFA is the stack pointer: the backtrace from there reaches main, and
+// a next over vfork() followed into the child ends on the next line of
+// main there, as gdb's does, rather than inside __vfork.
+func TestHeadlessNextOverVforkFollowsChild(t *testing.T) {
+	s := run(t, []string{"break main", "continue", "break *__vfork+8", "continue", "bt", "delete"}, []string{"--continue"},
+		fixture("fork_child"), "vfork", "1")
+	bts := s.of("backtrace")
+	if len(bts) != 1 {
+		t.Fatalf("backtraces %v", bts)
+	}
+	frames, _ := bts[0]["frames"].([]any)
+	if len(frames) < 2 {
+		t.Fatalf("backtrace from __vfork+8: %v", frames)
+	}
+	if f1, _ := frames[1].(map[string]any); f1["function"] != "main" {
+		t.Errorf("the caller of __vfork+8 is %v, want main", frames[1])
+	}
+
+	line := markerLine(t, "fork_child.c", "VFORK-LINE")
+	s = run(t, []string{"set follow-fork-mode child", fmt.Sprintf("break fork_child.c:%d", line), "continue", "next", "delete"}, []string{"--continue"},
+		fixture("fork_child"), "vfork", "2")
+	forks := s.of("fork")
+	if len(forks) != 1 || forks[0].str("follow") != "child" {
+		t.Fatalf("fork events %v", forks)
+	}
+	stops := s.of("stop")
+	if len(stops) != 3 {
+		t.Fatalf("stops %v", stops)
+	}
+	if st := stops[2]; st.str("reason") != "step" || st.num("line") != line+1 || st.num("thread") != forks[0].num("child") {
+		t.Errorf("next over vfork() stopped %v, want a step to line %d in child %d", st, line+1, forks[0].num("child"))
+	}
+	forkResult(t, s.result(t), 2)
+}
