@@ -340,3 +340,46 @@ func TestHeadlessNextOverVforkFollowsChild(t *testing.T) {
 	}
 	forkResult(t, s.result(t), 2)
 }
+
+// A stepi over the system call that vforks, following the parent (gdb's
+// default) or the child, goes as with gdbserver: the same stops, at the
+// same instructions, and the same messages.
+func TestGDBStepiOverVforkAsGDBServer(t *testing.T) {
+	needTool(t, "gdb")
+	needTool(t, "gdbserver")
+	numbers := regexp.MustCompile(`\d{3,}`)
+	for _, mode := range []string{"parent", "child"} {
+		t.Run(mode, func(t *testing.T) {
+			cmds := []string{"set follow-fork-mode " + mode, "break main", "continue",
+				"echo @@SYSCALL\\n", "x/i __vfork+6", "echo @@END\\n",
+				"break *__vfork+6", "continue", "delete",
+				"echo @@STEPS\\n", "stepi", "x/i $pc", "stepi", "x/i $pc", "continue", "echo @@END\\n"}
+			ours := startRseqdbg(t, nil, fixture("fork_child"), "vfork", "1")
+			out := gdb(t, ours.port, fixture("fork_child"), false, cmds, time.Minute)
+			ours.wait(t, 30*time.Second)
+			if !strings.Contains(sectionOf(t, out, "SYSCALL"), "syscall") {
+				t.Skipf("__vfork+6 is no system call in this glibc:\n%s", sectionOf(t, out, "SYSCALL"))
+			}
+			theirs := startGDBServer(t, fixture("fork_child"), "vfork", "1")
+			ref := gdb(t, theirs.port, fixture("fork_child"), false, cmds, time.Minute)
+			// What gdb reads differs (our synthesized CFI among it), not
+			// what it does.
+			norm := func(sec string) string {
+				var keep []string
+				for _, l := range strings.Split(sec, "\n") {
+					if !strings.HasPrefix(l, "Reading ") && !strings.HasPrefix(l, "warning: ") {
+						keep = append(keep, numbers.ReplaceAllString(l, "N"))
+					}
+				}
+				return strings.Join(keep, "\n")
+			}
+			got, want := norm(sectionOf(t, out, "STEPS")), norm(sectionOf(t, ref, "STEPS"))
+			if got != want {
+				t.Errorf("stepi over vfork, following the %s:\n%s\nwith gdbserver:\n%s", mode, got, want)
+			}
+			if !strings.Contains(got, "vfork") || !strings.Contains(got, "exited normally") {
+				t.Errorf("no vfork followed to a normal end:\n%s", got)
+			}
+		})
+	}
+}
