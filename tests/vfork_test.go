@@ -342,25 +342,31 @@ func TestHeadlessNextOverVforkFollowsChild(t *testing.T) {
 }
 
 // A stepi over the system call that vforks, following the parent (gdb's
-// default) or the child, goes as with gdbserver: the same stops, at the
-// same instructions, and the same messages.
+// default) or the child, and a vfork catchpoint (posix_spawn) go as with
+// gdbserver: the same stops, at the same instructions, and the same
+// messages.
 func TestGDBStepiOverVforkAsGDBServer(t *testing.T) {
 	needTool(t, "gdb")
 	needTool(t, "gdbserver")
 	numbers := regexp.MustCompile(`\d{3,}`)
-	for _, mode := range []string{"parent", "child"} {
+	for _, mode := range []string{"parent", "child", "catch"} {
 		t.Run(mode, func(t *testing.T) {
+			prog := []string{fixture("fork_child"), "vfork", "1"}
 			cmds := []string{"set follow-fork-mode " + mode, "break main", "continue",
 				"echo @@SYSCALL\\n", "x/i __vfork+6", "echo @@END\\n",
 				"break *__vfork+6", "continue", "delete",
 				"echo @@STEPS\\n", "stepi", "x/i $pc", "stepi", "x/i $pc", "continue", "echo @@END\\n"}
-			ours := startRseqdbg(t, nil, fixture("fork_child"), "vfork", "1")
+			if mode == "catch" {
+				prog = []string{fixture("fork_child"), "spawn", "1"}
+				cmds = []string{"catch vfork", "echo @@STEPS\\n", "continue", "info inferiors", "continue", "echo @@END\\n"}
+			}
+			ours := startRseqdbg(t, nil, prog...)
 			out := gdb(t, ours.port, fixture("fork_child"), false, cmds, time.Minute)
 			ours.wait(t, 30*time.Second)
-			if !strings.Contains(sectionOf(t, out, "SYSCALL"), "syscall") {
+			if mode != "catch" && !strings.Contains(sectionOf(t, out, "SYSCALL"), "syscall") {
 				t.Skipf("__vfork+6 is no system call in this glibc:\n%s", sectionOf(t, out, "SYSCALL"))
 			}
-			theirs := startGDBServer(t, fixture("fork_child"), "vfork", "1")
+			theirs := startGDBServer(t, prog...)
 			ref := gdb(t, theirs.port, fixture("fork_child"), false, cmds, time.Minute)
 			// What gdb reads differs (our synthesized CFI among it), not
 			// what it does.
