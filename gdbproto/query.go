@@ -116,6 +116,9 @@ func (s *session) supported(pkt string) [][]byte {
 			s.lldb = true
 		}
 	}
+	// vfork children are followed along with fork children (gdb offers
+	// both), never alone.
+	s.vforkEvents = s.vforkEvents && s.forkEvents
 	list := []string{
 		fmt.Sprintf("PacketSize=%x", packetSize),
 		"QStartNoAckMode+", "QPassSignals+", "QProgramSignals+", "QThreadEvents+",
@@ -158,18 +161,12 @@ func (s *session) canKeepForks() bool {
 // (with the vforkdone it waits for): it decides itself to detach or keep
 // each one. Runs on the tracer thread.
 func (s *session) followForks(pr *process) {
-	if !s.forkEvents && !s.vforkEvents {
+	if !s.forkEvents {
 		return
 	}
 	pr.rc.FollowVforks(s.vforkEvents, true)
 	if err := pr.rc.FollowForks(true); err != nil {
 		slog.Debug("following forks", "pid", pr.p.Pid(), "err", err)
-	}
-	if !s.forkEvents {
-		// Only vforks: a fork child goes as always.
-		if ff, ok := pr.p.(target.ForkFollower); ok {
-			ff.KeepForks(false)
-		}
 	}
 }
 

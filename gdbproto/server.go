@@ -769,7 +769,7 @@ func (s *session) end() {
 					pr.clearAll()
 					s.removeUpstreamZ(pr.caps.upstream)
 					// The next client may not take fork events.
-					if s.forkEvents || s.vforkEvents {
+					if s.forkEvents {
 						pr.rc.FollowVforks(false, false)
 						pr.rc.FollowForks(false)
 					}
