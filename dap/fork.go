@@ -50,10 +50,14 @@ func (ss *session) forked(parent, child *sess.Session, follow bool) {
 	if child == nil {
 		return
 	}
-	ss.srv.sendOutput("console", fmt.Sprintf("rseqdbg: process %d forked process %d; debugging the child, the parent waits for it\n",
-		parent.T.Pid(), child.T.Pid()))
+	kind := "fork"
+	if child.Vforked() {
+		kind = "vfork"
+	}
+	ss.srv.sendOutput("console", fmt.Sprintf("rseqdbg: process %d %sed process %d; debugging the child, the parent waits for it\n",
+		parent.T.Pid(), kind, child.T.Pid()))
 	ss.srv.send(&dap.ProcessEvent{Event: event("process"), Body: dap.ProcessEventBody{
-		Name: fmt.Sprintf("%s (fork child %d)", ss.program, child.T.Pid()), SystemProcessId: child.T.Pid(),
+		Name: fmt.Sprintf("%s (%s child %d)", ss.program, kind, child.T.Pid()), SystemProcessId: child.T.Pid(),
 		IsLocalProcess: true, StartMethod: "attach", PointerSize: 64}})
 }
 

@@ -173,3 +173,76 @@ func TestFollowForksStepInstruction(t *testing.T) {
 		t.Fatalf("exit code %d, output:\n%s", code, c.out())
 	}
 }
+
+// TestFollowVforks: with followForks, a vfork child (vfork, whose child
+// runs before_exec in its parent's memory, or posix_spawn) is followed like
+// a fork child: it stops at a breakpoint before its exec (vfork), then at
+// one in the program it exec'd; its end is an rseqProcessExited event, and
+// the parent, whose vfork is then over, goes on to the same breakpoint.
+func TestFollowVforks(t *testing.T) {
+	for _, mode := range []string{"vfork", "spawn"} {
+		t.Run(mode, func(t *testing.T) {
+			c := newClient(t, Options{})
+			parent := c.launch(map[string]any{"program": fixture("fork_child"), "args": []string{mode, "1"}, "followForks": true}).Body.SystemProcessId
+			c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []map[string]any{{"name": "before_exec"}, {"name": "percpu_inc"}}})
+			c.call("configurationDone", nil)
+			st := c.stopped()
+			pe := c.event("process").(*dap.ProcessEvent).Body
+			child := pe.SystemProcessId
+			if child == parent || st.Body.ThreadId != child || !strings.Contains(pe.Name, "vfork child") {
+				t.Fatalf("first stop %+v in %+v, want vfork child of %d", st.Body, pe, parent)
+			}
+			if mode == "vfork" {
+				if fs := c.frames(child); !strings.HasPrefix(fs[0].Name, "before_exec") {
+					t.Fatalf("child stopped in %+v, want before_exec", fs[0])
+				}
+				c.call("continue", map[string]any{"threadId": child})
+				st = c.stopped()
+			}
+			if fs := c.frames(child); st.Body.ThreadId != child || !strings.HasPrefix(fs[0].Name, "percpu_inc") {
+				t.Fatalf("child stopped (%+v) in %+v, want percpu_inc after its exec", st.Body, fs[0])
+			}
+			if !strings.Contains(c.out(), "is executing new program") {
+				t.Errorf("no exec notice for the child:\n%s", c.out())
+			}
+			c.call("continue", map[string]any{"threadId": child})
+			if ex := c.event("rseqProcessExited").(*ProcessExitedEvent); ex.Body.Pid != child || ex.Body.ExitCode != 0 {
+				t.Fatalf("child end %+v", ex.Body)
+			}
+			st = c.stopped()
+			if st.Body.ThreadId != parent || !strings.HasPrefix(c.frames(parent)[0].Name, "percpu_inc") {
+				t.Fatalf("after the child: %+v, want the parent %d at percpu_inc", st.Body, parent)
+			}
+			c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []map[string]any{}})
+			c.call("continue", map[string]any{"threadId": parent})
+			if code := c.waitExit(); code != 0 || !strings.Contains(c.out(), "RESULT children=1 ok=1 parent=1") {
+				t.Fatalf("exit code %d, output:\n%s", code, c.out())
+			}
+		})
+	}
+}
+
+// TestFollowVforksNext: next over vfork() with followForks ends on the next
+// line in the child, which returned from vfork on its parent's stack.
+func TestFollowVforksNext(t *testing.T) {
+	src := fixture("../fork_child.c")
+	line := markerLine(t, "fork_child.c", "VFORK-LINE")
+	c := newClient(t, Options{})
+	parent := c.launch(map[string]any{"program": fixture("fork_child"), "args": []string{"vfork", "1"}, "followForks": true}).Body.SystemProcessId
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src}, "breakpoints": []map[string]any{{"line": line}}})
+	c.call("configurationDone", nil)
+	if st := c.stopped(); st.Body.ThreadId != parent {
+		t.Fatalf("first stop %+v", st.Body)
+	}
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src}, "breakpoints": []map[string]any{}})
+	c.call("next", map[string]any{"threadId": parent})
+	st := c.stopped()
+	child := c.event("process").(*dap.ProcessEvent).Body.SystemProcessId
+	if st.Body.ThreadId != child || st.Body.Reason != "step" || c.frames(child)[0].Line != line+1 {
+		t.Fatalf("next over vfork() stopped %+v at %+v, want a step to line %d in child %d", st.Body, c.frames(st.Body.ThreadId)[0], line+1, child)
+	}
+	c.call("continue", map[string]any{"threadId": child})
+	if code := c.waitExit(); code != 0 || !strings.Contains(c.out(), "RESULT children=1 ok=1 parent=1") {
+		t.Fatalf("exit code %d, output:\n%s", code, c.out())
+	}
+}

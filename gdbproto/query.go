@@ -106,19 +106,19 @@ func (s *session) supported(pkt string) [][]byte {
 		case "exec-events+":
 			s.execEvents = true
 		case "fork-events+":
-			// Only where the target can keep fork children; vfork
-			// children are always released (no vfork-events+).
-			s.forkEvents = s.srv.cfg.Proxy == nil
-			if pr := s.srv.proc; pr != nil {
-				_, ok := pr.p.(target.ForkFollower)
-				s.forkEvents = ok
-			}
+			// Only where the target can keep fork children.
+			s.forkEvents = s.canKeepForks()
+		case "vfork-events+":
+			s.vforkEvents = s.canKeepForks()
 		}
 		// lldb lists the architectures it can describe; gdb only i386.
 		if strings.HasPrefix(f, "xmlRegisters=") && strings.Contains(f, "arm") {
 			s.lldb = true
 		}
 	}
+	// vfork children are followed along with fork children (gdb offers
+	// both), never alone.
+	s.vforkEvents = s.vforkEvents && s.forkEvents
 	list := []string{
 		fmt.Sprintf("PacketSize=%x", packetSize),
 		"QStartNoAckMode+", "QPassSignals+", "QProgramSignals+", "QThreadEvents+",
@@ -134,7 +134,8 @@ func (s *session) supported(pkt string) [][]byte {
 	for _, f := range []struct {
 		on   bool
 		name string
-	}{{s.multiprocess, "multiprocess+"}, {s.swbreak, "swbreak+"}, {s.hwbreak, "hwbreak+"}, {s.execEvents, "exec-events+"}, {s.forkEvents, "fork-events+"}} {
+	}{{s.multiprocess, "multiprocess+"}, {s.swbreak, "swbreak+"}, {s.hwbreak, "hwbreak+"}, {s.execEvents, "exec-events+"}, {s.forkEvents, "fork-events+"},
+		{s.vforkEvents, "vfork-events+"}} {
 		if f.on {
 			list = append(list, f.name)
 		}
@@ -145,13 +146,25 @@ func (s *session) supported(pkt string) [][]byte {
 	return one(strings.Join(list, ";"))
 }
 
+// canKeepForks says whether the target can keep fork and vfork children
+// (a stub behind the proxy cannot).
+func (s *session) canKeepForks() bool {
+	if pr := s.srv.proc; pr != nil {
+		_, ok := pr.p.(target.ForkFollower)
+		return ok
+	}
+	return s.srv.cfg.Proxy == nil
+}
+
 // followForks makes pr keep its fork children for a client that takes
-// fork events: it decides itself to detach or keep each one. Runs on the
-// tracer thread.
+// fork events, and its vfork children for one that takes vfork events
+// (with the vforkdone it waits for): it decides itself to detach or keep
+// each one. Runs on the tracer thread.
 func (s *session) followForks(pr *process) {
 	if !s.forkEvents {
 		return
 	}
+	pr.rc.FollowVforks(s.vforkEvents, true)
 	if err := pr.rc.FollowForks(true); err != nil {
 		slog.Debug("following forks", "pid", pr.p.Pid(), "err", err)
 	}

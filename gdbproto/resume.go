@@ -501,8 +501,18 @@ func (s *session) stopPacket(st *stepper.Stop) []byte {
 		sig, reason = st.Sig, "signal"
 	case stepper.StopFork:
 		reason = "fork"
-		if s.forkEvents {
-			pairs = append(pairs, wire.StopPair{Key: "fork", Value: s.threadIDString(st.Child, st.Child)})
+		if st.Vfork {
+			reason = "vfork"
+		}
+		if (st.Vfork && s.vforkEvents) || (!st.Vfork && s.forkEvents) {
+			pairs = append(pairs, wire.StopPair{Key: reason, Value: s.threadIDString(st.Child, st.Child)})
+		}
+	case stepper.StopVforkDone:
+		// The vfork child exec'd or exited: the client puts back the
+		// breakpoints it kept out of the parent meanwhile.
+		reason = "vforkdone"
+		if s.vforkEvents {
+			pairs = append(pairs, wire.StopPair{Key: "vforkdone"})
 		}
 	case stepper.StopExec:
 		// The old image and every breakpoint in it are gone: a client

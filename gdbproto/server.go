@@ -576,6 +576,10 @@ type session struct {
 	// forkEvents: the client takes fork:ID in a stop reply and decides
 	// whether to keep or detach the child (gdb's detach-on-fork).
 	forkEvents bool
+	// vforkEvents: the client takes vfork:ID and vforkdone in stop
+	// replies; it keeps its breakpoints out of the parent while a vfork
+	// child it lets go shares the parent's memory, until the vforkdone.
+	vforkEvents bool
 	// threadEvents (QThreadEvents:1): the client takes every thread's
 	// exit as 'w' in non-stop mode, not only those it waits for.
 	threadEvents    bool
@@ -766,6 +770,7 @@ func (s *session) end() {
 					s.removeUpstreamZ(pr.caps.upstream)
 					// The next client may not take fork events.
 					if s.forkEvents {
+						pr.rc.FollowVforks(false, false)
 						pr.rc.FollowForks(false)
 					}
 				}

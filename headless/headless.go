@@ -717,9 +717,14 @@ func (s *Session) forked(parent, child *session.Session, follow bool) {
 	}
 	cp := child.T.Pid()
 	m := map[string]any{"event": "fork", "parent": pp, "child": cp, "follow": "parent"}
+	kind := "fork"
+	if child.Vforked() {
+		kind = "vfork"
+		m["vfork"] = true
+	}
 	if !follow {
 		if !parent.ForkPolicy().KeepBoth {
-			s.emit(m, fmt.Sprintf("[Detaching after fork from child process %d]", cp))
+			s.emit(m, fmt.Sprintf("[Detaching after %s from child process %d]", kind, cp))
 			return
 		}
 		// detach-on-fork off: the child waits, stopped, for its turn.
@@ -730,9 +735,11 @@ func (s *Session) forked(parent, child *session.Session, follow bool) {
 		return
 	}
 	m["follow"] = "child"
-	s.emit(m, fmt.Sprintf("[Attaching after process %d fork to child process %d]", pp, cp))
+	s.emit(m, fmt.Sprintf("[Attaching after process %d %s to child process %d]", pp, kind, cp))
 	if !parent.ForkPolicy().KeepBoth {
-		s.emit(map[string]any{"event": "detached", "pid": pp}, fmt.Sprintf("[Detaching after fork from parent process %d]", pp))
+		// A vfork parent is let go when its child execs or exits (gdb
+		// says so then); it is no longer ours either way.
+		s.emit(map[string]any{"event": "detached", "pid": pp}, fmt.Sprintf("[Detaching after %s from parent process %d]", kind, pp))
 	}
 }
 

@@ -26,13 +26,15 @@ var ErrNoForks = errors.New("this target cannot follow forks")
 
 // FollowForks makes the target keep fork children under the debugger, so
 // that a resumption ends with a StopFork whose child Fork takes. It fails
-// with ErrNoForks when the target cannot (checked once here).
+// with ErrNoForks when the target cannot (checked once here). vfork
+// children are kept too while on when FollowVforks says so.
 func (s *Session) FollowForks(on bool) error {
 	ff, ok := s.T.(target.ForkFollower)
 	if !ok {
 		return ErrNoForks
 	}
 	ff.KeepForks(on)
+	ff.KeepVforks(on && s.vforks, s.vforkDone)
 	s.forks = nil
 	if on {
 		s.forks = ff
@@ -40,9 +42,24 @@ func (s *Session) FollowForks(on bool) error {
 	return nil
 }
 
-// SetForkPolicy sets what Continue does at a fork; it turns the keeping of
-// fork children on, since any policy but the default needs the child.
+// FollowVforks says whether vfork children are kept too while forks are
+// followed (FollowForks), sharing the parent's memory until they exec or
+// exit (target.ForkFollower). With reportDone, the end of that sharing is
+// a stop (StopVforkDone) for a client that kept its breakpoints out of the
+// parent meanwhile (gdb's vforkdone); otherwise it passes silently.
+func (s *Session) FollowVforks(on, reportDone bool) {
+	s.vforks, s.vforkDone = on, on && reportDone
+	if s.forks != nil {
+		s.forks.KeepVforks(on, s.vforkDone)
+	}
+}
+
+// SetForkPolicy sets what Continue does at a fork or vfork; it turns the
+// keeping of fork and vfork children on, since any policy but the default
+// needs the child. The end of a vfork child's sharing passes silently: the
+// policy has already let go of the process not followed.
 func (s *Session) SetForkPolicy(p ForkPolicy) error {
+	s.FollowVforks(p != ForkPolicy{}, false)
 	if err := s.FollowForks(p != ForkPolicy{}); err != nil && p != (ForkPolicy{}) {
 		return err
 	}
@@ -87,6 +104,7 @@ func (s *Session) Fork(pid int) (*Session, error) {
 	}
 	c.Events = s.Events
 	c.forkPolicy = s.forkPolicy
+	c.vforks, c.vforkDone = s.vforks, s.vforkDone
 	if s.forks != nil {
 		if err := c.FollowForks(true); err != nil {
 			s.logDebug("following the forks of a fork child", err)
@@ -119,6 +137,7 @@ func (s *Session) takeFork(st *stepper.Stop) *Session {
 		}
 		return nil
 	}
+	child.vforked = st.Vfork
 	if s.Events.Forked != nil {
 		s.Events.Forked(s, child, p.Child)
 	}
@@ -136,6 +155,11 @@ func (s *Session) takeFork(st *stepper.Stop) *Session {
 	}
 	return nil
 }
+
+// Vforked says the session's process was made by vfork: it shared its
+// parent's memory until it exec'd or exited, and a parent let go at the
+// vfork is let go by the target only then (target.ForkFollower).
+func (s *Session) Vforked() bool { return s.vforked }
 
 // CopyBreakpoints makes s's breakpoints copies of from's, with the same
 // numbers (as gdb's in both processes of a fork): a fork child gets its

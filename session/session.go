@@ -78,6 +78,11 @@ type Session struct {
 	// turned it off, and comes back with all-stop.
 	followAfterNonStop bool
 	forkPolicy         ForkPolicy
+	// vforks: vfork children are kept too while forks are; vforkDone:
+	// the end of their sharing is a stop (FollowVforks).
+	vforks, vforkDone bool
+	// vforked: this is a vfork child's session (Vforked).
+	vforked bool
 }
 
 // New builds a session over eng with its symbols loaded.

@@ -48,11 +48,16 @@ const (
 	StopLibrary
 	// StopFork: thread Tid forked process Child, kept stopped under the
 	// debugger (the target keeps fork children, target.ForkFollower).
+	// Vfork says it shares Tid's memory until it execs or exits.
 	StopFork
+	// StopVforkDone: the vfork child of thread Tid exec'd or exited, so
+	// the two no longer share memory (only when the target was asked to
+	// report it, target.ForkFollower.KeepVforks).
+	StopVforkDone
 )
 
 func (k StopKind) String() string {
-	return [...]string{"", "step", "breakpoint", "watchpoint", "signal", "interrupt", "exited", "killed", "thread-exited", "exec", "library", "fork"}[k]
+	return [...]string{"", "step", "breakpoint", "watchpoint", "signal", "interrupt", "exited", "killed", "thread-exited", "exec", "library", "fork", "vforkdone"}[k]
 }
 
 // Outcome is how a region run ended.
@@ -101,8 +106,9 @@ type Stop struct {
 	Inspect *Inspection
 	// Note is for the user: why a requested inspection did not happen.
 	Note string
-	// Child is the new process of a StopFork.
+	// Child is the new process of a StopFork; Vfork says vfork made it.
 	Child int
+	Vfork bool
 }
 
 // Breakpoint is a user breakpoint. Conditions are the front end's business.

@@ -280,7 +280,11 @@ func (e *Engine) terminal(ev target.Event) *Stop {
 	case target.EventFork:
 		// Ends any resumption: the child waits, stopped, for the front
 		// end to take it (session.Fork) or let it go.
-		return &Stop{Kind: StopFork, Tid: ev.Tid, Sig: ev.Sig, Child: ev.Child}
+		return &Stop{Kind: StopFork, Tid: ev.Tid, Sig: ev.Sig, Child: ev.Child, Vfork: ev.Vfork}
+	case target.EventVforkDone:
+		// Ends any resumption too: the client inserts again what it
+		// kept out of the memory the child shared.
+		return &Stop{Kind: StopVforkDone, Tid: ev.Tid, Sig: ev.Sig}
 	}
 	return nil
 }

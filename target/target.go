@@ -66,8 +66,14 @@ const (
 	EventExec
 	// EventFork: thread Tid forked process Child, which a ForkFollower
 	// target keeps traced and stopped (only after KeepForks(true)); the
-	// parent is stopped like any stop.
+	// parent is stopped like any stop. Vfork says the child was made by
+	// vfork and shares the parent's memory until it execs or exits.
 	EventFork
+	// EventVforkDone: the vfork child of thread Tid, reported by an
+	// EventFork with Vfork, no longer shares its memory (it exec'd or
+	// exited): the kernel's PTRACE_EVENT_VFORK_DONE, reported only after
+	// KeepVforks(true, true).
+	EventVforkDone
 )
 
 // TrapKind refines an EventStop with SIGTRAP.
@@ -108,6 +114,7 @@ type Event struct {
 	Addr  uint64 // breakpoint or watched address when known
 	Async bool   // the stop came from Interrupt
 	Child int    // the new process of an EventFork
+	Vfork bool   // an EventFork's child was made by vfork
 	// Syscall is the system call number at a TrapSyscallEntry.
 	Syscall int
 }
@@ -127,7 +134,12 @@ func (e Event) String() string {
 	case EventExec:
 		return fmt.Sprintf("thread %d executed a new program", e.Tid)
 	case EventFork:
+		if e.Vfork {
+			return fmt.Sprintf("thread %d vforked process %d", e.Tid, e.Child)
+		}
 		return fmt.Sprintf("thread %d forked process %d", e.Tid, e.Child)
+	case EventVforkDone:
+		return fmt.Sprintf("thread %d's vfork child let go of its memory", e.Tid)
 	}
 	return "unknown event"
 }
@@ -331,12 +343,29 @@ type CodeMapper interface {
 // ForkFollower is implemented by targets that can keep a fork child under
 // control instead of letting it go (gdb's fork events, `set detach-on-fork
 // off`). Without KeepForks(true) a fork child is released clean and
-// untraced, as always. vfork children are always released: they share the
-// parent's memory until they exec, which following would have to model.
+// untraced, as always, and without KeepVforks(true, ...) a vfork child.
+//
+// A vfork child kept shares the parent's memory until it execs or exits,
+// and with it the int3s: each process records its own breakpoints, memory
+// holds the int3s of both, and neither process's reads show the other's.
+// A process let go (Detach, Kill) while they share takes out only the
+// int3s the other one has no record of. Further:
+//   - a vfork child let go while it shares the memory takes the parent's
+//     int3s out too, until the parent's VFORK_DONE puts them back, as for
+//     a vfork child never kept;
+//   - a vfork parent detached while its child shares the memory stays
+//     traced and stopped until the child execs, exits or is let go, and
+//     is let go then, when none of the child's int3s is left in its
+//     memory; to its owner it is gone at once.
 type ForkFollower interface {
 	// KeepForks turns the keeping of fork children on or off; children
 	// kept inherit the setting.
 	KeepForks(on bool)
+	// KeepVforks does so for vfork children (reported as EventFork with
+	// Vfork set); with reportDone the parent's end of the sharing is
+	// reported as an EventVforkDone (gdb waits for it to insert its
+	// breakpoints again), otherwise it is taken silently.
+	KeepVforks(on, reportDone bool)
 	// ForkChild hands over the child an EventFork reported, stopped, as
 	// its own Target. It shares the parent's tracer (its Do is the
 	// parent's) and is released on its own (Close, Detach, Kill). Its

@@ -174,8 +174,11 @@ func apply(r row, f *Frame, read target.MemReader) (cfa uint64, next Frame, res 
 		return 0, Frame{}, stepUnknown
 	}
 	// A caller's frame lies above its callee's stack pointer; only a signal
-	// frame may switch stacks (sigaltstack).
-	if !r.signal && cfa <= f.Regs.Rsp {
+	// frame may switch stacks (sigaltstack). It is at the stack pointer in
+	// code that keeps its return address in a register: glibc's vfork
+	// pops it into rdi around the system call, so that the child, which
+	// returns on the same stack, cannot overwrite it for the parent.
+	if !r.signal && (cfa < f.Regs.Rsp || cfa == f.Regs.Rsp && r.regs[r.ra].Rule != frame.RuleRegister) {
 		return 0, Frame{}, stepUnknown
 	}
 	ra, ok := r.regs[r.ra]

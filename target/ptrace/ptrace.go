@@ -83,6 +83,9 @@ type threadState struct {
 	// when nothing is at PC-1 any more (gdb's moribund locations). Its
 	// next stop settles it.
 	moribund []uint64
+	// vforked: this thread's vfork child was reported (EventFork), so its
+	// VFORK_DONE is reported too when asked for.
+	vforked bool
 }
 
 // Process is a traced process. Every method except Interrupt must be called
@@ -108,6 +111,24 @@ type Process struct {
 	// instead of released; forked holds those not handed over yet.
 	keepForks bool
 	forked    map[int]*Process
+	// keepVforks: vfork children are kept and reported too;
+	// reportVforkDone: the parent's VFORK_DONE after one is an
+	// EventVforkDone (target.ForkFollower).
+	keepVforks, reportVforkDone bool
+	// vforkChild (on the parent) and vforkParent (on the child) link a
+	// vfork child kept and its parent while they share memory. Each
+	// records its own int3s, but the memory holds the child's alone: the
+	// child is the one that runs (the parent is blocked in vfork), and it
+	// must neither meet the parent's nor find one it lifted to step over
+	// still there because the parent has one at the same place. The
+	// parent's are only records meanwhile (inMemory), as when lifted.
+	// The link ends when the child execs, exits or either is let go
+	// (unshare), and the memory left then gets exactly the int3s of the
+	// process that goes on in it.
+	vforkChild, vforkParent *Process
+	// detachLater: Detach came while the vfork child shared our memory;
+	// the threads stay traced and stopped until unshare lets them go.
+	detachLater bool
 	// stash holds wait statuses of our threads that another process of
 	// the same tracer reaped (its Wait4(-1) sees every tracee).
 	stash []waitStatus
@@ -139,6 +160,26 @@ type Process struct {
 	// yet; an exec maps another vDSO).
 	vdsoSyscall uint64
 }
+
+// vforkPeer is the process sharing our memory, or nil.
+func (p *Process) vforkPeer() *Process {
+	if p.vforkChild != nil {
+		return p.vforkChild
+	}
+	return p.vforkParent
+}
+
+// sharedBp is the peer's record at a.
+func (p *Process) sharedBp(a uint64) *breakpoint {
+	if q := p.vforkPeer(); q != nil {
+		return q.bps[a]
+	}
+	return nil
+}
+
+// inMemory says whether our int3s are in memory: not while lifted, nor
+// while a vfork child runs in it.
+func (p *Process) inMemory() bool { return !p.lifted && p.vforkChild == nil }
 
 type breakpoint struct {
 	orig  byte
@@ -531,6 +572,15 @@ func (p *Process) ReadMemory(addr uint64, buf []byte) (int, error) {
 			buf[a-addr] = bp.orig
 		}
 	}
+	if q := p.vforkPeer(); q != nil {
+		// The int3s of the process we share memory with are no more ours
+		// to show than to hit.
+		for a, bp := range q.bps {
+			if a >= addr && a < addr+uint64(n) {
+				buf[a-addr] = bp.orig
+			}
+		}
+	}
 	return n, nil
 }
 
@@ -562,8 +612,21 @@ func (p *Process) WriteMemory(addr uint64, data []byte) (int, error) {
 				buf = append([]byte(nil), data...)
 			}
 			bp.orig = data[a-addr]
-			if !p.lifted {
+			if p.inMemory() {
 				buf[a-addr] = 0xcc
+			}
+		}
+	}
+	if q := p.vforkPeer(); q != nil {
+		for a, bp := range q.bps {
+			if a >= addr && a < addr+uint64(len(data)) {
+				if &buf[0] == &data[0] {
+					buf = append([]byte(nil), data...)
+				}
+				bp.orig = data[a-addr]
+				if q.inMemory() {
+					buf[a-addr] = 0xcc
+				}
 			}
 		}
 	}
@@ -583,7 +646,11 @@ func (p *Process) InsertBreakpoint(addr uint64) error {
 	if _, err := p.mem.ReadAt(orig[:], int64(addr)); err != nil {
 		return fmt.Errorf("inserting breakpoint at %#x: %w", addr, err)
 	}
-	if !p.lifted {
+	if sh := p.sharedBp(addr); sh != nil {
+		// The memory we share may hold its int3 there.
+		orig[0] = sh.orig
+	}
+	if p.inMemory() {
 		if _, err := p.mem.WriteAt([]byte{0xcc}, int64(addr)); err != nil {
 			return fmt.Errorf("inserting breakpoint at %#x: %w", addr, err)
 		}
@@ -601,7 +668,7 @@ func (p *Process) RemoveBreakpoint(addr uint64) error {
 		return nil
 	}
 	delete(p.bps, addr)
-	if p.exited || p.lifted {
+	if p.exited || !p.inMemory() {
 		return nil
 	}
 	if bp.orig != 0xcc {
@@ -631,7 +698,7 @@ func (p *Process) removeAllBreakpoints() {
 // writeOriginals puts back the bytes our int3s replaced, in mem: the
 // process's own memory, or a fork child's copy of it.
 func (p *Process) writeOriginals(mem *os.File) {
-	if p.exited || p.lifted {
+	if p.exited || p.lifted || (mem == p.mem && !p.inMemory()) {
 		return
 	}
 	for a, bp := range p.bps {
@@ -933,6 +1000,9 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 	switch {
 	case ws.Exited() || ws.Signaled():
 		if tid == p.pid || len(p.threads) <= 1 {
+			// A vfork child's memory lives on in its parent (and a
+			// parent's in its child): our int3s leave it.
+			p.unshare(p.mem)
 			p.exited = true
 			p.removeAllBreakpoints()
 			if t != nil {
@@ -983,9 +1053,16 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 		case unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
 			msg, err := unix.PtraceGetEventMsg(tid)
 			vfork := ws.TrapCause() == unix.PTRACE_EVENT_VFORK
-			if err == nil && p.keepForks && !vfork {
-				if c := p.keepChild(int(msg)); c != nil {
-					ev := target.Event{Kind: target.EventFork, Tid: tid, Sig: int(unix.SIGTRAP), Child: c.pid}
+			keep := p.keepForks
+			if vfork {
+				// One vfork child shares our memory at a time: a second
+				// (another thread's) goes as one never kept.
+				keep = p.keepVforks && p.vforkChild == nil && !p.lifted
+			}
+			if err == nil && keep {
+				if c := p.keepChild(int(msg), vfork); c != nil {
+					ev := target.Event{Kind: target.EventFork, Tid: tid, Sig: int(unix.SIGTRAP), Child: c.pid, Vfork: vfork}
+					t.vforked = vfork
 					if stopping {
 						t.pending = &ev
 						return target.Event{}, false
@@ -996,7 +1073,23 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 				p.releaseChild(int(msg), vfork)
 			}
 		case unix.PTRACE_EVENT_VFORK_DONE:
+			if c := p.vforkChild; c != nil {
+				// The child exec'd or exited, and we have not seen it
+				// yet: its int3s leave what is now our memory alone.
+				c.unshare(p.mem)
+			}
 			p.reinsertBreakpoints()
+			if t.vforked {
+				t.vforked = false
+				if p.reportVforkDone {
+					ev := target.Event{Kind: target.EventVforkDone, Tid: tid, Sig: int(unix.SIGTRAP)}
+					if stopping {
+						t.pending = &ev
+						return target.Event{}, false
+					}
+					return ev, true
+				}
+			}
 		case unix.PTRACE_EVENT_EXEC:
 			return p.handleExec(tid), true
 		}
@@ -1145,7 +1238,10 @@ func (p *Process) releaseChild(child int, vfork bool) {
 // stays stopped, traced by our tracer thread, with our int3s still in its
 // copy of memory and recorded as inserted there (ForkChild). nil when the
 // child is already gone.
-func (p *Process) keepChild(child int) *Process {
+//
+// A vfork child shares our memory: the two are linked (vforkChild,
+// vforkParent) until unshare.
+func (p *Process) keepChild(child int, vfork bool) *Process {
 	ws, seen := p.earlyForks[child]
 	delete(p.earlyForks, child)
 	if !seen {
@@ -1159,6 +1255,7 @@ func (p *Process) keepChild(child int) *Process {
 	}
 	c := newTraced(p.tr)
 	c.pid, c.keepForks = child, p.keepForks
+	c.keepVforks, c.reportVforkDone = p.keepVforks, p.reportVforkDone
 	ct := c.addThread(child)
 	if s := ws.StopSignal(); s != unix.SIGSTOP {
 		// A signal beat the child's initial SIGSTOP: that signal is its
@@ -1174,6 +1271,9 @@ func (p *Process) keepChild(child int) *Process {
 	if err := c.openMem(); err != nil {
 		slog.Warn("keeping a forked child", "pid", child, "err", err)
 		c.bps = map[uint64]*breakpoint{}
+		if vfork {
+			p.liftBreakpoints()
+		}
 		p.releaseStopped(child, ws)
 		return nil
 	}
@@ -1182,7 +1282,47 @@ func (p *Process) keepChild(child int) *Process {
 	p.tr.refs++
 	p.tr.mu.Unlock()
 	p.forked[child] = c
+	if vfork {
+		p.vforkChild, c.vforkParent = c, p
+	}
 	return c
+}
+
+// unshare ends the sharing of memory between a vfork child and its parent
+// as p leaves it: the child exec'd or exited (seen by either), or p is let
+// go. mem is p's last view of the shared memory (a child's, opened before
+// its exec, still reaches it). What is left there gets exactly the int3s
+// of the other process, if it goes on under us, and none of p's. A
+// parent detached meanwhile is let go now, clean.
+func (p *Process) unshare(mem *os.File) {
+	q := p.vforkPeer()
+	if q == nil {
+		return
+	}
+	if mem != nil {
+		// After the link, q's int3s are in memory unless lifted.
+		stays := !q.exited && !q.lifted
+		for _, recs := range []map[uint64]*breakpoint{p.bps, q.bps} {
+			for a, bp := range recs {
+				b := bp.orig
+				if qb := q.bps[a]; qb != nil && stays {
+					b = 0xcc
+				}
+				if _, err := mem.WriteAt([]byte{b}, int64(a)); err != nil {
+					slog.Debug("leaving vfork-shared memory", "pid", p.pid, "addr", a, "err", err)
+				}
+			}
+		}
+	}
+	p.vforkChild, p.vforkParent, q.vforkChild, q.vforkParent = nil, nil, nil, nil
+	for _, x := range []*Process{p, q} {
+		if x.detachLater {
+			x.detachLater = false
+			if err := x.detachThreads(); err != nil {
+				slog.Warn("detaching a vfork parent", "pid", x.pid, "err", err)
+			}
+		}
+	}
 }
 
 // releaseStopped lets go of a stopped fork child whose memory we could not
@@ -1201,6 +1341,11 @@ func (p *Process) releaseStopped(child int, ws unix.WaitStatus) {
 // KeepForks makes fork children stay traced and reported (EventFork)
 // instead of being released.
 func (p *Process) KeepForks(on bool) { p.keepForks = on }
+
+// KeepVforks does so for vfork children (see target.ForkFollower).
+func (p *Process) KeepVforks(on, reportDone bool) {
+	p.keepVforks, p.reportVforkDone = on, on && reportDone
+}
 
 // ForkChild hands over a fork child EventFork reported (see
 // target.ForkFollower).
@@ -1271,6 +1416,9 @@ func (p *Process) reinsertBreakpoints() {
 }
 
 func (p *Process) handleExec(tid int) target.Event {
+	// A vfork child leaves its parent's memory, which our old handle on
+	// it still reaches, with none of our int3s in it.
+	p.unshare(p.mem)
 	// Every other thread is gone and the old image with our breakpoints.
 	for k := range p.bps {
 		delete(p.bps, k)
@@ -1617,6 +1765,9 @@ func (p *Process) Kill() error {
 	if p.exited {
 		return nil
 	}
+	// The memory may live on in a vfork peer, which must not meet our
+	// int3s.
+	p.unshare(p.mem)
 	p.bps = map[uint64]*breakpoint{}
 	if err := unix.Kill(p.pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
 		return fmt.Errorf("killing %d: %w", p.pid, err)
@@ -1674,6 +1825,29 @@ func (p *Process) Detach() error {
 			p.SetDebugReg(i, 0)
 		}
 	}
+	if c := p.vforkChild; c != nil {
+		// The child still runs in our memory, with its int3s: we would
+		// meet them once it execs. We go when it does (unshare).
+		p.detachLater = true
+		p.exited = true
+		return nil
+	}
+	if q := p.vforkParent; q != nil {
+		// A vfork child let go runs in its parent's memory: the parent's
+		// int3s leave it until its VFORK_DONE, as for a child never kept.
+		p.unshare(nil)
+		if !q.exited {
+			q.liftBreakpoints()
+		}
+	}
+	err := p.detachThreads()
+	p.exited = true
+	return err
+}
+
+// detachThreads lets every thread go, delivering any signal it was stopped
+// with.
+func (p *Process) detachThreads() error {
 	var firstErr error
 	for _, tid := range p.order {
 		t := p.threads[tid]
@@ -1690,7 +1864,6 @@ func (p *Process) Detach() error {
 			firstErr = fmt.Errorf("detaching from %d: %w", tid, err)
 		}
 	}
-	p.exited = true
 	return firstErr
 }
 
