@@ -2,6 +2,7 @@ package stepper
 
 import (
 	"encoding/binary"
+	"errors"
 	"log/slog"
 
 	"github.com/rseqdbg/rseqdbg/target"
@@ -90,8 +91,11 @@ func (e *Engine) displaceOff(tid, sig int) bool {
 	}
 	slot, known := d.slots[regs.Rip]
 	if !known {
-		slot = e.makeSlot(tid, &regs)
-		d.slots[regs.Rip] = slot
+		var final bool
+		slot, final = e.makeSlot(tid, &regs)
+		if final {
+			d.slots[regs.Rip] = slot
+		}
 	}
 	if slot == 0 {
 		return false
@@ -107,25 +111,26 @@ func (e *Engine) displaceOff(tid, sig int) bool {
 }
 
 // makeSlot copies the instruction at regs.Rip into a new slot and returns
-// the slot, or 0 when that instruction is not to be displaced.
-func (e *Engine) makeSlot(tid int, regs *target.Regs) uint64 {
+// the slot, or 0 when that instruction is not to be displaced; final says
+// the answer holds until code changes (there may be room later).
+func (e *Engine) makeSlot(tid int, regs *target.Regs) (slot uint64, final bool) {
 	pc := regs.Rip
 	if e.idx.Lookup(pc) != nil {
-		return 0
+		return 0, true
 	}
 	in, err := e.decode(pc)
 	if err != nil || in.Kind != x86.FlowSeq {
-		return 0
+		return 0, true
 	}
 	// A store of a descriptor no table listed publishes a section that
 	// starts next: found here as a step would find it, and then run as one.
 	e.discover(tid, in, regs)
 	if e.idx.Lookup(in.Next()) != nil {
-		return 0
+		return 0, true
 	}
 	for _, a := range in.Inst.Args {
 		if _, rel := a.(x86asm.Rel); rel {
-			return 0
+			return 0, true
 		}
 	}
 	ripRel := false
@@ -135,26 +140,26 @@ func (e *Engine) makeSlot(tid int, regs *target.Regs) uint64 {
 		}
 	}
 	if in.Inst.PCRel != 0 && (!ripRel || in.Inst.PCRel != 4) {
-		return 0
+		return 0, true
 	}
 	code := make([]byte, in.Len, slotSize)
 	if n, _ := e.t.ReadMemory(pc, code); n != in.Len {
-		return 0
+		return 0, true
 	}
 	at := e.slotSpace(tid, pc)
 	if at == 0 {
-		return 0
+		return 0, e.disp.off
 	}
 	if ripRel {
 		off := in.Inst.PCRelOff
 		if off < 0 || off+4 > in.Len {
-			return 0
+			return 0, true
 		}
 		ref := int64(in.Next()) + int64(int32(binary.LittleEndian.Uint32(code[off:])))
 		disp := ref - int64(at+uint64(in.Len))
 		if disp != int64(int32(disp)) {
 			// Too far from the data it addresses.
-			return 0
+			return 0, true
 		}
 		binary.LittleEndian.PutUint32(code[off:], uint32(int32(disp)))
 	}
@@ -162,10 +167,10 @@ func (e *Engine) makeSlot(tid int, regs *target.Regs) uint64 {
 	code = binary.LittleEndian.AppendUint64(code, in.Next())
 	if n, err := e.t.WriteMemory(at, code); err != nil || n != len(code) {
 		slog.Debug("writing a displaced instruction", "at", at, "err", err)
-		return 0
+		return 0, true
 	}
 	e.disp.copies[at] = slotCopy{addr: pc, len: in.Len}
-	return at
+	return at, true
 }
 
 // slotSpace returns room for a slot, mapping scratch memory as needed, near
@@ -186,7 +191,7 @@ func (e *Engine) slotSpace(tid int, pc uint64) uint64 {
 		base, err := e.disp.mapper.MapCode(tid, hint, scratchSize)
 		if err != nil {
 			slog.Debug("no scratch memory for displaced execution", "err", err)
-			d.off = true
+			d.off = !errors.Is(err, target.ErrNotNow)
 			return 0
 		}
 		d.base, d.used = base, 0

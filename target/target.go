@@ -169,6 +169,10 @@ func (m Mapping) Exec() bool { return len(m.Perms) > 2 && m.Perms[2] == 'x' }
 // ErrExited is returned by operations on a process that is gone.
 var ErrExited = errors.New("process has exited")
 
+// ErrNotNow is what an optional capability fails with where it may work
+// later, in another state of the process.
+var ErrNotNow = errors.New("not possible in the process's present state")
+
 // Target is one debugged process in all-stop mode. Its methods are not safe
 // for concurrent use, and the native implementation requires every call but
 // Interrupt to run inside Do, on the thread that traces the process.
@@ -334,7 +338,9 @@ type CodeMapper interface {
 	// preferably near hint, and returns where. The thread is left as it
 	// was: registers, signal mask and pending signals. It fails, changing
 	// nothing, where a system call made for the debugger could harm the
-	// program (a seccomp filter may kill it for the call).
+	// program (a seccomp filter may kill it for the call), and with
+	// ErrNotNow while the memory is not the process's own (a vfork child
+	// and its parent share it until the child execs).
 	MapCode(tid int, hint uint64, size int) (uint64, error)
 	// UnmapCode undoes MapCode, before the process is let go.
 	UnmapCode(tid int, addr uint64, size int) error

@@ -43,6 +43,11 @@ func (p *Process) callFor(tid int, nr uint64, a1, a2, a3, a4, a5, a6 uint64) (ui
 	if p.exited || t == nil || t.running || t.pending != nil {
 		return 0, fmt.Errorf("thread %d is not stopped with nothing to report", tid)
 	}
+	if p.vforkPeer() != nil {
+		// The memory is a vfork parent's: what is mapped now would stay
+		// in the parent after the child execs.
+		return 0, fmt.Errorf("the process shares its memory with a vfork parent or child: %w", target.ErrNotNow)
+	}
 	if filtered, err := p.seccompFiltered(tid); err != nil || filtered {
 		if err == nil {
 			err = errors.New("a seccomp filter could kill the process for a system call of ours")

@@ -1,6 +1,7 @@
 package ptrace
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -104,6 +105,10 @@ func TestKeepVforks(t *testing.T) {
 		}
 		if err := drop(); err != nil {
 			return err
+		}
+		// Scratch code mapped now would outlive the child in the parent.
+		if _, err := c.MapCode(c.Pid(), 0, 4096); !errors.Is(err, target.ErrNotNow) {
+			return fmt.Errorf("mapping code in a vfork child sharing its parent's memory: %v, want ErrNotNow", err)
 		}
 		if rawByte(t, p.Pid(), marker) != 0xcc || rawByte(t, p.Pid(), other) == 0xcc || !p.BreakpointAt(other) {
 			return fmt.Errorf("shared memory: marker %#x other %#x, want the child's int3 alone", rawByte(t, p.Pid(), marker), rawByte(t, p.Pid(), other))
