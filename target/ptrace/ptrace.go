@@ -71,6 +71,9 @@ type threadState struct {
 	// one PTRACE_GETREGS however often the core looks at them.
 	regs      target.Regs
 	regsValid bool
+	// regsDirty: regs were changed and are written at the next resumption
+	// (SetRegs).
+	regsDirty bool
 	// stopRequested: StopThread sent the pending SIGSTOP, and its stop is
 	// the client's (reported with Async), not swallowed. Any other stop
 	// the thread reports first satisfies the request.
@@ -512,7 +515,27 @@ func (p *Process) Regs(tid int) (target.Regs, error) {
 	return regs, nil
 }
 
+// SetRegs writes a stopped thread's registers when it is next resumed or
+// let go (flushRegs): a breakpoint's PC rewound at the stop and then moved
+// again before the thread runs costs one PTRACE_SETREGS, not two.
 func (p *Process) SetRegs(tid int, g target.Regs) error {
+	if t := p.threads[tid]; t != nil && !t.running {
+		t.regs, t.regsValid, t.regsDirty = g, true, true
+		return nil
+	}
+	return p.writeRegs(tid, g)
+}
+
+// flushRegs writes registers SetRegs left for t's resumption.
+func (p *Process) flushRegs(t *threadState) error {
+	if !t.regsDirty {
+		return nil
+	}
+	t.regsDirty = false
+	return p.writeRegs(t.tid, t.regs)
+}
+
+func (p *Process) writeRegs(tid int, g target.Regs) error {
 	r := unix.PtraceRegs{
 		R15: g.R15, R14: g.R14, R13: g.R13, R12: g.R12, Rbp: g.Rbp, Rbx: g.Rbx,
 		R11: g.R11, R10: g.R10, R9: g.R9, R8: g.R8, Rax: g.Rax, Rcx: g.Rcx,
@@ -789,6 +812,9 @@ func (p *Process) startThread(t *threadState, act target.Action) error {
 
 func (p *Process) resumeThread(t *threadState, act target.Action) error {
 	var err error
+	if err := p.flushRegs(t); err != nil {
+		return fmt.Errorf("resuming thread %d: %w", t.tid, err)
+	}
 	t.last = act
 	t.stepFrom = 0
 	if act.Kind == target.Step && t.regsValid {
@@ -1458,6 +1484,18 @@ func (p *Process) classify(t *threadState, sig unix.Signal) target.Event {
 		ev.Trap = target.TrapStep
 		return ev
 	}
+	if !t.stepping && p.debugReg[7] == 0 {
+		// A running thread stopped right after an int3 of ours executed
+		// it: a kill(SIGTRAP) landing there would merge with its trap.
+		// Skipping PTRACE_GETSIGINFO saves a system call per hit of a
+		// hot breakpoint.
+		if regs, err := p.Regs(t.tid); err == nil && p.BreakpointAt(regs.Rip-1) {
+			regs.Rip--
+			p.SetRegs(t.tid, regs)
+			ev.Trap, ev.Addr = target.TrapBreakpoint, regs.Rip
+			return ev
+		}
+	}
 	info, err := getSiginfo(t.tid)
 	code := int32(0)
 	if err == nil {
@@ -1854,6 +1892,9 @@ func (p *Process) detachThreads() error {
 		sig := 0
 		if t.pending != nil && t.pending.Sig != int(unix.SIGSTOP) && t.pending.Sig != int(unix.SIGTRAP) {
 			sig = t.pending.Sig
+		}
+		if err := p.flushRegs(t); err != nil && firstErr == nil {
+			firstErr = err
 		}
 		if t.sigstopPending {
 			// Swallow our SIGSTOP first, or the thread stays stopped after

@@ -95,10 +95,10 @@ func (p *Process) callFor(tid int, nr uint64, a1, a2, a3, a4, a5, a6 uint64) (ui
 // call (SIGSTOP, the only signal a full mask lets through) is put back in
 // the thread's queue; an exit is kept for the next Wait.
 func (p *Process) syscallAt(t *threadState, r target.Regs) (uint64, error) {
-	if err := p.SetRegs(t.tid, r); err != nil {
+	if err := p.writeRegs(t.tid, r); err != nil {
 		return 0, err
 	}
-	t.regsValid = false
+	t.regsValid, t.regsDirty = false, false
 	if err := ptraceRequest(unix.PTRACE_SINGLESTEP, t.tid, 0); err != nil {
 		return 0, fmt.Errorf("stepping thread %d through a system call: %w", t.tid, err)
 	}
