@@ -13,6 +13,8 @@ type Index struct {
 	regs   []*Region
 	keys   []string // keys[i] is the object regs[i] belongs to
 	count  map[string]int
+	// sections counts the critical sections among regs.
+	sections int
 }
 
 // NewIndex returns an empty index.
@@ -20,6 +22,10 @@ func NewIndex() *Index { return &Index{count: map[string]int{}} }
 
 // Len is the number of indexed regions.
 func (x *Index) Len() int { return len(x.regs) }
+
+// Sections is the number of indexed critical sections: with none, no
+// thread can be inside one, which spares looking at every thread.
+func (x *Index) Sections() int { return x.sections }
 
 // All returns every indexed region sorted by Start.
 func (x *Index) All() []*Region { return append([]*Region(nil), x.regs...) }
@@ -67,6 +73,9 @@ func (x *Index) RemoveObject(key string) {
 	j := 0
 	for i := range x.regs {
 		if x.keys[i] == key {
+			if x.regs[i].Kind == KindCriticalSection {
+				x.sections--
+			}
 			continue
 		}
 		x.starts[j], x.regs[j], x.keys[j] = x.starts[i], x.regs[i], x.keys[i]
@@ -129,6 +138,9 @@ func (x *Index) Add(key string, r *Region) []string {
 	copy(x.keys[i+1:], x.keys[i:])
 	x.starts[i], x.regs[i], x.keys[i] = r.Start, r, key
 	x.count[key]++
+	if r.Kind == KindCriticalSection {
+		x.sections++
+	}
 	return nil
 }
 
@@ -171,6 +183,9 @@ func (x *Index) merge(key string, add []*Region) {
 			continue
 		}
 		starts, regs, keys = append(starts, add[j].Start), append(regs, add[j]), append(keys, key)
+		if add[j].Kind == KindCriticalSection {
+			x.sections++
+		}
 		j++
 	}
 	x.starts, x.regs, x.keys = starts, regs, keys

@@ -114,3 +114,27 @@ func TestIndexRandom(t *testing.T) {
 		}
 	}
 }
+
+// Sections follows the critical sections through every way the index
+// changes; other kinds do not count.
+func TestIndexSections(t *testing.T) {
+	x := NewIndex()
+	cs := func(start uint64) *Region {
+		return &Region{Kind: KindCriticalSection, Name: "cs", Start: start, End: start + 8}
+	}
+	x.SetObject("exe", []*Region{cs(0x100), cs(0x200), reg("d", 0x300, 0x308)})
+	x.Add("scan:exe", cs(0x400))
+	x.Add("declared", reg("e", 0x500, 0x508))
+	if got := x.Sections(); got != 3 {
+		t.Fatalf("Sections = %d, want 3", got)
+	}
+	x.SetObject("exe", []*Region{cs(0x100)})
+	if got := x.Sections(); got != 2 {
+		t.Fatalf("after replacing exe: Sections = %d, want 2", got)
+	}
+	x.RemoveObject("scan:exe")
+	x.RemoveObject("exe")
+	if got := x.Sections(); got != 0 {
+		t.Fatalf("after removing both: Sections = %d, want 0", got)
+	}
+}

@@ -11,6 +11,11 @@ package stepper
 // countCaught counts the threads other than tid that a stop caught inside
 // a critical section: they ran until it, and abort when they resume.
 func (e *Engine) countCaught(tid int) {
+	if e.idx.Sections() == 0 {
+		// Nothing to be caught in: every thread's registers would be read
+		// at every stop, a hot breakpoint's cost growing with threads.
+		return
+	}
 	for _, t := range e.t.Threads() {
 		if t == tid {
 			continue

@@ -1153,6 +1153,12 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 			return target.Event{}, false
 		}
 		if p.interrupt.Swap(false) {
+			// Interrupts repeated until the stop (as front ends do) each
+			// send a SIGSTOP: one sent after this one was taken off the
+			// queue waits there, and is ours to swallow.
+			if p.sigstopQueued(tid) {
+				t.sigstopPending = true
+			}
 			ev := target.Event{Kind: target.EventStop, Tid: tid, Sig: int(unix.SIGSTOP), Async: true}
 			if stopping {
 				t.pending = &ev
