@@ -123,12 +123,20 @@ func TestFollowForks(t *testing.T) {
 
 // TestFollowForksNext: next over fork() with followForks ends on the next
 // line in the child.
-func TestFollowForksNext(t *testing.T) {
+func TestFollowForksNext(t *testing.T) { followForksNext(t, "fork", "FORK-LINE") }
+
+// TestFollowVforksNext: next over vfork() with followForks ends on the next
+// line in the child, which returned from vfork on its parent's stack.
+func TestFollowVforksNext(t *testing.T) { followForksNext(t, "vfork", "VFORK-LINE") }
+
+// followForksNext: next over the line at marker of fork_child in mode
+// (fork or vfork), with followForks.
+func followForksNext(t *testing.T, mode, marker string) {
 	src := fixture("../fork_child.c")
-	forkLine := markerLine(t, "fork_child.c", "FORK-LINE")
+	line := markerLine(t, "fork_child.c", marker)
 	c := newClient(t, Options{})
-	parent := c.launch(map[string]any{"program": fixture("fork_child"), "args": []string{"fork", "1"}, "followForks": true}).Body.SystemProcessId
-	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src}, "breakpoints": []map[string]any{{"line": forkLine}}})
+	parent := c.launch(map[string]any{"program": fixture("fork_child"), "args": []string{mode, "1"}, "followForks": true}).Body.SystemProcessId
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src}, "breakpoints": []map[string]any{{"line": line}}})
 	c.call("configurationDone", nil)
 	if st := c.stopped(); st.Body.ThreadId != parent {
 		t.Fatalf("first stop %+v", st.Body)
@@ -137,8 +145,8 @@ func TestFollowForksNext(t *testing.T) {
 	c.call("next", map[string]any{"threadId": parent})
 	st := c.stopped()
 	child := c.event("process").(*dap.ProcessEvent).Body.SystemProcessId
-	if st.Body.ThreadId != child || st.Body.Reason != "step" || c.frames(child)[0].Line != forkLine+1 {
-		t.Fatalf("next over fork() stopped %+v at %+v, want a step to line %d in child %d", st.Body, c.frames(st.Body.ThreadId)[0], forkLine+1, child)
+	if st.Body.ThreadId != child || st.Body.Reason != "step" || c.frames(child)[0].Line != line+1 {
+		t.Fatalf("next over %s() stopped %+v at %+v, want a step to line %d in child %d", mode, st.Body, c.frames(st.Body.ThreadId)[0], line+1, child)
 	}
 	c.call("continue", map[string]any{"threadId": child})
 	if code := c.waitExit(); code != 0 || !strings.Contains(c.out(), "RESULT children=1 ok=1 parent=1") {
@@ -219,30 +227,5 @@ func TestFollowVforks(t *testing.T) {
 				t.Fatalf("exit code %d, output:\n%s", code, c.out())
 			}
 		})
-	}
-}
-
-// TestFollowVforksNext: next over vfork() with followForks ends on the next
-// line in the child, which returned from vfork on its parent's stack.
-func TestFollowVforksNext(t *testing.T) {
-	src := fixture("../fork_child.c")
-	line := markerLine(t, "fork_child.c", "VFORK-LINE")
-	c := newClient(t, Options{})
-	parent := c.launch(map[string]any{"program": fixture("fork_child"), "args": []string{"vfork", "1"}, "followForks": true}).Body.SystemProcessId
-	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src}, "breakpoints": []map[string]any{{"line": line}}})
-	c.call("configurationDone", nil)
-	if st := c.stopped(); st.Body.ThreadId != parent {
-		t.Fatalf("first stop %+v", st.Body)
-	}
-	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": src}, "breakpoints": []map[string]any{}})
-	c.call("next", map[string]any{"threadId": parent})
-	st := c.stopped()
-	child := c.event("process").(*dap.ProcessEvent).Body.SystemProcessId
-	if st.Body.ThreadId != child || st.Body.Reason != "step" || c.frames(child)[0].Line != line+1 {
-		t.Fatalf("next over vfork() stopped %+v at %+v, want a step to line %d in child %d", st.Body, c.frames(st.Body.ThreadId)[0], line+1, child)
-	}
-	c.call("continue", map[string]any{"threadId": child})
-	if code := c.waitExit(); code != 0 || !strings.Contains(c.out(), "RESULT children=1 ok=1 parent=1") {
-		t.Fatalf("exit code %d, output:\n%s", code, c.out())
 	}
 }

@@ -3,14 +3,11 @@ package stepper
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rseqdbg/rseqdbg/regions"
-	"github.com/rseqdbg/rseqdbg/target/ptrace"
 	"github.com/rseqdbg/rseqdbg/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
@@ -164,21 +161,7 @@ func TestDisplaceRefusesCalls(t *testing.T) {
 // process, which runs on to exact sums.
 func TestDetachUnmapsScratch(t *testing.T) {
 	prog := filepath.Join(fixtures(t), "full_tables")
-	cmd := exec.Command(prog, "2", "400000000")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	time.Sleep(50 * time.Millisecond)
-	p, err := ptrace.Attach(cmd.Process.Pid)
-	if err != nil {
-		t.Skipf("cannot attach here: %v", err)
-	}
-	defer p.Close()
-	e, err := New(p, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cmd, p, e := attachRunning(t, prog, "2", "400000000")
 	mapped := func(base uint64) bool {
 		maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", cmd.Process.Pid))
 		if err != nil {

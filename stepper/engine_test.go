@@ -42,6 +42,28 @@ func launch(t testing.TB, prog string, args ...string) (*ptrace.Process, *Engine
 	return p, e
 }
 
+// attachRunning starts prog with args untraced, lets it run a while and
+// attaches to it; the process is killed at the end of the test.
+func attachRunning(t *testing.T, prog string, args ...string) (*exec.Cmd, *ptrace.Process, *Engine) {
+	t.Helper()
+	cmd := exec.Command(prog, args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	time.Sleep(50 * time.Millisecond)
+	p, err := ptrace.Attach(cmd.Process.Pid)
+	if err != nil {
+		t.Skipf("cannot attach here: %v", err)
+	}
+	t.Cleanup(p.Close)
+	e, err := New(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd, p, e
+}
+
 func devnull(t testing.TB) *os.File {
 	f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
@@ -108,23 +130,8 @@ func TestKilledDuringRangeStep(t *testing.T) {
 
 // Detaching leaves no int3 of ours in the target's memory.
 func TestDetachRestoresMemory(t *testing.T) {
-	dir := fixtures(t)
-	prog := filepath.Join(dir, "full_tables")
-	cmd := exec.Command(prog, "2", "2000000000")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	time.Sleep(100 * time.Millisecond)
-	p, err := ptrace.Attach(cmd.Process.Pid)
-	if err != nil {
-		t.Skipf("cannot attach here: %v", err)
-	}
-	defer p.Close()
-	e, err := New(p, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	prog := filepath.Join(fixtures(t), "full_tables")
+	cmd, p, e := attachRunning(t, prog, "2", "2000000000")
 	var text []byte
 	var lo uint64
 	e.Do(func() {

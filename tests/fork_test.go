@@ -219,9 +219,15 @@ func TestHeadlessFollowForkChild(t *testing.T) {
 // A next over fork() with follow-fork-mode child ends on the next line in
 // the child, as gdb's: the step goes on there from the same frame.
 func TestHeadlessNextOverForkFollowsChild(t *testing.T) {
-	line := markerLine(t, "fork_child.c", "FORK-LINE")
+	nextOverForkFollowsChild(t, "fork", "FORK-LINE")
+}
+
+// nextOverForkFollowsChild: next over the line at marker of fork_child in
+// mode, following the child.
+func nextOverForkFollowsChild(t *testing.T, mode, marker string) {
+	line := markerLine(t, "fork_child.c", marker)
 	s := run(t, []string{"set follow-fork-mode child", fmt.Sprintf("break fork_child.c:%d", line), "continue", "next", "delete"}, []string{"--continue"},
-		fixture("fork_child"), "fork", "2")
+		fixture("fork_child"), mode, "2")
 	forks := s.of("fork")
 	if len(forks) != 1 || forks[0].str("follow") != "child" {
 		t.Fatalf("fork events %v", forks)
@@ -231,7 +237,7 @@ func TestHeadlessNextOverForkFollowsChild(t *testing.T) {
 		t.Fatalf("stops %v", stops)
 	}
 	if st := stops[2]; st.str("reason") != "step" || st.num("line") != line+1 || st.num("thread") != forks[0].num("child") {
-		t.Errorf("next over fork() stopped %v, want a step to line %d in child %d", st, line+1, forks[0].num("child"))
+		t.Errorf("next over %s() stopped %v, want a step to line %d in child %d", mode, st, line+1, forks[0].num("child"))
 	}
 	forkResult(t, s.result(t), 2)
 }

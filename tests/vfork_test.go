@@ -324,21 +324,7 @@ func TestHeadlessNextOverVforkFollowsChild(t *testing.T) {
 		t.Errorf("the caller of __vfork+8 is %v, want main", frames[1])
 	}
 
-	line := markerLine(t, "fork_child.c", "VFORK-LINE")
-	s = run(t, []string{"set follow-fork-mode child", fmt.Sprintf("break fork_child.c:%d", line), "continue", "next", "delete"}, []string{"--continue"},
-		fixture("fork_child"), "vfork", "2")
-	forks := s.of("fork")
-	if len(forks) != 1 || forks[0].str("follow") != "child" {
-		t.Fatalf("fork events %v", forks)
-	}
-	stops := s.of("stop")
-	if len(stops) != 3 {
-		t.Fatalf("stops %v", stops)
-	}
-	if st := stops[2]; st.str("reason") != "step" || st.num("line") != line+1 || st.num("thread") != forks[0].num("child") {
-		t.Errorf("next over vfork() stopped %v, want a step to line %d in child %d", st, line+1, forks[0].num("child"))
-	}
-	forkResult(t, s.result(t), 2)
+	nextOverForkFollowsChild(t, "vfork", "VFORK-LINE")
 }
 
 // A stepi over the system call that vforks, following the parent (gdb's

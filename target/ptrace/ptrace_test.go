@@ -188,23 +188,7 @@ func TestKeepForks(t *testing.T) {
 			k.(*Process).Close()
 		}
 	}()
-	// cont continues q to its next event but SIGCHLD, which it delivers.
-	cont := func(q target.Target) target.Event {
-		sig := 0
-		for {
-			if err := q.Resume(nil, target.Action{Kind: target.Continue, Sig: sig}); err != nil {
-				return target.Event{Tid: -1, Code: -1}
-			}
-			ev, err := q.Wait()
-			if err != nil {
-				return target.Event{Tid: -1, Code: -1}
-			}
-			if ev.Kind != target.EventStop || ev.Sig != int(syscall.SIGCHLD) {
-				return ev
-			}
-			sig = ev.Sig
-		}
-	}
+	cont := contPastSIGCHLD
 	var failure error
 	// No t.Fatal on the tracer thread: its Goexit would end the thread.
 	p.Do(func() { failure = keepForksScenario(t, p, marker, other, cont, &kids) })
@@ -376,5 +360,24 @@ func TestAsleep(t *testing.T) {
 		if got != c.asleep {
 			t.Errorf("%q: asleep %v, want %v", c.src, got, c.asleep)
 		}
+	}
+}
+
+// contPastSIGCHLD continues q to its next event but SIGCHLD, which it
+// delivers; a failure is an event with Tid -1.
+func contPastSIGCHLD(q target.Target) target.Event {
+	sig := 0
+	for {
+		if err := q.Resume(nil, target.Action{Kind: target.Continue, Sig: sig}); err != nil {
+			return target.Event{Tid: -1, Code: -1}
+		}
+		ev, err := q.Wait()
+		if err != nil {
+			return target.Event{Tid: -1, Code: -1}
+		}
+		if ev.Kind != target.EventStop || ev.Sig != int(syscall.SIGCHLD) {
+			return ev
+		}
+		sig = ev.Sig
 	}
 }

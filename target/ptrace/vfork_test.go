@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/rseqdbg/rseqdbg/target"
@@ -43,23 +42,7 @@ func vforkTest(t *testing.T, scenario func(p *Process, marker, other uint64, con
 	}
 	defer p.Close()
 	marker, other := symbol(t, prog, "marker"), symbol(t, prog, "other")
-	// cont continues q to its next event but SIGCHLD, which it delivers.
-	cont := func(q target.Target) target.Event {
-		sig := 0
-		for {
-			if err := q.Resume(nil, target.Action{Kind: target.Continue, Sig: sig}); err != nil {
-				return target.Event{Tid: -1, Code: -1}
-			}
-			ev, err := q.Wait()
-			if err != nil {
-				return target.Event{Tid: -1, Code: -1}
-			}
-			if ev.Kind != target.EventStop || ev.Sig != int(syscall.SIGCHLD) {
-				return ev
-			}
-			sig = ev.Sig
-		}
-	}
+	cont := contPastSIGCHLD
 	var failure error
 	var kids []*Process
 	defer func() {
