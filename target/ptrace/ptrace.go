@@ -871,6 +871,39 @@ func (p *Process) Interrupt() {
 	unix.Tgkill(p.pid, tid, unix.SIGSTOP)
 }
 
+// takeInterrupt reports whether our own SIGSTOP that tid just reported
+// also stands for a pending interrupt of tid: it merged with the
+// interrupt's, or the interrupt's was sent after it was taken off the
+// queue and still waits there (then not). Another thread's interrupt is
+// its own SIGSTOP: taken for this one, it stopped its thread later as if
+// the program had been sent SIGSTOP. Under intMu, so that no interrupt is
+// between setting its flag and sending its signal.
+func (p *Process) takeInterrupt(tid int) bool {
+	p.intMu.Lock()
+	defer p.intMu.Unlock()
+	if !p.interrupt.Load() || tid != int(p.signalTid.Load()) || p.sigstopQueued(tid) {
+		return false
+	}
+	p.interrupt.Store(false)
+	return true
+}
+
+// interruptStop reports whether a SIGSTOP t reported, not one of ours, is
+// an interrupt's. Interrupts repeated until the stop (as front ends do)
+// each send one: one sent after this one was taken off the queue waits
+// there, and is ours to swallow. Under intMu, as takeInterrupt.
+func (p *Process) interruptStop(t *threadState) bool {
+	p.intMu.Lock()
+	defer p.intMu.Unlock()
+	if !p.interrupt.Swap(false) {
+		return false
+	}
+	if p.sigstopQueued(t.tid) {
+		t.sigstopPending = true
+	}
+	return true
+}
+
 func (p *Process) anyRunning() bool { return p.nrunning > 0 }
 
 // setRunning records that t runs or has stopped. The counts it keeps
@@ -1138,27 +1171,14 @@ func (p *Process) handleStatus(tid int, ws unix.WaitStatus, stopping bool) (targ
 		if t.sigstopPending {
 			t.sigstopPending = false
 			if !stopping {
-				// An interrupt of this thread meanwhile either merged
-				// with this SIGSTOP (one stop for both) or, sent after
-				// this one was taken off the queue, still waits in it.
-				// Another thread's interrupt is its own SIGSTOP: taken
-				// for this one, it stopped its thread later as if the
-				// program had been sent SIGSTOP.
-				if p.interrupt.Load() && tid == int(p.signalTid.Load()) && !p.sigstopQueued(tid) {
-					p.interrupt.Store(false)
+				if p.takeInterrupt(tid) {
 					return target.Event{Kind: target.EventStop, Tid: tid, Sig: int(unix.SIGSTOP), Async: true}, true
 				}
 				p.resumeThread(t, t.last)
 			}
 			return target.Event{}, false
 		}
-		if p.interrupt.Swap(false) {
-			// Interrupts repeated until the stop (as front ends do) each
-			// send a SIGSTOP: one sent after this one was taken off the
-			// queue waits there, and is ours to swallow.
-			if p.sigstopQueued(tid) {
-				t.sigstopPending = true
-			}
+		if p.interruptStop(t) {
 			ev := target.Event{Kind: target.EventStop, Tid: tid, Sig: int(unix.SIGSTOP), Async: true}
 			if stopping {
 				t.pending = &ev
