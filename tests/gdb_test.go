@@ -569,13 +569,9 @@ func TestRemoteClientKilledMidRangeStep(t *testing.T) {
 	if err := g.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(srv.stderr.String(), "packet=vCont;r") {
-		if time.Now().After(deadline) {
-			g.Process.Kill()
-			t.Fatalf("gdb never range-stepped:\n%s", srv.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !srv.stderr.waitFor("packet=vCont;r", 30*time.Second) {
+		g.Process.Kill()
+		t.Fatalf("gdb never range-stepped:\n%s", srv.stderr.String())
 	}
 	time.Sleep(300 * time.Millisecond)
 	g.Process.Kill()

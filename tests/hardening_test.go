@@ -157,7 +157,7 @@ func TestVRunVAttachNeedExtendedMode(t *testing.T) {
 	if tp := tracerPid(t, victim.cmd.Process.Pid); tp != 0 {
 		t.Errorf("the victim is traced by %d", tp)
 	}
-	if !strings.Contains(srv.stderr.String(), "Already debugging a process") {
+	if !srv.stderr.waitFor("Already debugging a process", 10*time.Second) {
 		t.Errorf("no notice:\n%s", srv.stderr.String())
 	}
 	if _, err := c.Request("!"); err != nil {
@@ -283,10 +283,8 @@ func TestOnlySameUser(t *testing.T) {
 	tcp := startServing(t, nil, prog, "1", "10")
 	uds := &stub{}
 	uds.start(t, binary, "--gdb-remote", "unix:"+sock, "--", prog, "1", "10")
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(uds.stderr.String(), "Listening on unix:"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no unix listener:\n%s", uds.stderr.String())
-		}
+	if !uds.stderr.waitFor("Listening on unix:", 10*time.Second) {
+		t.Fatalf("no unix listener:\n%s", uds.stderr.String())
 	}
 	fi, err := os.Stat(sock)
 	if err != nil || fi.Mode().Perm() != 0o600 || fi.Mode().Type() != os.ModeSocket {

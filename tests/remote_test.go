@@ -42,6 +42,17 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// waitFor reports whether text shows up in s within d: a process's output
+// is copied into s after the process wrote it.
+func (s *syncBuffer) waitFor(text string, d time.Duration) bool {
+	for deadline := time.Now().Add(d); !strings.Contains(s.String(), text); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
 // stub is a running remote server: rseqdbg --gdb-remote or gdbserver.
 type stub struct {
 	cmd    *exec.Cmd
