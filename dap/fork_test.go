@@ -106,11 +106,18 @@ func TestFollowForks(t *testing.T) {
 	if !found {
 		t.Errorf("the child's regions lack percpu_inc's section: %+v", regs)
 	}
+	childThenParent(t, c, child, parent)
+}
+
+// childThenParent continues the child to its end, finds the parent stopped
+// at percpu_inc's breakpoint, and runs it to a clean exit.
+func childThenParent(t *testing.T, c *client, child, parent int) {
+	t.Helper()
 	c.call("continue", map[string]any{"threadId": child})
 	if ex := c.event("rseqProcessExited").(*ProcessExitedEvent); ex.Body.Pid != child || ex.Body.ExitCode != 0 {
 		t.Fatalf("child end %+v", ex.Body)
 	}
-	st = c.stopped()
+	st := c.stopped()
 	if st.Body.ThreadId != parent || !strings.HasPrefix(c.frames(parent)[0].Name, "percpu_inc") {
 		t.Fatalf("after the child: %+v, want the parent %d at percpu_inc", st.Body, parent)
 	}
@@ -213,19 +220,7 @@ func TestFollowVforks(t *testing.T) {
 			if !strings.Contains(c.out(), "is executing new program") {
 				t.Errorf("no exec notice for the child:\n%s", c.out())
 			}
-			c.call("continue", map[string]any{"threadId": child})
-			if ex := c.event("rseqProcessExited").(*ProcessExitedEvent); ex.Body.Pid != child || ex.Body.ExitCode != 0 {
-				t.Fatalf("child end %+v", ex.Body)
-			}
-			st = c.stopped()
-			if st.Body.ThreadId != parent || !strings.HasPrefix(c.frames(parent)[0].Name, "percpu_inc") {
-				t.Fatalf("after the child: %+v, want the parent %d at percpu_inc", st.Body, parent)
-			}
-			c.call("setFunctionBreakpoints", map[string]any{"breakpoints": []map[string]any{}})
-			c.call("continue", map[string]any{"threadId": parent})
-			if code := c.waitExit(); code != 0 || !strings.Contains(c.out(), "RESULT children=1 ok=1 parent=1") {
-				t.Fatalf("exit code %d, output:\n%s", code, c.out())
-			}
+			childThenParent(t, c, child, parent)
 		})
 	}
 }

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"github.com/rseqdbg/rseqdbg/gdbproto/wire"
 	"regexp"
 	"strconv"
 	"strings"
@@ -279,17 +280,7 @@ func TestRemoteForkEvents(t *testing.T) {
 	}
 	// fork_child exits 1 when a child did not exit 0, after saying so.
 	// Signal stops on the way (SIGCHLD) are passed on.
-	resume := fmt.Sprintf("vCont;c:p%s.-1", parent)
-	for i := 0; ; i++ {
-		reply, err = c.Request(resume)
-		if err != nil || i > 10 {
-			t.Fatalf("resuming the parent: %q %v", reply, err)
-		}
-		if reply[0] != 'T' {
-			break
-		}
-		resume = fmt.Sprintf("vCont;C%s:p%s.-1", reply[1:3], parent)
-	}
+	reply = resumeToEnd(t, c, parent)
 	if want := "W01;process:" + parent; string(reply) != want {
 		t.Errorf("the parent ended with %q, want %q", reply, want)
 	}
@@ -383,4 +374,21 @@ func TestGDBStepiOverFork(t *testing.T) {
 		t.Errorf("both processes should exit normally:\n%s", tail(out))
 	}
 	forkResult(t, result(t, srv.stdout.String()), 1)
+}
+
+// resumeToEnd resumes process parent until it ends, passing on the signals
+// it stops for (SIGCHLD), and returns the end's reply.
+func resumeToEnd(t *testing.T, c *wire.Client, parent string) []byte {
+	t.Helper()
+	resume := fmt.Sprintf("vCont;c:p%s.-1", parent)
+	for i := 0; ; i++ {
+		reply, err := c.Request(resume)
+		if err != nil || i > 10 {
+			t.Fatalf("resuming the parent: %q %v", reply, err)
+		}
+		if reply[0] != 'T' {
+			return reply
+		}
+		resume = fmt.Sprintf("vCont;C%s:p%s.-1", reply[1:3], parent)
+	}
 }

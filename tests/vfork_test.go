@@ -168,17 +168,7 @@ func TestRemoteVforkEvents(t *testing.T) {
 	if want := fmt.Sprintf(`^T05vforkdone:;.*thread:p%s\.%s;`, parent, ptid); err != nil || !regexp.MustCompile(want).Match(reply) {
 		t.Fatalf("after the child: %q %v, want the parent's vforkdone", reply, err)
 	}
-	resume := fmt.Sprintf("vCont;c:p%s.-1", parent)
-	for i := 0; ; i++ {
-		reply, err = c.Request(resume)
-		if err != nil || i > 10 {
-			t.Fatalf("resuming the parent: %q %v", reply, err)
-		}
-		if reply[0] != 'T' {
-			break
-		}
-		resume = fmt.Sprintf("vCont;C%s:p%s.-1", reply[1:3], parent)
-	}
+	reply = resumeToEnd(t, c, parent)
 	if want := "W00;process:" + parent; string(reply) != want {
 		t.Errorf("the parent ended with %q, want %q", reply, want)
 	}
@@ -193,7 +183,7 @@ func TestRemoteVforkEvents(t *testing.T) {
 	if reply, err := c.Request(run); err != nil || reply[0] != 'T' {
 		t.Fatalf("vRun: %q %v", reply, err)
 	}
-	resume = "vCont;c"
+	resume := "vCont;c"
 	for i := 0; ; i++ {
 		reply, err = c.Request(resume)
 		if err != nil || i > 10 || strings.Contains(string(reply), "vfork") {
